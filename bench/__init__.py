@@ -1,0 +1,1 @@
+"""edge-llm benchmarks: capability against inference compute (knowledge density)."""

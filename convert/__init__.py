@@ -1,0 +1,1 @@
+"""edge-llm converter: Hugging Face checkpoints in, quantized GGUFs out (see the converter issue)."""

@@ -1,0 +1,308 @@
+"""The one module that talks to llama.cpp (through llama-cpp-python's ctypes bindings).
+
+Everything above this layer deals in Python ints, bytes and numpy arrays. llama.cpp does the
+forward pass, the KV cache and the sampling; this module only owns the handles and frees them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import llama_cpp.llama_cpp as C  # noqa: N812  (the raw C API)
+
+# --- logging ---------------------------------------------------------------------------------
+# llama.cpp logs every load to stderr. Keep the recent ERROR/WARN lines to explain a failed load,
+# and print everything only when EDGE_LLM_DEBUG is set.
+
+_LOG_LOCK = threading.Lock()
+_RECENT_ERRORS: list[str] = []
+_DEBUG = bool(os.environ.get("EDGE_LLM_DEBUG"))
+
+
+@C.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    msg = text.decode("utf-8", errors="replace") if text else ""
+    if _DEBUG:
+        os.write(2, msg.encode())
+    if level in (2, 3) and msg.strip():  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+        with _LOG_LOCK:
+            _RECENT_ERRORS.append(msg.strip())
+            del _RECENT_ERRORS[:-20]
+
+
+C.llama_log_set(_log_callback, ctypes.c_void_p(0))
+C.llama_backend_init()
+
+
+def take_recent_errors() -> list[str]:
+    with _LOG_LOCK:
+        out = list(_RECENT_ERRORS)
+        _RECENT_ERRORS.clear()
+    return out
+
+
+def system_info() -> str:
+    return C.llama_print_system_info().decode()
+
+
+def supports_gpu_offload() -> bool:
+    return bool(C.llama_supports_gpu_offload())
+
+
+# KV-cache element types by name (ggml_type values).
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    n_batch: int = 512
+    n_gpu_layers: int = 0
+    kv_type: str = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    default_n_ctx: int = 4096  # used when n_ctx is 0: this, capped at the training context
+
+
+class LoadError(Exception):
+    """llama.cpp refused the file; ``details`` holds what it logged."""
+
+    def __init__(self, message: str, details: list[str]):
+        super().__init__(message)
+        self.details = details
+
+
+class Backend:
+    """A loaded model plus one context (one sequence) and its KV cache."""
+
+    def __init__(self, path: Path, cfg: ContextConfig):
+        self.model = None
+        self.ctx = None
+        self.cfg = cfg
+        mp = C.llama_model_default_params()
+        mp.n_gpu_layers = cfg.n_gpu_layers
+        mp.load_mode = {
+            (True, False): C.LLAMA_LOAD_MODE_MMAP,
+            (True, True): C.LLAMA_LOAD_MODE_MMAP_MLOCK,
+            (False, True): C.LLAMA_LOAD_MODE_MLOCK,
+            (False, False): C.LLAMA_LOAD_MODE_NONE,
+        }[(cfg.use_mmap, cfg.use_mlock)]
+        take_recent_errors()
+        self.model = C.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.model:
+            raise LoadError("llama.cpp could not load the model", take_recent_errors())
+        self.vocab = C.llama_model_get_vocab(self.model)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
+
+        cp = C.llama_context_default_params()
+        cp.n_ctx = cfg.n_ctx or min(cfg.default_n_ctx, self.n_ctx_train)
+        cp.n_batch = cfg.n_batch
+        cp.n_ubatch = cfg.n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = cfg.n_threads
+        cp.n_threads_batch = cfg.n_threads_batch
+        cp.type_k = cp.type_v = KV_TYPES[cfg.kv_type]
+        if cfg.flash_attn is not None:
+            cp.flash_attn_type = int(cfg.flash_attn)
+        elif cfg.kv_type not in ("f16", "f32", "bf16"):
+            cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_ENABLED  # quantized V needs it
+        cp.no_perf = False
+        self.ctx = C.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            self.close()
+            raise LoadError("llama.cpp could not create a context", take_recent_errors())
+        self.n_ctx = C.llama_n_ctx(self.ctx)
+        self.mem = C.llama_get_memory(self.ctx)
+        self.n_swa = C.llama_model_n_swa(self.model)
+
+    # --- metadata ---------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = C.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):  # long values (chat templates) get a second, exact-size read
+            buf = ctypes.create_string_buffer(n + 1)
+            C.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def n_params(self) -> int:
+        return C.llama_model_n_params(self.model)
+
+    def model_size(self) -> int:
+        return C.llama_model_size(self.model)
+
+    # --- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> str:
+        return b"".join(self.token_to_piece(t, special) for t in tokens).decode(
+            "utf-8", errors="replace"
+        )
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def bos(self) -> int:
+        return C.llama_vocab_bos(self.vocab)
+
+    def eos(self) -> int:
+        return C.llama_vocab_eos(self.vocab)
+
+    def add_bos(self) -> bool:
+        return bool(C.llama_vocab_get_add_bos(self.vocab))
+
+    # --- evaluation -------------------------------------------------------------------------
+    def decode(self, tokens: list[int]) -> None:
+        """Append ``tokens`` to the sequence, ``n_batch`` at a time; logits of the last one."""
+        n_batch = self.cfg.n_batch
+        for start in range(0, len(tokens), n_batch):
+            chunk = tokens[start : start + n_batch]
+            arr = (C.llama_token * len(chunk))(*chunk)
+            rc = C.llama_decode(self.ctx, C.llama_batch_get_one(arr, len(chunk)))
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc}")
+
+    def logits(self) -> np.ndarray:
+        """The last decoded position's logits (a copy)."""
+        ptr = C.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    # --- KV cache ---------------------------------------------------------------------------
+    def kv_clear(self) -> None:
+        C.llama_memory_clear(self.mem, True)
+
+    def kv_truncate(self, n_keep: int) -> bool:
+        """Drop every cached position >= n_keep. False if the cache cannot (then clear it)."""
+        if n_keep > 0 and self.n_swa > 0:
+            # A sliding-window cache forgets old positions: it can only resume if it still
+            # holds the window that ends at n_keep.
+            pos_min = C.llama_memory_seq_pos_min(self.mem, 0)
+            if pos_min > max(0, n_keep - self.n_swa):
+                return False
+        return bool(C.llama_memory_seq_rm(self.mem, 0, n_keep, -1))
+
+    # --- sampling ---------------------------------------------------------------------------
+    def make_sampler(
+        self,
+        *,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        repeat_penalty: float,
+        repeat_last_n: int,
+        seed: int | None,
+    ) -> Sampler:
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        add = lambda s: C.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if repeat_penalty != 1.0:
+            add(C.llama_sampler_init_penalties(repeat_last_n, repeat_penalty, 0.0, 0.0))
+        if temperature <= 0:
+            add(C.llama_sampler_init_greedy())
+        else:
+            if top_k > 0:
+                add(C.llama_sampler_init_top_k(top_k))
+            if top_p < 1.0:
+                add(C.llama_sampler_init_top_p(top_p, 1))
+            if min_p > 0.0:
+                add(C.llama_sampler_init_min_p(min_p, 1))
+            add(C.llama_sampler_init_temp(temperature))
+            add(C.llama_sampler_init_dist(C.LLAMA_DEFAULT_SEED if seed is None else seed))
+        return Sampler(chain, self)
+
+    # --- timings (llama.cpp's own counters) -------------------------------------------------
+    def perf(self) -> dict[str, float]:
+        p = C.llama_perf_context(self.ctx)
+        return {
+            "prompt_ms": p.t_p_eval_ms,
+            "prompt_tokens": p.n_p_eval,
+            "eval_ms": p.t_eval_ms,
+            "eval_tokens": p.n_eval,
+        }
+
+    def perf_reset(self) -> None:
+        C.llama_perf_context_reset(self.ctx)
+
+    # --- state ------------------------------------------------------------------------------
+    def state_bytes(self) -> bytes:
+        size = C.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        n = C.llama_state_seq_get_data(self.ctx, buf, size, 0)
+        return bytes(buf[:n])
+
+    def set_state_bytes(self, data: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return C.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == len(data)
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        C.llama_set_n_threads(self.ctx, n_threads, n_threads_batch)
+
+    def close(self) -> None:
+        if self.ctx:
+            C.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            C.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
+
+
+class Sampler:
+    """A llama.cpp sampler chain bound to one backend."""
+
+    def __init__(self, chain, backend: Backend):
+        self.chain = chain
+        self.backend = backend
+
+    def accept(self, tokens: list[int]) -> None:
+        """Feed history (for the repeat penalty) without sampling."""
+        for t in tokens:
+            C.llama_sampler_accept(self.chain, t)
+
+    def sample(self) -> int:
+        """Sample from the last decoded position (and record the token in the chain's history)."""
+        return C.llama_sampler_sample(self.chain, self.backend.ctx, -1)
+
+    def close(self) -> None:
+        if self.chain:
+            C.llama_sampler_free(self.chain)
+            self.chain = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,58 @@
+"""The `edge-llm` command. One module per command; heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edge_llm.cli import chat, info, models, run
+from edge_llm.errors import EdgeLLMError
+
+app = typer.Typer(
+    name="edge-llm",
+    help="Run, convert and measure language models on edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("run")(run.run)
+app.command("chat")(chat.chat)
+app.command("info")(info.info)
+app.command("models")(models.models)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from edge_llm import __version__
+
+        typer.echo(f"edge-llm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run, convert and measure language models on edge devices."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgeLLMError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # `edge-llm run ... | head`
+        sys.stderr.close()
+        raise SystemExit(0) from None

@@ -1,0 +1,45 @@
+"""`edge-llm info`: what a GGUF is, from its header."""
+
+from __future__ import annotations
+
+import json
+
+from edge_llm.cli import options as o
+
+
+def info(model: o.Model = None, as_json: o.Json = False) -> None:
+    """Architecture, parameters, size, bits per weight, tensor types, context, chat template."""
+    from edge_llm import gguf_info
+    from edge_llm.registry import resolve
+
+    s = gguf_info.read(resolve(model)).summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    rows = [
+        ("name", s["name"]),
+        ("path", s["path"]),
+        ("architecture", s["architecture"]),
+        ("parameters", f"{s['n_params']:,} ({s['n_params'] / 1e6:.1f} M)"),
+        ("file size", f"{s['file_size']:,} bytes ({s['file_size'] / 2**20:.1f} MiB)"),
+        ("bits per weight", f"{s['bits_per_weight']:.2f}"),
+        ("file type", s["file_type"] or "unknown"),
+        ("context length", s["context_length"]),
+        ("layers / embedding", f"{s['block_count']} / {s['embedding_length']}"),
+        ("heads / kv heads", f"{s['head_count']} / {s['head_count_kv']}"),
+        ("vocabulary", s["vocab_size"]),
+        ("chat template", "yes" if s["chat_template"] else "no"),
+    ]
+    for k, v in rows:
+        console.print(f"[bold]{k:>18}[/bold]  {v}")
+    table = Table(title="tensor types", title_justify="left")
+    for col in ("type", "tensors", "parameters", "bytes", "share of bytes"):
+        table.add_column(col, justify="right" if col != "type" else "left")
+    total = sum(r["bytes"] for r in s["types"].values()) or 1
+    for t, r in s["types"].items():
+        table.add_row(t, str(r["tensors"]), f"{r['params']:,}", f"{r['bytes']:,}", f"{100 * r['bytes'] / total:.1f}%")
+    console.print(table)

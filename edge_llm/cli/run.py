@@ -1,0 +1,83 @@
+"""`edge-llm run`: one prompt in, one completion out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from edge_llm.cli import options as o
+
+
+def run(
+    model: o.Model = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", "-p", help="The prompt; read from stdin when not given.", show_default=False),
+    ] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Send the prompt as a user message through the model's chat template.")] = False,
+    system: Annotated[str | None, typer.Option("--system", help="System message (with --chat).", show_default=False)] = None,
+    max_tokens: o.MaxTokens = None,
+    temperature: o.Temperature = None,
+    top_k: o.TopK = None,
+    top_p: o.TopP = None,
+    min_p: o.MinP = None,
+    repeat_penalty: o.RepeatPenalty = None,
+    seed: o.Seed = None,
+    stop: o.Stop = None,
+    ctx: o.Ctx = None,
+    threads: o.Threads = None,
+    device: o.Device = "auto",
+    as_json: o.Json = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print usage and speed to stderr.")] = False,
+) -> None:
+    """Complete one prompt (raw text by default; --chat for instruct models) and print the text.
+
+    Examples: edge-llm run -p "The capital of France is" -n 16 --temp 0
+              echo "What is 12*7?" | edge-llm run --chat
+    """
+    from edge_llm.errors import PromptError
+    from edge_llm.model import load
+
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise PromptError("no prompt: pass one with -p TEXT or pipe it on stdin")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise PromptError("the prompt is empty; pass some text with -p TEXT or on stdin")
+    params = o.sampling(
+        max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repeat_penalty=repeat_penalty, seed=seed, stop=stop,
+    )  # fmt: skip
+    m = load(model, device=device, n_ctx=ctx, threads=threads)
+    if chat:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        stream = m.chat_stream(messages, **params)
+    else:
+        stream = m.stream(prompt, **params)
+    if as_json:
+        for _ in stream:
+            pass
+        out = {"model": str(m.path), **stream.result.to_dict()}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    if stats:
+        print(format_stats(stream.result), file=sys.stderr)
+
+
+def format_stats(c) -> str:
+    u, t = c.usage, c.timings
+    cached = f", {u.cached_tokens} cached" if u.cached_tokens else ""
+    return (
+        f"prompt {u.prompt_tokens} tokens{cached}, {t.prefill_tokens_per_s:.1f} tok/s | "
+        f"generated {u.completion_tokens} tokens, {t.decode_tokens_per_s:.1f} tok/s | "
+        f"first token {t.ttft_s * 1000:.0f} ms | finish: {c.finish_reason}"
+    )

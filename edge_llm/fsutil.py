@@ -1,0 +1,37 @@
+"""File helpers shared by every writer: nothing half-written ever sits at a target path."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place only on success.
+
+    The temporary file lives in the target's directory so the final ``os.replace`` is atomic.
+    On an exception (or a kill) the target is untouched and the temporary file is removed.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def cache_dir() -> Path:
+    """Where edge-llm keeps what it builds (assembled models): $EDGE_LLM_HOME or ~/.cache/edge-llm."""
+    home = os.environ.get("EDGE_LLM_HOME")
+    if home:
+        return Path(home)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edge-llm"

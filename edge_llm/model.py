@@ -1,0 +1,353 @@
+"""``Model``: a GGUF loaded for generation, streaming and chat, with usage and timings."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_llm import backend as _backend
+from edge_llm import chat_template, gguf_info
+from edge_llm.devices import DeviceConfig, resolve_device
+from edge_llm.errors import ConfigError, InvalidModelError, PromptError
+from edge_llm.registry import resolve
+from edge_llm.sampling import SamplingParams, find_stop, held_back
+
+DEFAULT_N_CTX = 4096
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    ttft_s: float  # call start to the first generated token
+    prefill_s: float
+    decode_s: float  # first generated token to the last
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "stop" (end of generation or a stop string) or "length"
+    usage: Usage
+    timings: Timings
+
+    @property
+    def message(self) -> dict[str, str]:
+        return {"role": "assistant", "content": self.text}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usage"]["total_tokens"] = self.usage.total_tokens
+        del d["tokens"]
+        return d
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Stream:
+    """Text pieces as they are generated. After the last piece, ``result`` holds the Completion.
+
+    Stopping early (``close()`` or leaving a ``for`` loop with ``break``) ends the generation.
+    """
+
+    def __init__(self, gen: Iterator[str], holder: list[Completion]):
+        self._gen = gen
+        self._holder = holder
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    @property
+    def result(self) -> Completion:
+        if not self._holder:
+            raise RuntimeError("the stream has not finished; iterate it to the end first")
+        return self._holder[0]
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+
+class Model:
+    """A GGUF model with one conversation's KV cache.
+
+    Consecutive calls reuse the longest common token prefix already in the cache, so a chat's
+    turn N only prefills what is new. One Model serves one caller at a time.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        n_batch: int = 512,
+        kv_type: str = "f16",
+    ):
+        self.path = Path(path)
+        gguf_info.check_gguf(self.path)
+        self.device: DeviceConfig = resolve_device(device, threads=threads)
+        if n_ctx is not None and n_ctx < 16:
+            raise ConfigError(f"n_ctx must be at least 16 (got {n_ctx})")
+        if n_batch < 1:
+            raise ConfigError(f"n_batch must be at least 1 (got {n_batch})")
+        if kv_type not in _backend.KV_TYPES:
+            raise ConfigError(f"kv_type {kv_type!r} unknown; use one of {', '.join(_backend.KV_TYPES)}")
+        cfg = _backend.ContextConfig(
+            n_ctx=n_ctx or 0,
+            n_threads=self.device.threads,
+            n_threads_batch=self.device.threads_batch,
+            n_batch=n_batch,
+            n_gpu_layers=self.device.n_gpu_layers,
+            kv_type=kv_type,
+            default_n_ctx=DEFAULT_N_CTX,
+        )
+        try:
+            self._b = _backend.Backend(self.path, cfg)
+        except _backend.LoadError as e:
+            raise InvalidModelError(gguf_info.explain_load_failure(self.path, e.details)) from None
+        self._cache: list[int] = []  # tokens whose K/V sit in the cache, in order
+        self.architecture = self._b.meta("general.architecture") or "unknown"
+        self.name = self._b.meta("general.name") or self.path.stem
+        self._template = self._b.meta("tokenizer.chat_template")
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._b.n_ctx
+
+    @property
+    def n_ctx_train(self) -> int:
+        return self._b.n_ctx_train
+
+    @property
+    def n_vocab(self) -> int:
+        return self._b.n_vocab
+
+    @property
+    def threads(self) -> int:
+        return self.device.threads
+
+    @property
+    def chat_template(self) -> str:
+        """The model's own template, or ChatML when the GGUF has none."""
+        return self._template or chat_template.CHATML
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    # --- tokens -----------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of ``text`` (BOS first when the model wants it and ``add_bos``)."""
+        return self._b.tokenize(text, add_special=add_bos and self._b.add_bos(), parse_special=special)
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> str:
+        return self._b.detokenize(tokens, special=special)
+
+    def token_text(self, token: int) -> str:
+        return self._b.token_to_piece(token, special=True).decode("utf-8", errors="replace")
+
+    # --- chat -------------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        """The prompt text the chat template makes of ``messages``."""
+        msgs = chat_template.validate_messages(messages)
+        return chat_template.render(
+            self.chat_template,
+            msgs,
+            bos_token=self.token_text(self._b.bos()),
+            eos_token=self.token_text(self._b.eos()),
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The tokens fed to the model for ``messages`` (the template renders BOS itself or not)."""
+        text = self.render_chat(messages)
+        bos = self.token_text(self._b.bos())
+        add_bos = self._b.add_bos() and not (bos and text.startswith(bos))
+        return self._b.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def chat(self, messages: list[dict[str, str]], **sampling: Any) -> Completion:
+        """Reply to a conversation; ``messages`` as in OpenAI's API."""
+        return self.generate(self.chat_tokens(messages), **sampling)
+
+    def chat_stream(self, messages: list[dict[str, str]], **sampling: Any) -> Stream:
+        return self.stream(self.chat_tokens(messages), **sampling)
+
+    # --- generation -------------------------------------------------------------------------
+    def generate(self, prompt: str | list[int], **sampling: Any) -> Completion:
+        """Continue ``prompt`` (text, or token ids used as they are). See SamplingParams."""
+        s = self.stream(prompt, **sampling)
+        for _ in s:
+            pass
+        return s.result
+
+    def stream(self, prompt: str | list[int], **sampling: Any) -> Stream:
+        """Like ``generate``, yielding text pieces as they come."""
+        params = SamplingParams.from_kwargs(**sampling)
+        tokens = self._prompt_tokens(prompt)
+        holder: list[Completion] = []
+        return Stream(self._run(tokens, params, holder), holder)
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next call prefills its whole prompt)."""
+        self._b.kv_clear()
+        self._cache = []
+
+    def close(self) -> None:
+        self._b.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, arch={self.architecture}, n_ctx={self.n_ctx}, threads={self.threads})"
+
+    # --- internals --------------------------------------------------------------------------
+    def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise PromptError("the prompt is empty; give the model some text to continue")
+            tokens = self.tokenize(prompt)
+        else:
+            tokens = [int(t) for t in prompt]
+            if not tokens:
+                raise PromptError("the prompt is empty; give the model some tokens to continue")
+            bad = [t for t in tokens if not 0 <= t < self.n_vocab]
+            if bad:
+                raise PromptError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+        if len(tokens) >= self.n_ctx:
+            raise PromptError(
+                f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; shorten it "
+                f"or load with a larger context (n_ctx / --ctx, up to {self.n_ctx_train} for this model)"
+            )
+        return tokens
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Bring the KV cache to ``tokens``; returns how many were reused rather than computed."""
+        n_keep = 0
+        for a, b in zip(self._cache, tokens):
+            if a != b:
+                break
+            n_keep += 1
+        n_keep = min(n_keep, len(tokens) - 1)  # the last prompt token is decoded for its logits
+        if not self._b.kv_truncate(n_keep):
+            self._b.kv_clear()
+            n_keep = 0
+        self._cache = self._cache[:n_keep]
+        self._b.decode(tokens[n_keep:])
+        self._cache = list(tokens)
+        return n_keep
+
+    def _run(self, prompt: list[int], p: SamplingParams, holder: list[Completion]) -> Iterator[str]:
+        t0 = time.perf_counter()
+        n_cached = self._prefill(prompt)
+        t_prefill = time.perf_counter()
+        sampler = self._b.make_sampler(
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            repeat_penalty=p.repeat_penalty,
+            repeat_last_n=p.repeat_last_n,
+            seed=p.seed,
+        )
+        if p.repeat_penalty != 1.0:
+            sampler.accept(prompt[-p.repeat_last_n :])
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        generated: list[int] = []
+        text, shown, finish, stopped_by_string = "", 0, "length", False
+        t_first = None
+        try:
+            while len(generated) < p.max_tokens:
+                tok = sampler.sample()
+                if t_first is None:
+                    t_first = time.perf_counter()
+                if self._b.is_eog(tok) and not p.ignore_eos:
+                    finish = "stop"
+                    break
+                generated.append(tok)
+                text += utf8.decode(self._b.token_to_piece(tok))
+                cut = find_stop(text, p.stop, shown) if p.stop else None
+                if cut is not None:
+                    text = text[:cut]
+                    finish, stopped_by_string = "stop", True
+                    break
+                ready = len(text) - (held_back(text, p.stop) if p.stop else 0)
+                if ready > shown:
+                    yield text[shown:ready]
+                    shown = ready
+                if len(generated) == p.max_tokens:
+                    break
+                if len(self._cache) >= self.n_ctx:
+                    break  # the context is full: finish_reason "length"
+                self._b.decode([tok])
+                self._cache.append(tok)
+            if not stopped_by_string:
+                text += utf8.decode(b"", final=True)
+            if len(text) > shown:
+                yield text[shown:]
+        finally:
+            sampler.close()
+        t_end = time.perf_counter()
+        t_first = t_first or t_end
+        prefill_s = t_prefill - t0
+        decode_s = t_end - t_first
+        n_prefilled = len(prompt) - n_cached
+        holder.append(
+            Completion(
+                text=text,
+                tokens=generated,
+                finish_reason=finish,
+                usage=Usage(len(prompt), len(generated), n_cached),
+                timings=Timings(
+                    ttft_s=t_first - t0,
+                    prefill_s=prefill_s,
+                    decode_s=decode_s,
+                    prefill_tokens_per_s=n_prefilled / prefill_s if prefill_s > 0 else 0.0,
+                    decode_tokens_per_s=(len(generated) - 1) / decode_s
+                    if len(generated) > 1 and decode_s > 0
+                    else 0.0,
+                ),
+            )
+        )
+
+
+def load(
+    model: str | Path | None = None,
+    *,
+    device: str = "auto",
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    **kwargs: Any,
+) -> Model:
+    """Load a model: a path to a .gguf, a registered name (``edge-llm models``), or None for the
+    default (SmolLM2-135M-Instruct)."""
+    return Model(resolve(model), device=device, n_ctx=n_ctx, threads=threads, **kwargs)

@@ -1,0 +1,151 @@
+"""Resolve a model argument (a path, a short name, or nothing) to a GGUF file.
+
+The table of names lives in ``registry.toml`` beside this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from edge_llm.errors import ModelNotFoundError
+from edge_llm.fsutil import atomic_path, cache_dir
+
+_REGISTRY_FILE = Path(__file__).with_name("registry.toml")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    package: str
+    install: str
+    architecture: str = ""
+    file: str | None = None
+    assemble: str | None = None
+    sha256: str | None = None
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def installed(self) -> bool:
+        try:
+            importlib.metadata.distribution(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+    def cached_path(self) -> Path:
+        return cache_dir() / "models" / f"{self.name}.gguf"
+
+    def local_path(self) -> Path | None:
+        """The GGUF if it is already on disk (no assembling), else None."""
+        if not self.installed():
+            return None
+        if self.file:
+            path = Path(str(importlib.metadata.distribution(self.package).locate_file(self.file)))
+            return path if path.is_file() else None
+        path = self.cached_path()
+        return path if path.is_file() else None
+
+
+@cache
+def _load() -> tuple[str, dict[str, ModelEntry]]:
+    with _REGISTRY_FILE.open("rb") as f:
+        data = tomllib.load(f)
+    entries = {}
+    for name, table in data["models"].items():
+        table = dict(table)
+        table["aliases"] = tuple(table.get("aliases", ()))
+        entries[name] = ModelEntry(name=name, **table)
+    return data["default"], entries
+
+
+def default_model() -> str:
+    return _load()[0]
+
+
+def entries() -> list[ModelEntry]:
+    return list(_load()[1].values())
+
+
+def lookup(name: str) -> ModelEntry | None:
+    """The registry entry for a name or alias (case-insensitive), or None."""
+    key = name.lower()
+    for entry in _load()[1].values():
+        if key == entry.name or key in (a.lower() for a in entry.aliases):
+            return entry
+    return None
+
+
+def looks_like_path(arg: str) -> bool:
+    return arg.lower().endswith(".gguf") or "/" in arg or "\\" in arg or Path(arg).exists()
+
+
+def resolve(model: str | Path | None = None) -> Path:
+    """A GGUF path for ``model``: a path to a file, a registered name, or None for the default."""
+    if model is None:
+        model = default_model()
+    arg = str(model)
+    if isinstance(model, Path) or looks_like_path(arg):
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            raise ModelNotFoundError(f"{arg} is a directory; pass the path of a .gguf file inside it")
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"model file not found: {arg}; pass an existing .gguf path or a name "
+                "from `edge-llm models`"
+            )
+        return path
+    entry = lookup(arg)
+    if entry is None:
+        known = ", ".join(e.name for e in entries())
+        raise ModelNotFoundError(
+            f"unknown model '{arg}'; known models: {known} (or pass a path to a .gguf file)"
+        )
+    return fetch(entry)
+
+
+def fetch(entry: ModelEntry) -> Path:
+    """The local GGUF of a registered model, assembling it into the cache when needed."""
+    if not entry.installed():
+        raise ModelNotFoundError(
+            f"model '{entry.name}' is not installed; install it with: {entry.install}"
+        )
+    path = entry.local_path()
+    if path is not None:
+        return path
+    if entry.file:
+        raise ModelNotFoundError(
+            f"package {entry.package} is installed but holds no {entry.file}; "
+            f"reinstall it with: {entry.install}"
+        )
+    return _assemble(entry)
+
+
+def _assemble(entry: ModelEntry) -> Path:
+    assert entry.assemble is not None
+    module_name, _, func_name = entry.assemble.partition(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    target = entry.cached_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"edge-llm: assembling {entry.name} into {target} (once)", file=sys.stderr)
+    with atomic_path(target) as tmp:
+        func(tmp, overwrite=True)
+        if entry.sha256 and _sha256(tmp) != entry.sha256:
+            raise ModelNotFoundError(
+                f"assembled {entry.name} has the wrong checksum; reinstall it with: {entry.install}"
+            )
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
