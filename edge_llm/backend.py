@@ -12,9 +12,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import llama_cpp.llama_cpp as C  # noqa: N812  (the raw C API)
+import numpy as np
 
 # --- logging ---------------------------------------------------------------------------------
 # llama.cpp logs every load to stderr. Keep the recent ERROR/WARN lines to explain a failed load,
@@ -36,8 +35,8 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             del _RECENT_ERRORS[:-20]
 
 
-C.llama_log_set(_log_callback, ctypes.c_void_p(0))
 C.llama_backend_init()
+C.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 def take_recent_errors() -> list[str]:
@@ -224,7 +223,11 @@ class Backend:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda s: C.llama_sampler_chain_add(chain, s)  # noqa: E731
         if repeat_penalty != 1.0:
-            add(C.llama_sampler_init_penalties(repeat_last_n, repeat_penalty, 0.0, 0.0))
+            add(
+                C.llama_sampler_init_penalties(
+                    self.n_vocab, repeat_last_n, repeat_penalty, 0.0, 0.0
+                )
+            )
         if temperature <= 0:
             add(C.llama_sampler_init_greedy())
         else:

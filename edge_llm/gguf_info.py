@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import pathlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,12 @@ class _InitParams(ctypes.Structure):
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    import llama_cpp
-    from llama_cpp._ctypes_extensions import load_shared_library
+    # Through libllama's own handle, so the symbols resolve in the very libggml-base that
+    # llama.cpp uses (a wheel ships libggml-base.so and .so.0 as two files: two loggers).
+    # Importing the backend also routes llama.cpp's log into edge-llm's log handler.
+    from edge_llm import backend
 
-    lib = load_shared_library("ggml-base", pathlib.Path(llama_cpp.__file__).parent / "lib")
+    lib = ctypes.CDLL(backend.C._lib._name)
     sig = {
         "gguf_init_from_file": ([ctypes.c_char_p, _InitParams], ctypes.c_void_p),
         "gguf_free": ([ctypes.c_void_p], None),
@@ -281,4 +282,3 @@ def explain_load_failure(path: Path, llama_log: list[str]) -> str:
         f"llama.cpp could not load {path} (architecture '{arch}'): {reason.strip()}; "
         "check that this llama-cpp-python supports the architecture, or convert the model again"
     )
-

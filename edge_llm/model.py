@@ -116,7 +116,9 @@ class Model:
         if n_batch < 1:
             raise ConfigError(f"n_batch must be at least 1 (got {n_batch})")
         if kv_type not in _backend.KV_TYPES:
-            raise ConfigError(f"kv_type {kv_type!r} unknown; use one of {', '.join(_backend.KV_TYPES)}")
+            raise ConfigError(
+                f"kv_type {kv_type!r} unknown; use one of {', '.join(_backend.KV_TYPES)}"
+            )
         cfg = _backend.ContextConfig(
             n_ctx=n_ctx or 0,
             n_threads=self.device.threads,
@@ -164,7 +166,9 @@ class Model:
     # --- tokens -----------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
         """Token ids of ``text`` (BOS first when the model wants it and ``add_bos``)."""
-        return self._b.tokenize(text, add_special=add_bos and self._b.add_bos(), parse_special=special)
+        return self._b.tokenize(
+            text, add_special=add_bos and self._b.add_bos(), parse_special=special
+        )
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> str:
         return self._b.detokenize(tokens, special=special)
@@ -173,7 +177,9 @@ class Model:
         return self._b.token_to_piece(token, special=True).decode("utf-8", errors="replace")
 
     # --- chat -------------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
         """The prompt text the chat template makes of ``messages``."""
         msgs = chat_template.validate_messages(messages)
         return chat_template.render(
@@ -242,7 +248,9 @@ class Model:
                 raise PromptError("the prompt is empty; give the model some tokens to continue")
             bad = [t for t in tokens if not 0 <= t < self.n_vocab]
             if bad:
-                raise PromptError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+                raise PromptError(
+                    f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})"
+                )
         if len(tokens) >= self.n_ctx:
             raise PromptError(
                 f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; shorten it "

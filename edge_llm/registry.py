@@ -94,7 +94,9 @@ def resolve(model: str | Path | None = None) -> Path:
     if isinstance(model, Path) or looks_like_path(arg):
         path = Path(arg).expanduser()
         if path.is_dir():
-            raise ModelNotFoundError(f"{arg} is a directory; pass the path of a .gguf file inside it")
+            raise ModelNotFoundError(
+                f"{arg} is a directory; pass the path of a .gguf file inside it"
+            )
         if not path.is_file():
             raise ModelNotFoundError(
                 f"model file not found: {arg}; pass an existing .gguf path or a name "

@@ -19,8 +19,12 @@ HELP = """commands:
 
 def chat(
     model: o.Model = None,
-    system: Annotated[str | None, typer.Option("--system", "-s", help="System message.", show_default=False)] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per reply.")] = 512,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="System message.", show_default=False)
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", "-n", help="Most tokens per reply.")
+    ] = 512,
     temperature: o.Temperature = None,
     top_k: o.TopK = None,
     top_p: o.TopP = None,
@@ -72,7 +76,9 @@ def chat(
                 note("(conversation cleared)")
             elif cmd == "/system":
                 conv = Conversation(arg.strip() or None)
-                note(f"(system message {'set' if arg.strip() else 'cleared'}; conversation cleared)")
+                note(
+                    f"(system message {'set' if arg.strip() else 'cleared'}; conversation cleared)"
+                )
             elif cmd == "/stats":
                 note(format_stats(last) if last else "(no reply yet)")
             elif cmd == "/help":

@@ -41,5 +41,11 @@ def info(model: o.Model = None, as_json: o.Json = False) -> None:
         table.add_column(col, justify="right" if col != "type" else "left")
     total = sum(r["bytes"] for r in s["types"].values()) or 1
     for t, r in s["types"].items():
-        table.add_row(t, str(r["tensors"]), f"{r['params']:,}", f"{r['bytes']:,}", f"{100 * r['bytes'] / total:.1f}%")
+        table.add_row(
+            t,
+            str(r["tensors"]),
+            f"{r['params']:,}",
+            f"{r['bytes']:,}",
+            f"{100 * r['bytes'] / total:.1f}%",
+        )
     console.print(table)

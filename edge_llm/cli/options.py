@@ -13,19 +13,52 @@ Model = Annotated[
         show_default=False,
     ),
 ]
-Ctx = Annotated[int | None, typer.Option("--ctx", "-c", help="Context length in tokens [default: 4096, capped at the model's]", show_default=False)]
-Threads = Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads [default: chosen for this host]", show_default=False)]
+Ctx = Annotated[
+    int | None,
+    typer.Option(
+        "--ctx",
+        "-c",
+        help="Context length in tokens [default: 4096, capped at the model's]",
+        show_default=False,
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", "-t", help="CPU threads [default: chosen for this host]", show_default=False
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens to generate.", show_default=False)]
-Temperature = Annotated[float | None, typer.Option("--temperature", "--temp", help="0 = greedy [default: 0.8]", show_default=False)]
-TopK = Annotated[int | None, typer.Option("--top-k", help="[default: 40, 0 = off]", show_default=False)]
-TopP = Annotated[float | None, typer.Option("--top-p", help="[default: 0.95, 1 = off]", show_default=False)]
-MinP = Annotated[float | None, typer.Option("--min-p", help="[default: 0.05, 0 = off]", show_default=False)]
-RepeatPenalty = Annotated[float | None, typer.Option("--repeat-penalty", help="[default: 1.0 = off]", show_default=False)]
-Seed = Annotated[int | None, typer.Option("--seed", help="Fixed seed for reproducible sampling.", show_default=False)]
-Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop at this string (repeatable).", show_default=False)]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option("--max-tokens", "-n", help="Most tokens to generate.", show_default=False),
+]
+Temperature = Annotated[
+    float | None,
+    typer.Option("--temperature", "--temp", help="0 = greedy [default: 0.8]", show_default=False),
+]
+TopK = Annotated[
+    int | None, typer.Option("--top-k", help="[default: 40, 0 = off]", show_default=False)
+]
+TopP = Annotated[
+    float | None, typer.Option("--top-p", help="[default: 0.95, 1 = off]", show_default=False)
+]
+MinP = Annotated[
+    float | None, typer.Option("--min-p", help="[default: 0.05, 0 = off]", show_default=False)
+]
+RepeatPenalty = Annotated[
+    float | None, typer.Option("--repeat-penalty", help="[default: 1.0 = off]", show_default=False)
+]
+Seed = Annotated[
+    int | None,
+    typer.Option("--seed", help="Fixed seed for reproducible sampling.", show_default=False),
+]
+Stop = Annotated[
+    list[str] | None,
+    typer.Option("--stop", help="Stop at this string (repeatable).", show_default=False),
+]
 
 
 def sampling(**kwargs):

@@ -15,10 +15,20 @@ def run(
     model: o.Model = None,
     prompt: Annotated[
         str | None,
-        typer.Option("--prompt", "-p", help="The prompt; read from stdin when not given.", show_default=False),
+        typer.Option(
+            "--prompt", "-p", help="The prompt; read from stdin when not given.", show_default=False
+        ),
     ] = None,
-    chat: Annotated[bool, typer.Option("--chat", help="Send the prompt as a user message through the model's chat template.")] = False,
-    system: Annotated[str | None, typer.Option("--system", help="System message (with --chat).", show_default=False)] = None,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat", help="Send the prompt as a user message through the model's chat template."
+        ),
+    ] = False,
+    system: Annotated[
+        str | None,
+        typer.Option("--system", help="System message (with --chat).", show_default=False),
+    ] = None,
     max_tokens: o.MaxTokens = None,
     temperature: o.Temperature = None,
     top_k: o.TopK = None,
@@ -31,7 +41,9 @@ def run(
     threads: o.Threads = None,
     device: o.Device = "auto",
     as_json: o.Json = False,
-    stats: Annotated[bool, typer.Option("--stats", help="Print usage and speed to stderr.")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Print usage and speed to stderr.")
+    ] = False,
 ) -> None:
     """Complete one prompt (raw text by default; --chat for instruct models) and print the text.
 

@@ -1,0 +1,56 @@
+"""Shared fixtures: the two real models (installed by `make install`) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edge_llm
+from edge_llm.registry import resolve
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return resolve("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return resolve("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    m = edge_llm.load(smollm2_path, n_ctx=2048)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def fresh(smollm2):
+    """The shared SmolLM2 with an empty KV cache."""
+    smollm2.reset()
+    return smollm2
+
+
+def cli(
+    *args: str, input: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `edge-llm ARGS` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_llm", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def run_cli():
+    return cli

@@ -1,0 +1,132 @@
+"""Generation on the real default model: golden text, streaming, stop strings, usage, caching."""
+
+import json
+
+import pytest
+
+import edge_llm
+
+PROMPT = "The capital of France is"
+# SmolLM2-135M-Instruct Q4_1, greedy, 16 tokens. Read and judged sane ("Paris.") when pinned;
+# a change here means llama.cpp, the sampler chain or the tokenizer path changed behaviour.
+GOLDEN = " Paris.\n\nThe United States has a population of approximately 321"
+GOLDEN_TOKENS = [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 34, 33]
+
+
+def test_golden_greedy_decode_api(fresh):
+    r = fresh.generate(PROMPT, max_tokens=16, temperature=0)
+    assert r.text == GOLDEN
+    assert r.tokens == GOLDEN_TOKENS
+    assert r.finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 16)
+    assert r.usage.total_tokens == 21
+
+
+def test_golden_greedy_decode_cli(run_cli):
+    out = run_cli("run", "-p", PROMPT, "-n", "16", "--temp", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == GOLDEN + "\n"
+
+
+def test_cli_json_carries_text_usage_and_timings(run_cli):
+    out = run_cli("run", "smollm2-135m-instruct", "-p", PROMPT, "-n", "16", "--temp", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["text"] == GOLDEN
+    assert d["finish_reason"] == "length"
+    assert d["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 16,
+        "cached_tokens": 0,
+        "total_tokens": 21,
+    }
+    t = d["timings"]
+    assert t["ttft_s"] > 0 and t["prefill_tokens_per_s"] > 0 and t["decode_tokens_per_s"] > 0
+    assert t["prefill_s"] <= t["ttft_s"]
+
+
+def test_timings_are_consistent(fresh):
+    r = fresh.generate(PROMPT, max_tokens=8, temperature=0)
+    t = r.timings
+    assert 0 < t.prefill_s <= t.ttft_s
+    assert t.decode_tokens_per_s == pytest.approx((r.usage.completion_tokens - 1) / t.decode_s)
+    assert t.prefill_tokens_per_s == pytest.approx(5 / t.prefill_s)
+
+
+@pytest.mark.parametrize("seed", [7, 1234])
+def test_streaming_equals_non_streaming_with_the_same_seed(fresh, seed):
+    kw = dict(max_tokens=48, temperature=0.9, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+    fresh.reset()
+    whole = fresh.generate("Once upon a time, a dragon", **kw)
+    fresh.reset()
+    stream = fresh.stream("Once upon a time, a dragon", **kw)
+    pieces = list(stream)
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.text == stream.result.text
+    assert stream.result.tokens == whole.tokens
+
+
+def test_sampling_differs_across_seeds_and_repeats_with_one(fresh):
+    kw = dict(max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    a = fresh.generate("Once upon a time", seed=1, **kw).tokens
+    b = fresh.generate("Once upon a time", seed=1, **kw).tokens
+    c = fresh.generate("Once upon a time", seed=2, **kw).tokens
+    assert a == b
+    assert a != c
+
+
+def test_stop_string_ends_the_text_before_it(fresh):
+    r = fresh.generate(PROMPT, max_tokens=16, temperature=0, stop=["population"])
+    assert r.text == " Paris.\n\nThe United States has a "
+    assert r.finish_reason == "stop"
+    pieces = list(fresh.stream(PROMPT, max_tokens=16, temperature=0, stop=["population"]))
+    assert "".join(pieces) == r.text  # a streamed piece never shows part of the stop string
+
+
+def test_max_tokens_and_end_of_generation(fresh):
+    r = fresh.generate(PROMPT, max_tokens=3, temperature=0)
+    assert r.tokens == GOLDEN_TOKENS[:3] and r.finish_reason == "length"
+    # The instruct model ends its chat reply with <|im_end|>, an end-of-generation token.
+    c = fresh.chat([{"role": "user", "content": "Say hi."}], max_tokens=200, temperature=0)
+    assert c.finish_reason == "stop" and c.usage.completion_tokens < 200
+    assert "<|im_end|>" not in c.text
+
+
+def test_prefix_cache_reuses_the_prompt_and_keeps_the_output(fresh):
+    first = fresh.generate(PROMPT, max_tokens=16, temperature=0)
+    again = fresh.generate(PROMPT, max_tokens=16, temperature=0)
+    assert again.usage.cached_tokens == 4  # all but the last prompt token
+    assert again.text == first.text == GOLDEN
+    longer = fresh.generate(PROMPT + GOLDEN, max_tokens=4, temperature=0)
+    assert longer.usage.cached_tokens >= 5
+    fresh.reset()
+    cold = fresh.generate(PROMPT + GOLDEN, max_tokens=4, temperature=0)
+    assert cold.usage.cached_tokens == 0 and cold.tokens == longer.tokens
+
+
+def test_token_prompt_is_used_as_given(fresh):
+    ids = fresh.tokenize(PROMPT)
+    assert fresh.detokenize(ids) == PROMPT
+    assert fresh.generate(ids, max_tokens=16, temperature=0).text == GOLDEN
+
+
+def test_repeat_penalty_changes_a_repetitive_greedy_text(fresh):
+    prompt = "one two one two one two one two"
+    plain = fresh.generate(prompt, max_tokens=16, temperature=0)
+    penalised = fresh.generate(prompt, max_tokens=16, temperature=0, repeat_penalty=1.5)
+    assert plain.tokens != penalised.tokens
+
+
+def test_gemma3_loads_and_generates_through_the_same_api(gemma_path):
+    with edge_llm.load(gemma_path) as g:
+        assert g.architecture == "gemma3"
+        assert not g.has_chat_template  # the base model
+        r = g.generate(PROMPT, max_tokens=12, temperature=0)
+        assert r.text == " the capital of the country of France. It is the largest"
+        assert "".join(g.stream(PROMPT, max_tokens=12, temperature=0)) == r.text
+
+
+def test_gemma3_by_name_from_the_cli(run_cli):
+    out = run_cli("run", "gemma3-270m", "-p", PROMPT, "-n", "12", "--temp", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == " the capital of the country of France. It is the largest\n"
