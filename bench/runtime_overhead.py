@@ -7,8 +7,12 @@ Both sides run in one process on the same GGUF, context size, batch size and thr
             after Model.reset(): its own prefill and decode timings.
 Prefill tokens/s = 512 / (time to the logits of the last prompt token). Decode tokens/s = 128 /
 (time from the first sampled token to the 129th), so both count the same 128 decode+sample steps.
-Runs interleave (the order alternates each repetition); medians; ratio = edge_llm / bare.
-It also compares 1 and 2 threads, and prints which the runtime picks by default.
+Runs interleave (the order alternates each repetition); medians; ratio = edge_llm / bare, both
+as the ratio of medians and as the median of the per-repetition (paired) ratios.
+
+Then the thread choice: edge_llm with 1 thread, 2 threads and its default (threads follow the
+host's load), on the idle host and with one CPU kept busy by another process (a spinning Python,
+stopped at the end), interleaved the same way.
 
     python bench/runtime_overhead.py [--model NAME|PATH] [--reps 7] [--threads 1 2] [--json OUT]
 """
@@ -16,11 +20,11 @@ It also compares 1 and 2 threads, and prints which the runtime picks by default.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,7 +76,7 @@ class Bare:
 
 
 class Edge:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int | None):
         import edge_llm
 
         self.m = edge_llm.load(path, n_ctx=N_CTX, threads=threads, n_batch=N_BATCH, device="cpu")
@@ -102,6 +106,86 @@ def prompt_tokens(path: Path) -> list[int]:
         return m.tokenize(text)[:N_PROMPT]
 
 
+def interleave(impls: dict, tokens: list[int], reps: int) -> tuple[dict, dict]:
+    """Run each implementation reps times, alternating the order; repetition 0 is a warm-up."""
+    samples = {name: {"prefill": [], "decode": []} for name in impls}
+    outputs = {}
+    for rep in range(reps + 1):
+        order = list(impls) if rep % 2 == 0 else list(reversed(impls))
+        for name in order:
+            pre, dec, out = impls[name].run(tokens)
+            outputs[name] = out
+            if rep > 0:
+                samples[name]["prefill"].append(pre)
+                samples[name]["decode"].append(dec)
+    for impl in impls.values():
+        impl.close()
+    return samples, outputs
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def overhead(path: Path, tokens: list[int], thread_counts: list[int], reps: int) -> dict:
+    results = {}
+    print(
+        "| threads | stage | bare tok/s | edge_llm tok/s | ratio of medians | median paired ratio |"
+    )
+    print("|---|---|---|---|---|---|")
+    for threads in thread_counts:
+        samples, outputs = interleave(
+            {"bare": Bare(path, threads), "edge_llm": Edge(path, threads)}, tokens, reps
+        )
+        results[threads] = {
+            "samples": samples,
+            "same_tokens": outputs["bare"] == outputs["edge_llm"],
+        }
+        for stage in ("prefill", "decode"):
+            b, e = samples["bare"][stage], samples["edge_llm"][stage]
+            paired = median([x / y for x, y in zip(e, b)])
+            print(
+                f"| {threads} | {stage} | {median(b):.1f} | {median(e):.1f} | {median(e) / median(b):.3f} | {paired:.3f} |"
+            )
+    for threads, r in results.items():
+        print(
+            f"threads {threads}: identical greedy tokens from bare and edge_llm: {r['same_tokens']}"
+        )
+    return results
+
+
+def thread_choice(path: Path, tokens: list[int], reps: int) -> dict:
+    from edge_llm.devices import available_cpus
+
+    results = {}
+    spin = "import time\nend = time.time() + 900\nwhile time.time() < end: pass\n"
+    for condition in ("idle", "one CPU busy"):
+        hog = subprocess.Popen([sys.executable, "-c", spin]) if condition != "idle" else None
+        try:
+            time.sleep(0.5)
+            impls = {"1": Edge(path, 1), "default": Edge(path, None)}
+            if available_cpus() >= 2:
+                impls["2"] = Edge(path, 2)
+            picked = impls["default"].m.threads
+            samples, _ = interleave(impls, tokens, reps)
+        finally:
+            if hog:
+                hog.kill()
+                hog.wait()
+        results[condition] = {"samples": samples, "default_picked": picked}
+    print("| host | stage | 1 thread | 2 threads | default (threads it picked) | default / best |")
+    print("|---|---|---|---|---|---|")
+    for condition, r in results.items():
+        for stage in ("prefill", "decode"):
+            m = {k: median(v[stage]) for k, v in r["samples"].items()}
+            best = max(m.values())
+            two = f"{m['2']:.1f}" if "2" in m else "n/a"
+            print(
+                f"| {condition} | {stage} | {m['1']:.1f} | {two} | {m['default']:.1f} ({r['default_picked']}) | {m['default'] / best:.3f} |"
+            )
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="name or .gguf path (default model if omitted)")
@@ -110,59 +194,22 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("bench/results/runtime_overhead.json"))
     args = ap.parse_args()
 
-    from edge_llm.devices import available_cpus, default_threads
+    from edge_llm.devices import available_cpus
     from edge_llm.registry import resolve
 
     path = resolve(args.model)
     tokens = prompt_tokens(path)
     print(f"model {path.name}, prompt {len(tokens)} tokens, {N_GEN} generated, ctx {N_CTX}")
     print(f"host {platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}, {args.reps} interleaved repetitions")  # fmt: skip
-
-    results = {}
-    for threads in args.threads:
-        impls = {"bare": Bare(path, threads), "edge_llm": Edge(path, threads)}
-        samples = {name: {"prefill": [], "decode": []} for name in impls}
-        outputs = {}
-        for rep in range(args.reps + 1):  # repetition 0 warms caches and is dropped
-            order = list(impls) if rep % 2 == 0 else list(reversed(impls))
-            for name in order:
-                pre, dec, out = impls[name].run(tokens)
-                outputs[name] = out
-                if rep > 0:
-                    samples[name]["prefill"].append(pre)
-                    samples[name]["decode"].append(dec)
-        for impl in impls.values():
-            impl.close()
-        same = outputs["bare"] == outputs["edge_llm"]
-        med = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
-        results[threads] = {"median": med, "samples": samples, "same_tokens": same}
-
+          f"load average {os.getloadavg()[0]:.2f}, {args.reps} interleaved repetitions\n")  # fmt: skip
+    over = overhead(path, tokens, args.threads, args.reps)
     print()
-    print("| threads | stage | bare tok/s | edge_llm tok/s | edge_llm / bare |")
-    print("|---|---|---|---|---|")
-    for threads, r in results.items():
-        for stage in ("prefill", "decode"):
-            b, e = r["median"]["bare"][stage], r["median"]["edge_llm"][stage]
-            print(f"| {threads} | {stage} | {b:.1f} | {e:.1f} | {e / b:.3f} |")
-    print()
-    for threads, r in results.items():
-        print(f"threads {threads}: identical greedy tokens from both: {r['same_tokens']}")
-    if len(results) > 1:
-        print()
-        print("| stage | " + " | ".join(f"{t} thread(s)" for t in results) + " | fastest |")
-        print("|---|" + "---|" * (len(results) + 1))
-        for stage in ("prefill", "decode"):
-            vals = {t: r["median"]["edge_llm"][stage] for t, r in results.items()}
-            best = max(vals, key=vals.get)
-            print(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in vals.values()) + f" | {best} |")
-    print(f"\nthe runtime's default on this host: {default_threads()} thread(s)")
-
+    choice = thread_choice(path, tokens, args.reps)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": str(path), "reps": args.reps, "results": results}, indent=2))
-    print(f"raw samples: {args.json}")
-    ok = all(r["same_tokens"] for r in results.values())
-    return 0 if ok else 1
+    out = {"model": str(path), "reps": args.reps, "overhead": over, "thread_choice": choice}
+    args.json.write_text(json.dumps(out, indent=2))
+    print(f"\nraw samples: {args.json}")
+    return 0 if all(r["same_tokens"] for r in over.values()) else 1
 
 
 if __name__ == "__main__":

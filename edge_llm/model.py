@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_llm import backend as _backend
 from edge_llm import chat_template, gguf_info
-from edge_llm.devices import DeviceConfig, resolve_device
+from edge_llm.devices import CpuLoad, DeviceConfig, available_cpus, resolve_device, threads_for
 from edge_llm.errors import ConfigError, InvalidModelError, PromptError
 from edge_llm.registry import resolve
 from edge_llm.sampling import SamplingParams, find_stop, held_back
@@ -128,10 +128,13 @@ class Model:
             kv_type=kv_type,
             default_n_ctx=DEFAULT_N_CTX,
         )
+        self._load = CpuLoad() if self.device.adaptive_threads else None
         try:
             self._b = _backend.Backend(self.path, cfg)
         except _backend.LoadError as e:
             raise InvalidModelError(gguf_info.explain_load_failure(self.path, e.details)) from None
+        self._threads = self.device.threads
+        self._adapt_threads(wait=True)
         self._cache: list[int] = []  # tokens whose K/V sit in the cache, in order
         self.architecture = self._b.meta("general.architecture") or "unknown"
         self.name = self._b.meta("general.name") or self.path.stem
@@ -152,7 +155,8 @@ class Model:
 
     @property
     def threads(self) -> int:
-        return self.device.threads
+        """CPU threads in use now (they follow the host's load unless given explicitly)."""
+        return self._threads
 
     @property
     def chat_template(self) -> str:
@@ -237,6 +241,18 @@ class Model:
         return f"Model({str(self.path)!r}, arch={self.architecture}, n_ctx={self.n_ctx}, threads={self.threads})"
 
     # --- internals --------------------------------------------------------------------------
+    def _adapt_threads(self, wait: bool) -> None:
+        """Run on the CPUs other processes leave free (see edge_llm.devices)."""
+        if self._load is None:
+            return
+        busy = self._load.others_busy(wait=wait)
+        if busy is None:
+            return
+        n = threads_for(available_cpus(), busy)
+        if n != self._threads:
+            self._b.set_threads(n, n)
+            self._threads = n
+
     def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             if not prompt.strip():
@@ -275,6 +291,7 @@ class Model:
         return n_keep
 
     def _run(self, prompt: list[int], p: SamplingParams, holder: list[Completion]) -> Iterator[str]:
+        self._adapt_threads(wait=False)
         t0 = time.perf_counter()
         n_cached = self._prefill(prompt)
         t_prefill = time.perf_counter()

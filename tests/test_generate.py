@@ -130,3 +130,10 @@ def test_gemma3_by_name_from_the_cli(run_cli):
     out = run_cli("run", "gemma3-270m", "-p", PROMPT, "-n", "12", "--temp", "0")
     assert out.returncode == 0, out.stderr
     assert out.stdout == " the capital of the country of France. It is the largest\n"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_golden_text_does_not_depend_on_the_thread_count(smollm2_path, threads):
+    # The default thread count follows the host's load, so the output must not depend on it.
+    with edge_llm.load(smollm2_path, threads=threads, n_ctx=256) as m:
+        assert m.generate(PROMPT, max_tokens=16, temperature=0).tokens == GOLDEN_TOKENS
