@@ -47,8 +47,9 @@ def run(
 ) -> None:
     """Complete one prompt (raw text by default; --chat for instruct models) and print the text.
 
-    Examples: edge-llm run -p "The capital of France is" -n 16 --temp 0
-              echo "What is 12*7?" | edge-llm run --chat
+    edge-llm run -p "The capital of France is" -n 16 --temp 0
+
+    echo "What is 12*7?" | edge-llm run --chat
     """
     from edge_llm.errors import PromptError
     from edge_llm.model import load
