@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,10 +15,23 @@ from edge_llm import backend as _backend
 from edge_llm import chat_template, gguf_info
 from edge_llm.devices import CpuLoad, DeviceConfig, available_cpus, resolve_device, threads_for
 from edge_llm.errors import ConfigError, InvalidModelError, PromptError
+from edge_llm.fsutil import atomic_path
 from edge_llm.registry import resolve
 from edge_llm.sampling import SamplingParams, find_stop, held_back
 
 DEFAULT_N_CTX = 4096
+MAX_SNAPSHOTS = 4  # system-prompt KV snapshots kept per model (least recently used goes first)
+SESSION_MAGIC = b"EDGELLMSESSION\n\0"
+SESSION_FORMAT = 1
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -105,27 +120,36 @@ class Model:
         device: str = "auto",
         n_ctx: int | None = None,
         threads: int | None = None,
-        n_batch: int = 512,
-        kv_type: str = "f16",
+        n_batch: int | None = None,
+        kv_type: str | None = None,
     ):
         self.path = Path(path)
         gguf_info.check_gguf(self.path)
-        self.device: DeviceConfig = resolve_device(device, threads=threads)
         if n_ctx is not None and n_ctx < 16:
             raise ConfigError(f"n_ctx must be at least 16 (got {n_ctx})")
-        if n_batch < 1:
+        if n_batch is not None and n_batch < 1:
             raise ConfigError(f"n_batch must be at least 1 (got {n_batch})")
-        if kv_type not in _backend.KV_TYPES:
+        if kv_type is not None and kv_type not in _backend.KV_TYPES:
             raise ConfigError(
                 f"kv_type {kv_type!r} unknown; use one of {', '.join(_backend.KV_TYPES)}"
             )
-        cfg = _backend.ContextConfig(
-            n_ctx=n_ctx or 0,
-            n_threads=self.device.threads,
-            n_threads_batch=self.device.threads_batch,
-            n_batch=n_batch,
-            n_gpu_layers=self.device.n_gpu_layers,
+        self.device: DeviceConfig = resolve_device(
+            device,
+            threads=threads,
+            model_path=self.path,
+            n_ctx=n_ctx,
             kv_type=kv_type,
+            n_batch=n_batch,
+        )
+        d = self.device
+        cfg = _backend.ContextConfig(
+            n_ctx=n_ctx or d.n_ctx or 0,
+            n_threads=d.threads,
+            n_threads_batch=d.threads_batch,
+            n_batch=n_batch or d.n_batch or 512,
+            n_gpu_layers=d.n_gpu_layers,
+            kv_type=kv_type or d.kv_type or "f16",
+            use_mlock=d.use_mlock,
             default_n_ctx=DEFAULT_N_CTX,
         )
         self._load = CpuLoad() if self.device.adaptive_threads else None
@@ -136,6 +160,7 @@ class Model:
         self._threads = self.device.threads
         self._adapt_threads(wait=True)
         self._cache: list[int] = []  # tokens whose K/V sit in the cache, in order
+        self._snapshots: OrderedDict[tuple[int, ...], bytes] = OrderedDict()  # system prompts
         self.architecture = self._b.meta("general.architecture") or "unknown"
         self.name = self._b.meta("general.name") or self.path.stem
         self._template = self._b.meta("tokenizer.chat_template")
@@ -203,10 +228,25 @@ class Model:
 
     def chat(self, messages: list[dict[str, str]], **sampling: Any) -> Completion:
         """Reply to a conversation; ``messages`` as in OpenAI's API."""
-        return self.generate(self.chat_tokens(messages), **sampling)
+        s = self.chat_stream(messages, **sampling)
+        for _ in s:
+            pass
+        return s.result
 
     def chat_stream(self, messages: list[dict[str, str]], **sampling: Any) -> Stream:
-        return self.stream(self.chat_tokens(messages), **sampling)
+        tokens = self.chat_tokens(messages)
+        return self.stream(tokens, _snapshot_at=self._system_prefix(messages, tokens), **sampling)
+
+    def _system_prefix(self, messages: list[dict[str, str]], tokens: list[int]) -> int:
+        """How many of ``tokens`` render the system message alone (0 if none, or not a prefix)."""
+        if messages[0]["role"] != "system":
+            return 0
+        head = self.render_chat(messages[:1], add_generation_prompt=False)
+        bos = self.token_text(self._b.bos())
+        add_bos = self._b.add_bos() and not (bos and head.startswith(bos))
+        sys_tokens = self._b.tokenize(head, add_special=add_bos, parse_special=True)
+        n = len(sys_tokens)
+        return n if n >= 8 and n < len(tokens) and tokens[:n] == sys_tokens else 0
 
     # --- generation -------------------------------------------------------------------------
     def generate(self, prompt: str | list[int], **sampling: Any) -> Completion:
@@ -216,17 +256,70 @@ class Model:
             pass
         return s.result
 
-    def stream(self, prompt: str | list[int], **sampling: Any) -> Stream:
+    def stream(self, prompt: str | list[int], *, _snapshot_at: int = 0, **sampling: Any) -> Stream:
         """Like ``generate``, yielding text pieces as they come."""
         params = SamplingParams.from_kwargs(**sampling)
         tokens = self._prompt_tokens(prompt)
         holder: list[Completion] = []
-        return Stream(self._run(tokens, params, holder), holder)
+        return Stream(self._run(tokens, params, holder, _snapshot_at), holder)
 
     def reset(self) -> None:
-        """Forget the KV cache (the next call prefills its whole prompt)."""
+        """Forget the KV cache (the next call prefills its whole prompt; snapshots stay)."""
         self._b.kv_clear()
         self._cache = []
+
+    # --- sessions ---------------------------------------------------------------------------
+    def save_session(self, path: str | Path, **extra: Any) -> None:
+        """Write the conversation's KV cache (and ``extra`` JSON data, e.g. messages) to ``path``.
+
+        The file is written to a temporary name and renamed into place.
+        """
+        header = {
+            "format": SESSION_FORMAT,
+            "model": self.path.name,
+            "model_size": self.path.stat().st_size,
+            "n_ctx": self.n_ctx,
+            "tokens": self._cache,
+            **extra,
+        }
+        state = self._b.state_bytes()
+        head = json.dumps(header).encode()
+        with atomic_path(path) as tmp:
+            with tmp.open("wb") as f:
+                f.write(SESSION_MAGIC + len(head).to_bytes(8, "little") + head + state)
+
+    def load_session(self, path: str | Path) -> dict[str, Any]:
+        """Restore a session saved by ``save_session``; returns its header (tokens, extra data)."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read session {path}: {e.strerror}") from None
+        if not data.startswith(SESSION_MAGIC):
+            raise ConfigError(f"{path} is not an edge-llm session file")
+        n = int.from_bytes(data[len(SESSION_MAGIC) : len(SESSION_MAGIC) + 8], "little")
+        start = len(SESSION_MAGIC) + 8
+        header = json.loads(data[start : start + n])
+        if (header.get("model"), header.get("model_size")) != (
+            self.path.name,
+            self.path.stat().st_size,
+        ):
+            raise ConfigError(
+                f"session {path} was saved with {header.get('model')}, not {self.path.name}; "
+                "load it with the same model"
+            )
+        if len(header["tokens"]) >= self.n_ctx:
+            raise ConfigError(
+                f"session {path} holds {len(header['tokens'])} tokens; the context holds {self.n_ctx}"
+            )
+        self.reset()
+        if not self._b.set_state_bytes(data[start + n :]):
+            self.reset()
+            raise ConfigError(
+                f"session {path} does not fit this context; load the model with the same settings"
+            )
+        self._cache = list(header["tokens"])
+        return header
 
     def close(self) -> None:
         self._b.close()
@@ -274,26 +367,48 @@ class Model:
             )
         return tokens
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Bring the KV cache to ``tokens``; returns how many were reused rather than computed."""
-        n_keep = 0
-        for a, b in zip(self._cache, tokens):
-            if a != b:
-                break
-            n_keep += 1
-        n_keep = min(n_keep, len(tokens) - 1)  # the last prompt token is decoded for its logits
-        if not self._b.kv_truncate(n_keep):
+    def _prefill(self, tokens: list[int], snapshot_at: int = 0) -> int:
+        """Bring the KV cache to ``tokens``; returns how many were reused rather than computed.
+
+        Reuse comes from the live cache (the common prefix with the previous call) or from a
+        snapshot of a system prompt taken earlier (``snapshot_at``: where the system part ends).
+        """
+        limit = len(tokens) - 1  # the last prompt token is decoded for its logits
+        n_keep = min(_common_prefix(self._cache, tokens), limit)
+        snap = max(
+            (
+                k
+                for k in self._snapshots
+                if len(k) > n_keep and len(k) <= limit and tuple(tokens[: len(k)]) == k
+            ),
+            key=len,
+            default=None,
+        )
+        if snap is not None and self._b.set_state_bytes(self._snapshots[snap]):
+            self._snapshots.move_to_end(snap)
+            n_keep = len(snap)
+        elif not self._b.kv_truncate(n_keep):
             self._b.kv_clear()
             n_keep = 0
-        self._cache = self._cache[:n_keep]
-        self._b.decode(tokens[n_keep:])
+        self._cache = list(tokens[:n_keep])
+        if n_keep < snapshot_at <= limit:
+            self._b.decode(tokens[n_keep:snapshot_at])
+            self._snapshots[tuple(tokens[:snapshot_at])] = self._b.state_bytes()
+            while len(self._snapshots) > MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+            n_done = snapshot_at
+        else:
+            n_done = n_keep
+        self._b.decode(tokens[n_done:])
         self._cache = list(tokens)
         return n_keep
 
-    def _run(self, prompt: list[int], p: SamplingParams, holder: list[Completion]) -> Iterator[str]:
+    def _run(
+        self, prompt: list[int], p: SamplingParams, holder: list[Completion], snapshot_at: int = 0
+    ) -> Iterator[str]:
         self._adapt_threads(wait=False)
         t0 = time.perf_counter()
-        n_cached = self._prefill(prompt)
+        n_cached = self._prefill(prompt, snapshot_at)
         t_prefill = time.perf_counter()
         sampler = self._b.make_sampler(
             temperature=p.temperature,

@@ -13,6 +13,8 @@ HELP = """commands:
   /system TEXT   set the system message (and start over)
   /reset         forget the conversation
   /stats         usage and speed of the last reply
+  /save FILE     save the conversation and its KV cache
+  /load FILE     continue a saved conversation
   /help          this list
   /exit          quit (also /quit, /bye, Ctrl-D)"""
 
@@ -81,6 +83,20 @@ def chat(
                 )
             elif cmd == "/stats":
                 note(format_stats(last) if last else "(no reply yet)")
+            elif cmd in ("/save", "/load") and not arg.strip():
+                note(f"{cmd} needs a file name")
+            elif cmd == "/save":
+                m.save_session(arg.strip(), messages=conv.messages, system=conv.system)
+                note(f"(saved {len(conv.messages)} messages to {arg.strip()})")
+            elif cmd == "/load":
+                try:
+                    header = m.load_session(arg.strip())
+                except EdgeLLMError as e:
+                    note(f"error: {e}")
+                    continue
+                conv = Conversation(header.get("system"))
+                conv.messages = list(header.get("messages", conv.messages))
+                note(f"(loaded {len(conv.messages)} messages from {arg.strip()})")
             elif cmd == "/help":
                 note(HELP)
             else:

@@ -1,7 +1,9 @@
 """Where a model runs: CPU threads and GPU offload for a device name.
 
 ``device`` is "auto" (GPU offload when this llama.cpp build has a GPU backend, else CPU),
-"cpu" or "gpu".
+"cpu", "gpu", or a device profile (``edge-llm devices`` lists them; a .toml path works too): then
+the context, KV-cache type, batch, threads and GPU layers are chosen to fit the profile's memory
+budget (edge_llm.devices.plan).
 
 Threads: given explicitly, they are used as given. Otherwise they adapt to the host's load.
 llama.cpp's threads meet at a barrier after every operation, so a thread that loses its core to
@@ -32,6 +34,12 @@ class DeviceConfig:
     threads_batch: int
     n_gpu_layers: int  # -1: all layers
     adaptive_threads: bool = False  # threads follow the host's load (no explicit threads given)
+    # Chosen for a device profile (None: the caller's or the runtime's defaults).
+    n_ctx: int | None = None
+    kv_type: str | None = None
+    n_batch: int | None = None
+    use_mlock: bool = False
+    plan: object | None = None  # the edge_llm.devices.plan.Plan behind the choice
 
 
 def available_cpus() -> int:
@@ -103,22 +111,50 @@ class CpuLoad:
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
 
 
-def resolve_device(device: str = "auto", *, threads: int | None = None) -> DeviceConfig:
+def resolve_device(
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    model_path=None,
+    n_ctx: int | None = None,
+    kv_type: str | None = None,
+    n_batch: int | None = None,
+) -> DeviceConfig:
+    """Threads, GPU layers and (for a profile) context, KV type and batch for ``device``."""
     from edge_llm.backend import supports_gpu_offload
 
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1 (got {threads})")
-    name = (device or "auto").lower()
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    name = device or "auto"
     gpu = supports_gpu_offload()
-    if name == "gpu" and not gpu:
-        raise ConfigError(
-            "this llama-cpp-python build has no GPU backend; use device 'cpu', or rebuild with "
-            "make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON"
+    if name.lower() in DEVICES:
+        name = name.lower()
+        if name == "gpu" and not gpu:
+            raise ConfigError(
+                "this llama-cpp-python build has no GPU backend; use device 'cpu', or rebuild with "
+                "make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON"
+            )
+        layers = -1 if (name == "gpu" or (name == "auto" and gpu)) else 0
+        n = threads or threads_for(available_cpus(), None)
+        return DeviceConfig(name, n, n, layers, adaptive_threads=threads is None)
+
+    from edge_llm.devices import plan as planning
+    from edge_llm.devices.profile import get
+
+    profile = get(name)
+    if model_path is None:
+        raise ConfigError("a device profile needs the model to plan for")
+    p = planning.require_fit(
+        planning.plan(
+            model_path, profile, n_ctx=n_ctx, kv_type=kv_type, n_batch=n_batch,
+            overhead=planning.process_rss() + 20_000_000,  # what this process holds, for real
         )
-    layers = -1 if (name == "gpu" or (name == "auto" and gpu)) else 0
-    n = threads or threads_for(available_cpus(), None)
+    )  # fmt: skip
+    c = p.config
+    adaptive = threads is None and profile.name == "host"
+    n = threads or min(c.threads, available_cpus())
+    layers = c.n_gpu_layers if gpu else 0
     return DeviceConfig(
-        name=name, threads=n, threads_batch=n, n_gpu_layers=layers, adaptive_threads=threads is None
-    )
+        profile.name, n, n, layers, adaptive_threads=adaptive, n_ctx=c.n_ctx,
+        kv_type=c.kv_type, n_batch=c.n_batch, use_mlock=c.use_mlock, plan=p,
+    )  # fmt: skip

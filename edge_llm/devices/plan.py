@@ -1,0 +1,204 @@
+"""Fit a model to a device: memory breakdown, the configuration chosen, predicted speed.
+
+Memory = weights (+ llama.cpp's repacked copies) + KV cache (context x KV type) + compute buffer
+(micro-batch x vocabulary logits dominate) + the runtime itself. The search prefers, in order:
+the context asked for, then a smaller KV-cache type (f16 -> q8_0 -> q4_0), then a smaller
+micro-batch, then a halved context, down to 256 tokens.
+
+Speed, from the roofline: decode is bound by bytes read per token / usable bandwidth (or by
+compute if that is slower); prefill by FLOPs per token / the device's matmul throughput.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edge_llm import gguf_info
+from edge_llm.devices.profile import DeviceProfile
+from edge_llm.errors import ConfigError
+from edge_llm.shapes import ModelShape
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+BATCHES = (512, 256, 128, 64)
+MIN_CTX = 256
+RUNTIME_OVERHEAD = 60_000_000  # the llama.cpp runtime and a small app around it, on a device
+REPACK_SHARE = 0.06  # llama.cpp repacks some quantized weights for the CPU: up to this share extra
+
+
+@dataclass(frozen=True)
+class Config:
+    threads: int
+    n_ctx: int
+    kv_type: str
+    n_batch: int
+    n_gpu_layers: int
+    use_mmap: bool = True
+    use_mlock: bool = False
+
+
+@dataclass(frozen=True)
+class Memory:
+    weights: int
+    kv_cache: int
+    compute: int
+    runtime: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.runtime
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    device: str
+    budget: int
+    config: Config
+    memory: Memory
+    fits: bool
+    decode_tokens_per_s: float
+    prefill_tokens_per_s: float
+    bits_per_weight: float
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["memory"]["total"] = self.memory.total
+        return d
+
+
+def process_rss(field: str = "VmRSS") -> int:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM), in bytes.
+
+    Read from /proc/self/status: getrusage's ru_maxrss survives exec, so a process started by a
+    big parent reports the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # macOS: bytes already
+
+
+def runtime_overhead(profile: DeviceProfile) -> int:
+    """On this host: what the process already holds plus llama.cpp's own; elsewhere an estimate."""
+    if profile.name == "host":
+        return process_rss() + 20_000_000
+    return RUNTIME_OVERHEAD
+
+
+def memory_for(shape: ModelShape, cfg: Config, profile: DeviceProfile, overhead: int) -> Memory:
+    on_gpu = cfg.n_gpu_layers and profile.gpu_backend not in ("none", "metal")
+    weights = 0 if on_gpu else int(shape.weight_bytes * (1 + REPACK_SHARE))
+    kv = 0 if on_gpu else shape.kv_bytes(cfg.n_ctx, cfg.kv_type)
+    return Memory(weights, kv, shape.compute_buffer_bytes(min(cfg.n_batch, cfg.n_ctx)), overhead)
+
+
+def gpu_layers(shape: ModelShape, profile: DeviceProfile, n_ctx: int, kv_type: str) -> int:
+    """All layers when weights and KV fit in GPU memory, else as many as fit (0 without a GPU)."""
+    if profile.gpu_backend in ("none",) or profile.gpu_memory_gb <= 0:
+        return -1 if profile.gpu_backend == "auto" else 0
+    free = profile.gpu_memory_gb * 1e9 * 0.9 - shape.compute_buffer_bytes(512)
+    per_layer = (shape.weight_bytes + shape.kv_bytes(n_ctx, kv_type)) / (shape.n_layer + 1)
+    return -1 if free >= per_layer * (shape.n_layer + 1) else max(0, int(free // per_layer))
+
+
+def predict(shape: ModelShape, cfg: Config, profile: DeviceProfile) -> tuple[float, float]:
+    """(decode, prefill) tokens/s for ``cfg`` on ``profile``, from the roofline."""
+    position = min(cfg.n_ctx, 512)  # a typical position in a short chat
+    gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
+    bw = (
+        profile.gpu_bandwidth_gbs * 1e9 * profile.bandwidth_efficiency
+        if gpu
+        else profile.bandwidth_for(cfg.threads)
+    )
+    flops_s = profile.gpu_gflops * 1e9 if gpu else profile.gflops_for(cfg.threads) * 1e9
+    t_mem = shape.decode_bytes_per_token(position, cfg.kv_type) / bw
+    t_compute = shape.flops_per_token(position) / flops_s
+    decode = 1.0 / max(t_mem, t_compute)
+    prefill = flops_s / shape.flops_per_token(position // 2)
+    return decode, prefill
+
+
+def plan(
+    model: str | Path,
+    profile: DeviceProfile,
+    *,
+    n_ctx: int | None = None,
+    kv_type: str | None = None,
+    n_batch: int | None = None,
+    budget: int | None = None,
+    overhead: int | None = None,
+) -> Plan:
+    """The best configuration of ``model`` on ``profile`` (fits=False: the nearest there is)."""
+    info = gguf_info.read(model)
+    shape = ModelShape.from_info(info)
+    budget = budget or profile.budget_bytes
+    want_ctx = n_ctx or min(4096, shape.n_ctx_train)
+    overhead = runtime_overhead(profile) if overhead is None else overhead
+    candidates = []
+    ctx = want_ctx
+    while True:
+        for kv in (kv_type,) if kv_type else KV_TYPES:
+            for b in (n_batch,) if n_batch else BATCHES:
+                layers = gpu_layers(shape, profile, ctx, kv)
+                cfg = Config(profile.threads, ctx, kv, min(b, ctx), layers, True, profile.mlock)
+                candidates.append((cfg, memory_for(shape, cfg, profile, overhead)))
+        if n_ctx or ctx <= MIN_CTX:
+            break
+        ctx = max(MIN_CTX, ctx // 2)
+    fitting = [(c, m) for c, m in candidates if m.total <= budget]
+    fits = bool(fitting)
+    cfg, mem = fitting[0] if fits else min(candidates, key=lambda cm: cm[1].total)
+    decode, prefill = predict(shape, cfg, profile)
+    first, first_mem = candidates[0]
+    note = ""
+    if fits and (cfg.n_ctx, cfg.kv_type, cfg.n_batch) != (
+        first.n_ctx,
+        first.kv_type,
+        first.n_batch,
+    ):
+        note = (
+            f"reduced from context {first.n_ctx}, {first.kv_type} KV, batch {first.n_batch} "
+            f"({mb(first_mem.total)}) to fit {mb(budget)}"
+        )
+    return Plan(
+        model=str(model),
+        device=profile.name,
+        budget=budget,
+        config=cfg,
+        memory=mem,
+        fits=fits,
+        decode_tokens_per_s=decode,
+        prefill_tokens_per_s=prefill,
+        bits_per_weight=info.bits_per_weight,
+        note=note,
+    )
+
+
+def require_fit(p: Plan) -> Plan:
+    """The plan, or a ConfigError naming the nearest configuration and what it needs."""
+    if p.fits:
+        return p
+    c = p.config
+    raise ConfigError(
+        f"{Path(p.model).name} does not fit {p.device}: even at context {c.n_ctx}, {c.kv_type} KV "
+        f"cache and batch {c.n_batch} it needs {mb(p.memory.total)} (weights {mb(p.memory.weights)}) "
+        f"but the budget is {mb(p.budget)}; use a smaller quantization or model "
+        f"(about {mb(p.budget - p.memory.total + p.memory.weights)} of weights would fit)"
+    )
+
+
+def best_fit(plans: list[Plan]) -> Plan | None:
+    """Of several files of one model, the most faithful that fits: the most bits per weight."""
+    fitting = [p for p in plans if p.fits]
+    return max(fitting, key=lambda p: p.bits_per_weight) if fitting else None
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB"

@@ -1,0 +1,163 @@
+"""Device profiles: one TOML table per device (profiles/*.toml here, or your own files).
+
+Your own profiles go in ``$EDGE_LLM_CONFIG/devices`` (default ``~/.config/edge-llm/devices``), or
+pass the path of a .toml file wherever a device name is taken. ``host`` is this machine, detected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_llm.errors import ConfigError
+
+BUILTIN_DIR = Path(__file__).with_name("profiles")
+GPU_BACKENDS = ("none", "cuda", "metal", "vulkan", "opencl", "auto")
+
+
+def user_dir() -> Path:
+    base = os.environ.get("EDGE_LLM_CONFIG")
+    return (Path(base) if base else Path.home() / ".config" / "edge-llm") / "devices"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    big_cores: int
+    little_cores: int
+    ram_gb: float
+    app_memory_gb: float  # what one app may use: the budget a model must fit
+    bandwidth_gbs: float  # peak memory bandwidth
+    cpu_gflops: float  # effective quantized matmul throughput of the big cores (prefill)
+    power_w: float  # typical package power while generating
+    kind: str = "device"
+    arch: str = "unknown"
+    bandwidth_efficiency: float = 0.6  # share of peak bandwidth llama.cpp decode reaches
+    core_bandwidth_gbs: float = 0.0  # what one core can read (0: bandwidth / big cores)
+    gpu_backend: str = "none"
+    gpu_memory_gb: float = 0.0
+    gpu_bandwidth_gbs: float = 0.0
+    gpu_gflops: float = 0.0
+    mlock: bool = False  # pin the weights in RAM (needs RLIMIT_MEMLOCK)
+    source: str = ""  # the file it came from
+
+    @property
+    def cores(self) -> int:
+        return self.big_cores + self.little_cores
+
+    @property
+    def threads(self) -> int:
+        """Big cores only: on big.LITTLE a little core holds every barrier back."""
+        return self.big_cores
+
+    @property
+    def budget_bytes(self) -> int:
+        return int(self.app_memory_gb * 1e9)
+
+    def bandwidth_for(self, threads: int) -> float:
+        """Bytes/s llama.cpp decode can read with ``threads`` threads (roofline ceiling)."""
+        peak = self.bandwidth_gbs * 1e9 * self.bandwidth_efficiency
+        per_core = (self.core_bandwidth_gbs * 1e9 * self.bandwidth_efficiency) or peak / max(
+            1, self.big_cores
+        )
+        return min(peak, per_core * threads)
+
+    def gflops_for(self, threads: int) -> float:
+        return self.cpu_gflops * min(threads, self.big_cores) / max(1, self.big_cores)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_REQUIRED_POSITIVE = ("ram_gb", "app_memory_gb", "bandwidth_gbs", "cpu_gflops", "power_w")
+
+
+def from_dict(data: dict, source: str) -> DeviceProfile:
+    """Validate a profile table; a clear ConfigError names the file and the field."""
+    where = f"device profile {source}"
+    fields = {f.name: f for f in dataclasses.fields(DeviceProfile)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}")
+    for name, value in data.items():
+        kind = fields[name].type
+        if kind in ("int", "float") and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise ConfigError(f"{where}: {name} must be a number (got {value!r})")
+        if kind == "int" and not isinstance(value, int):
+            raise ConfigError(f"{where}: {name} must be a whole number (got {value!r})")
+        if kind in ("int", "float") and value < 0:
+            raise ConfigError(f"{where}: {name} must not be negative (got {value})")
+        if kind == "str" and not isinstance(value, str):
+            raise ConfigError(f"{where}: {name} must be a string (got {value!r})")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false (got {value!r})")
+    for name in _REQUIRED_POSITIVE:
+        if data[name] <= 0:
+            raise ConfigError(f"{where}: {name} must be greater than 0 (got {data[name]})")
+    if data["big_cores"] < 1:
+        raise ConfigError(f"{where}: big_cores must be at least 1 (got {data['big_cores']})")
+    if data["app_memory_gb"] > data["ram_gb"]:
+        raise ConfigError(
+            f"{where}: app_memory_gb ({data['app_memory_gb']}) exceeds ram_gb ({data['ram_gb']})"
+        )
+    if not 0 < data.get("bandwidth_efficiency", 0.6) <= 1:
+        raise ConfigError(f"{where}: bandwidth_efficiency must be in (0, 1]")
+    backend = data.get("gpu_backend", "none")
+    if backend not in GPU_BACKENDS:
+        raise ConfigError(
+            f"{where}: gpu_backend {backend!r} unknown; use one of {', '.join(GPU_BACKENDS)}"
+        )
+    if backend not in ("none", "auto") and data.get("gpu_memory_gb", 0) <= 0:
+        raise ConfigError(f"{where}: gpu_backend {backend} needs gpu_memory_gb > 0")
+    return DeviceProfile(**data, source=source)
+
+
+def load_file(path: str | Path) -> DeviceProfile:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"device profile {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"device profile {path} is not valid TOML: {e}") from None
+    return from_dict(data, str(path))
+
+
+def profile_files() -> dict[str, Path]:
+    """Profile name -> file; a user file overrides a built-in one of the same name."""
+    files = {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.toml"))}
+    if user_dir().is_dir():
+        files.update({p.stem: p for p in sorted(user_dir().glob("*.toml"))})
+    return files
+
+
+def get(name: str) -> DeviceProfile:
+    """A profile by name ("host" is detected), or from a .toml path."""
+    if name.endswith(".toml") or os.sep in name:
+        return load_file(name)
+    if name == "host":
+        from edge_llm.devices.detect import host_profile
+
+        return host_profile()
+    files = profile_files()
+    if name not in files:
+        known = ", ".join(["host", *files])
+        raise ConfigError(
+            f"unknown device {name!r}; known: auto, cpu, gpu, {known} (or a .toml file)"
+        )
+    return load_file(files[name])
+
+
+def all_profiles() -> list[DeviceProfile]:
+    return [load_file(p) for p in profile_files().values()]
