@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edge_llm.cli import chat, devices, info, models, plan, run
+from edge_llm.cli import chat, devices, info, models, plan, run, serve
 from edge_llm.errors import EdgeLLMError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("run")(run.run)
 app.command("chat")(chat.chat)
 app.command("info")(info.info)
 app.command("models")(models.models)
+app.command("serve")(serve.serve)
 app.command("devices")(devices.devices)
 app.command("plan")(plan.plan)
 
