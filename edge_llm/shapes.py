@@ -31,6 +31,7 @@ class ModelShape:
     weight_bytes: int  # all tensor data
     read_bytes_per_token: int  # tensor data a decode step reads (the input embedding: one row)
     matmul_params: int  # parameters in the matrices multiplied per token (output head included)
+    head_params: int  # of which the output head (logits): prefill computes it for one token only
     embedding_params: int
     tied_output: bool  # the output head reuses token_embd
 
@@ -56,10 +57,10 @@ class ModelShape:
         matmul = sum(
             t.n_elements for t in info.tensors if t.name.endswith(".weight") and _is_matrix(t.name)
         )
-        if tied and emb is not None:
-            matmul += emb.n_elements  # the head multiplies by token_embd
-        elif not tied:
-            matmul += tensors["output.weight"].n_elements
+        head = emb.n_elements if tied and emb is not None else 0  # the head reuses token_embd
+        if not tied:
+            head = tensors["output.weight"].n_elements
+        matmul += head
         return cls(
             architecture=info.architecture,
             n_layer=int(a("block_count")),
@@ -75,6 +76,7 @@ class ModelShape:
             weight_bytes=weight_bytes,
             read_bytes_per_token=read,
             matmul_params=matmul,
+            head_params=head,
             embedding_params=emb.n_elements if emb else 0,
             tied_output=tied,
         )
@@ -94,6 +96,13 @@ class ModelShape:
     def flops_per_token(self, position: int = 0) -> float:
         """2 x matmul parameters + the attention term at ``position``."""
         return 2.0 * self.matmul_params + self.attention_flops(position)
+
+    def prefill_flops_per_token(self, n_prompt: int) -> float:
+        """Average FLOPs per prompt token: the output head runs once per prompt, not per token."""
+        body = 2.0 * (self.matmul_params - self.head_params)
+        return (
+            body + self.attention_flops(n_prompt // 2) + 2.0 * self.head_params / max(1, n_prompt)
+        )
 
     def decode_bytes_per_token(self, position: int, kv_type: str = "f16") -> float:
         """Weights read once per step plus the KV cache read up to ``position``."""

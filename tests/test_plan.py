@@ -141,7 +141,9 @@ def test_does_not_fit_names_the_nearest_configuration(gemma_path, run_cli, tmp_p
         planning.require_fit(p)
     path = write_profile(tmp_path, name="small", app_memory_gb=0.25)
     out = run_cli("plan", "gemma3-270m", "--device", str(path))
-    assert out.returncode == 2 and "does not fit small" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 2 and "does not fit small" in out.stderr and "Traceback" not in out.stderr
+    )
     assert "DOES NOT FIT" in out.stdout
 
 

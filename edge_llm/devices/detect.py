@@ -135,7 +135,7 @@ def calibrate(model=None, threads: int | None = None) -> dict:
             "fingerprint": _fingerprint(),
             "read_bandwidth_by_threads": {str(t): b for t, b in bw.items()},
             "decode_efficiency": achieved / bw[n],
-            "cpu_gflops": prefill_tps * shape.flops_per_token(len(prompt) // 2) / 1e9,
+            "cpu_gflops": prefill_tps * shape.prefill_flops_per_token(len(prompt)) / 1e9,
             "calibrated_with": str(m.path.name),
             "threads": n,
             "decode_tokens_per_s": decode_tps,

@@ -108,9 +108,12 @@ def gpu_layers(shape: ModelShape, profile: DeviceProfile, n_ctx: int, kv_type: s
     return -1 if free >= per_layer * (shape.n_layer + 1) else max(0, int(free // per_layer))
 
 
-def predict(shape: ModelShape, cfg: Config, profile: DeviceProfile) -> tuple[float, float]:
-    """(decode, prefill) tokens/s for ``cfg`` on ``profile``, from the roofline."""
-    position = min(cfg.n_ctx, 512)  # a typical position in a short chat
+def predict(
+    shape: ModelShape, cfg: Config, profile: DeviceProfile, position: int | None = None
+) -> tuple[float, float]:
+    """(decode, prefill) tokens/s for ``cfg`` on ``profile`` at a context ``position``, from the
+    roofline (default position: 512, a short chat)."""
+    position = min(cfg.n_ctx, 512) if position is None else position
     gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
     bw = (
         profile.gpu_bandwidth_gbs * 1e9 * profile.bandwidth_efficiency
@@ -121,7 +124,7 @@ def predict(shape: ModelShape, cfg: Config, profile: DeviceProfile) -> tuple[flo
     t_mem = shape.decode_bytes_per_token(position, cfg.kv_type) / bw
     t_compute = shape.flops_per_token(position) / flops_s
     decode = 1.0 / max(t_mem, t_compute)
-    prefill = flops_s / shape.flops_per_token(position // 2)
+    prefill = flops_s / shape.prefill_flops_per_token(max(1, position))
     return decode, prefill
 
 

@@ -1,0 +1,118 @@
+"""How well does `edge-llm plan` predict speed? Predicted vs measured tokens/s on this host.
+
+1. Calibrate the host afresh (edge_llm.devices.detect.calibrate): read bandwidth at 1..N threads
+   with a small numpy read kernel, then the default model's decode and prefill at N threads.
+2. For SmolLM2-135M and Gemma 3 270M, at 1 and 2 threads, with f16 and q8_0 KV caches: predict
+   (the plan's roofline with the host profile) and measure (edge_llm, same settings), interleaved
+   over repetitions, medians. The calibration model at N threads is the one case that is not an
+   out-of-sample prediction; the table marks it.
+3. Report the bytes read per token, the bandwidth that implies, and its share of the measured
+   read bandwidth (the roofline fraction).
+
+    python bench/plan_accuracy.py [--reps 3] [--json bench/results/plan_accuracy.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+PROMPT_TOKENS, GEN_TOKENS = 256, 64
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", type=Path, default=Path("bench/results/plan_accuracy.json"))
+    args = ap.parse_args()
+
+    import edge_llm
+    from edge_llm import gguf_info
+    from edge_llm.devices import available_cpus, detect
+    from edge_llm.devices.plan import Config, predict
+    from edge_llm.registry import resolve
+    from edge_llm.shapes import ModelShape
+
+    cal = detect.calibrate()
+    host = detect.host_profile()
+    bw = {int(k): v for k, v in cal["read_bandwidth_by_threads"].items()}
+    print(f"host: {host.description}")
+    print(
+        "measured read bandwidth: "
+        + ", ".join(f"{t} thread(s) {b / 1e9:.1f} GB/s" for t, b in bw.items())
+    )
+    print(f"calibration ({cal['calibrated_with']}, {cal['threads']} threads): decode efficiency "
+          f"{cal['decode_efficiency']:.2f}, prefill {cal['cpu_gflops']:.1f} GFLOP/s\n")  # fmt: skip
+
+    threads = [t for t in args.threads if t <= available_cpus()]
+    rows = []
+    for name in ("smollm2-135m-instruct", "gemma3-270m"):
+        path = resolve(name)
+        shape = ModelShape.from_info(gguf_info.read(path))
+        for kv in ("f16", "q8_0"):
+            models = {
+                t: edge_llm.load(path, n_ctx=1024, threads=t, kv_type=kv, device="cpu")
+                for t in threads
+            }
+            prompt = models[threads[0]].tokenize(
+                "Every weight is read once for every token. " * 40
+            )[:PROMPT_TOKENS]
+            samples = {t: {"decode": [], "prefill": []} for t in threads}
+            for rep in range(args.reps):
+                for t in threads if rep % 2 == 0 else reversed(threads):
+                    m = models[t]
+                    m.reset()
+                    r = m.generate(
+                        prompt, max_tokens=GEN_TOKENS + 1, temperature=0, ignore_eos=True
+                    )
+                    samples[t]["decode"].append(r.timings.decode_tokens_per_s)
+                    samples[t]["prefill"].append(r.timings.prefill_tokens_per_s)
+            for m in models.values():
+                m.close()
+            position = PROMPT_TOKENS + GEN_TOKENS // 2
+            for t in threads:
+                cfg = Config(threads=t, n_ctx=1024, kv_type=kv, n_batch=512, n_gpu_layers=0)
+                pred_dec, pred_pre = predict(shape, cfg, host, position=position)
+                dec = statistics.median(samples[t]["decode"])
+                pre = statistics.median(samples[t]["prefill"])
+                bytes_tok = shape.decode_bytes_per_token(position, kv)
+                rows.append({
+                    "model": name, "kv": kv, "threads": t,
+                    "decode_measured": dec, "decode_predicted": pred_dec,
+                    "prefill_measured": pre, "prefill_predicted": pred_pre,
+                    "bytes_per_token": bytes_tok, "achieved_bandwidth": dec * bytes_tok,
+                    "roofline_fraction": dec * bytes_tok / bw[t],
+                    "calibration_point": path.name == cal["calibrated_with"] and t == cal["threads"] and kv == "f16",
+                })  # fmt: skip
+
+    print(
+        "| model | KV | threads | decode measured | predicted | ratio | prefill measured | predicted | ratio | MB read/token | GB/s achieved | roofline fraction |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mark = " (calibration)" if r["calibration_point"] else ""
+        print(
+            f"| {r['model']}{mark} | {r['kv']} | {r['threads']} | {r['decode_measured']:.1f} | "
+            f"{r['decode_predicted']:.1f} | {r['decode_predicted'] / r['decode_measured']:.2f} | "
+            f"{r['prefill_measured']:.1f} | {r['prefill_predicted']:.1f} | "
+            f"{r['prefill_predicted'] / r['prefill_measured']:.2f} | {r['bytes_per_token'] / 1e6:.1f} | "
+            f"{r['achieved_bandwidth'] / 1e9:.2f} | {r['roofline_fraction']:.2f} |"
+        )
+    within = [
+        abs(r[f"{k}_predicted"] / r[f"{k}_measured"] - 1) <= 0.2
+        for r in rows
+        for k in ("decode", "prefill")
+    ]
+    print(f"\npredictions within ±20% of measured: {sum(within)}/{len(within)}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"calibration": cal, "rows": rows}, indent=2))
+    print(f"raw: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
