@@ -179,15 +179,21 @@ class Backend:
         return bool(C.llama_vocab_get_add_bos(self.vocab))
 
     # --- evaluation -------------------------------------------------------------------------
-    def decode(self, tokens: list[int]) -> None:
-        """Append ``tokens`` to the sequence, ``n_batch`` at a time; logits of the last one."""
+    def decode(self, tokens: list[int], should_stop=None) -> int:
+        """Append ``tokens`` to the sequence, ``n_batch`` at a time; logits of the last one.
+
+        ``should_stop()`` is asked before each batch; returns how many tokens were decoded.
+        """
         n_batch = self.cfg.n_batch
         for start in range(0, len(tokens), n_batch):
+            if should_stop is not None and should_stop():
+                return start
             chunk = tokens[start : start + n_batch]
             arr = (C.llama_token * len(chunk))(*chunk)
             rc = C.llama_decode(self.ctx, C.llama_batch_get_one(arr, len(chunk)))
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc}")
+        return len(tokens)
 
     def logits(self) -> np.ndarray:
         """The last decoded position's logits (a copy)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class Timings:
 class Completion:
     text: str
     tokens: list[int]
-    finish_reason: str  # "stop" (end of generation or a stop string) or "length"
+    finish_reason: str  # "stop" (end of generation or a stop string), "length" or "cancelled"
     usage: Usage
     timings: Timings
 
@@ -79,12 +80,19 @@ class Completion:
 class Stream:
     """Text pieces as they are generated. After the last piece, ``result`` holds the Completion.
 
-    Stopping early (``close()`` or leaving a ``for`` loop with ``break``) ends the generation.
+    Stopping early ends the generation: ``close()`` (or leaving a ``for`` loop) from the thread
+    that iterates, or ``cancel()`` from any thread, which also interrupts a long prefill between
+    batches. ``result`` then has ``finish_reason`` "cancelled" and the tokens made so far.
     """
 
-    def __init__(self, gen: Iterator[str], holder: list[Completion]):
+    def __init__(self, gen: Iterator[str], holder: list[Completion], cancel: threading.Event):
         self._gen = gen
         self._holder = holder
+        self._cancel = cancel
+
+    def cancel(self) -> None:
+        """Stop the generation at the next check (safe to call from any thread)."""
+        self._cancel.set()
 
     def __iter__(self) -> Stream:
         return self
@@ -233,9 +241,16 @@ class Model:
             pass
         return s.result
 
-    def chat_stream(self, messages: list[dict[str, str]], **sampling: Any) -> Stream:
+    def chat_stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        cancel: threading.Event | None = None,
+        **sampling: Any,
+    ) -> Stream:
         tokens = self.chat_tokens(messages)
-        return self.stream(tokens, _snapshot_at=self._system_prefix(messages, tokens), **sampling)
+        snapshot_at = self._system_prefix(messages, tokens)
+        return self.stream(tokens, cancel=cancel, _snapshot_at=snapshot_at, **sampling)
 
     def _system_prefix(self, messages: list[dict[str, str]], tokens: list[int]) -> int:
         """How many of ``tokens`` render the system message alone (0 if none, or not a prefix)."""
@@ -256,12 +271,24 @@ class Model:
             pass
         return s.result
 
-    def stream(self, prompt: str | list[int], *, _snapshot_at: int = 0, **sampling: Any) -> Stream:
-        """Like ``generate``, yielding text pieces as they come."""
+    def stream(
+        self,
+        prompt: str | list[int],
+        *,
+        cancel: threading.Event | None = None,
+        _snapshot_at: int = 0,
+        **sampling: Any,
+    ) -> Stream:
+        """Like ``generate``, yielding text pieces as they come.
+
+        Bad options and a prompt that cannot run raise here, before the first piece. Setting
+        ``cancel`` (or calling ``Stream.cancel()``) from any thread stops the generation.
+        """
         params = SamplingParams.from_kwargs(**sampling)
         tokens = self._prompt_tokens(prompt)
         holder: list[Completion] = []
-        return Stream(self._run(tokens, params, holder, _snapshot_at), holder)
+        cancel = cancel or threading.Event()
+        return Stream(self._run(tokens, params, holder, _snapshot_at, cancel), holder, cancel)
 
     def reset(self) -> None:
         """Forget the KV cache (the next call prefills its whole prompt; snapshots stay)."""
@@ -367,7 +394,7 @@ class Model:
             )
         return tokens
 
-    def _prefill(self, tokens: list[int], snapshot_at: int = 0) -> int:
+    def _prefill(self, tokens: list[int], snapshot_at: int = 0, should_stop=None) -> int:
         """Bring the KV cache to ``tokens``; returns how many were reused rather than computed.
 
         Reuse comes from the live cache (the common prefix with the previous call) or from a
@@ -391,42 +418,54 @@ class Model:
             self._b.kv_clear()
             n_keep = 0
         self._cache = list(tokens[:n_keep])
-        if n_keep < snapshot_at <= limit:
-            self._b.decode(tokens[n_keep:snapshot_at])
-            self._snapshots[tuple(tokens[:snapshot_at])] = self._b.state_bytes()
-            while len(self._snapshots) > MAX_SNAPSHOTS:
-                self._snapshots.popitem(last=False)
-            n_done = snapshot_at
-        else:
-            n_done = n_keep
-        self._b.decode(tokens[n_done:])
-        self._cache = list(tokens)
+        n_done = n_keep
+        snapshot = n_keep < snapshot_at <= limit  # the system prompt is new: keep its KV too
+        if snapshot:
+            n_done += self._b.decode(tokens[n_done:snapshot_at], should_stop)
+            if n_done == snapshot_at:
+                self._snapshots[tuple(tokens[:snapshot_at])] = self._b.state_bytes()
+                while len(self._snapshots) > MAX_SNAPSHOTS:
+                    self._snapshots.popitem(last=False)
+        if not snapshot or n_done == snapshot_at:
+            n_done += self._b.decode(tokens[n_done:], should_stop)
+        self._cache = list(tokens[:n_done])
+        if n_done < len(tokens):
+            raise _Cancelled
         return n_keep
 
     def _run(
-        self, prompt: list[int], p: SamplingParams, holder: list[Completion], snapshot_at: int = 0
+        self,
+        prompt: list[int],
+        p: SamplingParams,
+        holder: list[Completion],
+        snapshot_at: int,
+        cancel: threading.Event,
     ) -> Iterator[str]:
         self._adapt_threads(wait=False)
         t0 = time.perf_counter()
-        n_cached = self._prefill(prompt, snapshot_at)
-        t_prefill = time.perf_counter()
-        sampler = self._b.make_sampler(
-            temperature=p.temperature,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            min_p=p.min_p,
-            repeat_penalty=p.repeat_penalty,
-            repeat_last_n=p.repeat_last_n,
-            seed=p.seed,
-        )
-        if p.repeat_penalty != 1.0:
-            sampler.accept(prompt[-p.repeat_last_n :])
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        t_prefill = t_first = None
+        n_cached, sampler = 0, None
         generated: list[int] = []
-        text, shown, finish, stopped_by_string = "", 0, "length", False
-        t_first = None
+        text, finish = "", "length"
         try:
+            n_cached = self._prefill(prompt, snapshot_at, cancel.is_set)
+            t_prefill = time.perf_counter()
+            sampler = self._b.make_sampler(
+                temperature=p.temperature,
+                top_k=p.top_k,
+                top_p=p.top_p,
+                min_p=p.min_p,
+                repeat_penalty=p.repeat_penalty,
+                repeat_last_n=p.repeat_last_n,
+                seed=p.seed,
+            )
+            if p.repeat_penalty != 1.0:
+                sampler.accept(prompt[-p.repeat_last_n :])
+            utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            shown, stopped_by_string = 0, False
             while len(generated) < p.max_tokens:
+                if cancel.is_set():
+                    raise _Cancelled
                 tok = sampler.sample()
                 if t_first is None:
                     t_first = time.perf_counter()
@@ -454,30 +493,50 @@ class Model:
                 text += utf8.decode(b"", final=True)
             if len(text) > shown:
                 yield text[shown:]
+        except (_Cancelled, GeneratorExit):
+            finish = "cancelled"
         finally:
-            sampler.close()
-        t_end = time.perf_counter()
-        t_first = t_first or t_end
-        prefill_s = t_prefill - t0
-        decode_s = t_end - t_first
-        n_prefilled = len(prompt) - n_cached
-        holder.append(
-            Completion(
-                text=text,
-                tokens=generated,
-                finish_reason=finish,
-                usage=Usage(len(prompt), len(generated), n_cached),
-                timings=Timings(
-                    ttft_s=t_first - t0,
-                    prefill_s=prefill_s,
-                    decode_s=decode_s,
-                    prefill_tokens_per_s=n_prefilled / prefill_s if prefill_s > 0 else 0.0,
-                    decode_tokens_per_s=(len(generated) - 1) / decode_s
-                    if len(generated) > 1 and decode_s > 0
-                    else 0.0,
-                ),
+            if sampler is not None:
+                sampler.close()
+            holder.append(
+                self._completion(prompt, n_cached, generated, text, finish, t0, t_prefill, t_first)
             )
+
+    def _completion(
+        self,
+        prompt: list[int],
+        n_cached: int,
+        generated: list[int],
+        text: str,
+        finish: str,
+        t0: float,
+        t_prefill: float | None,
+        t_first: float | None,
+    ) -> Completion:
+        t_end = time.perf_counter()
+        t_prefill = t_prefill or t_end
+        t_first = t_first or t_end
+        prefill_s, decode_s = t_prefill - t0, t_end - t_first
+        n_prefilled = len(prompt) - n_cached
+        return Completion(
+            text=text,
+            tokens=generated,
+            finish_reason=finish,
+            usage=Usage(len(prompt), len(generated), n_cached),
+            timings=Timings(
+                ttft_s=t_first - t0,
+                prefill_s=prefill_s,
+                decode_s=decode_s,
+                prefill_tokens_per_s=n_prefilled / prefill_s if prefill_s > 0 else 0.0,
+                decode_tokens_per_s=(len(generated) - 1) / decode_s
+                if len(generated) > 1 and decode_s > 0
+                else 0.0,
+            ),
         )
+
+
+class _Cancelled(Exception):
+    """Stream.cancel() was called (or its event set): stop where we are."""
 
 
 def load(

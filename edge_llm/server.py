@@ -217,7 +217,7 @@ class GenerationRecord:
     stream: bool
     finish_reason: str  # "stop", "length", "cancelled" (the client went away) or "error"
     prompt_tokens: int | None  # None when it did not finish
-    completion_tokens: int  # when cancelled: the text sent so far, tokenized again
+    completion_tokens: int  # when cancelled: the tokens made before it stopped
     seconds: float
 
 
@@ -242,7 +242,7 @@ class _Job:
     def __init__(
         self,
         model: Model,
-        start: Callable[[], Stream],
+        start: Callable[[threading.Event], Stream],
         *,
         endpoint: str,
         stream: bool,
@@ -276,13 +276,16 @@ class _Job:
         with _model_lock(self.model):
             stream: Stream | None = None
             try:
-                stream = self.start()  # validates and tokenizes: errors here are the client's
+                # validates and tokenizes (errors here are the client's); ``cancel`` also stops
+                # a long prefill between batches
+                stream = self.start(self.cancel)
                 self._emit("ready")
                 while not self.cancel.is_set():
                     try:
                         piece = next(stream)
                     except StopIteration:
-                        self.result = stream.result
+                        if stream.result.finish_reason != "cancelled":
+                            self.result = stream.result
                         break
                     parts.append(piece)
                     self._emit("piece", piece)
@@ -299,10 +302,8 @@ class _Job:
                     u.completion_tokens,
                 )
             else:
-                text = "".join(parts)
-                completion_tokens = (
-                    len(self.model.tokenize(text, add_bos=False, special=False)) if text else 0
-                )
+                partial = _partial_result(stream)
+                completion_tokens = partial.usage.completion_tokens if partial else 0
                 finish = "error" if self.error is not None else "cancelled"
                 prompt_tokens = None
         self.records.append(
@@ -319,6 +320,14 @@ class _Job:
             self._emit("error", self.error)
         else:
             self._emit("done", self.result)
+
+
+def _partial_result(stream: Stream | None) -> Completion | None:
+    """What a stopped stream made before it stopped (None if it never started)."""
+    try:
+        return stream.result if stream is not None else None
+    except RuntimeError:
+        return None
 
 
 async def _execute(lock: asyncio.Lock, job: _Job) -> None:
@@ -543,7 +552,7 @@ def create_app(model: Model, *, model_id: str, api_key: str | None = None) -> Fa
 
     async def run(
         request: Request,
-        start: Callable[[], Stream],
+        start: Callable[[threading.Event], Stream],
         *,
         endpoint: str,
         stream: bool,
@@ -608,7 +617,7 @@ def create_app(model: Model, *, model_id: str, api_key: str | None = None) -> Fa
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await run(
             request,
-            lambda: model.chat_stream(messages, **kwargs),
+            lambda cancel: model.chat_stream(messages, cancel=cancel, **kwargs),
             endpoint="chat.completions",
             stream=bool(body.stream),
             first=lambda: chunk({"role": "assistant", "content": ""}),
@@ -639,7 +648,7 @@ def create_app(model: Model, *, model_id: str, api_key: str | None = None) -> Fa
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await run(
             request,
-            lambda: model.stream(prompt, **kwargs),
+            lambda cancel: model.stream(prompt, cancel=cancel, **kwargs),
             endpoint="completions",
             stream=bool(body.stream),
             first=None,

@@ -137,3 +137,35 @@ def test_golden_text_does_not_depend_on_the_thread_count(smollm2_path, threads):
     # The default thread count follows the host's load, so the output must not depend on it.
     with edge_llm.load(smollm2_path, threads=threads, n_ctx=256) as m:
         assert m.generate(PROMPT, max_tokens=16, temperature=0).tokens == GOLDEN_TOKENS
+
+
+def test_cancel_from_another_thread_stops_and_keeps_a_partial_result(fresh):
+    import threading
+
+    s = fresh.stream(PROMPT, max_tokens=500, temperature=0, ignore_eos=True)
+    pieces = []
+    for piece in s:
+        pieces.append(piece)
+        if len(pieces) == 3:
+            threading.Thread(target=s.cancel).start()
+    r = s.result
+    assert r.finish_reason == "cancelled"
+    assert 3 <= r.usage.completion_tokens < 20
+    assert r.text == "".join(pieces) and r.text.startswith(GOLDEN[:8])
+    # the model is usable afterwards and the cache still matches what was decoded
+    assert fresh.generate(PROMPT, max_tokens=16, temperature=0).text == GOLDEN
+
+
+def test_cancel_before_prefill_and_close_mid_stream(fresh):
+    import threading
+
+    ev = threading.Event()
+    ev.set()
+    s = fresh.stream("word " * 1500, max_tokens=8, temperature=0, cancel=ev)
+    assert list(s) == []
+    assert s.result.finish_reason == "cancelled" and s.result.usage.completion_tokens == 0
+    s = fresh.stream(PROMPT, max_tokens=16, temperature=0)
+    next(s)
+    s.close()
+    assert s.result.finish_reason == "cancelled" and s.result.usage.completion_tokens == 1
+    assert fresh.generate(PROMPT, max_tokens=16, temperature=0).text == GOLDEN
