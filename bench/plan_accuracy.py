@@ -1,11 +1,11 @@
 """How well does `edge-llm plan` predict speed? Predicted vs measured tokens/s on this host.
 
 1. Calibrate the host afresh (edge_llm.devices.detect.calibrate): read bandwidth at 1..N threads
-   with a small numpy read kernel, then the default model's decode and prefill at N threads.
-2. For SmolLM2-135M and Gemma 3 270M, at 1 and 2 threads, with f16 and q8_0 KV caches: predict
-   (the plan's roofline with the host profile) and measure (edge_llm, same settings), interleaved
-   over repetitions, medians. The calibration model at N threads is the one case that is not an
-   out-of-sample prediction; the table marks it.
+   with a small numpy read kernel, then per-type decode and prefill costs fitted on SmolLM2
+   requantized to 7 weight types and Gemma 3 requantized to 2 (llama.cpp's quantizer, pure).
+2. For the shipped files, SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M (mixed types, never part of
+   the fit), at 1 and 2 threads, with f16 and q8_0 KV caches: predict (the plan with the host
+   profile) and measure (edge_llm, same settings), interleaved over repetitions, medians.
 3. Report the bytes read per token, the bandwidth that implies, and its share of the measured
    read bandwidth (the roofline fraction).
 
@@ -37,7 +37,7 @@ def main() -> int:
     from edge_llm.registry import resolve
     from edge_llm.shapes import ModelShape
 
-    cal = detect.calibrate()
+    cal = detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr))
     host = detect.host_profile()
     bw = {int(k): v for k, v in cal["read_bandwidth_by_threads"].items()}
     print(f"host: {host.description}")
@@ -45,8 +45,13 @@ def main() -> int:
         "measured read bandwidth: "
         + ", ".join(f"{t} thread(s) {b / 1e9:.1f} GB/s" for t, b in bw.items())
     )
-    print(f"calibration ({cal['calibrated_with']}, {cal['threads']} threads): decode efficiency "
-          f"{cal['decode_efficiency']:.2f}, prefill {cal['cpu_gflops']:.1f} GFLOP/s\n")  # fmt: skip
+    for t, f in cal["fit"].items():
+        d, p = f["decode"], f["prefill"]
+        print(f"fit at {t} thread(s): decode {d['layer_ms']:.3f} ms/layer + ms/MB "
+              + ", ".join(f"{k} {v:.4f}" for k, v in d["per_type"].items())
+              + f"; prefill {p['layer_ms']:.4f} ms/layer + ms/GFLOP "
+              + ", ".join(f"{k} {v:.2f}" for k, v in p["per_type"].items()))  # fmt: skip
+    print()
 
     threads = [t for t in args.threads if t <= available_cpus()]
     rows = []
@@ -76,7 +81,7 @@ def main() -> int:
             position = PROMPT_TOKENS + GEN_TOKENS // 2
             for t in threads:
                 cfg = Config(threads=t, n_ctx=1024, kv_type=kv, n_batch=512, n_gpu_layers=0)
-                pred_dec, pred_pre = predict(shape, cfg, host, position=position)
+                pred_dec, pred_pre = predict(gguf_info.read(path), cfg, host, position=position)
                 dec = statistics.median(samples[t]["decode"])
                 pre = statistics.median(samples[t]["prefill"])
                 bytes_tok = shape.decode_bytes_per_token(position, kv)
@@ -86,7 +91,6 @@ def main() -> int:
                     "prefill_measured": pre, "prefill_predicted": pred_pre,
                     "bytes_per_token": bytes_tok, "achieved_bandwidth": dec * bytes_tok,
                     "roofline_fraction": dec * bytes_tok / bw[t],
-                    "calibration_point": path.name == cal["calibrated_with"] and t == cal["threads"] and kv == "f16",
                 })  # fmt: skip
 
     print(
@@ -94,7 +98,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        mark = " (calibration)" if r["calibration_point"] else ""
+        mark = ""
         print(
             f"| {r['model']}{mark} | {r['kv']} | {r['threads']} | {r['decode_measured']:.1f} | "
             f"{r['decode_predicted']:.1f} | {r['decode_predicted'] / r['decode_measured']:.2f} | "

@@ -120,3 +120,30 @@ class ModelShape:
 def _is_matrix(name: str) -> bool:
     # blk.N.attn_q.weight, ffn_up, ... ; norms are vectors
     return name.startswith("blk.") and "norm" not in name
+
+
+def read_bytes_by_type(info: GGUFInfo) -> dict[str, int]:
+    """Bytes a decode step reads, per tensor type (an untied input embedding: one row only)."""
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    out: dict[str, int] = {}
+    for t in info.tensors:
+        if t.name == "token_embd.weight" and not tied:
+            continue
+        out[t.type] = out.get(t.type, 0) + t.n_bytes
+    return out
+
+
+def matmul_flops_by_type(info: GGUFInfo, n_prompt: int = 1) -> dict[str, float]:
+    """Matmul FLOPs per token, per weight type; the output head counts once per ``n_prompt``."""
+    names = {t.name for t in info.tensors}
+    head = "output.weight" if "output.weight" in names else "token_embd.weight"
+    out: dict[str, float] = {}
+    for t in info.tensors:
+        if t.name == head:
+            flops = 2.0 * t.n_elements / max(1, n_prompt)
+        elif _is_matrix(t.name):
+            flops = 2.0 * t.n_elements
+        else:
+            continue
+        out[t.type] = out.get(t.type, 0.0) + flops
+    return out

@@ -192,3 +192,36 @@ def test_peak_rss_stays_within_the_budget(smollm2_path, tmp_path, budget_gb):
     peak, planned, n_ctx, kv = out.stdout.split()
     assert int(peak) <= budget_gb * 1e9, f"peak RSS {int(peak) / 1e6:.0f} MB over {budget_gb} GB"
     assert int(planned) <= budget_gb * 1e9
+
+
+def test_calibration_fit_recovers_known_costs():
+    from edge_llm.devices.detect import _fit
+
+    truth = {"Q4_0": 0.11, "Q8_0": 0.07, "F32": 0.002}
+    rows = []
+    for n_layer, amounts in [(30, {"Q4_0": 80, "F32": 3}), (30, {"Q8_0": 140, "F32": 3}),
+                             (18, {"Q8_0": 280, "F32": 1}), (18, {"Q4_0": 150, "F32": 1}),
+                             (30, {"Q4_0": 40, "Q8_0": 60, "F32": 2})]:  # fmt: skip
+        ms = 0.08 * n_layer + sum(truth[t] * a for t, a in amounts.items())
+        rows.append((n_layer, amounts, ms))
+    fit = _fit(rows)
+    assert fit["layer_ms"] == pytest.approx(0.08, rel=1e-6)
+    for t, cost in truth.items():
+        assert fit["per_type"][t] == pytest.approx(cost, rel=1e-6)
+
+
+def test_calibrated_prediction_prices_each_weight_type(smollm2_path):
+    # 0.1 ms per MB of every tensor type, nothing per layer, a bandwidth so high the KV cache is
+    # free: decode time is 0.1 ms x the file's tensor megabytes (SmolLM2 ties its output head).
+    info = gguf_info.read(smollm2_path)
+    types = {t.type for t in info.tensors}
+    stage = {"layer_ms": 0.0, "per_type": dict.fromkeys(types, 0.1)}
+    host = profile.DeviceProfile(**{**TINY, "bandwidth_gbs": 1e9, "core_bandwidth_gbs": 1e9},
+                                 calibration={"2": {"decode": stage, "prefill": stage}})  # fmt: skip
+    cfg = planning.Config(threads=2, n_ctx=1024, kv_type="f16", n_batch=512, n_gpu_layers=0)
+    decode, prefill = planning.predict(info, cfg, host)
+    total_mb = sum(t.n_bytes for t in info.tensors) / 1e6
+    assert 1000 / decode == pytest.approx(0.1 * total_mb, rel=1e-3)
+    # one thread: the costs measured at two threads, scaled up
+    decode1, _ = planning.predict(info, planning.Config(**{**cfg.__dict__, "threads": 1}), host)
+    assert decode1 == pytest.approx(decode / 2, rel=1e-3)

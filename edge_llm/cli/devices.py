@@ -14,14 +14,20 @@ def devices(
     as_json: o.Json = False,
     calibrate: Annotated[
         bool,
-        typer.Option("--calibrate", help="Measure this host again (bandwidth, decode, prefill)."),
+        typer.Option(
+            "--calibrate",
+            help="Measure this host (read bandwidth; decode and prefill cost of each weight type,"
+            " about two minutes) so that `plan` predicts its speed from measurements.",
+        ),
     ] = False,
 ) -> None:
     """List device profiles: built-in ones, yours (~/.config/edge-llm/devices/*.toml) and `host`."""
     from edge_llm.devices import detect, profile
 
     if calibrate:
-        detect.calibrate()
+        import sys
+
+        detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     profiles = [detect.host_profile(), *profile.all_profiles()]
     if as_json:
         print(json.dumps([p.to_dict() for p in profiles], indent=2))

@@ -70,8 +70,13 @@ def render(p) -> str:
         + ("fits" if p.fits else "DOES NOT FIT"),
         f"  config: {c.threads} threads, context {c.n_ctx}, {c.kv_type} KV cache, batch {c.n_batch},"
         f" GPU layers {gpu}, mmap {'on' if c.use_mmap else 'off'}, mlock {'on' if c.use_mlock else 'off'}",
-        f"  predicted: decode {p.decode_tokens_per_s:.1f} tok/s, prefill {p.prefill_tokens_per_s:.1f} tok/s",
+        f"  predicted: decode {p.decode_tokens_per_s:.1f} tok/s, prefill {p.prefill_tokens_per_s:.1f} tok/s"
+        f" ({'measured costs of this host' if p.speed_basis == 'calibration' else 'roofline'})",
     ]
+    if p.device == "host" and p.speed_basis == "roofline":
+        lines.append(
+            "  note: `edge-llm devices --calibrate` measures this host for closer speed figures"
+        )
     if p.note:
         lines.append(f"  note: {p.note}")
     return "\n".join(lines)

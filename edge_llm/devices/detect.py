@@ -8,6 +8,7 @@ CPU, the CPU count and the llama-cpp-python version.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -105,48 +106,120 @@ def _calibration_file() -> Path:
     return cache_dir() / "host-calibration.json"
 
 
-def calibrate(model=None, threads: int | None = None) -> dict:
-    """Measure this host: read bandwidth at 1..N threads, then decode and prefill of a model.
+# What the calibration runs: the default model requantized (llama.cpp's own quantizer) to each
+# common weight type, and Gemma 3 270M to two, so that a per-layer cost separates from the
+# per-type costs (the two models have 30 and 18 layers). The shipped mixed-type files are never
+# part of the fit: bench/plan_accuracy.py predicts them out of sample.
+CALIBRATION_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7, "q4_k": 15, "q6_k": 18}
+CALIBRATION_TYPES_SECOND_MODEL = {"q8_0": 7, "q4_0": 2}
+PROMPT, GENERATE = 256, 48
 
-    decode efficiency = achieved decode bytes/s / measured read bytes/s (same thread count);
-    cpu_gflops = prefill FLOPs/s at all threads. Cached until the CPU or llama.cpp changes.
-    """
+
+def _requantize(src: Path, dst: Path, ftype: int) -> None:
+    import llama_cpp.llama_cpp as C
+
+    p = C.llama_model_quantize_default_params()
+    p.ftype, p.allow_requantize, p.pure, p.nthread = ftype, True, True, available_cpus()
+    if C.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
+        raise RuntimeError(f"llama.cpp could not requantize {src.name}")
+
+
+def _measure(path: Path, threads: int, repeats: int = 2) -> tuple[float, float]:
+    """(ms per decoded token, ms per prefilled token), medians."""
     from edge_llm.model import load
-    from edge_llm.shapes import ModelShape
 
-    n = threads or available_cpus()
-    bw = {t: measure_read_bandwidth(t) for t in range(1, n + 1)}
-    m = load(model, n_ctx=1024, threads=n, device="cpu")
-    try:
-        from edge_llm import gguf_info
-
-        shape = ModelShape.from_info(gguf_info.read(m.path))
-        prompt = m.tokenize("Edge devices read every weight once per token. " * 30)[:256]
-        decode, prefill = [], []
-        for _ in range(3):
+    with load(path, n_ctx=1024, threads=threads, device="cpu") as m:
+        prompt = m.tokenize("Edge devices read every weight once per token. " * 40)[:PROMPT]
+        dec, pre = [], []
+        for _ in range(repeats):
             m.reset()
-            r = m.generate(prompt, max_tokens=65, temperature=0, ignore_eos=True)
-            decode.append(r.timings.decode_tokens_per_s)
-            prefill.append(r.timings.prefill_tokens_per_s)
-        decode_tps, prefill_tps = float(np.median(decode)), float(np.median(prefill))
-        avg_pos = len(prompt) + 32
-        achieved = decode_tps * shape.decode_bytes_per_token(avg_pos)
-        result = {
-            "fingerprint": _fingerprint(),
-            "read_bandwidth_by_threads": {str(t): b for t, b in bw.items()},
-            "decode_efficiency": achieved / bw[n],
-            "cpu_gflops": prefill_tps * shape.prefill_flops_per_token(len(prompt)) / 1e9,
-            "calibrated_with": str(m.path.name),
-            "threads": n,
-            "decode_tokens_per_s": decode_tps,
-            "prefill_tokens_per_s": prefill_tps,
-        }
-    finally:
-        m.close()
+            r = m.generate(prompt, max_tokens=GENERATE + 1, temperature=0, ignore_eos=True)
+            dec.append(1000 / r.timings.decode_tokens_per_s)
+            pre.append(1000 / r.timings.prefill_tokens_per_s)
+    return float(np.median(dec)), float(np.median(pre))
+
+
+def _fit(rows: list[tuple[float, dict[str, float], float]]) -> dict:
+    """Least squares, non-negative: y = layer_ms * n_layer + sum(cost[type] * amount[type])."""
+    types = sorted({t for _, amounts, _ in rows for t in amounts})
+    cols = ["layer", *types]
+    a = np.array([[n_layer] + [amounts.get(t, 0.0) for t in types] for n_layer, amounts, _ in rows])
+    y = np.array([ms for _, _, ms in rows])
+    keep = list(range(len(cols)))
+    while True:  # drop what comes out negative and fit again
+        x, *_ = np.linalg.lstsq(a[:, keep], y, rcond=None)
+        if (x >= 0).all() or len(keep) == 1:
+            break
+        keep.pop(int(np.argmin(x)))
+    coef = dict.fromkeys(cols, 0.0)
+    coef.update({cols[i]: float(max(0.0, v)) for i, v in zip(keep, x)})
+    return {"layer_ms": coef.pop("layer"), "per_type": coef}
+
+
+def calibrate(threads: int | None = None, progress=None) -> dict:
+    """Measure this host: read bandwidth, then per-type decode and prefill costs (see above).
+
+    Takes about two minutes on 2 CPUs; cached until the CPU or llama-cpp-python changes.
+    """
+    import tempfile
+
+    from edge_llm import gguf_info, registry
+    from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
+
+    say = progress or (lambda msg: None)
+    n = threads or available_cpus()
+    counts = sorted({1, n})
+    bw = {t: measure_read_bandwidth(t) for t in range(1, n + 1)}
+    sources = [(registry.resolve(None), CALIBRATION_TYPES)]
+    second = registry.lookup("gemma3-270m")
+    if second is not None and second.installed():
+        sources.append((registry.fetch(second), CALIBRATION_TYPES_SECOND_MODEL))
+    fit: dict[str, dict] = {}
+    samples = []
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="calibration-") as tmp:
+        files = []
+        for src, types in sources:
+            for name, ftype in types.items():
+                dst = Path(tmp) / f"{src.stem}-{name}.gguf"
+                _requantize(src, dst, ftype)
+                files.append(dst)
+        for t in counts:
+            dec_rows, pre_rows = [], []
+            for f in files:
+                say(f"calibrating: {f.name} at {t} thread(s)")
+                info = gguf_info.read(f)
+                shape = ModelShape.from_info(info)
+                dec_ms, pre_ms = _measure(f, t)
+                kv_ms = 1000 * shape.kv_bytes_per_token() * (PROMPT + GENERATE // 2) / bw[t]
+                mb = {k: v / 1e6 for k, v in read_bytes_by_type(info).items()}
+                gflop = {k: v / 1e9 for k, v in matmul_flops_by_type(info, PROMPT).items()}
+                dec_rows.append((shape.n_layer, mb, dec_ms - kv_ms))
+                pre_rows.append((shape.n_layer, gflop, pre_ms))
+                samples.append({
+                    "file": f.name, "threads": t, "decode_ms": dec_ms, "prefill_ms": pre_ms,
+                    "decode_bytes": shape.decode_bytes_per_token(PROMPT + GENERATE // 2),
+                    "prefill_flops": shape.prefill_flops_per_token(PROMPT),
+                })  # fmt: skip
+            # decode: ms per token = layer_ms * layers + ms/MB of each type's weights (+ KV read);
+            # prefill: ms per prompt token = layer_ms * layers + ms/GFLOP of each type's matmuls
+            fit[str(t)] = {"decode": _fit(dec_rows), "prefill": _fit(pre_rows)}
+    # The aggregate figures the plain roofline uses (for a GPU or a file the fit cannot price):
+    # the default model's own type, at all threads.
+    shipped = f"{sources[0][0].stem}-q4_1.gguf"  # SmolLM2 ships as Q4_1
+    default = next(s for s in samples if s["threads"] == n and s["file"] == shipped)
+    result = {
+        "fingerprint": _fingerprint(),
+        "read_bandwidth_by_threads": {str(t): b for t, b in bw.items()},
+        "decode_efficiency": default["decode_bytes"] * 1000 / default["decode_ms"] / bw[n],
+        "cpu_gflops": default["prefill_flops"] * 1000 / default["prefill_ms"] / 1e9,
+        "threads": n,
+        "fit": fit,
+        "samples": samples,
+    }
     path = _calibration_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    with atomic_path(path) as tmp_file:
+        tmp_file.write_text(json.dumps(result, indent=2))
     host_profile.cache_clear()
     return result
 
@@ -160,12 +233,16 @@ def cached_calibration() -> dict | None:
 
 
 @cache
-def host_profile(calibrate_if_missing: bool = True) -> DeviceProfile:
-    """This machine as a profile; runs the calibration (a few seconds) the first time."""
+def host_profile(calibrate_if_missing: bool = False) -> DeviceProfile:
+    """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
+    --calibrate`, about two minutes); without it they use the plain roofline."""
     from edge_llm.backend import supports_gpu_offload
 
     cal = cached_calibration()
     if cal is None and calibrate_if_missing:
+        import sys
+
+        print("edge-llm: calibrating this host once (about two minutes)", file=sys.stderr)
         cal = calibrate()
     total, avail = memory_gb()
     big, little = big_little()
@@ -189,4 +266,5 @@ def host_profile(calibrate_if_missing: bool = True) -> DeviceProfile:
         power_w=15.0 * n,  # no sensor read here; the density benchmark reads RAPL where it can
         gpu_backend="auto" if supports_gpu_offload() else "none",
         source="detected",
+        calibration=(cal or {}).get("fit"),
     )

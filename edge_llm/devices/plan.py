@@ -18,7 +18,7 @@ from pathlib import Path
 from edge_llm import gguf_info
 from edge_llm.devices.profile import DeviceProfile
 from edge_llm.errors import ConfigError
-from edge_llm.shapes import ModelShape
+from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
 BATCHES = (512, 256, 128, 64)
@@ -62,6 +62,7 @@ class Plan:
     prefill_tokens_per_s: float
     bits_per_weight: float
     note: str = ""
+    speed_basis: str = "roofline"  # or "calibration": this host's measured per-type costs
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,12 +110,27 @@ def gpu_layers(shape: ModelShape, profile: DeviceProfile, n_ctx: int, kv_type: s
 
 
 def predict(
-    shape: ModelShape, cfg: Config, profile: DeviceProfile, position: int | None = None
+    info: gguf_info.GGUFInfo,
+    cfg: Config,
+    profile: DeviceProfile,
+    position: int | None = None,
 ) -> tuple[float, float]:
-    """(decode, prefill) tokens/s for ``cfg`` on ``profile`` at a context ``position``, from the
-    roofline (default position: 512, a short chat)."""
+    """(decode, prefill) tokens/s for ``cfg`` on ``profile`` at a context ``position`` (default
+    512, a short chat). With the host's calibration: its measured per-type costs; otherwise the
+    roofline."""
+    shape = ModelShape.from_info(info)
     position = min(cfg.n_ctx, 512) if position is None else position
     gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
+    fit = None if gpu else _fit_for(profile.calibration, cfg.threads)
+    if fit is not None:
+        raw_bw = min(profile.bandwidth_gbs, profile.core_bandwidth_gbs * cfg.threads) * 1e9
+        kv_ms = 1000 * shape.kv_bytes_per_token(cfg.kv_type) * position / raw_bw
+        mb = {k: v / 1e6 for k, v in read_bytes_by_type(info).items()}
+        decode_ms = _apply(fit["decode"], shape.n_layer, mb) + kv_ms
+        gflop = {k: v / 1e9 for k, v in matmul_flops_by_type(info, max(1, position)).items()}
+        gflop["attention"] = shape.attention_flops(position // 2) / 1e9
+        prefill_ms = _apply(fit["prefill"], shape.n_layer, gflop)
+        return 1000 / decode_ms, 1000 / prefill_ms
     bw = (
         profile.gpu_bandwidth_gbs * 1e9 * profile.bandwidth_efficiency
         if gpu
@@ -126,6 +142,35 @@ def predict(
     decode = 1.0 / max(t_mem, t_compute)
     prefill = flops_s / shape.prefill_flops_per_token(max(1, position))
     return decode, prefill
+
+
+def _fit_for(calibration: dict | None, threads: int) -> dict | None:
+    """The calibrated costs at ``threads`` (the nearest measured count, costs scaled by threads)."""
+    if not calibration:
+        return None
+    counts = sorted(int(k) for k in calibration)
+    near = min(counts, key=lambda k: (abs(k - threads), k))
+    fit = calibration[str(near)]
+    if near == threads:
+        return fit
+    scale = near / threads
+    return {
+        stage: {
+            "layer_ms": f["layer_ms"],
+            "per_type": {k: v * scale for k, v in f["per_type"].items()},
+        }
+        for stage, f in fit.items()
+    }
+
+
+def _apply(fit: dict, n_layer: int, amounts: dict[str, float]) -> float:
+    """layer_ms * n_layer + each amount times its type's cost (types never measured: the median)."""
+    costs = [v for v in fit["per_type"].values() if v > 0]
+    fallback = sorted(costs)[len(costs) // 2] if costs else 0.0
+    per_type = fit["per_type"]
+    return fit["layer_ms"] * n_layer + sum(
+        a * (per_type.get(t) or fallback) for t, a in amounts.items()
+    )
 
 
 def plan(
@@ -158,7 +203,9 @@ def plan(
     fitting = [(c, m) for c, m in candidates if m.total <= budget]
     fits = bool(fitting)
     cfg, mem = fitting[0] if fits else min(candidates, key=lambda cm: cm[1].total)
-    decode, prefill = predict(shape, cfg, profile)
+    decode, prefill = predict(info, cfg, profile)
+    gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
+    basis = "calibration" if profile.calibration and not gpu else "roofline"
     first, first_mem = candidates[0]
     note = ""
     if fits and (cfg.n_ctx, cfg.kv_type, cfg.n_batch) != (
@@ -181,6 +228,7 @@ def plan(
         prefill_tokens_per_s=prefill,
         bits_per_weight=info.bits_per_weight,
         note=note,
+        speed_basis=basis,
     )
 
 

@@ -44,6 +44,8 @@ class DeviceProfile:
     gpu_gflops: float = 0.0
     mlock: bool = False  # pin the weights in RAM (needs RLIMIT_MEMLOCK)
     source: str = ""  # the file it came from
+    # Measured per-type costs by thread count (the host only: edge_llm.devices.detect.calibrate).
+    calibration: dict | None = None
 
     @property
     def cores(self) -> int:
