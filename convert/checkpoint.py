@@ -1,0 +1,182 @@
+"""A Hugging Face checkpoint folder: config, safetensors shards (memory-mapped), validation.
+
+The safetensors header is read and checked here (not trusted): every tensor's dtype must be one we
+convert, its byte range must lie inside the file and match its shape. Tensors are memory-mapped,
+so reading one costs that tensor, never the model. Pickle checkpoints are refused: loading one
+runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convert.errors import ConvertError
+
+# safetensors dtype -> (numpy storage dtype, bytes per element)
+DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2)}
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "consolidated*.pth")
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor's bytes are: file, offset from the start of the file, dtype, shape."""
+
+    name: str
+    file: Path
+    dtype: str  # "F32" | "F16" | "BF16"
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) to float32: they are the top half of a float32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def read_header(path: Path) -> dict[str, TensorRef]:
+    """Parse and validate one .safetensors file's header."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ConvertError(f"{path.name} is not a safetensors file (shorter than its header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_HEADER, size - 8):
+            raise ConvertError(
+                f"{path.name}: safetensors header length {n} runs past the end of the file "
+                f"({size} bytes); the file is truncated or not safetensors"
+            )
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConvertError(f"{path.name}: safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ConvertError(f"{path.name}: safetensors header is not a JSON object")
+    base = 8 + n
+    refs = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            shape = tuple(int(d) for d in shape)
+        except (KeyError, TypeError, ValueError):
+            raise ConvertError(f"{path.name}: tensor {name} has a malformed header entry") from None
+        if dtype not in DTYPES:
+            raise ConvertError(
+                f"{path.name}: tensor {name} has dtype {dtype}; edge-llm converts F32, F16 and BF16 "
+                "checkpoints (save the model in one of those)"
+            )
+        if not (0 <= begin <= end) or base + end > size:
+            raise ConvertError(
+                f"{path.name}: tensor {name} claims bytes {begin}..{end} but the data section "
+                f"holds {size - base}; the file is truncated or its header is wrong"
+            )
+        expect = math.prod(shape) * DTYPES[dtype][1]
+        if end - begin != expect:
+            raise ConvertError(
+                f"{path.name}: tensor {name} is {dtype} {list(shape)} ({expect} bytes) but its "
+                f"header gives it {end - begin} bytes"
+            )
+        refs[name] = TensorRef(name, path, dtype, shape, base + begin, end - begin)
+    return refs
+
+
+class Checkpoint:
+    """A Hugging Face model folder, validated up front; tensors are read lazily."""
+
+    def __init__(self, src: str | Path):
+        self.dir = Path(src)
+        if not self.dir.is_dir():
+            raise ConvertError(f"{self.dir} is not a directory; pass a Hugging Face model folder")
+        self.config = self._config()
+        self.tensors = self._tensors()
+        self._maps: dict[Path, np.memmap] = {}
+
+    def _config(self) -> dict:
+        path = self.dir / "config.json"
+        if not path.is_file():
+            raise ConvertError(
+                f"{self.dir} has no config.json; pass the folder of a Hugging Face model "
+                "(config.json, *.safetensors, tokenizer files)"
+            )
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConvertError(f"{path} is not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ConvertError(f"{path} is not a JSON object")
+        return config
+
+    def _files(self) -> list[Path]:
+        index = self.dir / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError):
+                raise ConvertError(f"{index} has no weight_map; the index is damaged") from None
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if not (self.dir / f).is_file()]
+            if missing:
+                raise ConvertError(
+                    f"shard {missing[0]} is named in {index.name} but absent from {self.dir}; "
+                    "download every shard"
+                )
+            return [self.dir / f for f in files]
+        files = sorted(self.dir.glob("*.safetensors"))
+        if files:
+            return files
+        pickles = [p.name for pat in PICKLE_PATTERNS for p in self.dir.glob(pat)]
+        if pickles:
+            raise ConvertError(
+                f"{pickles[0]} is a pickle checkpoint, which edge-llm will not load (loading one "
+                "runs code); save the model as safetensors first (save_pretrained(..., "
+                "safe_serialization=True))"
+            )
+        raise ConvertError(f"{self.dir} holds no *.safetensors weights")
+
+    def _tensors(self) -> dict[str, TensorRef]:
+        out: dict[str, TensorRef] = {}
+        for f in self._files():
+            out.update(read_header(f))
+        return out
+
+    @property
+    def dtype(self) -> str:
+        """The dtype most of the weights are stored in (by bytes): F32, F16 or BF16."""
+        total: dict[str, int] = {}
+        for t in self.tensors.values():
+            total[t.dtype] = total.get(t.dtype, 0) + t.nbytes
+        return max(total, key=total.get) if total else "F32"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor as stored (a memory-mapped view; BF16 as uint16)."""
+        ref = self.tensors[name]
+        if ref.file not in self._maps:
+            self._maps[ref.file] = np.memmap(ref.file, dtype=np.uint8, mode="r")
+        storage, size = DTYPES[ref.dtype]
+        flat = self._maps[ref.file][ref.offset : ref.offset + ref.nbytes].view(storage)
+        return flat.reshape(ref.shape)
+
+    def load(self, name: str) -> np.ndarray:
+        """The tensor as float32 (a copy for F16/BF16; a read-only view for F32)."""
+        ref = self.tensors[name]
+        raw = self.raw(name)
+        if ref.dtype == "BF16":
+            return bf16_to_f32(raw)
+        return raw.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self._maps.clear()

@@ -1,0 +1,96 @@
+"""`convert --verify`: the converted GGUF against a reference on a few prompts.
+
+The reference is the source checkpoint run by `transformers` (float32) when torch and transformers
+are installed and know the architecture; otherwise llama.cpp on an F32 conversion of the source
+(so a quantized output is measured against full precision). Reported: top-1 agreement of the next
+token and mean KL(reference || output) over every position of the prompts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PROMPTS = [
+    "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "Edge devices such as phones and student tablets have a few gigabytes of memory, so a model",
+    "学习机是一种给学生用的平板电脑，它可以",
+]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def llama_cpp_logits(path: Path, prompts: list[list[int]], threads: int | None) -> list[np.ndarray]:
+    from llama_cpp import Llama
+
+    llm = Llama(
+        str(path), n_ctx=512, logits_all=True, verbose=False, type_k=0, type_v=0,
+        n_threads=threads or max(1, (os.cpu_count() or 2)),
+    )  # fmt: skip
+    try:
+        out = []
+        for ids in prompts:
+            llm.reset()
+            llm.eval(ids)
+            out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        return out
+    finally:
+        llm.close()
+
+
+def _transformers_logits(src: Path, prompts: list[list[int]]) -> list[np.ndarray] | None:
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    except (ValueError, KeyError, OSError):
+        return None  # transformers does not know this architecture (MiniCPM)
+    with torch.no_grad():
+        return [model(torch.tensor([ids])).logits[0].float().numpy() for ids in prompts]
+
+
+def compare(reference: list[np.ndarray], output: list[np.ndarray]) -> tuple[float, float, int]:
+    """(top-1 agreement, mean KL(reference || output), positions)."""
+    agree, kls, n = 0, [], 0
+    for ref, out in zip(reference, output):
+        lr, lo = _log_softmax(ref), _log_softmax(out[:, : ref.shape[-1]])
+        agree += int((ref.argmax(-1) == out.argmax(-1)).sum())
+        kls.append((np.exp(lr) * (lr - lo)).sum(-1))
+        n += ref.shape[0]
+    return agree / n, float(np.concatenate(kls).mean()), n
+
+
+def verify(src: str | Path, output: str | Path, threads: int | None = None) -> dict:
+    from llama_cpp import Llama
+
+    from convert.hf_to_gguf import convert
+
+    src, output = Path(src), Path(output)
+    vocab = Llama(str(output), vocab_only=True, verbose=False)
+    prompts = [vocab.tokenize(p.encode(), add_bos=True) for p in PROMPTS]
+    vocab.close()
+    got = llama_cpp_logits(output, prompts, threads)
+    ref = _transformers_logits(src, prompts)
+    name = "transformers float32 (source)"
+    if ref is None:
+        with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+            full = Path(tmp) / "reference-f32.gguf"
+            convert(src, full, type="F32")
+            ref = llama_cpp_logits(full, prompts, threads)
+        name = "llama.cpp F32 conversion of the source"
+    top1, kl, n = compare(ref, got)
+    return {"reference": name, "top1_agreement": top1, "mean_kl": kl, "positions": n}

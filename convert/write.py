@@ -1,0 +1,137 @@
+"""Streaming GGUF writing with the gguf package.
+
+Every tensor's name, shape and type is declared first (the GGUF header lists them), then the
+tensors are read from the memory-mapped checkpoint, transformed and written one at a time, so
+memory stays near the largest tensor.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+
+from convert.errors import ConvertError
+
+# progress(stage, tensors_done, tensors_total, bytes_done, bytes_total)
+Progress = Callable[[str, int, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str  # GGUF name
+    shape: tuple[int, ...]  # numpy order (rows, columns)
+    type: Q
+    load: Callable[[], np.ndarray]  # float32 data, transformed
+    source_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        block, size = gguf.GGML_QUANT_SIZES[self.type]
+        return math.prod(self.shape) // block * size
+
+
+def encode(t: PlannedTensor, data: np.ndarray) -> np.ndarray:
+    """float32 data as the bytes of its GGUF type (gguf's own quantizers)."""
+    if data.shape != t.shape:
+        raise ConvertError(
+            f"tensor {t.name} has shape {list(data.shape)}, expected {list(t.shape)}"
+        )
+    if t.type == Q.F32:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if t.type == Q.F16:
+        return np.ascontiguousarray(data, dtype=np.float16)
+    return gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), t.type)
+
+
+def check_target(path: Path, estimate: int) -> None:
+    """Refuse early what would fail late: a missing or read-only folder, too little space."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConvertError(f"cannot write {path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise ConvertError(f"{path} is a directory; pass a file name such as {path / 'model.gguf'}")
+    probe = parent / f".{path.name}.probe"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError:
+        raise ConvertError(
+            f"cannot write to {parent} (permission denied); choose another -o"
+        ) from None
+    free = shutil.disk_usage(parent).free
+    if free < estimate:
+        raise ConvertError(
+            f"not enough disk space for {path.name}: it needs about {estimate / 1e6:.0f} MB and "
+            f"{parent} has {free / 1e6:.0f} MB free"
+        )
+
+
+def write_gguf(
+    path: Path,
+    arch: str,
+    metadata: Iterable[tuple[str, Any]],
+    write_extra: Callable[[gguf.GGUFWriter], None],
+    tensors: list[PlannedTensor],
+    progress: Progress | None = None,
+    stage: str = "converting",
+) -> None:
+    """Write the GGUF at ``path`` (the caller makes it atomic)."""
+    w = gguf.GGUFWriter(path, arch)
+    try:
+        for key, value in metadata:
+            vtype = _value_type(value)
+            sub = _value_type(value[0]) if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(f"{arch}.{key}", value, vtype, sub_type=sub)
+        write_extra(w)
+        for t in tensors:
+            if t.type in (Q.F32, Q.F16):
+                dtype = np.float32 if t.type == Q.F32 else np.float16
+                w.add_tensor_info(t.name, t.shape, np.dtype(dtype), t.nbytes)
+            elif t.type == Q.BF16:
+                w.add_tensor_info(t.name, t.shape, np.dtype(np.uint16), t.nbytes, raw_dtype=t.type)
+            else:
+                byte_shape = gguf.quant_shape_to_byte_shape(t.shape, t.type)
+                w.add_tensor_info(
+                    t.name, byte_shape, np.dtype(np.uint8), t.nbytes, raw_dtype=t.type
+                )
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        total = sum(t.source_bytes for t in tensors)
+        done = 0
+        for i, t in enumerate(tensors):
+            w.write_tensor_data(encode(t, t.load()))
+            done += t.source_bytes
+            if progress:
+                progress(stage, i + 1, len(tensors), done, total)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ConvertError(
+                f"disk full while writing {path.name}; free some space and run again"
+            ) from None
+        raise
+    finally:
+        w.close()
+
+
+def _value_type(value: Any) -> gguf.GGUFValueType:
+    if isinstance(value, bool):
+        return gguf.GGUFValueType.BOOL
+    if isinstance(value, int):
+        return gguf.GGUFValueType.UINT32 if value >= 0 else gguf.GGUFValueType.INT32
+    if isinstance(value, float):
+        return gguf.GGUFValueType.FLOAT32
+    if isinstance(value, str):
+        return gguf.GGUFValueType.STRING
+    if isinstance(value, list | tuple):
+        return gguf.GGUFValueType.ARRAY
+    raise TypeError(f"no GGUF type for {value!r}")

@@ -1,0 +1,140 @@
+"""`edge-llm convert` and `edge-llm export-hf`: the converter's commands (package `convert`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_llm.cli import options as o
+
+
+def _progress_bar():
+    """A rich progress bar fed by the converter's progress(stage, n, total, bytes, bytes_total)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[n]}/{task.fields[count]} tensors"),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=__import__("rich.console").console.Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, n: int, total: int, done: int, size: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=size, n=0, count=total)
+        bar.update(tasks[stage], completed=done, total=size, n=n, count=total)
+
+    return bar, update
+
+
+def convert(
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A Hugging Face model folder (config.json, *.safetensors, tokenizer).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The GGUF to write.", show_default=False)
+    ],
+    type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="F32, F16, BF16, Q8_0 or any llama.cpp type (Q4_K_M, IQ4_XS, ...) [default: F16, BF16 for a bf16 checkpoint]",
+            show_default=False,
+        ),
+    ] = None,
+    pre: Annotated[
+        str | None,
+        typer.Option(
+            "--pre",
+            help="llama.cpp pre-tokenizer name, when edge-llm cannot tell it from tokenizer.json.",
+            show_default=False,
+        ),
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Compare the output with a reference on a few prompts (top-1 agreement, KL divergence).",
+        ),
+    ] = False,
+    threads: o.Threads = None,
+    as_json: o.Json = False,
+) -> None:
+    """Convert a Hugging Face checkpoint to GGUF, quantized to --type."""  # fmt: skip
+    from convert import convert as run
+
+    bar, update = _progress_bar()
+    quiet = as_json or not sys.stderr.isatty()
+    if quiet:
+        result = run(src, output, type=type, pre=pre, threads=threads)
+    else:
+        with bar:
+            result = run(src, output, type=type, pre=pre, progress=update, threads=threads)
+    summary = {
+        "path": str(result.path),
+        "architecture": result.architecture,
+        "type": result.type,
+        "tensors": result.tensors,
+        "bytes": result.bytes,
+        "seconds": round(result.seconds, 2),
+    }
+    if verify:
+        from convert.verify import verify as check
+
+        summary["verify"] = check(src, result.path, threads=threads)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"wrote {result.path} ({result.architecture}, {result.type}, {result.tensors} tensors, "
+        f"{result.bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s"
+    )
+    if verify:
+        v = summary["verify"]
+        print(
+            f"verify against {v['reference']}: top-1 agreement {v['top1_agreement']:.4f}, "
+            f"mean KL {v['mean_kl']:.3g} over {v['positions']} positions"
+        )
+
+
+def export_hf(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="The GGUF to export: a path or a model name (see `edge-llm models`).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The folder to create.", show_default=False)
+    ],
+    dtype: Annotated[str, typer.Option("--dtype", help="f32, f16 or bf16.")] = "f32",
+) -> None:
+    """Export a GGUF as a Hugging Face folder (dequantized weights, config, tokenizer)."""  # fmt: skip
+    from convert.errors import ConvertError
+    from convert.export_hf import export_hf as run
+    from edge_llm.registry import resolve
+
+    if dtype.lower() not in ("f32", "f16", "bf16"):
+        raise ConvertError(f"unknown --dtype {dtype}; choose f32, f16 or bf16")
+    path = Path(model) if Path(model).suffix == ".gguf" else resolve(model)
+    out = run(path, output, dtype=dtype.lower())
+    print(f"wrote {out}")
