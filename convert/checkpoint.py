@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ class Checkpoint:
             raise ConvertError(f"{self.dir} is not a directory; pass a Hugging Face model folder")
         self.config = self._config()
         self.tensors = self._tensors()
-        self._maps: dict[Path, np.memmap] = {}
+        self._maps: dict[Path, mmap.mmap] = {}
 
     def _config(self) -> dict:
         path = self.dir / "config.json"
@@ -161,14 +162,29 @@ class Checkpoint:
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
+    def _map(self, file: Path) -> mmap.mmap:
+        if file not in self._maps:
+            with open(file, "rb") as f:
+                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._maps[file]
+
     def raw(self, name: str) -> np.ndarray:
-        """The tensor as stored (a memory-mapped view; BF16 as uint16)."""
+        """The tensor as stored (a read-only memory-mapped view; BF16 as uint16)."""
         ref = self.tensors[name]
-        if ref.file not in self._maps:
-            self._maps[ref.file] = np.memmap(ref.file, dtype=np.uint8, mode="r")
         storage, size = DTYPES[ref.dtype]
-        flat = self._maps[ref.file][ref.offset : ref.offset + ref.nbytes].view(storage)
+        flat = np.frombuffer(self._map(ref.file), storage, ref.nbytes // size, ref.offset)
         return flat.reshape(ref.shape)
+
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process once it is written: mapped pages that were
+        read count in the resident set, and a model's worth of them would make memory grow with
+        the model instead of the largest tensor."""
+        ref = self.tensors[name]
+        m = self._maps.get(ref.file)
+        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = ref.offset - ref.offset % mmap.PAGESIZE
+        m.madvise(mmap.MADV_DONTNEED, start, ref.offset + ref.nbytes - start)
 
     def load(self, name: str) -> np.ndarray:
         """The tensor as float32 (a copy for F16/BF16; a read-only view for F32)."""
@@ -179,4 +195,9 @@ class Checkpoint:
         return raw.astype(np.float32, copy=False)
 
     def close(self) -> None:
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a view of it is still alive somewhere; the GC will close it
+                pass
         self._maps.clear()

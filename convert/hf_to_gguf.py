@@ -43,8 +43,9 @@ def plan_tensors(ck: Checkpoint, arch: Architecture, out: quantize.OutType) -> l
             return fn(data, ck.config) if fn else data
 
         planned[name] = PlannedTensor(
-            name, ref.shape, quantize.tensor_type(out, name, ref.shape), load, ref.nbytes
-        )
+            name, ref.shape, quantize.tensor_type(out, name, ref.shape), load, ref.nbytes,
+            release=lambda hf_name=hf_name: ck.release(hf_name),
+        )  # fmt: skip
     missing = [n for n in arch.required(ck.config) if n not in planned]
     if missing:
         raise ConvertError(

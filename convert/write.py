@@ -32,6 +32,7 @@ class PlannedTensor:
     type: Q
     load: Callable[[], np.ndarray]  # float32 data, transformed
     source_bytes: int
+    release: Callable[[], None] | None = None  # called once the tensor is written
 
     @property
     def nbytes(self) -> int:
@@ -110,6 +111,8 @@ def write_gguf(
         done = 0
         for i, t in enumerate(tensors):
             w.write_tensor_data(encode(t, t.load()))
+            if t.release:
+                t.release()
             done += t.source_bytes
             if progress:
                 progress(stage, i + 1, len(tensors), done, total)
