@@ -38,6 +38,7 @@ import gguf
 import numpy as np
 from gguf import TokenType
 
+from convert import archs as convert_archs
 from convert.errors import ConvertError
 
 # progress(stage, tensors_done, tensors_total, bytes_done, bytes_total): the shape of
@@ -235,30 +236,15 @@ def gemma3_config(meta: Metadata) -> dict[str, Any]:
 
 # --- architectures as data --------------------------------------------------------------------
 
-# GGUF tensor name -> HF name; "{bid}" is the block number
-LLAMA_TENSORS = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-    "blk.{bid}.attn_norm.weight": "model.layers.{bid}.input_layernorm.weight",
-    "blk.{bid}.attn_q.weight": "model.layers.{bid}.self_attn.q_proj.weight",
-    "blk.{bid}.attn_k.weight": "model.layers.{bid}.self_attn.k_proj.weight",
-    "blk.{bid}.attn_v.weight": "model.layers.{bid}.self_attn.v_proj.weight",
-    "blk.{bid}.attn_output.weight": "model.layers.{bid}.self_attn.o_proj.weight",
-    "blk.{bid}.ffn_norm.weight": "model.layers.{bid}.post_attention_layernorm.weight",
-    "blk.{bid}.ffn_gate.weight": "model.layers.{bid}.mlp.gate_proj.weight",
-    "blk.{bid}.ffn_up.weight": "model.layers.{bid}.mlp.up_proj.weight",
-    "blk.{bid}.ffn_down.weight": "model.layers.{bid}.mlp.down_proj.weight",
-}
 
-GEMMA3_TENSORS = {
-    **{k: v for k, v in LLAMA_TENSORS.items() if "ffn_norm" not in k},
-    "blk.{bid}.attn_q_norm.weight": "model.layers.{bid}.self_attn.q_norm.weight",
-    "blk.{bid}.attn_k_norm.weight": "model.layers.{bid}.self_attn.k_norm.weight",
-    "blk.{bid}.post_attention_norm.weight": "model.layers.{bid}.post_attention_layernorm.weight",
-    "blk.{bid}.ffn_norm.weight": "model.layers.{bid}.pre_feedforward_layernorm.weight",
-    "blk.{bid}.post_ffw_norm.weight": "model.layers.{bid}.post_feedforward_layernorm.weight",
-}
+# GGUF tensor name -> HF name ("{bid}" is the block number): the converter's own tables, inverted,
+# so that the two directions cannot drift apart.
+def _inverted(table: dict[str, str]) -> dict[str, str]:
+    return {gguf_name: hf_name for hf_name, gguf_name in table.items()}
+
+
+LLAMA_TENSORS = _inverted(convert_archs.registry()["LlamaForCausalLM"].tensors)
+GEMMA3_TENSORS = _inverted(convert_archs.registry()["Gemma3ForCausalLM"].tensors)
 
 # GGUF key (after "{arch}.") -> config.json field, for the plain one-to-one ones
 COMMON_CONFIG = {

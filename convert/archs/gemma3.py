@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from convert.archs import register
-from convert.archs.base import Architecture, HParam, head_dim
+from convert.archs.base import LLAMA_TENSORS, Architecture, HParam, head_dim
 from convert.errors import ConvertError
 
 
@@ -18,23 +18,14 @@ def gemma_norm_offset(w: np.ndarray, config: dict) -> np.ndarray:
     return w + 1.0
 
 
+# the llama layout, with Gemma's four norms per block and q/k norms
 GEMMA3_TENSORS = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-    "model.layers.{bid}.input_layernorm.weight": "blk.{bid}.attn_norm.weight",
-    "model.layers.{bid}.self_attn.q_proj.weight": "blk.{bid}.attn_q.weight",
-    "model.layers.{bid}.self_attn.k_proj.weight": "blk.{bid}.attn_k.weight",
-    "model.layers.{bid}.self_attn.v_proj.weight": "blk.{bid}.attn_v.weight",
-    "model.layers.{bid}.self_attn.o_proj.weight": "blk.{bid}.attn_output.weight",
+    **{hf: gg for hf, gg in LLAMA_TENSORS.items() if "post_attention_layernorm" not in hf},
     "model.layers.{bid}.self_attn.q_norm.weight": "blk.{bid}.attn_q_norm.weight",
     "model.layers.{bid}.self_attn.k_norm.weight": "blk.{bid}.attn_k_norm.weight",
     "model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.post_attention_norm.weight",
     "model.layers.{bid}.pre_feedforward_layernorm.weight": "blk.{bid}.ffn_norm.weight",
     "model.layers.{bid}.post_feedforward_layernorm.weight": "blk.{bid}.post_ffw_norm.weight",
-    "model.layers.{bid}.mlp.gate_proj.weight": "blk.{bid}.ffn_gate.weight",
-    "model.layers.{bid}.mlp.up_proj.weight": "blk.{bid}.ffn_up.weight",
-    "model.layers.{bid}.mlp.down_proj.weight": "blk.{bid}.ffn_down.weight",
 }
 NORMS = [g for g in GEMMA3_TENSORS.values() if g.endswith("norm.weight")]
 

@@ -4,19 +4,15 @@ splits them in its graph); RoPE in NeoX order, possibly over part of each head."
 from __future__ import annotations
 
 from convert.archs import register
-from convert.archs.base import Architecture, HParam, lookup
+from convert.archs.base import LLAMA_TENSORS, Architecture, HParam, lookup
 from convert.errors import ConvertError
 
+# the llama layout with q/k/v fused into one matrix and gate/up into another
+FUSED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 PHI3_TENSORS = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-    "model.layers.{bid}.input_layernorm.weight": "blk.{bid}.attn_norm.weight",
+    **{hf: gg for hf, gg in LLAMA_TENSORS.items() if not any(f in hf for f in FUSED)},
     "model.layers.{bid}.self_attn.qkv_proj.weight": "blk.{bid}.attn_qkv.weight",
-    "model.layers.{bid}.self_attn.o_proj.weight": "blk.{bid}.attn_output.weight",
-    "model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.ffn_norm.weight",
     "model.layers.{bid}.mlp.gate_up_proj.weight": "blk.{bid}.ffn_up.weight",
-    "model.layers.{bid}.mlp.down_proj.weight": "blk.{bid}.ffn_down.weight",
 }
 
 
