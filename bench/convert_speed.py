@@ -371,6 +371,22 @@ def host_info() -> dict:
     }
 
 
+def code_state() -> dict:
+    """Which converter code ran: git HEAD and a hash of convert/ (it may be uncommitted work)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "convert").rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+    except OSError:
+        head = "?"
+    return {"git_head": head, "convert_sha256": h.hexdigest()[:16]}
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -491,6 +507,8 @@ def main() -> int:
     print(f"work dir {work} ({free / 1e9:.0f} GB free); {args.reps} interleaved repetitions, "
           f"order alternating; warm-up {'off' if args.no_warmup else 'on'}\n")  # fmt: skip
 
+    code = code_state()
+    print(f"code: git {code['git_head'][:12]}, convert/ sha256 {code['convert_sha256']}\n")
     cases = {}
     try:
         smol = export_smollm2(work / "smollm2-f32")
@@ -511,6 +529,10 @@ def main() -> int:
         if created and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    code_after = code_state()
+    if code_after != code:
+        print(f"WARNING: convert/ changed during the run ({code['convert_sha256']} -> "
+              f"{code_after['convert_sha256']}); the samples mix two versions, run again\n")  # fmt: skip
     for name, c in cases.items():
         print(f"{name}: {c['params'] / 1e9:.3f} B parameters, {c['source_bytes'] / MB:.0f} MB of "
               f"safetensors at {c['source']}")  # fmt: skip
@@ -520,6 +542,8 @@ def main() -> int:
     out = {
         "host": host,
         "llama_convert": str(llama_py),
+        "code": code,
+        "code_after": code_after,
         "reps": args.reps,
         "warmup": not args.no_warmup,
         "memory_method": "ru_maxrss from os.wait4 on the child (exact peak, counts mapped file "

@@ -175,16 +175,19 @@ class Checkpoint:
         flat = np.frombuffer(self._map(ref.file), storage, ref.nbytes // size, ref.offset)
         return flat.reshape(ref.shape)
 
-    def release(self, name: str) -> None:
-        """Drop the tensor's pages from this process once it is written: mapped pages that were
-        read count in the resident set, and a model's worth of them would make memory grow with
-        the model instead of the largest tensor."""
+    def release(self, name: str, begin: int = 0, end: int | None = None) -> None:
+        """Drop the tensor's pages (bytes ``begin``..``end`` of it) from this process once they
+        are written: mapped pages that were read count in the resident set, and a model's worth
+        of them would make memory grow with the model instead of one block of one tensor."""
         ref = self.tensors[name]
         m = self._maps.get(ref.file)
         if m is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        start = ref.offset - ref.offset % mmap.PAGESIZE
-        m.madvise(mmap.MADV_DONTNEED, start, ref.offset + ref.nbytes - start)
+        first = ref.offset + begin
+        last = ref.offset + (ref.nbytes if end is None else end)
+        first -= first % mmap.PAGESIZE
+        if last > first:
+            m.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def load(self, name: str) -> np.ndarray:
         """The tensor as float32 (a copy for F16/BF16; a read-only view for F32)."""

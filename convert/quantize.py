@@ -8,9 +8,11 @@ F32/F16/BF16 file; llama.cpp chooses the per-tensor mix of the *_S/_M/_L types.
 from __future__ import annotations
 
 import ctypes
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from convert.errors import ConvertError
@@ -98,14 +100,51 @@ def check_imatrix(out: OutType, imatrix=None) -> None:
         )
 
 
-def llama_quantize(src: Path, dst: Path, out: OutType, threads: int, imatrix=None) -> None:
-    """Quantize ``src`` (a GGUF) to ``dst`` with llama.cpp."""
+def llama_quantize(
+    src: Path,
+    dst: Path,
+    out: OutType | None,
+    threads: int,
+    imatrix: dict[str, np.ndarray] | None = None,
+    types: dict[str, str] | None = None,
+    ftype: int | None = None,
+) -> None:
+    """Quantize ``src`` (a GGUF) to ``dst`` with llama.cpp.
+
+    ``imatrix``: per weight, the mean squared activation of each input column (what
+    llama-quantize derives from an imatrix file: in_sum2 / counts); ``types``: an explicit
+    ggml type per tensor (llama.cpp's tensor-type overrides, one exact-name pattern each), for
+    recipes and size budgets; ``ftype``: the file type to run llama.cpp with (default
+    ``out.ftype``).
+    """
     import llama_cpp.llama_cpp as C
 
-    check_imatrix(out, imatrix)
+    if out is not None:
+        check_imatrix(out, imatrix)
     p = C.llama_model_quantize_default_params()
-    p.ftype, p.nthread = out.ftype, threads
-    if imatrix is not None:
-        p.imatrix = imatrix
+    p.ftype = ftype if ftype is not None else out.ftype
+    p.nthread = threads
+    keep = []  # the ctypes arrays must outlive the call
+    if imatrix:
+        entries = (C.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, values) in enumerate(sorted(imatrix.items())):
+            arr = np.ascontiguousarray(values, dtype=np.float32)
+            keep += [arr, name.encode()]
+            entries[i].name = keep[-1]
+            entries[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = arr.size
+        entries[len(imatrix)].name = None  # terminator
+        keep.append(entries)
+        p.imatrix = ctypes.cast(entries, ctypes.POINTER(C.llama_model_imatrix_data))
+    if types:
+        overrides = (C.llama_model_tensor_override * (len(types) + 1))()
+        for i, (name, tname) in enumerate(types.items()):
+            keep.append(("^" + re.escape(name) + "$").encode())
+            overrides[i].pattern = keep[-1]
+            overrides[i].type = int(Q[tname])
+        overrides[len(types)].pattern = None  # terminator
+        keep.append(overrides)
+        p.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(C.llama_model_tensor_override))
+    name = out.name if out is not None else "the requested types"
     if C.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
-        raise ConvertError(f"llama.cpp could not quantize to {out.name} (see its log above)")
+        raise ConvertError(f"llama.cpp could not quantize to {name} (see its log above)")

@@ -7,10 +7,15 @@ memory stays near the largest tensor.
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
 import math
+import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +37,91 @@ class PlannedTensor:
     type: Q
     load: Callable[[], np.ndarray]  # float32 data, transformed
     source_bytes: int
-    release: Callable[[], None] | None = None  # called once the tensor is written
+    release: Callable[..., None] | None = None  # release(begin=0, end=None): bytes written
+    # the stored array (memory-mapped) and its safetensors dtype, when no transform applies: a
+    # float output is then converted block by block instead of as a whole float32 copy
+    raw: Callable[[], np.ndarray] | None = None
+    source_dtype: str = ""
 
     @property
     def nbytes(self) -> int:
         block, size = gguf.GGML_QUANT_SIZES[self.type]
         return math.prod(self.shape) // block * size
+
+
+class StreamedTensor:
+    """A float tensor converted and written a block of elements at a time. It offers what
+    GGUFWriter.write_tensor_data uses of an array (nbytes, tofile), so memory holds a few blocks,
+    never the whole tensor. Same-type blocks go from the mapped source to the file untouched;
+    others are converted on a small thread pool (numpy releases the GIL) while the file is
+    written in order."""
+
+    BLOCK = 1 << 20  # elements
+    AHEAD = 4  # blocks converted ahead of the writer
+
+    def __init__(self, t: PlannedTensor, pool=None):
+        self.t = t
+        self.nbytes = t.nbytes
+        self.pool = pool
+
+    def tofile(self, f) -> None:
+        t = self.t
+        flat = t.raw().reshape(-1)
+        same = (t.source_dtype, t.type) in (("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16))
+        starts = range(0, flat.size, self.BLOCK)
+        if same:
+            blocks = (flat[b : b + self.BLOCK] for b in starts)
+        else:
+            convert = functools.partial(convert_block, source=t.source_dtype, target=t.type)
+            blocks = _ordered(
+                self.pool, convert, (flat[b : b + self.BLOCK] for b in starts), self.AHEAD
+            )
+        for begin, block in zip(starts, blocks):
+            f.write(memoryview(np.ascontiguousarray(block)).cast("B"))
+            if t.release:
+                end = min(begin + self.BLOCK, flat.size)
+                t.release(begin * flat.itemsize, end * flat.itemsize)
+
+
+_scratch = threading.local()
+
+
+def bf16_bits_to_f32(block: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) as float32: each becomes the high half of a float32 whose low half
+    is zero (little-endian: the odd uint16 of each pair). Reuses a per-thread buffer."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size != 2 * block.size:
+        buf = _scratch.buf = np.zeros(2 * block.size, np.uint16)
+    buf[1::2] = block
+    return buf.view(np.float32)
+
+
+def convert_block(block: np.ndarray, source: str, target: Q) -> np.ndarray:
+    """One block of source values (F32, F16, or BF16 bits) in the target float type."""
+    values = bf16_bits_to_f32(block) if source == "BF16" else block
+    if target == Q.F32:
+        return values.astype(np.float32)
+    if target == Q.F16:
+        return values.astype(np.float16)
+    return gguf.quants.quantize(np.asarray(values, dtype=np.float32), Q.BF16)
+
+
+def _ordered(pool, fn, items, ahead: int):
+    """fn over items on the pool, results in order, at most ``ahead`` in flight."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def streamable(t: PlannedTensor) -> bool:
+    return t.raw is not None and t.type in (Q.F32, Q.F16, Q.BF16)
 
 
 def encode(t: PlannedTensor, data: np.ndarray) -> np.ndarray:
@@ -87,6 +171,7 @@ def write_gguf(
 ) -> None:
     """Write the GGUF at ``path`` (the caller makes it atomic)."""
     w = gguf.GGUFWriter(path, arch)
+    pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
     try:
         for key, value in metadata:
             vtype = _value_type(value)
@@ -110,7 +195,8 @@ def write_gguf(
         total = sum(t.source_bytes for t in tensors)
         done = 0
         for i, t in enumerate(tensors):
-            w.write_tensor_data(encode(t, t.load()))
+            data = StreamedTensor(t, pool) if streamable(t) else encode(t, t.load())
+            w.write_tensor_data(data)
             if t.release:
                 t.release()
             done += t.source_bytes
@@ -123,6 +209,7 @@ def write_gguf(
             ) from None
         raise
     finally:
+        pool.shutdown(cancel_futures=True)
         w.close()
 
 

@@ -54,15 +54,14 @@ def test_types_that_need_an_importance_matrix_say_so(src, tmp_path, name):
     assert not (tmp_path / "x.gguf").exists()
 
 
-def test_default_type_follows_the_source(tmp_path):
+def write_bf16(st, tensors: dict) -> dict:
+    """Rewrite a safetensors file as bf16 (numpy's safetensors API has none): the top halves."""
     import numpy as np
-    from safetensors.numpy import load_file
 
-    src = make_checkpoint(tmp_path / "bf16")
-    st = src / "model.safetensors"
-    t = load_file(str(st))
-    bf16 = {k: (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16) for k, v in t.items()}
-    # safetensors' numpy API has no bfloat16: write the header ourselves
+    bf16 = {
+        k: (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        for k, v in tensors.items()
+    }
     header, offset, blobs = {}, 0, []
     for k, v in bf16.items():
         header[k] = {
@@ -75,6 +74,39 @@ def test_default_type_follows_the_source(tmp_path):
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     st.write_bytes(len(raw).to_bytes(8, "little") + raw + b"".join(blobs))
+    return bf16
+
+
+def test_bf16_source_to_f32_and_f16_in_blocks(tmp_path, monkeypatch):
+    """bf16 -> F32 is exact; bf16 -> F16 rounds like numpy's float32 -> float16 cast; both made
+    block by block (blocks smaller than a tensor here) on the thread pool."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from convert import write
+
+    monkeypatch.setattr(write.StreamedTensor, "BLOCK", 1000)
+    src = make_checkpoint(tmp_path / "bf16")
+    bf16 = write_bf16(src / "model.safetensors", load_file(str(src / "model.safetensors")))
+    want = (bf16["model.embed_tokens.weight"].astype(np.uint32) << 16).view(np.float32)
+    for kind, dtype in (("F32", np.float32), ("F16", np.float16)):
+        convert(src, tmp_path / f"{kind}.gguf", type=kind)
+        emb = next(
+            t
+            for t in GGUFReader(tmp_path / f"{kind}.gguf").tensors
+            if t.name == "token_embd.weight"
+        )
+        got = np.array(emb.data).reshape(want.shape)
+        assert got.dtype == dtype and np.array_equal(got, want.astype(dtype)), kind
+
+
+def test_default_type_follows_the_source(tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    src = make_checkpoint(tmp_path / "bf16")
+    st = src / "model.safetensors"
+    bf16 = write_bf16(st, load_file(str(st)))
     res = convert(src, tmp_path / "out.gguf")
     assert res.type == "BF16"
     r = GGUFReader(tmp_path / "out.gguf")

@@ -1,0 +1,237 @@
+"""Edit a GGUF's header without rewriting its tensors, with llama.cpp's own GGUF code.
+
+- `stamp`: copy a GGUF with metadata keys added or replaced (how a file says how it was made);
+  the tensor data section is copied byte for byte.
+- `assemble`: a GGUF whose tensors come from several files of the same model (each tensor
+  with the type and bytes it has in the file named for it), e.g. a probe in which one group of
+  tensors is quantized differently from the rest.
+- `planned_size`: the exact size of a file with a given header and per-tensor types.
+
+The header is parsed, changed and serialized by ``gguf_*`` in libggml-base (through libllama's
+handle, like edge_llm.gguf_info), so offsets, padding and alignment are llama.cpp's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import shutil
+from pathlib import Path
+from typing import Any
+
+from convert.errors import ConvertError
+
+_STR_ARRAY = ctypes.POINTER(ctypes.c_char_p)
+
+
+class _InitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    from edge_llm import backend
+
+    lib = ctypes.CDLL(backend.C._lib._name)
+    p, s, i64, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_size_t
+    sig = {
+        "gguf_init_from_file": ([s, _InitParams], p),
+        "gguf_free": ([p], None),
+        "gguf_get_n_tensors": ([p], i64),
+        "gguf_get_tensor_name": ([p, i64], s),
+        "gguf_get_tensor_type": ([p, i64], ctypes.c_int),
+        "gguf_get_tensor_offset": ([p, i64], sz),
+        "gguf_get_tensor_size": ([p, i64], sz),
+        "gguf_find_tensor": ([p, s], i64),
+        "gguf_set_tensor_type": ([p, s, ctypes.c_int], None),
+        "gguf_get_data_offset": ([p], sz),
+        "gguf_get_alignment": ([p], sz),
+        "gguf_get_meta_size": ([p], sz),
+        "gguf_get_meta_data": ([p, p], None),
+        "gguf_set_val_str": ([p, s, s], None),
+        "gguf_set_val_u32": ([p, s, ctypes.c_uint32], None),
+        "gguf_set_val_u64": ([p, s, ctypes.c_uint64], None),
+        "gguf_set_val_i32": ([p, s, ctypes.c_int32], None),
+        "gguf_set_val_f32": ([p, s, ctypes.c_float], None),
+        "gguf_set_val_bool": ([p, s, ctypes.c_bool], None),
+        "gguf_set_arr_str": ([p, s, _STR_ARRAY, sz], None),
+        "ggml_blck_size": ([ctypes.c_int], i64),
+        "ggml_type_size": ([ctypes.c_int], sz),
+    }
+    for name, (args, res) in sig.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, res
+    return lib
+
+
+class Header:
+    """A GGUF's metadata and tensor table, held by llama.cpp's gguf context (no tensor data)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lib = _lib()
+        self.ctx = self.lib.gguf_init_from_file(str(self.path).encode(), _InitParams(True, None))
+        if not self.ctx:
+            raise ConvertError(f"{self.path} is not a readable GGUF; convert it again")
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lib.gguf_free(self.ctx)
+            self.ctx = None
+
+    def __enter__(self) -> Header:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- tensors -------------------------------------------------------------------------------
+    def tensor_names(self) -> list[str]:
+        return [
+            self.lib.gguf_get_tensor_name(self.ctx, i).decode()
+            for i in range(self.lib.gguf_get_n_tensors(self.ctx))
+        ]
+
+    def _id(self, name: str) -> int:
+        i = self.lib.gguf_find_tensor(self.ctx, name.encode())
+        if i < 0:
+            raise ConvertError(f"{self.path} has no tensor {name}")
+        return i
+
+    def tensor_type(self, name: str) -> int:
+        return self.lib.gguf_get_tensor_type(self.ctx, self._id(name))
+
+    def tensor_span(self, name: str) -> tuple[int, int]:
+        """(absolute file offset, size in bytes) of a tensor's data."""
+        i = self._id(name)
+        base = self.lib.gguf_get_data_offset(self.ctx)
+        return base + self.lib.gguf_get_tensor_offset(self.ctx, i), self.lib.gguf_get_tensor_size(
+            self.ctx, i
+        )
+
+    def set_tensor_type(self, name: str, ggml_type: int) -> None:
+        self._id(name)
+        self.lib.gguf_set_tensor_type(self.ctx, name.encode(), int(ggml_type))
+
+    # --- metadata ------------------------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        """Add or replace a key: str, bool, int (u32, or u64 when large; i32 if negative),
+        float (f32), or a list of str."""
+        k, lib = key.encode(), self.lib
+        if isinstance(value, bool):
+            lib.gguf_set_val_bool(self.ctx, k, value)
+        elif isinstance(value, int):
+            if value < 0:
+                lib.gguf_set_val_i32(self.ctx, k, value)
+            elif value < 2**32:
+                lib.gguf_set_val_u32(self.ctx, k, value)
+            else:
+                lib.gguf_set_val_u64(self.ctx, k, value)
+        elif isinstance(value, float):
+            lib.gguf_set_val_f32(self.ctx, k, value)
+        elif isinstance(value, str):
+            lib.gguf_set_val_str(self.ctx, k, value.encode())
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            arr = (ctypes.c_char_p * max(len(value), 1))(*[v.encode() for v in value])
+            lib.gguf_set_arr_str(self.ctx, k, arr, len(value))
+        else:
+            raise TypeError(f"no GGUF metadata type for {key}={value!r}")
+
+    def meta_bytes(self) -> bytes:
+        n = self.lib.gguf_get_meta_size(self.ctx)
+        buf = ctypes.create_string_buffer(n)
+        self.lib.gguf_get_meta_data(self.ctx, buf)
+        return buf.raw[:n]
+
+    def alignment(self) -> int:
+        return int(self.lib.gguf_get_alignment(self.ctx))
+
+    def data_size(self) -> int:
+        """Bytes of the data section: every tensor, each padded to the alignment."""
+        align = self.alignment()
+        return sum(_pad(self.tensor_span(n)[1], align) for n in self.tensor_names())
+
+
+def _pad(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+def tensor_nbytes(ggml_type: int, n_elements: int) -> int:
+    lib = _lib()
+    return n_elements // lib.ggml_blck_size(int(ggml_type)) * lib.ggml_type_size(int(ggml_type))
+
+
+def stamp(src: str | Path, dst: str | Path, values: dict[str, Any]) -> None:
+    """Write ``dst``: ``src`` with the metadata ``values`` set (tensor data copied verbatim)."""
+    src, dst = Path(src), Path(dst)
+    with Header(src) as h:
+        start = h.lib.gguf_get_data_offset(h.ctx)
+        for k, v in values.items():
+            h.set(k, v)
+        meta = h.meta_bytes()
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        fout.write(meta)
+        fin.seek(start)
+        shutil.copyfileobj(fin, fout, 16 << 20)
+
+
+def assemble(
+    dst: str | Path,
+    base: str | Path,
+    sources: dict[str, Path],
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Write ``dst`` with ``base``'s metadata and tensor order, each tensor named in ``sources``
+    taken (type and bytes) from that file, the others from ``base``."""
+    base = Path(base)
+    opened: dict[Path, Header] = {}
+    try:
+        with Header(base) as h:
+            names = h.tensor_names()
+            for name, path in sources.items():
+                src = opened.setdefault(Path(path), Header(path))
+                h.set_tensor_type(name, src.tensor_type(name))
+            for k, v in (values or {}).items():
+                h.set(k, v)
+            meta, align = h.meta_bytes(), h.alignment()
+            plan = []
+            for name in names:
+                src = opened.get(Path(sources[name])) if name in sources else None
+                src = src or opened.setdefault(base, Header(base))
+                off, size = src.tensor_span(name)
+                plan.append((src.path, off, size))
+        files = {}
+        try:
+            with Path(dst).open("wb") as out:
+                out.write(meta)
+                for path, off, size in plan:
+                    f = files.get(path) or files.setdefault(path, path.open("rb"))
+                    f.seek(off)
+                    _copy(f, out, size)
+                    out.write(b"\0" * (_pad(size, align) - size))
+        finally:
+            for f in files.values():
+                f.close()
+    finally:
+        for hd in opened.values():
+            hd.close()
+
+
+def _copy(fin, fout, n: int) -> None:
+    while n > 0:
+        chunk = fin.read(min(n, 16 << 20))
+        if not chunk:
+            raise ConvertError(f"{fin.name} is truncated; convert it again")
+        fout.write(chunk)
+        n -= len(chunk)
+
+
+def planned_size(base: str | Path, types: dict[str, int], values: dict[str, Any]) -> int:
+    """The exact size of ``base`` requantized to ``types`` (ggml type per tensor name) with the
+    metadata ``values`` set: header plus every tensor padded to the alignment."""
+    with Header(base) as h:
+        for name, t in types.items():
+            h.set_tensor_type(name, t)
+        for k, v in values.items():
+            h.set(k, v)
+        return len(h.meta_bytes()) + h.data_size()
