@@ -444,13 +444,13 @@ def summarize(cases: dict) -> None:
           "| edge / llama.cpp peak RssAnon | tensors equal |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c in cases.items():
-        e, l = c["samples"]["edge"], c["samples"]["llama"]
-        tr = med([r["wall_s"] for r in l]) / med([r["wall_s"] for r in e])
-        tp = med([b["wall_s"] / a["wall_s"] for a, b in zip(e, l)])
-        mr = med([r["maxrss_bytes"] for r in e]) / med([r["maxrss_bytes"] for r in l])
-        mp = med([a["maxrss_bytes"] / b["maxrss_bytes"] for a, b in zip(e, l)])
+        e, lc = c["samples"]["edge"], c["samples"]["llama"]
+        tr = med([r["wall_s"] for r in lc]) / med([r["wall_s"] for r in e])
+        tp = med([b["wall_s"] / a["wall_s"] for a, b in zip(e, lc)])
+        mr = med([r["maxrss_bytes"] for r in e]) / med([r["maxrss_bytes"] for r in lc])
+        mp = med([a["maxrss_bytes"] / b["maxrss_bytes"] for a, b in zip(e, lc)])
         ar = med([r["sampled_peak_anon_bytes"] for r in e]) / med(
-            [r["sampled_peak_anon_bytes"] for r in l]
+            [r["sampled_peak_anon_bytes"] for r in lc]
         )
         c["ratios"] = {"time_llama_over_edge": tr, "time_paired": tp, "rss_edge_over_llama": mr,
                        "rss_paired": mp, "anon_rss_edge_over_llama": ar}  # fmt: skip

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import re
 import tempfile
 import zlib
@@ -49,9 +48,9 @@ from convert import recipes
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
 
-VERSION = 1  # of the sensitivity measurement (part of its cache key)
+VERSION = 2  # of the sensitivity measurement (part of its cache key)
 CANDIDATES = ["F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "IQ4_NL",
-              "IQ4_XS", "Q4_0", "Q3_K", "IQ3_S", "Q2_K"]  # fmt: skip
+              "IQ4_XS", "Q4_0", "MXFP4", "Q3_K", "IQ3_S", "Q2_K", "Q2_0"]  # fmt: skip
 IMATRIX_CANDIDATES = ["IQ3_XXS", "IQ2_S"]  # llama.cpp makes these only with an imatrix
 BASE_TYPE, PROBE_TYPE = "Q8_0", "Q4_0"
 SAMPLE_WEIGHTS = 1 << 17
@@ -86,6 +85,18 @@ def padded(n: int) -> int:
 # --- ggml's quantizer ---------------------------------------------------------------------------
 
 
+class _Traits(ctypes.Structure):
+    """struct ggml_type_traits (ggml.h); checked against ggml_blck_size / ggml_type_size."""
+
+    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                ("from_float_ref", ctypes.c_void_p)]  # fmt: skip
+
+
+_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
 @functools.cache
 def _ggml() -> ctypes.CDLL:
     from edge_llm import backend
@@ -99,19 +110,39 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_quantize_init.restype = None
     lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
     lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
+    lib.ggml_blck_size.argtypes = [ctypes.c_int]
+    lib.ggml_blck_size.restype = ctypes.c_int64
+    lib.ggml_type_size.argtypes = [ctypes.c_int]
+    lib.ggml_type_size.restype = ctypes.c_size_t
     return lib
 
 
-def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.ndarray:
-    """``w`` [rows, cols] quantized by ggml (llama.cpp's quantizer) and dequantized by gguf."""
-    import gguf
+@functools.cache
+def _to_float(ggml_type: int):
+    """ggml's dequantizer for a type (its type traits' to_float)."""
+    lib = _ggml()
+    tr = lib.ggml_get_type_traits(ggml_type).contents
+    if tr.blck_size != lib.ggml_blck_size(ggml_type) or tr.type_size != lib.ggml_type_size(
+        ggml_type
+    ):
+        raise ConvertError(
+            "this llama.cpp build lays out ggml_type_traits differently from the one edge-llm was "
+            "written for; reinstall the pinned llama-cpp-python (make install)"
+        )
+    if not tr.to_float:
+        raise ConvertError(f"ggml has no dequantizer for type {ggml_type}")
+    return _TO_FLOAT(tr.to_float)
 
+
+def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.ndarray:
+    """``w`` [rows, cols] quantized and dequantized by ggml, exactly as llama.cpp's quantizer
+    writes it (``imatrix``: the per-column importance it is given) and its kernels read it."""
     if type_name == "F32":
         return w
     if type_name == "F16":
         return w.astype(np.float16).astype(np.float32)
-    if type_name == "BF16":
-        return (w.view(np.uint32) & 0xFFFF0000).view(np.float32)  # truncation bound
     t = recipes.type_info(type_name)
     lib = _ggml()
     if imatrix is None and lib.ggml_quantize_requires_imatrix(t.ggml):
@@ -122,7 +153,9 @@ def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.n
     im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
     lib.ggml_quantize_chunk(t.ggml, w.ctypes.data, out.ctypes.data, 0, rows, cols,
                             None if im is None else im.ctypes.data)  # fmt: skip
-    return gguf.quants.dequantize(out.reshape(rows, -1), gguf.GGMLQuantizationType(t.ggml))
+    back = np.empty((rows, cols), dtype=np.float32)
+    _to_float(t.ggml)(out.ctypes.data, back.ctypes.data, rows * cols)
+    return back
 
 
 # --- the model's tensors ------------------------------------------------------------------------
@@ -146,7 +179,9 @@ class Weights:
             shape = tuple(int(x) for x in reversed(t.shape))  # numpy order (rows, cols)
             if recipes.quantizable(t.name, shape):
                 rows = math.prod(shape[:-1])
-                out.append(TensorRef(t.name, rows, shape[-1], kind_of(t.name), recipes.layer_of(t.name)))
+                out.append(
+                    TensorRef(t.name, rows, shape[-1], kind_of(t.name), recipes.layer_of(t.name))
+                )
         return out
 
     def fixed_bytes(self) -> int:
@@ -237,8 +272,10 @@ class _Evaluator:
     divergence of its next-token distributions from stored reference log-probs on the second
     half of each chunk (as llama-perplexity scores)."""
 
-    def __init__(self, chunks: list[list[int]], n_ctx: int, threads: int):
-        self.chunks, self.n_ctx, self.threads = chunks, n_ctx, threads
+    def __init__(self, chunks: list[list[int]], n_ctx: int, threads: int | None):
+        from convert.imatrix import Threads
+
+        self.chunks, self.n_ctx, self.threads = chunks, n_ctx, Threads(threads)
         self.first, self.last = n_ctx // 2, n_ctx - 1
         self.reference: list[np.ndarray] = []
 
@@ -258,7 +295,7 @@ class _Evaluator:
             cp = C.llama_context_default_params()
             cp.n_ctx = cp.n_batch = cp.n_ubatch = self.n_ctx
             cp.n_seq_max = 1
-            cp.n_threads = cp.n_threads_batch = self.threads
+            cp.n_threads = cp.n_threads_batch = self.threads.current
             cp.type_k = cp.type_v = 0
             cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
             ctx = C.llama_init_from_model(model, cp)
@@ -268,6 +305,7 @@ class _Evaluator:
             batch = C.llama_batch_init(self.n_ctx, 0, 1)
             n = self.last - self.first
             for chunk in self.chunks:
+                self.threads.apply(ctx)
                 C.llama_memory_clear(mem, True)
                 for k, tok in enumerate(chunk):
                     batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, k, 1
@@ -343,18 +381,25 @@ class Sensitivity:
     n_layer: int
     use_imatrix: bool
     base_kld: float = 0.0
+    # what the weights' error does not explain: measured minus predicted KLD of the all-Q8_0 file
+    # (llama.cpp quantizes the activations of every quantized matmul to 8 bits, whatever the
+    # weight type); added to every prediction, it moves no choice
+    intercept: float = 0.0
     checks: list[dict] = field(default_factory=list)  # probe: measured vs predicted KLD
 
     def options(self, ref: TensorRef) -> list[tuple[str, int, float]]:
         """(type, padded bytes, predicted KLD contribution), smallest first."""
         g = self.gains[ref.name]
         opts = [
-            (t, padded(recipes.TYPES[t].nbytes(ref.n)), g * e) for t, e in self.errors[ref.name].items()
+            (t, padded(recipes.TYPES[t].nbytes(ref.n)), g * e)
+            for t, e in self.errors[ref.name].items()
         ]
         return sorted(opts, key=lambda o: (o[1], o[2]))
 
     def predict(self, types: dict[str, str]) -> float:
-        return float(sum(self.gains[n] * self.errors[n][t] for n, t in types.items()))
+        """Predicted mean KL divergence of a file with these types (to the unquantized model)."""
+        weights = sum(self.gains[n] * self.errors[n][t] for n, t in types.items())
+        return float(weights + self.intercept)
 
     def data_bytes(self, types: dict[str, str]) -> int:
         by = {r.name: r for r in self.tensors}
@@ -376,18 +421,18 @@ def measure_gains(
     sens: Sensitivity,
     text: str,
     imatrix: Imatrix | None,
-    threads: int,
+    threads: int | None,
     workdir: Path,
     n_ctx: int = 512,
     n_chunks: int = 2,
     progress: Stage | None = None,
 ) -> None:
     """Fit ``sens.gains`` from probe files run on the calibration text (see the module doc)."""
+    import llama_cpp.llama_cpp as C
+
     from convert import gguf_edit, quantize
     from convert.imatrix import chunks as make_chunks
     from convert.imatrix import tokenize
-
-    import llama_cpp.llama_cpp as C
 
     mp = C.llama_model_default_params()
     mp.vocab_only = True
@@ -422,9 +467,14 @@ def measure_gains(
     probe_types = {r.name: recipes.fallback(PROBE_TYPE, r.cols) for r in refs}
     base, probe = workdir / "base.gguf", workdir / "probe-all.gguf"
     ftype = recipes.ftype_for(BASE_TYPE)
-    quantize.llama_quantize(model, base, None, threads, imatrix=means, types=base_types, ftype=ftype)
+    qthreads = threads_default(threads)
+    quantize.llama_quantize(
+        model, base, None, qthreads, imatrix=means, types=base_types, ftype=ftype
+    )
     tick()
-    quantize.llama_quantize(model, probe, None, threads, imatrix=means, types=probe_types, ftype=ftype)
+    quantize.llama_quantize(
+        model, probe, None, qthreads, imatrix=means, types=probe_types, ftype=ftype
+    )
     tick()
     sens.base_kld = ev.kld(base)
     tick()
@@ -436,19 +486,32 @@ def measure_gains(
         one.unlink()
         tick()
     delta = {
-        r.name: max(sens.errors[r.name][probe_types[r.name]] - sens.errors[r.name][base_types[r.name]], 0.0)
+        r.name: max(
+            sens.errors[r.name][probe_types[r.name]] - sens.errors[r.name][base_types[r.name]], 0.0
+        )
         for r in refs
     }
     sens.gains = fit_gains(refs, sens.n_layer, delta, measured, sens.base_kld)
+    sens.intercept = max(0.0, sens.base_kld - sens.predict(base_types))
     all_kld = ev.kld(probe)
     tick()
     checks = [
-        {"probe": "base (all Q8_0)", "measured": sens.base_kld, "predicted": sens.predict(base_types)}
+        {
+            "probe": "base (all Q8_0)",
+            "measured": sens.base_kld,
+            "predicted": sens.predict(base_types),
+        }
     ]
     for g, names in groups.items():
         types = {**base_types, **{n: probe_types[n] for n in names}}
         checks.append({"probe": g, "measured": measured[g], "predicted": sens.predict(types)})
-    checks.append({"probe": "all Q4_0 (not fitted)", "measured": all_kld, "predicted": sens.predict(probe_types)})
+    checks.append(
+        {
+            "probe": "all Q4_0 (not fitted)",
+            "measured": all_kld,
+            "predicted": sens.predict(probe_types),
+        }
+    )
     sens.checks = checks
 
 
@@ -483,7 +546,11 @@ def fit_gains(
             s = sum(bb(r) * delta[r.name] for r in refs if f"kind:{r.kind}" == k)
             a[k] = target[k] / s if s > 0 else 0.0
         for x in buckets:
-            s = sum(a[f"kind:{r.kind}"] * delta[r.name] for r in in_blocks if bucket_of(r.layer, n_layer) == x)
+            s = sum(
+                a[f"kind:{r.kind}"] * delta[r.name]
+                for r in in_blocks
+                if bucket_of(r.layer, n_layer) == x
+            )
             b[x] = target[x] * scale / s if s > 0 else 1.0
     return {r.name: a[f"kind:{r.kind}"] * bb(r) for r in refs}
 
@@ -569,7 +636,7 @@ def analyze(
     imatrix: Imatrix | None,
     extra: Imatrix | None,
     use_imatrix: bool,
-    threads: int,
+    threads: int | None,
     progress: Stage | None = None,
     cache: bool = True,
 ) -> Sensitivity:
@@ -590,7 +657,9 @@ def analyze(
     refs = weights.refs()
     if not refs:
         raise ConvertError(f"{model} has no matrix to quantize")
-    errors = measure_errors(weights, refs, imatrix, extra, use_imatrix, threads, progress)
+    errors = measure_errors(
+        weights, refs, imatrix, extra, use_imatrix, threads_default(threads), progress
+    )
     sens = Sensitivity(
         tensors=refs, errors=errors, gains={}, fixed_bytes=weights.fixed_bytes(),
         n_layer=weights.n_layer, use_imatrix=use_imatrix,
@@ -621,4 +690,10 @@ def parse_size(text: str | int | float) -> int:
 
 
 def threads_default(threads: int | None) -> int:
-    return threads or os.cpu_count() or 1
+    """For llama.cpp's quantizer and the error measurement: ``threads``, else the CPUs other
+    processes leave free now."""
+    if threads:
+        return threads
+    from edge_llm.devices import CpuLoad, available_cpus, threads_for
+
+    return threads_for(available_cpus(), CpuLoad().others_busy(wait=True))

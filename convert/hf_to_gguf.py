@@ -101,7 +101,6 @@ def convert(
     from convert.tokenizer import load_vocab
 
     start = time.perf_counter()
-    threads = threads or os.cpu_count() or 1
     mode = _mode(type, recipe, target_size, target_bpw)
     rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
     target = budget.parse_size(target_size) if target_size is not None else None
@@ -116,13 +115,14 @@ def convert(
     out_type = quantize.resolve(type if mode == "type" else None, ck.dtype)
     if mode == "type":
         quantize.check_imatrix(out_type, imatrix)
-    if mode != "type" or imatrix is not None:
-        if out_type.direct is not None and mode == "type":
+        if imatrix is not None and out_type.direct is not None:
             raise ConvertError(
                 f"--imatrix applies to types made by llama.cpp's quantizer; {out_type.name} is "
                 "written directly and would ignore it"
             )
-    text, dataset = _calibration(calibration) if (imatrix == "auto" or mode == "budget") else ("", "")
+    text, dataset = (
+        _calibration(calibration) if (imatrix == "auto" or mode == "budget") else ("", "")
+    )
     vocab_size = ck.config.get("vocab_size")
     if not vocab_size:
         raise ConvertError("config.json has no vocab_size; the checkpoint's config is incomplete")
@@ -157,7 +157,8 @@ def convert(
                 _check_imatrix_names(im, tensors)
                 shapes = [(t.name, t.shape) for t in tensors]
                 n_layer = int(ck.config.get(arch.block_count_field) or 0)
-                job = _Job(mid, scratch / "quantized.gguf", tmp, threads, progress, im, result)
+                qthreads = budget.threads_default(threads)
+                job = _Job(mid, scratch / "quantized.gguf", tmp, qthreads, progress, im, result)
                 if mode == "type":
                     job.fixed_mix(out_type)
                 elif mode == "recipe":
@@ -248,6 +249,8 @@ class _Job:
         self.mid, self.q, self.target, self.threads = mid, q, target, threads
         self.progress, self.im, self.result = progress, im, result
         self.means = im.means() if im is not None else None
+        if im is not None:
+            result.imatrix = f"{', '.join(im.datasets) or 'unknown text'}, {im.chunk_count} chunks of {im.chunk_size}"
 
     def _imatrix_keys(self) -> dict:
         im = self.im
@@ -274,8 +277,6 @@ class _Job:
 
     def fixed_mix(self, out_type: quantize.OutType) -> None:
         self._run(out_type.name, self._imatrix_keys(), out=out_type)
-        if self.im is not None:
-            self.result.imatrix = self._imatrix_keys()["quantize.imatrix.dataset"]
 
     def recipe(self, rec: recipes.Recipe, shapes, n_layer: int) -> None:
         res = recipes.resolve(rec, shapes, n_layer)
@@ -300,7 +301,11 @@ class _Job:
                 types = budget.allocate(sens, data)
             except ValueError:
                 need = minimum + (_header_bytes(self.mid) if target is not None else 0)
-                what = f"{need / 1e6:.1f} MB" if target is not None else f"{8 * need / n_params:.2f} bpw"
+                what = (
+                    f"{need / 1e6:.1f} MB"
+                    if target is not None
+                    else f"{8 * need / n_params:.2f} bpw"
+                )
                 raise ConvertError(
                     f"the budget {label} is below the smallest this model can be quantized to "
                     f"({what}, every matrix at its smallest candidate type); raise it"
@@ -345,8 +350,12 @@ def _quantizing_ftype(ftype: int) -> int:
 
 
 def _dominant_ftype(sens, types: dict[str, str]) -> int:
+    """The file type named after the type holding most of the bytes (that names one)."""
     by = {r.name: r for r in sens.tensors}
     weight: dict[str, int] = {}
     for n, t in types.items():
         weight[t] = weight.get(t, 0) + recipes.TYPES[t].nbytes(by[n].n)
-    return recipes.ftype_for(max(weight, key=weight.get))
+    for t in sorted(weight, key=weight.get, reverse=True):
+        if recipes.ftype_for(t) is not None:
+            return recipes.ftype_for(t)
+    return quantize.TYPES["Q8_0"].ftype

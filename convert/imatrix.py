@@ -401,6 +401,33 @@ def _array_i32(t: _Tensor, ptr: int) -> np.ndarray:
 
 _EVAL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)
 
+
+class Threads:
+    """llama.cpp's thread count for a long run of chunks: ``fixed`` when given, else the CPUs
+    other processes leave free, read again before each chunk (edge_llm.devices): on a shared
+    machine a thread whose core is busy stalls every barrier of the graph."""
+
+    def __init__(self, fixed: int | None):
+        from edge_llm.devices import CpuLoad, available_cpus, threads_for
+
+        self.fixed, self._cpus, self._for = fixed, available_cpus(), threads_for
+        self.load = None if fixed else CpuLoad()
+        self.current = fixed or threads_for(self._cpus, self.load.others_busy(wait=True))
+
+    def now(self) -> int:
+        if not self.fixed:
+            busy = self.load.others_busy(wait=False)
+            if busy is not None:
+                self.current = self._for(self._cpus, busy)
+        return self.current
+
+    def apply(self, ctx) -> None:
+        import llama_cpp.llama_cpp as C
+
+        n = self.now()
+        C.llama_set_n_threads(ctx, n, n)
+
+
 # progress(chunks_done, chunks_total)
 ChunkProgress = Callable[[int, int], None]
 
@@ -483,9 +510,8 @@ def collect(
         cp = C.llama_context_default_params()
         cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
         cp.n_seq_max = 1
-        import os
-
-        cp.n_threads = cp.n_threads_batch = threads or os.cpu_count() or 1
+        pool = Threads(threads)
+        cp.n_threads = cp.n_threads_batch = pool.current
         cp.type_k = cp.type_v = GGML_TYPE_F32
         cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cp.cb_eval = collector.callback
@@ -497,6 +523,7 @@ def collect(
         mem = C.llama_get_memory(ctx)
         batch = C.llama_batch_init(n_ctx, 0, 1)
         for i, chunk in enumerate(work):
+            pool.apply(ctx)
             C.llama_memory_clear(mem, True)
             _fill(batch, chunk, lambda pos: True)
             rc = C.llama_decode(ctx, batch)
@@ -559,7 +586,10 @@ def cached_collect(
     h.update(f"|{n_ctx}|{max_chunks}|{dataset}|".encode())
     h.update(text.encode())
     folder = cache_dir() / "imatrix"
-    main_path, extra_path = folder / f"{h.hexdigest()[:24]}.gguf", folder / f"{h.hexdigest()[:24]}.out.gguf"
+    main_path, extra_path = (
+        folder / f"{h.hexdigest()[:24]}.gguf",
+        folder / f"{h.hexdigest()[:24]}.out.gguf",
+    )
     if main_path.is_file() and extra_path.is_file():
         try:
             return read(main_path), read(extra_path)

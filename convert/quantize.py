@@ -119,6 +119,8 @@ def llama_quantize(
     """
     import llama_cpp.llama_cpp as C
 
+    from convert import recipes
+
     if out is not None:
         check_imatrix(out, imatrix)
     p = C.llama_model_quantize_default_params()
@@ -141,7 +143,7 @@ def llama_quantize(
         for i, (name, tname) in enumerate(types.items()):
             keep.append(("^" + re.escape(name) + "$").encode())
             overrides[i].pattern = keep[-1]
-            overrides[i].type = int(Q[tname])
+            overrides[i].type = recipes.TYPES[tname].ggml
         overrides[len(types)].pattern = None  # terminator
         keep.append(overrides)
         p.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(C.llama_model_tensor_override))

@@ -30,8 +30,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
-
 from convert.errors import ConvertError
 
 HERE = Path(__file__).parent / "recipes"
@@ -58,17 +56,15 @@ class TypeInfo:
 
 def _load_types() -> dict[str, TypeInfo]:
     table = tomllib.loads((HERE / "types.toml").read_text())["types"]
-    out = {}
-    for name, row in table.items():
-        q = gguf.GGMLQuantizationType[name]
-        block, size = gguf.GGML_QUANT_SIZES[q]
-        out[name] = TypeInfo(
-            name, int(q), block, size, row.get("fallback"), bool(row.get("imatrix", False))
-        )
-    return out
+    return {
+        name: TypeInfo(name, int(row["id"]), int(row["block"]), int(row["bytes"]),
+                       row.get("fallback"), bool(row.get("imatrix", False)))
+        for name, row in table.items()
+    }  # fmt: skip
 
 
 TYPES = _load_types()
+_BY_ID = {t.ggml: t.name for t in TYPES.values()}
 
 
 def type_info(name: str) -> TypeInfo:
@@ -79,7 +75,7 @@ def type_info(name: str) -> TypeInfo:
 
 
 def type_name(ggml_type: int) -> str:
-    return gguf.GGMLQuantizationType(int(ggml_type)).name
+    return _BY_ID[int(ggml_type)]
 
 
 def fits(t: TypeInfo, ncols: int) -> bool:
@@ -193,7 +189,7 @@ class Recipe:
 
         if self.file_type:
             return OUT[self.file_type].ftype
-        return ftype_for(self.default)
+        return ftype_for(self.default) or OUT["Q8_0"].ftype
 
 
 _FTYPE_OF_TYPE = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q6_K": "Q6_K",
@@ -204,11 +200,13 @@ _FTYPE_OF_TYPE = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q
                   "IQ1_S": "IQ1_S", "TQ2_0": "TQ2_0", "TQ1_0": "TQ1_0"}  # fmt: skip
 
 
-def ftype_for(type_name_: str) -> int:
-    """The llama.cpp file type named after a tensor type (Q4_K -> Q4_K_M, ...)."""
+def ftype_for(type_name_: str) -> int | None:
+    """The llama.cpp file type named after a tensor type (Q4_K -> Q4_K_M, ...); None for a type
+    no plain file type is named after (MXFP4, Q2_0)."""
     from convert.quantize import TYPES as OUT
 
-    return OUT[_FTYPE_OF_TYPE[type_name_]].ftype
+    name = _FTYPE_OF_TYPE.get(type_name_)
+    return OUT[name].ftype if name else None
 
 
 def presets() -> list[str]:

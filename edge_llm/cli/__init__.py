@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edge_llm.cli import chat, convert, devices, info, models, plan, run, serve
+from edge_llm.cli import chat, convert, devices, info, models, plan, quant, run, serve
 from edge_llm.errors import EdgeLLMError
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app.command("devices")(devices.devices)
 app.command("plan")(plan.plan)
 app.command("convert")(convert.convert)
 app.command("export-hf")(convert.export_hf)
+app.command("imatrix")(quant.imatrix)
+app.command("compare")(quant.compare)
 
 
 def _version(value: bool) -> None:

@@ -75,19 +75,63 @@ def convert(
             help="Compare the output with a reference on a few prompts (top-1 agreement, KL divergence).",
         ),
     ] = False,
+    imatrix: Annotated[
+        str | None,
+        typer.Option(
+            "--imatrix",
+            help="Importance matrix for llama.cpp's quantizer: a file (edge-llm imatrix / llama-imatrix) or 'auto' (computed on the calibration text).",
+            show_default=False,
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Per-tensor types from a recipe: a preset (q4_k_m, q3_k_m) or a TOML file.",
+            show_default=False,
+        ),
+    ] = None,
+    target_size: Annotated[
+        str | None,
+        typer.Option(
+            "--target-size",
+            help="Size budget (e.g. 80MB, 300MiB): the type of each tensor is chosen to minimise the predicted KL divergence within it (imatrix: auto unless given).",
+            show_default=False,
+        ),
+    ] = None,
+    target_bpw: Annotated[
+        float | None,
+        typer.Option(
+            "--target-bpw",
+            help="Size budget in bits per weight (tensor data / parameters, as `info` reports).",
+            show_default=False,
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Text for --imatrix auto and the size budget's probes (default: the project's bench/data/calibration.txt)",
+            show_default=False,
+        ),
+    ] = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
 ) -> None:
-    """Convert a Hugging Face checkpoint to GGUF, quantized to --type."""  # fmt: skip
+    """Convert a Hugging Face checkpoint to GGUF: --type, --recipe, or a size budget."""  # fmt: skip
     from convert import convert as run
 
     bar, update = _progress_bar()
     quiet = as_json or not sys.stderr.isatty()
+    kw = dict(type=type, pre=pre, threads=threads, imatrix=imatrix, recipe=recipe,
+              target_size=target_size, target_bpw=target_bpw, calibration=calibration)  # fmt: skip
     if quiet:
-        result = run(src, output, type=type, pre=pre, threads=threads)
+        result = run(src, output, **kw)
     else:
         with bar:
-            result = run(src, output, type=type, pre=pre, progress=update, threads=threads)
+            result = run(src, output, progress=update, **kw)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     summary = {
         "path": str(result.path),
         "architecture": result.architecture,
@@ -96,6 +140,11 @@ def convert(
         "bytes": result.bytes,
         "seconds": round(result.seconds, 2),
     }
+    for key in ("recipe", "imatrix", "target_bytes", "predicted_kld"):
+        if getattr(result, key) is not None:
+            summary[key] = getattr(result, key)
+    if result.warnings:
+        summary["warnings"] = result.warnings
     if verify:
         from convert.verify import verify as check
 
@@ -107,6 +156,11 @@ def convert(
         f"wrote {result.path} ({result.architecture}, {result.type}, {result.tensors} tensors, "
         f"{result.bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s"
     )
+    if result.predicted_kld is not None:
+        print(
+            f"size budget {result.target_bytes} bytes: {result.bytes} used, predicted mean KLD "
+            f"{result.predicted_kld:.4g} (measure it with `edge-llm compare`)"
+        )
     if verify:
         v = summary["verify"]
         print(
