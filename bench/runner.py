@@ -1,0 +1,306 @@
+"""One benchmark run of one model: the suite's tasks, the compute accounting, density, a record.
+
+Order of work (one process, one model at a time):
+1. the file: SHA-256, header, counted compute (bench.compute.accounting) at the suite's context;
+2. the runtime phase: peak RSS reset, edge_llm loads the model (CPU, threads following the
+   host's load unless given), speed measured, generation tasks run (k12-math); peak RSS read;
+3. the scoring phase: a scoring context (bench.lm.Scorer, logits at every position) for mmlu and
+   bpb, then user suites, then fidelity against the reference;
+4. capability, density, the projection onto --device, the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import compute, density
+from bench import suites as S
+from bench.store import SCHEMA
+
+GEN_TASKS = ("k12-math",)
+SCORE_TASKS = ("mmlu", "bpb")
+SCORE_CTX = 2048  # the longest MMLU question with its longest option is ~1,200 tokens
+
+
+class Progress:
+    """Progress on stderr: one line rewritten on a terminal, else a line at 0, 25, 50, 75, 100%."""
+
+    def __init__(self, label: str = "", stream=None, quiet: bool = False):
+        self.label, self.stream, self.quiet = label, stream or sys.stderr, quiet
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        msg = f"{self.label}{task} {done}/{total}"
+        if self.tty:
+            end = "\n" if done >= total else ""
+            print(f"\r\033[K{msg}", end=end, file=self.stream, flush=True)
+        elif done == 0 or done >= total or 4 * done // total != 4 * (done - 1) // total:
+            print(msg, file=self.stream, flush=True)
+
+    def note(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"{self.label}{msg}", file=self.stream, flush=True)
+
+
+class Context:
+    """What a task gets: the model path, lazily loaded runtime model and scorer, progress."""
+
+    def __init__(self, path: Path, base: Path, *, threads: int | None, reference: Path | None,
+                 n_ctx: int, progress: Progress):  # fmt: skip
+        self.path, self.base, self.threads, self.reference = path, base, threads, reference
+        self.n_ctx, self._progress = n_ctx, progress
+        self._model = self._scorer = None
+
+    def model(self):
+        if self._model is None:
+            import edge_llm
+
+            self._model = edge_llm.load(self.path, device="cpu", n_ctx=self.n_ctx, threads=self.threads)
+        return self._model
+
+    def scorer(self):
+        if self._scorer is None:
+            from bench.lm import Scorer
+
+            self._scorer = Scorer(self.path, n_ctx=max(self.n_ctx, SCORE_CTX), threads=self.threads)
+        return self._scorer
+
+    def progress(self, task: str, done: int, total: int) -> None:
+        self._progress(task, done, total)
+
+    def close_model(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def close(self) -> None:
+        self.close_model()
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    import edge_llm
+    from edge_llm.backend import system_info
+
+    out = {
+        "edge_llm": edge_llm.__version__,
+        "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
+        "llama_cpp_system": system_info().strip(),
+        "python": platform.python_version(),
+    }
+    try:  # the checkout's commit, when edge-llm runs from one
+        root = Path(edge_llm.__file__).resolve().parent.parent
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)  # fmt: skip
+        if rev.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+            out["edge_llm_git"] = rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def recipe(info, label: str | None) -> dict:
+    s = info.summary()
+    total = sum(r["bytes"] for r in s["types"].values()) or 1
+    return {
+        "file_type": s["file_type"],
+        "bits_per_weight": round(info.bits_per_weight, 4),
+        "types": {t: round(r["bytes"] / total, 4) for t, r in s["types"].items()},
+        "quantize": {k: v for k, v in info.metadata.items() if k.startswith("quantize.")},
+        "label": label or "",
+    }
+
+
+def answers_digest(result: dict) -> str | None:
+    """A short hash of a task's per-item outcomes: equal digests, identical answers."""
+    items = result.get("items")
+    if not items:
+        return None
+    keys = ("id", "row", "correct", "pred", "pred_norm", "extracted")
+    rows = [[it.get(k) for k in keys] for it in items]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def project(path: Path, info, profile_name: str, cap: float | None, context: int) -> dict:
+    """Projected speed and density on a device profile (edge_llm.devices.plan), labelled so."""
+    from edge_llm.devices import plan as planning
+    from edge_llm.devices.profile import get
+
+    profile = get(profile_name)
+    p = planning.plan(path, profile)
+    c = compute.accounting(info, context, p.config.kv_type)
+    joules = profile.power_w / p.decode_tokens_per_s if p.decode_tokens_per_s > 0 else None
+    return {
+        "label": "projected",
+        "device": profile.name,
+        "description": profile.description,
+        "basis": p.speed_basis,
+        "fits": p.fits,
+        "memory_bytes": p.memory.total,
+        "budget_bytes": p.budget,
+        "config": asdict(p.config),
+        "decode_tokens_per_s": p.decode_tokens_per_s,
+        "prefill_tokens_per_s": p.prefill_tokens_per_s,
+        "joules_per_token": joules,
+        "joules_basis": f"power_w {profile.power_w} W of the profile / projected decode tokens/s",
+        "bytes_read_per_token": c["bytes_read_per_token"],
+        "density": density.metrics(cap, c, joules),
+    }
+
+
+def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str | None = None,
+        reference: str | None = None, recipe_label: str | None = None,
+        family: density.Family | None = None, progress: Progress | None = None,
+        keep_items: bool = True) -> dict:  # fmt: skip
+    """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
+    from edge_llm import gguf_info
+    from edge_llm.devices import CpuLoad
+    from edge_llm.registry import resolve
+
+    clock = compute.Stopwatch()
+    progress = progress or Progress()
+    path = resolve(model)
+    info = gguf_info.read(path)
+    ref_path = resolve(reference) if reference else None
+    if device:  # a bad profile fails now, not after the run
+        from edge_llm.devices.profile import get
+
+        get(device)
+    for task in suite.tasks:
+        S.check_options(suite, task, suite.tasks[task])
+    label = f"{info.name} {recipe(info, None)['file_type'] or path.stem}: "
+    progress.label = label
+    progress.note(f"{path} ({info.file_size / 1e6:.0f} MB), suite {suite.name}")
+    digest = sha256(path)
+    counted = compute.accounting(info, suite.context)
+    load = CpuLoad()
+    load.others_busy(wait=True)
+    speed_need = suite.speed["prompt_tokens"] + suite.speed["gen_tokens"] + 16
+    ctx = Context(path, suite.base, threads=threads, reference=ref_path,
+                  n_ctx=max(1024, speed_need), progress=progress)  # fmt: skip
+    timing, tasks = {}, {}
+    try:
+        # --- the runtime phase: what an app holds and does ------------------------------------
+        rss_reset = compute.reset_peak_rss()
+        t0 = time.perf_counter()
+        ctx.model()
+        timing["load_s"] = round(time.perf_counter() - t0, 3)
+        progress("speed", 0, suite.speed["reps"])
+        t0 = time.perf_counter()
+        speed = compute.measure_speed(ctx.model(), **suite.speed)
+        timing["speed_s"] = round(time.perf_counter() - t0, 3)
+        progress("speed", suite.speed["reps"], suite.speed["reps"])
+        for task in GEN_TASKS:
+            if task in suite.tasks:
+                t0 = time.perf_counter()
+                tasks[task] = S.run_task(suite, task, ctx)
+                timing[f"{task}_s"] = round(time.perf_counter() - t0, 3)
+        peak = compute.peak_rss()
+        ctx.close_model()
+        # --- the scoring phase ------------------------------------------------------------------
+        for task in SCORE_TASKS:
+            if task in suite.tasks:
+                t0 = time.perf_counter()
+                tasks[task] = S.run_task(suite, task, ctx)
+                timing[f"{task}_s"] = round(time.perf_counter() - t0, 3)
+        for upath in suite.users:
+            from bench.suites import user
+
+            t0 = time.perf_counter()
+            r = user.run(ctx, upath)
+            tasks[f"user:{r['name']}"] = r
+            timing[f"user:{r['name']}_s"] = round(time.perf_counter() - t0, 3)
+        ctx.close()
+        if "fidelity" in suite.tasks:
+            t0 = time.perf_counter()
+            tasks["fidelity"] = S.run_task(suite, "fidelity", ctx)
+            timing["fidelity_s"] = round(time.perf_counter() - t0, 3)
+    finally:
+        ctx.close()
+    busy = load.others_busy(wait=False)
+    for name, r in tasks.items():
+        if "skipped" in r:
+            progress.note(f"{name} skipped: {r['skipped']}")
+        else:
+            r["answers_digest"] = answers_digest(r)
+    ran = [t for t, r in tasks.items() if "skipped" not in r]
+    cap, cap_tasks = density.capability(tasks)
+    energy = speed["energy"]
+    counted.update(
+        prefill_tokens_per_s=speed["prefill_tokens_per_s"],
+        decode_tokens_per_s=speed["decode_tokens_per_s"],
+        ttft_s=speed["ttft_s"],
+        ttft_prompt_tokens=speed["prompt_tokens"],
+        peak_rss_bytes=peak,
+        peak_rss_scope=("load, prefill and decode (peak reset before loading)" if rss_reset
+                        else "the whole process since it started (peak RSS could not be reset)"),  # fmt: skip
+        energy=energy,
+        speed=speed,
+    )
+    record = {
+        "schema": SCHEMA,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {
+            "name": info.name,
+            "arg": model,
+            "path": str(path),
+            "file": path.name,
+            "sha256": digest,
+            "size": info.file_size,
+            "architecture": info.architecture,
+            "recipe": recipe(info, recipe_label),
+        },
+        "suite": {"name": suite.name, "version": S.version(suite, ran), "context": suite.context,
+                  "tasks": ran, "skipped": {t: r["skipped"] for t, r in tasks.items() if "skipped" in r}},  # fmt: skip
+        "device": {"host": compute.host(), "threads": speed["threads"],
+                   "others_busy_cpus": None if busy is None else round(busy, 2), "profile": device},  # fmt: skip
+        "versions": versions(),
+        "tasks": tasks,
+        "capability": cap,
+        "capability_tasks": cap_tasks,
+        "compute": counted,
+        "density": density.metrics(
+            cap, counted, energy.get("joules_per_decode_token") if energy["available"] else None
+        ),
+        "projected": project(path, info, device, cap, suite.context) if device else None,
+        "reference": str(ref_path) if ref_path else None,
+        "timing": {**timing, "total_s": clock()},
+    }
+    if family is not None:
+        from bench.errors import BenchError
+
+        try:
+            record["densing"] = density.densing(record, family)
+        except BenchError as e:
+            record["densing"] = {"family": family.name, "error": str(e)}
+    if not keep_items:
+        strip_items(record)
+    return record
+
+
+def strip_items(record: dict) -> dict:
+    for r in record["tasks"].values():
+        r.pop("items", None)
+    return record

