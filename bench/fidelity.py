@@ -100,16 +100,9 @@ class _Model:
         self.batch = C.llama_batch_init(self.n_ctx, 0, 1)
 
     def tokenize(self, text: str) -> list[int]:
-        C = self.C
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, True, False)
-        if n < 0:
-            cap = -n
-            buf = (C.llama_token * cap)()
-            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, True, False)
-        return list(buf[:n])
+        from edge_llm.backend import tokenize
+
+        return tokenize(self.vocab, text, True, False)
 
     def bos(self) -> int | None:
         C = self.C

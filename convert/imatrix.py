@@ -437,16 +437,9 @@ def tokenize(model, text: str) -> list[int]:
     special-token text not parsed."""
     import llama_cpp.llama_cpp as C
 
-    vocab = C.llama_model_get_vocab(model)
-    data = text.encode("utf-8")
-    cap = len(data) + 8
-    buf = (C.llama_token * cap)()
-    n = C.llama_tokenize(vocab, data, len(data), buf, cap, True, False)
-    if n < 0:
-        cap = -n
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(vocab, data, len(data), buf, cap, True, False)
-    return list(buf[:n])
+    from edge_llm.backend import tokenize as tokenize_vocab
+
+    return tokenize_vocab(C.llama_model_get_vocab(model), text, True, False)
 
 
 def chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None):

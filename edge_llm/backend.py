@@ -46,6 +46,19 @@ def take_recent_errors() -> list[str]:
     return out
 
 
+def tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """Token ids of TEXT with a llama.cpp vocabulary (`llama_model_get_vocab`)."""
+    data = text.encode("utf-8")
+    cap = len(data) + 8
+    buf = (C.llama_token * cap)()
+    n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
 def system_info() -> str:
     return C.llama_print_system_info().decode()
 
@@ -143,15 +156,7 @@ class Backend:
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (C.llama_token * cap)()
-            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
+        return tokenize(self.vocab, text, add_special, parse_special)
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)

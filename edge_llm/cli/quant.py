@@ -13,6 +13,12 @@ from edge_llm.cli import options as o
 
 _DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
 
+Chunks = Annotated[
+    int | None,
+    typer.Option("--chunks", help="Use at most this many chunks (default: all)", min=1,
+                 show_default=False),
+]  # fmt: skip
+
 
 def _model_path(model: str) -> Path:
     from edge_llm.registry import resolve
@@ -50,15 +56,7 @@ def imatrix(
         typer.Option("--output", "-o", help="The imatrix file to write (llama.cpp's GGUF format)."),
     ] = Path("imatrix.gguf"),
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Chunk size in tokens.", min=16)] = 512,
-    chunks: Annotated[
-        int | None,
-        typer.Option(
-            "--chunks",
-            help="Use at most this many chunks (default: all)",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
+    chunks: Chunks = None,
     process_output: Annotated[
         bool,
         typer.Option("--process-output", help="Also collect output.weight, as llama-imatrix does."),
@@ -112,15 +110,7 @@ def compare(
         ),
     ] = _DATA / "eval.txt",
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Chunk size in tokens.", min=8)] = 512,
-    chunks: Annotated[
-        int | None,
-        typer.Option(
-            "--chunks",
-            help="Use at most this many chunks (default: all)",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
+    chunks: Chunks = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
 ) -> None:
