@@ -185,19 +185,23 @@ def assemble(
     taken (type and bytes) from that file, the others from ``base``."""
     base = Path(base)
     opened: dict[Path, Header] = {}
+
+    def header(path: Path) -> Header:  # each file's header parsed once (a vocabulary can be MBs)
+        if path not in opened:
+            opened[path] = Header(path)
+        return opened[path]
+
     try:
         with Header(base) as h:
             names = h.tensor_names()
             for name, path in sources.items():
-                src = opened.setdefault(Path(path), Header(path))
-                h.set_tensor_type(name, src.tensor_type(name))
+                h.set_tensor_type(name, header(Path(path)).tensor_type(name))
             for k, v in (values or {}).items():
                 h.set(k, v)
             meta, align = h.meta_bytes(), h.alignment()
             plan = []
             for name in names:
-                src = opened.get(Path(sources[name])) if name in sources else None
-                src = src or opened.setdefault(base, Header(base))
+                src = header(Path(sources[name]) if name in sources else base)
                 off, size = src.tensor_span(name)
                 plan.append((src.path, off, size))
         files = {}
