@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from edge_llm.cli import bench, chat, convert, devices, info, models, plan, quant, run, serve
+from edge_llm.cli import (
+    bench,
+    chat,
+    convert,
+    devices,
+    distill,
+    info,
+    models,
+    plan,
+    quant,
+    run,
+    serve,
+)
 from edge_llm.errors import EdgeLLMError
 
 app = typer.Typer(
@@ -28,6 +40,7 @@ app.command("convert")(convert.convert)
 app.command("export-hf")(convert.export_hf)
 app.command("imatrix")(quant.imatrix)
 app.command("compare")(quant.compare)
+app.command("distill")(distill.distill)
 app.add_typer(bench.app, name="bench")
 
 

@@ -1,0 +1,253 @@
+"""Distillation and knowledge density: does pruning + healing buy capability per FLOP?
+
+Teacher: SmolLM2-135M-Instruct, the full checkpoint (the shipped GGUF exported to Hugging Face at
+F32, cached under ~/.cache/edge-llm/bench-distill/). Students, depth-pruned to 20 of 30 layers by
+block influence:
+  (a) pruned, not healed;
+  (b) pruned and healed by KD on the teacher's top-64 logits over the calibration corpus, with a
+      token budget sized to a wall-clock budget (--minutes, default 40) measured on this machine
+      (a probe times the teacher's forward and the student's training step first).
+All three are converted to GGUF (F16) and measured with `edge-llm bench --suite quick`, each in
+its own process: bpb on the held-out eval.txt, k12-math, mmlu, fidelity to the teacher's GGUF,
+FLOPs/token, density per GFLOP. Goals:
+  (b) recovers >= 50% of the bpb gap between (a) and the teacher;
+  (b)'s density (capability per GFLOP/token) >= 1.3x the teacher's and >= 1.2x (a)'s.
+
+    python bench/distill_density.py [--minutes 40] [--tokens N] [--device cpu] [--skip-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORK = Path.home() / ".cache/edge-llm/bench-distill"
+QUANT_EXPORT = Path.home() / ".cache/edge-llm/bench-quant/smollm2-135m-instruct/hf"
+KEEP = 20
+SEQ, BATCH = 256, 4
+
+
+def teacher_hf(work: Path) -> Path:
+    """The F32 Hugging Face export of SmolLM2 (reused from bench/quant_quality's cache if there)."""
+    out = work / "SmolLM2-135M-Instruct"
+    if (out / "config.json").is_file():
+        return out
+    if (QUANT_EXPORT / "model.safetensors").is_file():
+        shutil.copytree(QUANT_EXPORT, out.with_suffix(".part"), dirs_exist_ok=True)
+    else:
+        from convert.export_hf import export_hf
+        from edge_llm.registry import resolve
+
+        print("exporting SmolLM2 to a Hugging Face folder (once)", file=sys.stderr)
+        export_hf(resolve("smollm2-135m-instruct"), out.with_suffix(".part"), dtype="f32")
+    out.with_suffix(".part").rename(out)
+    return out
+
+
+def recipe(tokens: int, freeze: bool):
+    from convert.distill.recipe import recipe_from_dict
+
+    return recipe_from_dict({
+        "kd": {"seq_len": SEQ, "batch_size": BATCH, "top_k": 64, "lr": 3e-4, "warmup": 0.05,
+               "min_lr_ratio": 0.1, "temperature": 1.0, "alpha": 0.0, "tokens": tokens,
+               "checkpoint_every": 25, "freeze_embeddings": freeze},
+        "data": {"calibration_sequences": 16},
+    })  # fmt: skip
+
+
+def probe(teacher: Path, device: str, freeze: bool) -> tuple[float, float]:
+    """(teacher forward tokens/s, student training tokens/s) on this machine, now: the teacher
+    truncated to KEEP layers stands in for the student (same shapes)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from convert.distill.kd import kd_loss
+
+    m = AutoModelForCausalLM.from_pretrained(str(teacher), dtype=torch.float32).to(device)
+    x = torch.randint(0, m.config.vocab_size, (BATCH, SEQ), device=device)
+    with torch.no_grad():
+        m(x[:1, :32])
+        t0 = time.perf_counter()
+        m(x, use_cache=False)
+        t_fwd = time.perf_counter() - t0
+    m.model.layers = m.model.layers[:KEEP]
+    m.config.num_hidden_layers = KEEP
+    if freeze:
+        m.get_input_embeddings().weight.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-6)
+    idx = torch.randint(0, m.config.vocab_size, (BATCH, SEQ, 64), device=device)
+    lp = torch.full((BATCH, SEQ, 64), math.log(0.5 / 64), device=device)
+    rest = torch.full((BATCH, SEQ), math.log(0.5), device=device)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        kd_loss(m(x, use_cache=False).logits, idx, lp, rest, temperature=1.0).backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    return BATCH * SEQ / t_fwd, BATCH * SEQ / min(times)
+
+
+def bench(model: Path, label: str, out: Path, reference: Path | None, threads: int | None) -> dict:
+    from bench import store
+
+    cmd = [sys.executable, "-m", "edge_llm", "bench", str(model), "--suite", "quick",
+           "--recipe", label, "-o", str(out)]  # fmt: skip
+    if reference:
+        cmd += ["--reference", str(reference)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    print(f"\n=== {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return store.load(out)[-1]
+
+
+def row(r: dict) -> dict:
+    t = r["tasks"]
+    return {
+        "bpb": t["bpb"]["bpb"],
+        "k12_math": t["k12-math"]["score"],
+        "mmlu": t.get("mmlu", {}).get("score"),
+        "capability": r["capability"],
+        "gflops_per_token": r["compute"]["flops_per_token"] / 1e9,
+        "density_per_gflop": r["density"]["per_gflop"],
+        "mean_kld": t.get("fidelity", {}).get("mean_kld"),
+        "top1": t.get("fidelity", {}).get("top1"),
+        "params": r["compute"]["params_total"],
+        "decode_tokens_per_s": r["compute"]["decode_tokens_per_s"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=40.0, help="wall budget of the healing (b)")
+    ap.add_argument("--tokens", type=int, default=None, help="token budget (instead of --minutes)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument("--bench-threads", type=int, default=None)
+    ap.add_argument("--train-embeddings", action="store_true",
+                    help="train the (tied) embedding too; default: decoder layers only")  # fmt: skip
+    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/distill_density.jsonl")
+    ap.add_argument("--summary", type=Path, default=ROOT / "bench/results/distill_density.json")
+    args = ap.parse_args()
+
+    import torch
+
+    from convert import convert
+    from convert.distill import distill
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    freeze = not args.train_embeddings
+    teacher = teacher_hf(args.work)
+    t_gguf = args.work / "teacher-F16.gguf"
+    if not t_gguf.is_file():
+        convert(teacher, t_gguf, type="F16")
+
+    # (a): pruned, not healed
+    a_dir, a_gguf = args.work / f"student-a-{KEEP}", args.work / f"student-a-{KEEP}-F16.gguf"
+    if not (a_dir / "config.json").is_file():
+        shutil.rmtree(a_dir, ignore_errors=True)
+        ra = distill(teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze))
+        print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
+    if not a_gguf.is_file():
+        convert(a_dir, a_gguf, type="F16")
+
+    # (b): healed within the budget
+    fwd_tps = train_tps = None
+    if args.tokens:
+        tokens = args.tokens
+    else:
+        fwd_tps, train_tps = probe(teacher, args.device, freeze)
+        # seconds = tokens / train + tokens / teacher forward (top-k cache) + fixed costs
+        budget_s = max(args.minutes * 60 - 60, 30)
+        tokens = int(budget_s / (1 / train_tps + 1 / fwd_tps))
+        tokens = max(BATCH * SEQ, tokens // (BATCH * SEQ) * (BATCH * SEQ))
+        print(f"probe: teacher forward {fwd_tps:.0f} tok/s, student KD step {train_tps:.0f} tok/s "
+              f"-> {tokens} tokens in {args.minutes:g} min", file=sys.stderr)  # fmt: skip
+    b_dir, b_gguf = args.work / f"student-b-{KEEP}-{tokens}", args.work / f"student-b-{KEEP}-{tokens}-F16.gguf"
+    rb = None
+    t0 = time.perf_counter()
+    if not (b_dir / "config.json").is_file():
+        shutil.rmtree(b_dir, ignore_errors=True)
+        from edge_llm.cli.distill import _progress_bar
+
+        bar, update = _progress_bar()
+        resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
+        with bar:
+            rb = distill(teacher, b_dir, layers=KEEP, recipe=recipe(tokens, freeze), device=args.device,
+                         resume=resume, progress=update)  # fmt: skip
+        print(f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> {rb.loss_last:.4f}, "
+              f"{rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s", file=sys.stderr)  # fmt: skip
+    heal_s = time.perf_counter() - t0
+    if not b_gguf.is_file():
+        convert(b_dir, b_gguf, type="F16")
+    info_b = json.loads((b_dir / "distill.json").read_text())
+
+    summary = {"teacher": str(teacher), "keep_layers": KEEP, "tokens": tokens, "minutes": args.minutes,
+               "device": args.device, "freeze_embeddings": freeze, "seq_len": SEQ, "batch": BATCH,
+               "probe": {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps},
+               "heal": {k: info_b.get(k) for k in ("steps", "tokens", "loss_first", "loss_last",
+                                                   "tokens_per_s", "kept_layers", "block_influence",
+                                                   "params_student", "params_teacher")},
+               "heal_wall_s": heal_s if rb else None,
+               "ggufs": {"teacher": str(t_gguf), "a": str(a_gguf), "b": str(b_gguf)}}  # fmt: skip
+    if not args.skip_bench:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        env_threads = args.bench_threads
+        rows = {
+            "teacher": row(bench(t_gguf, "distill teacher F16", args.out, None, env_threads)),
+            "a": row(bench(a_gguf, f"distill (a) {KEEP}/30 pruned", args.out, t_gguf, env_threads)),
+            "b": row(bench(b_gguf, f"distill (b) {KEEP}/30 KD {tokens} tok", args.out, t_gguf, env_threads)),
+        }  # fmt: skip
+        summary["results"] = rows
+        t, a, b = rows["teacher"], rows["a"], rows["b"]
+        gap = a["bpb"] - t["bpb"]
+        recovered = (a["bpb"] - b["bpb"]) / gap if gap > 0 else float("nan")
+
+        def ratio(x, y):
+            return x / y if y else float("inf") if x else float("nan")
+
+        d_t, d_a = ratio(b["density_per_gflop"], t["density_per_gflop"]), ratio(b["density_per_gflop"], a["density_per_gflop"])
+        goals = {
+            "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
+            "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
+            "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
+        }
+        summary["goals"] = goals
+        print("\n## Distillation: SmolLM2-135M-Instruct, 20 of 30 layers\n")
+        print("| model | params | GFLOP/token | bpb (eval) | k12-math | mmlu | capability | "
+              "density /GFLOP | KL to teacher | top-1 |\n|---|---|---|---|---|---|---|---|---|---|")
+        names = {"teacher": "teacher (30 layers)", "a": "(a) pruned 20, no healing",
+                 "b": f"(b) pruned 20 + KD, {tokens} tokens"}  # fmt: skip
+        for key, r in rows.items():
+            f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
+            print(f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | {f(r['bpb'], 4)} | "
+                  f"{f(r['k12_math'])} | {f(r['mmlu'])} | {f(r['capability'])} | {f(r['density_per_gflop'])} | "
+                  f"{f(r['mean_kld'])} | {f(r['top1'])} |")  # fmt: skip
+        print()
+        for name, g in goals.items():
+            print(f"- {name}: {g['value']:.3f} (goal >= {g['goal']}): {'met' if g['met'] else 'NOT met'}")
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.summary.with_suffix(".json.part")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    os.replace(tmp, args.summary)
+    print(f"\nsummary: {args.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Healing by knowledge distillation: forward KL(teacher || student) on next-token distributions
+at temperature T (scaled by T^2), from the teacher's cached top-k log-probabilities plus the mass
+outside them (a k+1-bin distribution, exact in the remainder: the student's mass outside the
+teacher's top k is its log-sum-exp there), optionally mixed with cross-entropy on the text.
+
+AdamW, linear warmup then cosine decay to min_lr_ratio * lr, gradient accumulation, gradient
+clipping, bf16 autocast where asked. Checkpoints (model, optimizer, scheduler, RNG states, step;
+the data position is the step, since the order is a function of the seed) are written
+atomically every N steps; resuming from one gives the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convert.errors import ConvertError
+from edge_llm.fsutil import atomic_path
+
+
+def kd_loss(logits, idx, t_logp, t_rest, *, temperature: float, alpha: float = 0.0, tokens=None):
+    """Mean over positions of T^2 * KL(teacher || student) on the top-k + rest partition, mixed
+    with (alpha) the cross-entropy of the next token of ``tokens``."""
+    import torch
+
+    s = torch.log_softmax(logits.float() / temperature, dim=-1)
+    s_k = s.gather(-1, idx)
+    s_rest = s.scatter(-1, idx, float("-inf")).logsumexp(-1)
+    p_k = t_logp.exp()
+    kl = (p_k * (t_logp - s_k)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
+    loss = kl.mean() * temperature**2
+    if alpha > 0 and tokens is not None:
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+        )
+        loss = (1 - alpha) * loss + alpha * ce
+    return loss
+
+
+def full_kl(student, teacher, seqs, *, device: str = "cpu", batch: int = 4) -> float:
+    """Mean KL(teacher || student) over the full vocabulary (T = 1) on ``seqs`` [N, L]."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in range(0, len(seqs), batch):
+            x = torch.as_tensor(seqs[b : b + batch]).to(device)
+            lt = torch.log_softmax(teacher(x, use_cache=False).logits.float(), -1)
+            ls = torch.log_softmax(student(x, use_cache=False).logits.float(), -1)
+            total += (lt.exp() * (lt - ls)).sum(-1).sum().item()
+            count += x.numel()
+    return total / count
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    progress = min(max(step - warmup, 0) / span, 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _rng_state() -> dict:
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def autocast_dtype(dtype: str, device: str):
+    """None (float32) or torch.bfloat16 for autocast: 'auto' is bf16 on a CUDA device that
+    supports it, else float32."""
+    import torch
+
+    if dtype == "f32":
+        return None
+    if dtype == "bf16":
+        return torch.bfloat16
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ConvertError(f"unknown --dtype {dtype}; choose auto, f32 or bf16")
+
+
+def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint: Path,
+          meta: dict, resume: bool, progress=None, on_step=None, seed: int = 0) -> dict:  # fmt: skip
+    """Run ``steps`` optimizer steps of KD on ``data`` (a data.Dataset). Returns the loss log."""
+    import torch
+
+    per_step = kd.batch_size * kd.grad_accum
+    order = data.order(steps * per_step)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay,
+                            foreach=False)  # fmt: skip
+    warmup = int(kd.warmup * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, warmup, kd.min_lr_ratio)
+    )
+    losses: list[float] = []
+    start = 0
+    torch.manual_seed(seed)
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("meta") != meta:
+            raise ConvertError(
+                f"the checkpoint {checkpoint} was made with another teacher, recipe or data; "
+                "run without --resume to start again"
+            )
+        student.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start, losses = state["step"], list(state["losses"])
+    cast = autocast_dtype(dtype, device)
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    student.train()
+    seq_tokens = data.seqs.shape[1]
+    t0, done0 = time.perf_counter(), start
+    for step in range(start, steps):
+        total = 0.0
+        for micro in range(kd.grad_accum):
+            lo = step * per_step + micro * kd.batch_size
+            x, idx, logp, rest = data.batch(order[lo : lo + kd.batch_size], device)
+            with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
+                logits = student(x, use_cache=False).logits
+            loss = kd_loss(logits, idx, logp, rest, temperature=kd.temperature,
+                           alpha=kd.alpha, tokens=x) / kd.grad_accum  # fmt: skip
+            loss.backward()
+            total += loss.item()
+        if kd.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, kd.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(total)
+        n = step + 1
+        if n % kd.checkpoint_every == 0 and n < steps:
+            state = {"model": student.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "rng": _rng_state(), "step": n,
+                     "position": n * per_step, "losses": losses, "meta": meta}  # fmt: skip
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+        if progress:
+            dt = time.perf_counter() - t0
+            tps = (n - done0) * per_step * seq_tokens / dt if dt > 0 else 0.0
+            progress("train", n, steps, {"loss": total, "tokens_per_s": tps,
+                                         "lr": sched.get_last_lr()[0]})  # fmt: skip
+        if on_step:
+            on_step(n, total)
+    student.eval()
+    dt = time.perf_counter() - t0
+    return {"losses": losses, "seconds": dt, "start_step": start,
+            "tokens_per_s": (steps - start) * per_step * seq_tokens / dt if dt > 0 else 0.0}  # fmt: skip

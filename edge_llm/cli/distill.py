@@ -1,0 +1,127 @@
+"""`edge-llm distill`: prune a Hugging Face teacher and heal the student by knowledge distillation
+(package `convert.distill`; torch and transformers come with the `distill` extra)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_llm.cli import options as o
+from edge_llm.errors import ConfigError
+
+
+def _progress_bar():
+    """A rich progress bar fed by distill's progress(stage, done, total, info)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int, info: dict) -> None:
+        text = ""
+        if "loss" in info:
+            text = f"loss {info['loss']:.4f}  {info['tokens_per_s']:.0f} tok/s"
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, info=text)
+        bar.update(tasks[stage], completed=done, total=total, info=text)
+
+    return bar, update
+
+
+def distill(
+    teacher: Annotated[
+        Path,
+        typer.Argument(help="The teacher: a Hugging Face folder (config.json, *.safetensors, tokenizer).", show_default=False),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The student folder to create.", show_default=False)
+    ],
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="distill.toml: prune.layers/drop/keep, prune.intermediate_size, prune.kv_heads; kd.temperature, kd.alpha, kd.top_k, kd.lr, kd.batch_size, kd.seq_len, ...; data.generate, ...", show_default=False),
+    ] = None,
+    layers: Annotated[
+        int | None,
+        typer.Option("--layers", help="Keep N decoder layers (the ones with the highest block influence), without a recipe.", show_default=False),
+    ] = None,
+    text: Annotated[
+        list[Path] | None,
+        typer.Option("--text", help="Training text: a .txt or .jsonl ({\"text\": ...}) file (repeatable); default: the project's calibration corpus", show_default=False),
+    ] = None,
+    tokens: Annotated[
+        int | None,
+        typer.Option("--tokens", help="Training tokens; beyond the text, the teacher's own continuations fill the budget; default: the recipe's kd.tokens, else one pass over the text", show_default=False),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Optimizer steps instead of --tokens; 0 prunes without healing.", show_default=False),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 on a CUDA device that has it, else f32), f32 or bf16.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Data order, generation and initialisation.")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (same result as uninterrupted).")
+    ] = False,
+    gguf: Annotated[
+        Path | None, typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False)
+    ] = None,
+    type: Annotated[str, typer.Option("--type", help="GGUF type for --gguf (F32, F16, Q8_0, Q4_K_M, ...).")] = "F16",
+    threads: o.Threads = None,
+    as_json: o.Json = False,
+) -> None:
+    """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""  # fmt: skip
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ConfigError("distillation needs torch and transformers: pip install 'edge-llm[distill]'") from None
+    from convert.distill import distill as run
+
+    bar, update = _progress_bar()
+    quiet = as_json or not sys.stderr.isatty()
+    kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
+              dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type)  # fmt: skip
+    if quiet:
+        result = run(teacher, output, **kw)
+    else:
+        with bar:
+            result = run(teacher, output, progress=update, **kw)
+    summary = result.summary()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    c = result.config
+    print(
+        f"wrote {result.path}: {result.architecture}, {c['num_hidden_layers']}/{result.teacher_layers} "
+        f"layers (kept {result.kept_layers}), intermediate {c['intermediate_size']}, "
+        f"heads {c['num_attention_heads']}/{c['num_key_value_heads']} kv, "
+        f"{result.params_student / 1e6:.1f}M of {result.params_teacher / 1e6:.1f}M parameters"
+    )
+    if result.steps:
+        print(
+            f"healed: {result.steps} steps, {result.tokens} tokens "
+            f"({result.generated_sequences} generated sequences), loss {result.loss_first:.4f} -> "
+            f"{result.loss_last:.4f}, {result.tokens_per_s:.0f} tokens/s on {result.device}"
+        )
+    if result.gguf:
+        print(f"wrote {result.gguf}")
+    print(f"done in {result.seconds:.1f} s")
