@@ -27,7 +27,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test bench bench-quant bench-runtime lint clean
+.PHONY: install wheel test bench bench-quant bench-runtime arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -70,6 +70,19 @@ bench-quant:
 # edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
 bench-runtime:
 	$(BIN)/python bench/runtime_overhead.py
+
+# edge_llm on aarch64 under qemu-aarch64-static: cross-builds llama.cpp's libraries (cached in
+# ~/.cache/edge-llm/arm64), unpacks Debian's arm64 Python and numpy, and checks the greedy text
+# equals x86's and the 4-bit model fits learning-machine-entry. ARM_CHECK_ARGS=--reduced: CI's form.
+ARM_CHECK_ARGS ?=
+arm-check:
+	$(BIN)/python bench/arm_check.py $(ARM_CHECK_ARGS)
+
+# The cross toolchain and qemu (as root): Debian's packages, and apt's arm64 architecture.
+arm-deps:
+	dpkg --add-architecture arm64
+	apt-get update
+	apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static cmake
 
 lint:
 	$(BIN)/ruff check .
