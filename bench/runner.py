@@ -24,6 +24,7 @@ from pathlib import Path
 from bench import compute, density
 from bench import suites as S
 from bench.store import SCHEMA
+from edge_llm.fsutil import sha256_file
 
 GEN_TASKS = ("k12-math",)
 SCORE_TASKS = ("mmlu", "bpb")
@@ -90,12 +91,6 @@ class Context:
             self._scorer = None
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict:
@@ -193,7 +188,7 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
     label = f"{info.name} {recipe(info, None)['file_type'] or path.stem}: "
     progress.label = label
     progress.note(f"{path} ({info.file_size / 1e6:.0f} MB), suite {suite.name}")
-    digest = sha256(path)
+    digest = sha256_file(path)
     counted = compute.accounting(info, suite.context)
     load = CpuLoad()
     load.others_busy(wait=True)

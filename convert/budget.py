@@ -47,6 +47,7 @@ import numpy as np
 from convert import recipes
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
+from edge_llm.fsutil import sha256_file
 
 VERSION = 2  # of the sensitivity measurement (part of its cache key)
 CANDIDATES = ["F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "IQ4_NL",
@@ -622,12 +623,6 @@ def _pareto(opts: list[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
 # --- the whole measurement, cached --------------------------------------------------------------
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def analyze(
@@ -645,7 +640,7 @@ def analyze(
     from edge_llm.fsutil import atomic_path, cache_dir
 
     key = hashlib.sha256(
-        json.dumps([VERSION, file_digest(model), hashlib.sha256(text.encode()).hexdigest(),
+        json.dumps([VERSION, sha256_file(model), hashlib.sha256(text.encode()).hexdigest(),
                     imatrix.digest() if imatrix else None, extra.digest() if extra else None,
                     use_imatrix, CANDIDATES, IMATRIX_CANDIDATES, SAMPLE_WEIGHTS]).encode()
     ).hexdigest()[:24]  # fmt: skip

