@@ -61,7 +61,9 @@ def recipe(tokens: int, freeze: bool):
         "kd": {"seq_len": SEQ, "batch_size": BATCH, "top_k": 64, "lr": 3e-4, "warmup": 0.05,
                "min_lr_ratio": 0.1, "temperature": 1.0, "alpha": 0.0, "tokens": tokens,
                "checkpoint_every": 25, "freeze_embeddings": freeze},
-        "data": {"calibration_sequences": 16},
+        # beyond the corpus, repeat it: the probe times training and the teacher's forward, not
+        # the teacher's sampling of new sequences (slow on a CPU), so generating would overrun
+        "data": {"calibration_sequences": 16, "generate": False},
     })  # fmt: skip
 
 
