@@ -63,7 +63,8 @@ test:
 bench:
 	$(BIN)/python bench/knowledge_density.py --runs 2
 
-# llama.cpp's quantization mixes against edge-llm's size-budget files (about 40 minutes).
+# llama.cpp's quantization mixes against edge-llm's size-budget files (about an hour on 2 CPUs;
+# add --degrid by hand for the off-grid reference).
 bench-quant:
 	$(BIN)/python bench/quant_quality.py
 
