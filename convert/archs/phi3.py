@@ -4,7 +4,7 @@ splits them in its graph); RoPE in NeoX order, possibly over part of each head."
 from __future__ import annotations
 
 from convert.archs import register
-from convert.archs.base import LLAMA_TENSORS, Architecture, HParam, lookup
+from convert.archs.base import LLAMA_HPARAMS, LLAMA_TENSORS, Architecture, HParam, lookup
 from convert.errors import ConvertError
 
 # the llama layout with q/k/v fused into one matrix and gate/up into another
@@ -45,14 +45,8 @@ PHI3 = register(
         gguf_arch="phi3",
         tensors=PHI3_TENSORS,
         hparams={
+            **LLAMA_HPARAMS,
             "context_length": HParam(("max_position_embeddings", "n_positions")),
-            "embedding_length": HParam(("hidden_size",)),
-            "block_count": HParam(("num_hidden_layers",)),
-            "feed_forward_length": HParam(("intermediate_size",)),
-            "attention.head_count": HParam(("num_attention_heads",)),
-            "attention.head_count_kv": HParam(("num_key_value_heads", "num_attention_heads")),
-            "attention.layer_norm_rms_epsilon": HParam(("rms_norm_eps",), float),
-            "rope.freq_base": HParam(("rope_theta",), float, 10000.0),
         },
         optional=("output.weight",),
         extra_metadata=rope_and_window,
