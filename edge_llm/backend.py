@@ -205,6 +205,12 @@ class Backend:
         ptr = C.llama_get_logits_ith(self.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
+    def logprobs(self) -> np.ndarray:
+        """Log-probabilities (log-softmax of the logits, float64) at the last decoded position."""
+        x = self.logits().astype(np.float64)
+        m = x.max()
+        return x - (m + np.log(np.exp(x - m).sum()))
+
     # --- KV cache ---------------------------------------------------------------------------
     def kv_clear(self) -> None:
         C.llama_memory_clear(self.mem, True)
@@ -230,9 +236,19 @@ class Backend:
         repeat_penalty: float,
         repeat_last_n: int,
         seed: int | None,
+        grammar: str | None = None,
     ) -> Sampler:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda s: C.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if grammar is not None:
+            # First in the chain: every later sampler only sees tokens the grammar allows.
+            take_recent_errors()
+            g = C.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+            if not g:
+                C.llama_sampler_free(chain)
+                why = "; ".join(take_recent_errors()[-2:]) or "llama.cpp refused it"
+                raise ValueError(f"the grammar does not parse: {why}")
+            add(g)
         if repeat_penalty != 1.0:
             add(
                 C.llama_sampler_init_penalties(
@@ -279,6 +295,19 @@ class Backend:
     def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
         C.llama_set_n_threads(self.ctx, n_threads, n_threads_batch)
 
+    # --- embeddings -------------------------------------------------------------------------
+    def pooling(self) -> str:
+        """How embeddings are pooled: the model's own pooling when its GGUF declares one (an
+        embedding model), else the mean over the input's tokens (a generative model)."""
+        arch = self.meta("general.architecture") or ""
+        declared = self.meta(f"{arch}.pooling_type")
+        names = {"1": "mean", "2": "cls", "3": "last"}
+        return names.get(declared or "", "mean")
+
+    def embedder(self, n_ctx: int) -> Embedder:
+        """A second context on this model that returns pooled embeddings of up to n_ctx tokens."""
+        return Embedder(self, n_ctx)
+
     def close(self) -> None:
         if self.ctx:
             C.llama_free(self.ctx)
@@ -292,6 +321,74 @@ class Backend:
             self.close()
         except Exception:  # interpreter shutdown: the library may already be gone
             pass
+
+
+class Embedder:
+    """A context in embedding mode on a loaded model (its weights are shared, its KV cache is
+    its own); pooling as ``Backend.pooling`` says. One input at a time, in one batch."""
+
+    _POOLING = {"mean": C.LLAMA_POOLING_TYPE_MEAN, "cls": C.LLAMA_POOLING_TYPE_CLS,
+                "last": C.LLAMA_POOLING_TYPE_LAST}  # fmt: skip
+
+    def __init__(self, backend: Backend, n_ctx: int):
+        self.backend = backend
+        self.pooling = backend.pooling()
+        cp = C.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = cp.n_ubatch = n_ctx  # pooling needs the whole input in one batch
+        cp.n_seq_max = 1
+        cp.n_threads = backend.cfg.n_threads
+        cp.n_threads_batch = backend.cfg.n_threads_batch
+        cp.embeddings = True
+        cp.pooling_type = self._POOLING[self.pooling]
+        # The plain attention path: the same vectors as llama-cpp-python's Llama.embed (and
+        # llama-server's default); flash attention's F16 accumulation moves them by ~1e-3.
+        cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        take_recent_errors()
+        self.ctx = C.llama_init_from_model(backend.model, cp)
+        if not self.ctx:
+            raise LoadError("llama.cpp could not create an embedding context", take_recent_errors())
+        self.n_ctx = C.llama_n_ctx(self.ctx)
+        self.n_embd = C.llama_model_n_embd(backend.model)
+
+    def embed(self, tokens: list[int]) -> np.ndarray:
+        """The pooled embedding of ``tokens`` (at most n_ctx of them), not normalized."""
+        C.llama_memory_clear(C.llama_get_memory(self.ctx), True)
+        arr = (C.llama_token * len(tokens))(*tokens)
+        rc = C.llama_decode(self.ctx, C.llama_batch_get_one(arr, len(tokens)))
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        ptr = C.llama_get_embeddings_seq(self.ctx, 0)
+        if not ptr:
+            raise RuntimeError("llama.cpp returned no pooled embedding")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+
+    def close(self) -> None:
+        if self.ctx:
+            C.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def json_grammar(schema: dict | None = None) -> str:
+    """A GBNF grammar (llama.cpp's own converter, shipped with llama-cpp-python) for any JSON
+    object (``schema`` None) or for JSON that validates against ``schema``. Raises ValueError
+    for a schema the converter cannot express."""
+    import json
+
+    from llama_cpp import llama_grammar
+
+    if schema is None:
+        return llama_grammar.JSON_GBNF
+    try:
+        return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+    except (ValueError, KeyError, TypeError, AssertionError, NotImplementedError) as e:
+        raise ValueError(str(e) or type(e).__name__) from None
 
 
 class Sampler:

@@ -54,8 +54,13 @@ def _compile(source: str):
         raise InvalidModelError(f"the model's chat template does not parse: {e}") from None
 
 
-def validate_messages(messages: Any) -> list[dict[str, str]]:
-    """Messages as a list of {"role", "content"} dicts, or a PromptError saying what is off."""
+# Fields of OpenAI's tool calling that templates which render tools read from a message.
+TOOL_FIELDS = ("tool_calls", "tool_call_id", "name")
+
+
+def validate_messages(messages: Any) -> list[dict[str, Any]]:
+    """Messages as a list of {"role", "content"} dicts (plus any tool-calling fields), or a
+    PromptError saying what is off."""
     if not isinstance(messages, list) or not messages:
         raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...}")
     out = []
@@ -66,8 +71,10 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
             raise PromptError(f"message {i} has role {m['role']!r}; use one of {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise PromptError(f"message {i} content must be a string")
-        out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["content"].strip() for m in out):
+        msg = {"role": m["role"], "content": m["content"]}
+        msg.update({k: m[k] for k in TOOL_FIELDS if m.get(k) is not None})
+        out.append(msg)
+    if not any(m["content"].strip() or m.get("tool_calls") for m in out):
         raise PromptError("every message is empty; write something to the model")
     return out
 
@@ -79,17 +86,37 @@ def render(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The prompt text the template makes of ``messages``."""
+    """The prompt text the template makes of ``messages`` (and of ``tools``, when given)."""
     template = _compile(source)
+    extra = {"tools": tools} if tools else {}
     try:
         return template.render(
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=bos_token,
             eos_token=eos_token,
+            **extra,
         )
     except _TemplateRaised as e:
         raise PromptError(f"the model's chat template rejected the messages: {e}") from None
     except TemplateError as e:
         raise InvalidModelError(f"the model's chat template failed: {e}") from None
+
+
+def renders_tools(source: str | None) -> bool:
+    """Whether a template renders OpenAI's ``tools`` (it reads the variable)."""
+    if not source:
+        return False
+    from jinja2 import meta
+
+    try:
+        return "tools" in meta.find_undeclared_variables(_compile_ast(source))
+    except TemplateError:
+        return False
+
+
+@lru_cache(maxsize=8)
+def _compile_ast(source: str):
+    return ImmutableSandboxedEnvironment(extensions=[loopcontrols]).parse(source)

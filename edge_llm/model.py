@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import threading
 import time
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edge_llm import backend as _backend
 from edge_llm import chat_template, gguf_info
@@ -21,6 +24,7 @@ from edge_llm.registry import resolve
 from edge_llm.sampling import SamplingParams, find_stop, held_back
 
 DEFAULT_N_CTX = 4096
+EMBED_N_CTX = 2048  # the longest input ``embed`` takes (it is prefilled in one batch)
 MAX_SNAPSHOTS = 4  # system-prompt KV snapshots kept per model (least recently used goes first)
 SESSION_MAGIC = b"EDGELLMSESSION\n\0"
 SESSION_FORMAT = 1
@@ -56,12 +60,24 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability under the model (the raw distribution,
+    before sampling's filters) and the most likely tokens at that step, best first."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     tokens: list[int]
     finish_reason: str  # "stop" (end of generation or a stop string), "length" or "cancelled"
     usage: Usage
     timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None  # when asked for (``logprobs=N``)
 
     @property
     def message(self) -> dict[str, str]:
@@ -71,6 +87,14 @@ class Completion:
         d = asdict(self)
         d["usage"]["total_tokens"] = self.usage.total_tokens
         del d["tokens"]
+        if self.logprobs is None:
+            del d["logprobs"]
+        else:
+            d["logprobs"] = [
+                {"token": t.token, "logprob": t.logprob,
+                 "top": [{"token": s, "logprob": lp} for s, _, lp in t.top]}
+                for t in self.logprobs
+            ]  # fmt: skip
         return d
 
     def __str__(self) -> str:
@@ -85,10 +109,19 @@ class Stream:
     batches. ``result`` then has ``finish_reason`` "cancelled" and the tokens made so far.
     """
 
-    def __init__(self, gen: Iterator[str], holder: list[Completion], cancel: threading.Event):
+    def __init__(
+        self,
+        gen: Iterator[str],
+        holder: list[Completion],
+        cancel: threading.Event,
+        logprobs: list[TokenLogprob] | None = None,
+    ):
         self._gen = gen
         self._holder = holder
         self._cancel = cancel
+        # With ``logprobs=N``: one entry per token generated so far (it may run ahead of the
+        # text yielded, which holds back what could start a stop string).
+        self.logprobs = logprobs
 
     def cancel(self) -> None:
         """Stop the generation at the next check (safe to call from any thread)."""
@@ -172,6 +205,7 @@ class Model:
         self.architecture = self._b.meta("general.architecture") or "unknown"
         self.name = self._b.meta("general.name") or self.path.stem
         self._template = self._b.meta("tokenizer.chat_template")
+        self._embedder: _backend.Embedder | None = None  # made on the first ``embed``
 
     # --- properties -------------------------------------------------------------------------
     @property
@@ -215,9 +249,14 @@ class Model:
 
     # --- chat -------------------------------------------------------------------------------
     def render_chat(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """The prompt text the chat template makes of ``messages``."""
+        """The prompt text the chat template makes of ``messages`` (and ``tools``, OpenAI's
+        function list, for templates that render them)."""
         msgs = chat_template.validate_messages(messages)
         return chat_template.render(
             self.chat_template,
@@ -225,11 +264,19 @@ class Model:
             bos_token=self.token_text(self._b.bos()),
             eos_token=self.token_text(self._b.eos()),
             add_generation_prompt=add_generation_prompt,
+            tools=tools,
         )
 
-    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the model's own chat template renders a list of tools."""
+        return chat_template.renders_tools(self._template)
+
+    def chat_tokens(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         """The tokens fed to the model for ``messages`` (the template renders BOS itself or not)."""
-        text = self.render_chat(messages)
+        text = self.render_chat(messages, tools=tools)
         bos = self.token_text(self._b.bos())
         add_bos = self._b.add_bos() and not (bos and text.startswith(bos))
         return self._b.tokenize(text, add_special=add_bos, parse_special=True)
@@ -246,17 +293,23 @@ class Model:
         messages: list[dict[str, str]],
         *,
         cancel: threading.Event | None = None,
+        tools: list[dict[str, Any]] | None = None,
         **sampling: Any,
     ) -> Stream:
-        tokens = self.chat_tokens(messages)
-        snapshot_at = self._system_prefix(messages, tokens)
+        tokens = self.chat_tokens(messages, tools=tools)
+        snapshot_at = self._system_prefix(messages, tokens, tools)
         return self.stream(tokens, cancel=cancel, _snapshot_at=snapshot_at, **sampling)
 
-    def _system_prefix(self, messages: list[dict[str, str]], tokens: list[int]) -> int:
+    def _system_prefix(
+        self,
+        messages: list[dict[str, Any]],
+        tokens: list[int],
+        tools: list[dict[str, Any]] | None = None,
+    ) -> int:
         """How many of ``tokens`` render the system message alone (0 if none, or not a prefix)."""
         if messages[0]["role"] != "system":
             return 0
-        head = self.render_chat(messages[:1], add_generation_prompt=False)
+        head = self.render_chat(messages[:1], add_generation_prompt=False, tools=tools)
         bos = self.token_text(self._b.bos())
         add_bos = self._b.add_bos() and not (bos and head.startswith(bos))
         sys_tokens = self._b.tokenize(head, add_special=add_bos, parse_special=True)
@@ -288,7 +341,29 @@ class Model:
         tokens = self._prompt_tokens(prompt)
         holder: list[Completion] = []
         cancel = cancel or threading.Event()
-        return Stream(self._run(tokens, params, holder, _snapshot_at, cancel), holder, cancel)
+        lps: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        gen = self._run(tokens, params, holder, _snapshot_at, cancel, lps)
+        return Stream(gen, holder, cancel, lps)
+
+    # --- embeddings -------------------------------------------------------------------------
+    @property
+    def pooling(self) -> str:
+        """How ``embed`` pools token vectors: "mean" unless the GGUF declares its own pooling."""
+        return self._b.pooling()
+
+    def embed(self, text: str | list[int]) -> np.ndarray:
+        """The embedding of ``text`` (or of token ids): pooled as ``pooling`` says, L2-normalized
+        (as OpenAI's and llama-server's are). Its own context: the chat's KV cache is untouched."""
+        if self._embedder is None:
+            self._embedder = self._b.embedder(min(self.n_ctx, EMBED_N_CTX))
+        tokens = self._prompt_tokens(text)
+        if len(tokens) > self._embedder.n_ctx:
+            raise PromptError(
+                f"the input is {len(tokens)} tokens; embeddings take at most {self._embedder.n_ctx}"
+            )
+        v = self._embedder.embed(tokens).astype(np.float64)
+        norm = float(np.linalg.norm(v))
+        return (v / norm if norm > 0 else v).astype(np.float32)
 
     def reset(self) -> None:
         """Forget the KV cache (the next call prefills its whole prompt; snapshots stay)."""
@@ -349,6 +424,8 @@ class Model:
         return header
 
     def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
         self._b.close()
 
     def __enter__(self) -> Model:
@@ -440,6 +517,7 @@ class Model:
         holder: list[Completion],
         snapshot_at: int,
         cancel: threading.Event,
+        lps: list[TokenLogprob] | None = None,
     ) -> Iterator[str]:
         self._adapt_threads(wait=False)
         t0 = time.perf_counter()
@@ -450,15 +528,19 @@ class Model:
         try:
             n_cached = self._prefill(prompt, snapshot_at, cancel.is_set)
             t_prefill = time.perf_counter()
-            sampler = self._b.make_sampler(
-                temperature=p.temperature,
-                top_k=p.top_k,
-                top_p=p.top_p,
-                min_p=p.min_p,
-                repeat_penalty=p.repeat_penalty,
-                repeat_last_n=p.repeat_last_n,
-                seed=p.seed,
-            )
+            try:
+                sampler = self._b.make_sampler(
+                    temperature=p.temperature,
+                    top_k=p.top_k,
+                    top_p=p.top_p,
+                    min_p=p.min_p,
+                    repeat_penalty=p.repeat_penalty,
+                    repeat_last_n=p.repeat_last_n,
+                    seed=p.seed,
+                    grammar=p.grammar,
+                )
+            except ValueError as e:  # a grammar llama.cpp cannot parse
+                raise ConfigError(str(e)) from None
             if p.repeat_penalty != 1.0:
                 sampler.accept(prompt[-p.repeat_last_n :])
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -472,11 +554,15 @@ class Model:
                 if self._b.is_eog(tok) and not p.ignore_eos:
                     finish = "stop"
                     break
+                if lps is not None:
+                    lps.append(self._logprob(tok, p.logprobs or 0))
                 generated.append(tok)
                 text += utf8.decode(self._b.token_to_piece(tok))
                 cut = find_stop(text, p.stop, shown) if p.stop else None
                 if cut is not None:
                     text = text[:cut]
+                    if lps is not None:
+                        _trim_logprobs(lps, cut)
                     finish, stopped_by_string = "stop", True
                     break
                 ready = len(text) - (held_back(text, p.stop) if p.stop else 0)
@@ -498,9 +584,23 @@ class Model:
         finally:
             if sampler is not None:
                 sampler.close()
-            holder.append(
-                self._completion(prompt, n_cached, generated, text, finish, t0, t_prefill, t_first)
+            c = self._completion(prompt, n_cached, generated, text, finish, t0, t_prefill, t_first)
+            if lps is not None:
+                c = dataclasses.replace(c, logprobs=tuple(lps))
+            holder.append(c)
+
+    def _logprob(self, tok: int, top_n: int) -> TokenLogprob:
+        lp = self._b.logprobs()
+        top: tuple[tuple[str, bytes, float], ...] = ()
+        if top_n:
+            idx = np.argpartition(-lp, top_n)[:top_n]
+            idx = idx[np.argsort(-lp[idx], kind="stable")]
+            pieces = [self._b.token_to_piece(int(i)) for i in idx]
+            top = tuple(
+                (b.decode("utf-8", errors="replace"), b, float(lp[i])) for b, i in zip(pieces, idx)
             )
+        piece = self._b.token_to_piece(tok)
+        return TokenLogprob(piece.decode("utf-8", errors="replace"), piece, float(lp[tok]), top)
 
     def _completion(
         self,
@@ -533,6 +633,17 @@ class Model:
                 else 0.0,
             ),
         )
+
+
+def _trim_logprobs(lps: list[TokenLogprob], n_chars: int) -> None:
+    """Keep the tokens that begin within the first ``n_chars`` of the text (a stop string cut
+    the rest away)."""
+    at = 0
+    for i, t in enumerate(lps):
+        if at >= n_chars:
+            del lps[i:]
+            return
+        at += len(t.token)
 
 
 class _Cancelled(Exception):

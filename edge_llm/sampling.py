@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from edge_llm.errors import ConfigError
@@ -20,16 +21,22 @@ class SamplingParams:
     seed: int | None = None  # None = a fresh random seed each call
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # keep going past end-of-generation tokens (benchmarks)
+    grammar: str | None = None  # a GBNF grammar the output must follow (llama.cpp's sampler)
+    logprobs: int | None = None  # record each token's log-probability and this many top ones
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                bad(f"{name} must be a finite number (got {value})")
         if self.max_tokens < 1:
             bad(f"max_tokens must be at least 1 (got {self.max_tokens})")
         if self.temperature < 0:
             bad(f"temperature must be >= 0, 0 for greedy (got {self.temperature})")
-        if self.top_k < 0:
+        if not 0 <= self.top_k < 2**31:
             bad(f"top_k must be >= 0, 0 to turn it off (got {self.top_k})")
         if not 0 < self.top_p <= 1:
             bad(f"top_p must be in (0, 1], 1 to turn it off (got {self.top_p})")
@@ -37,10 +44,12 @@ class SamplingParams:
             bad(f"min_p must be in [0, 1], 0 to turn it off (got {self.min_p})")
         if self.repeat_penalty <= 0:
             bad(f"repeat_penalty must be > 0, 1 to turn it off (got {self.repeat_penalty})")
-        if self.repeat_last_n < 0:
+        if not 0 <= self.repeat_last_n < 2**31:
             bad(f"repeat_last_n must be >= 0 (got {self.repeat_last_n})")
         if self.seed is not None and not 0 <= self.seed < 2**32 - 1:
             bad(f"seed must be in [0, 2**32 - 2] (got {self.seed})")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            bad(f"logprobs must be in [0, 20] top tokens (got {self.logprobs})")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
