@@ -36,10 +36,33 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_body: Annotated[
+        str,
+        typer.Option(
+            "--max-body",
+            help="Largest request body accepted (bytes, or with KB/MB); larger ones get a 413.",
+        ),
+    ] = "4MB",
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            min=0.1,
+            help="Seconds a request body may stall before the request gets a 408.",
+        ),
+    ] = 5.0,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            help="No request log (otherwise one line per request on stderr: method, path, "
+            "status, tokens, ms).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model over HTTP with OpenAI's API until Ctrl-C; any OpenAI client can use it.
 
-    Endpoints: /v1/chat/completions and /v1/completions (both stream with "stream": true), /v1/models, /health. Requests take turns on the one model, first come first served.
+    Endpoints: /v1/chat/completions and /v1/completions (both stream with "stream": true; logprobs; JSON output with response_format; tool calls for models whose template has them), /v1/embeddings (mean-pooled unless the model declares its pooling; L2-normalized), /v1/models, /health. Requests take turns on the one model, first come first served.
 
     edge-llm serve --port 8080
 
@@ -52,6 +75,8 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("the server needs its extra: pip install 'edge-llm[serve]'") from None
+
+    limit = _size(max_body)
 
     from edge_llm.model import load
     from edge_llm.registry import default_model, looks_like_path, lookup
@@ -75,4 +100,29 @@ def serve(
             flush=True,
         )
 
-    run_server(m, host=host, port=port, api_key=api_key, model_id=model_id, on_listen=listening)
+    run_server(
+        m,
+        host=host,
+        port=port,
+        api_key=api_key,
+        model_id=model_id,
+        max_body=limit,
+        body_timeout_s=body_timeout,
+        on_listen=listening,
+        log_requests=not quiet,
+    )
+
+
+def _size(text: str) -> int:
+    """Bytes from "4194304", "512KB" or "4MB" (KB = 1024 bytes)."""
+    from edge_llm.errors import ConfigError
+
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(t[-1:], 1)
+    try:
+        n = int(float(t[:-1] if scale > 1 else t) * scale)
+    except (ValueError, OverflowError):
+        n = 0
+    if n < 1024:
+        raise ConfigError(f"--max-body {text!r} is not a size of at least 1KB; e.g. 4MB or 65536")
+    return n
