@@ -176,7 +176,9 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(teacher, tex
 def test_generated_continuations_fill_a_budget_beyond_the_corpus(teacher, tmp_path):
     short = tmp_path / "short.jsonl"
     short.write_text("\n".join(json.dumps({"text": line}) for line in CORPUS_LINES[:4] * 3))
-    res = distill(teacher, tmp_path / "s", layers=4, texts=[short], tokens=64 * 12, recipe=fast())
+    r = fast()
+    r.data.generate = True  # off by default
+    res = distill(teacher, tmp_path / "s", layers=4, texts=[short], tokens=64 * 12, recipe=r)
     assert res.generated_sequences > 0 and res.corpus_sequences > 0
     assert res.corpus_sequences + res.generated_sequences == res.steps * 2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -22,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from convert.distill import data as D
+from convert.distill import domain as DM
 from convert.distill import kd as K
 from convert.distill import prune as P
+from convert.distill import qat as Q
 from convert.distill.recipe import Recipe, load_recipe
 from convert.errors import ConvertError
 
@@ -52,11 +55,18 @@ class DistillResult:
     seconds: float
     device: str
     gguf: Path | None = None
+    quant: str | None = None  # quantization-aware: the --quant given
+    tensor_types: dict | None = None  # quantization-aware: GGUF tensor -> type trained on
+    domain: str | None = None  # a targeted student's domain
+    domain_sequences: int = 0
+    step_seconds: float | None = None  # --minutes: the measured optimizer step
+    world_size: int = 1  # processes (torchrun)
     cache: str | None = None
     losses: list[float] = field(default_factory=list)
+    packed: dict | None = None  # quantization-aware: the trained blocks, until written
 
     def summary(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "losses"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("losses", "packed")}
         d["path"] = str(self.path)
         d["gguf"] = str(self.gguf) if self.gguf else None
         return d
@@ -94,6 +104,33 @@ def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.distill-work"
 
 
+def _init_distributed(device: str):
+    """torch.distributed from torchrun's environment (WORLD_SIZE > 1): gloo on CPU, NCCL on
+    CUDA (each rank on its LOCAL_RANK's GPU). Returns (rank, size, device, initialised here)."""
+    import torch
+    import torch.distributed as dist
+
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1, device, False
+    mine = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        mine = True
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    return dist.get_rank(), dist.get_world_size(), device, mine
+
+
+def _barrier(size: int) -> None:
+    if size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def distill(
     teacher_dir: str | Path,
     out_dir: str | Path,
@@ -103,6 +140,7 @@ def distill(
     texts: list[str | Path] | None = None,
     tokens: int | None = None,
     steps: int | None = None,
+    minutes: float | None = None,
     device: str = "cpu",
     dtype: str = "auto",
     seed: int = 0,
@@ -112,11 +150,25 @@ def distill(
     on_step=None,
     gguf: str | Path | None = None,
     type: str | None = None,
+    quant: str | None = None,
+    domain: str | None = None,
 ) -> DistillResult:
     """Prune ``teacher_dir`` per the recipe (or ``layers``: keep that many decoder layers, by
     block influence) and heal the student by KD on ``tokens`` training tokens (None: the
-    recipe's, 0 there: one pass over the texts) or ``steps`` optimizer steps. ``steps=0`` prunes
-    without healing. Writes a Hugging Face folder at ``out_dir`` (and a GGUF at ``gguf``)."""
+    recipe's, 0 there: one pass over the texts), ``steps`` optimizer steps, or as many steps as
+    ``minutes`` of training allow (the student's step is timed first). ``steps=0`` prunes
+    without healing. Writes a Hugging Face folder at ``out_dir`` (and a GGUF at ``gguf``).
+
+    ``quant``: train the matrices on a GGUF grid (a trainable ggml type such as Q4_0 or Q4_K, or
+    a quantization recipe such as Q4_K_M; convert/distill/qat.py); the folder then holds the
+    fake-quantized weights and ``gguf`` is packed from the trained grid (``type`` must be None).
+
+    ``domain``: a targeted student (convert/distill/domain.py): the texts' records tagged with
+    this domain (or, when none are, the built-in corpus of that name) make up recipe
+    domain.fraction of the training sequences, trained with domain.ce_weight of cross-entropy
+    on their gold text.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this same call: DDP, one global batch."""
     t_start = time.perf_counter()
     teacher_dir, out = Path(teacher_dir), Path(out_dir)
     config = _read_config(teacher_dir)
@@ -132,135 +184,248 @@ def distill(
         raise ConvertError(f"--tokens {tokens}: give a positive number of training tokens (or --steps 0 to prune without healing)")
     if steps is not None and steps < 0:
         raise ConvertError(f"--steps {steps}: give 0 (prune only) or more")
+    if minutes is not None and (minutes <= 0 or tokens is not None or steps is not None):
+        raise ConvertError(f"--minutes {minutes}: give a positive number of minutes, and not with --tokens or --steps")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConvertError(f"{out} already exists; remove it or choose another --output")
-    docs = D.read_documents(texts if texts else D.default_texts())
+    if quant is not None:
+        Q.check_quant(quant)
+        if gguf is not None and type is not None:
+            raise ConvertError("--type applies without --quant; with --quant the GGUF holds the trained grid's types")
+    tagged = DM.read_tagged(texts if texts else D.default_texts())
+    if domain is not None and domain not in DM.BUILTIN and not any(d.domain == domain for d in tagged):
+        raise ConvertError(f"--domain {domain}: no record of the texts is tagged \"domain\": \"{domain}\" and there is no built-in corpus of that name ({', '.join(DM.BUILTIN)})")
+    docs = [d.text for d in tagged if domain is None or d.domain != domain]
+    dom_docs = [d.text for d in tagged if domain is not None and d.domain == domain]
 
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = _device(device)
-    tok = D.load_tokenizer(teacher_dir)
-    ids = D.tokenize(tok, docs)
-    L = kd.seq_len
-    corpus = D.chunk(ids, L)
-    if len(corpus) == 0:
-        raise ConvertError(f"the text has {len(ids)} tokens, fewer than one sequence of kd.seq_len = {L}; give more text or a smaller seq_len")
-    per_step = kd.batch_size * kd.grad_accum
-    budget = tokens if tokens is not None else (kd.tokens or len(corpus) * L)
-    n_steps = steps if steps is not None else max(1, math.ceil(budget / (per_step * L)))
-    need = n_steps * per_step  # sequences the training stream reads
-    n_gen = max(0, need - len(corpus)) if r.data.generate else 0
-    work = _work_dir(out)
-    if not resume and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
+    rank, size, device, own_pg = _init_distributed(device)
+    if kd.batch_size % size:
+        raise ConvertError(f"kd.batch_size = {kd.batch_size} is the global micro-batch; {size} processes need a multiple of {size}")
     try:
-        teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32)
-    except Exception as e:  # noqa: BLE001
-        raise ConvertError(f"transformers cannot load the teacher {teacher_dir}: {str(e).splitlines()[0]}") from None
-    teacher = teacher.to(dev).eval()
-    params_teacher = sum(p.numel() for p in teacher.parameters())
-    thash = D.teacher_hash(teacher_dir)
+        if threads:
+            torch.set_num_threads(threads)
+        dev = _device(device)
+        tok = D.load_tokenizer(teacher_dir)
+        ids = D.tokenize(tok, docs) if docs else np.zeros(0, np.int64)
+        L = kd.seq_len
+        corpus = D.chunk(ids, L)
+        if len(corpus) == 0 and domain is None:
+            raise ConvertError(f"the text has {len(ids)} tokens, fewer than one sequence of kd.seq_len = {L}; give more text or a smaller seq_len")
+        per_step = kd.batch_size * kd.grad_accum
+        work = _work_dir(out)
+        if rank == 0:
+            if not resume and work.exists():
+                shutil.rmtree(work)
+            work.mkdir(parents=True, exist_ok=True)
+        _barrier(size)
 
-    # 1. importance and the plan (kept on resume)
-    plan_file = work / "plan.json"
-    if resume and plan_file.is_file():
-        saved = json.loads(plan_file.read_text())
-        plan = P.Plan(**saved["plan"])
-        bi = saved["block_influence"]
-    else:
-        needs_imp = (layers is not None and layers < n_layers) or any(
-            getattr(r.prune, k) is not None for k in ("layers", "drop", "intermediate_size", "kv_heads")
-        )
-        imp = None
-        bi = []
-        if needs_imp:
-            calib = corpus[: r.data.calibration_sequences]
-            batches = [torch.from_numpy(calib[b : b + kd.batch_size]).to(dev)
-                       for b in range(0, len(calib), kd.batch_size)]  # fmt: skip
-            imp = P.measure(teacher, batches, progress=progress)
-            bi = imp.block_influence
-        plan = P.plan(config, r.prune, layers, imp)
-        plan_file.write_text(json.dumps({"plan": plan.__dict__, "block_influence": bi}))
-    student = P.build_student(teacher, plan, seed=seed).to(dev)
-    if kd.freeze_embeddings:
-        for m in (student.get_input_embeddings(), student.get_output_embeddings()):
-            for p in m.parameters():
-                p.requires_grad_(False)
+        from transformers import AutoModelForCausalLM
 
-    # 2. data: generated continuations and the teacher's top-k (cached)
-    dataset, cache_name, result_train = None, None, None
-    if n_steps > 0:
-        k = min(kd.top_k, int(config["vocab_size"]) - 1)
-        seqs = corpus
-        if need < len(corpus):  # the teacher runs only on the sequences training reads
-            pick = np.random.default_rng([seed, 1 << 20]).permutation(len(corpus))[:need]
-            seqs = corpus[np.sort(pick)]
-        if n_gen:
-            prompts = np.stack([corpus[i % len(corpus), : r.data.prompt_tokens] for i in range(n_gen)])
-            gkey = D.digest("gen", thash, prompts, L, r.data.gen_temperature, seed)
-            gpath = D.store_dir() / f"gen-{gkey}.npz"
-            if gpath.is_file():
-                gen = np.load(gpath)["seqs"]
-            else:
-                gen = D.generate(teacher, prompts, L, temperature=r.data.gen_temperature, seed=seed,
-                                 batch=max(kd.batch_size, 8), device=dev, progress=progress)  # fmt: skip
-                D.save_npz(gpath, seqs=gen)
-            seqs = np.concatenate([corpus, gen])
-        tkey = D.digest("topk", thash, seqs, k, kd.temperature)
-        tpath = D.store_dir() / f"topk-{tkey}.npz"
-        cache_name = str(tpath)
-        if tpath.is_file():
-            with np.load(tpath) as z:
-                top = {n: z[n] for n in ("idx", "logp", "rest")}
+        torch.manual_seed(seed)
+        try:
+            teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001
+            raise ConvertError(f"transformers cannot load the teacher {teacher_dir}: {str(e).splitlines()[0]}") from None
+        teacher = teacher.to(dev).eval()
+        params_teacher = sum(p.numel() for p in teacher.parameters())
+        thash = D.teacher_hash(teacher_dir)
+
+        # 1. importance and the plan (kept on resume)
+        plan_file = work / "plan.json"
+        if resume and plan_file.is_file():
+            saved = json.loads(plan_file.read_text())
+            plan = P.Plan(**saved["plan"])
+            bi = saved["block_influence"]
         else:
-            top = D.teacher_topk(teacher, seqs, k=k, temperature=kd.temperature,
-                                 batch=kd.batch_size, device=dev, progress=progress)  # fmt: skip
-            D.save_npz(tpath, **top)
-        dataset = D.Dataset(seqs, top, seed=seed, corpus=len(corpus), generated=n_gen)
-    del teacher
-    if dev.startswith("cuda"):
-        torch.cuda.empty_cache()
+            needs_imp = (layers is not None and layers < n_layers) or any(
+                getattr(r.prune, k) is not None for k in ("layers", "drop", "intermediate_size", "kv_heads")
+            )
+            imp = None
+            bi = []
+            if needs_imp:
+                source = corpus if len(corpus) else D.chunk(D.tokenize(tok, dom_docs or [d.text for d in DM.builtin_documents(domain, 64, r.domain.seed)]), L)
+                calib = source[: r.data.calibration_sequences]
+                batches = [torch.from_numpy(calib[b : b + kd.batch_size]).to(dev)
+                           for b in range(0, len(calib), kd.batch_size)]  # fmt: skip
+                imp = P.measure(teacher, batches, progress=progress)
+                bi = imp.block_influence
+            plan = P.plan(config, r.prune, layers, imp)
+            if rank == 0:
+                plan_file.write_text(json.dumps({"plan": plan.__dict__, "block_influence": bi}))
+        student = P.build_student(teacher, plan, seed=seed).to(dev)
+        if kd.freeze_embeddings:
+            for m in (student.get_input_embeddings(), student.get_output_embeddings()):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+        quants, qrec, gguf_types = {}, None, None
+        if quant is not None:
+            hf_types, gguf_types, qrec = Q.plan_types(quant, plan.config, Q.matrix_shapes(student))
+            quants = Q.attach(student, hf_types)
 
-    # 3. healing
-    if dataset is not None:
-        meta = {"teacher": thash, "data": tkey, "recipe": r.to_dict(), "steps": n_steps,
-                "seed": seed, "plan": plan.__dict__, "dtype": dtype}  # fmt: skip
-        result_train = K.train(student, dataset, kd=kd, steps=n_steps, device=dev, dtype=dtype,
-                               checkpoint=work / "checkpoint.pt", meta=meta, resume=resume,
-                               progress=progress, on_step=on_step, seed=seed)  # fmt: skip
+        # 2. the budget: tokens, steps, or minutes (the student's step timed; kept on resume)
+        step_s = None
+        budget_file = work / "budget.json"
+        if minutes is not None:
+            if resume and budget_file.is_file():
+                step_s = json.loads(budget_file.read_text())["step_seconds"]
+            else:
+                step_s = K.step_seconds(student, kd=kd, vocab=int(config["vocab_size"]), device=dev, dtype=dtype)
+                if rank == 0:
+                    budget_file.write_text(json.dumps({"step_seconds": step_s}))
+            n_steps = max(1, int(minutes * 60 / step_s))
+        else:
+            budget = tokens if tokens is not None else (kd.tokens or max(len(corpus), 1) * L)
+            n_steps = steps if steps is not None else max(1, math.ceil(budget / (per_step * L)))
+        need = n_steps * per_step  # sequences the training stream reads
+        n_dom = 0 if domain is None else (need if not len(corpus) else max(1, round(r.domain.fraction * need)))
+        n_general = need - n_dom
+        n_gen = max(0, n_general - len(corpus)) if (r.data.generate and len(corpus)) else 0
 
-    # 4. save: temporary folder, then rename into place
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
-        student = student.to("cpu")
-        student.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (teacher_dir / name).is_file():
-                shutil.copy2(teacher_dir / name, tmp / name)
+        # 3. data: domain text, generated continuations and the teacher's top-k (cached)
+        dataset, cache_name, result_train, tkey = None, None, None, None
+        dom_seqs = np.zeros((0, L), np.int64)
+        if n_steps > 0 and domain is not None:
+            if dom_docs:
+                dom_seqs = D.chunk(D.tokenize(tok, dom_docs), L)
+            else:  # the built-in corpus, drawn until it fills its share
+                n = max(24, n_dom * L // 32)
+                while True:
+                    dom_seqs = D.chunk(D.tokenize(tok, [d.text for d in DM.builtin_documents(domain, n, r.domain.seed)]), L)
+                    if len(dom_seqs) >= n_dom:
+                        break
+                    n *= 2
+            if len(dom_seqs) == 0:
+                raise ConvertError(f"the {domain} text has fewer tokens than one sequence of kd.seq_len = {L}; give more or a smaller seq_len")
+            if len(dom_seqs) > n_dom:
+                pick = np.random.default_rng([seed, 1 << 21]).permutation(len(dom_seqs))[:n_dom]
+                dom_seqs = dom_seqs[np.sort(pick)]
+        if n_steps > 0:
+            k = min(kd.top_k, int(config["vocab_size"]) - 1)
+            seqs = corpus
+            if n_general < len(corpus):  # the teacher runs only on the sequences training reads
+                pick = np.random.default_rng([seed, 1 << 20]).permutation(len(corpus))[:n_general]
+                seqs = corpus[np.sort(pick)]
+            if n_gen:
+                prompts = np.stack([corpus[i % len(corpus), : r.data.prompt_tokens] for i in range(n_gen)])
+                gkey = D.digest("gen", thash, prompts, L, r.data.gen_temperature, seed)
+                gpath = D.store_dir() / f"gen-{gkey}.npz"
+                if rank == 0 and not gpath.is_file():
+                    gen = D.generate(teacher, prompts, L, temperature=r.data.gen_temperature, seed=seed,
+                                     batch=max(kd.batch_size, 8), device=dev, progress=progress)  # fmt: skip
+                    D.save_npz(gpath, seqs=gen)
+                _barrier(size)
+                gen = np.load(gpath)["seqs"]
+                seqs = np.concatenate([corpus, gen])
+            n_general_seqs = len(seqs)
+            if len(dom_seqs):
+                seqs = np.concatenate([seqs, dom_seqs]) if len(seqs) else dom_seqs
+            tkey = D.digest("topk", thash, seqs, k, kd.temperature)
+            tpath = D.store_dir() / f"topk-{tkey}"
+            cache_name = str(tpath)
+            if not tpath.is_dir():
+                _teacher_topk_sharded(teacher, seqs, tpath, k=k, kd=kd, dev=dev, rank=rank, size=size, progress=progress)
+            top = D.load_topk(tpath)
+            alpha = None
+            if domain is not None:
+                alpha = np.full(len(seqs), kd.alpha, np.float32)
+                alpha[n_general_seqs:] = r.domain.ce_weight
+            dataset = D.Dataset(seqs, top, seed=seed, corpus=min(len(corpus), n_general_seqs - n_gen),
+                                generated=n_gen, alpha=alpha)  # fmt: skip
+        del teacher
+        if dev.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+        # 4. healing
+        if dataset is not None:
+            meta = {"teacher": thash, "data": tkey, "recipe": r.to_dict(), "steps": n_steps,
+                    "seed": seed, "plan": plan.__dict__, "dtype": dtype, "quant": gguf_types,
+                    "domain": domain, "world": size}  # fmt: skip
+            result_train = K.train(student, dataset, kd=kd, steps=n_steps, device=dev, dtype=dtype,
+                                   checkpoint=work / "checkpoint.pt", meta=meta, resume=resume,
+                                   progress=progress, on_step=on_step, seed=seed)  # fmt: skip
+
+        # 5. save (rank 0): temporary folder, then rename into place
         losses = result_train["losses"] if result_train else []
         result = DistillResult(
             path=out, architecture=config["architectures"][0], teacher_layers=n_layers,
             kept_layers=plan.keep_layers, block_influence=bi,
             config={k: plan.config.get(k) for k in ("num_hidden_layers", "intermediate_size",
                                                     "num_attention_heads", "num_key_value_heads")},
-            params_teacher=params_teacher, params_student=sum(p.numel() for p in student.parameters()),
+            params_teacher=params_teacher, params_student=0,
             steps=n_steps, tokens=n_steps * per_step * L,
-            corpus_sequences=min(len(corpus), need) if n_steps else len(corpus), generated_sequences=n_gen,
+            corpus_sequences=dataset.corpus if dataset is not None else len(corpus),
+            generated_sequences=n_gen, domain_sequences=len(dom_seqs), domain=domain,
             loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
             tokens_per_s=result_train["tokens_per_s"] if result_train else 0.0,
-            seconds=0.0, device=dev, cache=cache_name, losses=losses,
+            seconds=0.0, device=dev, cache=cache_name, losses=losses, quant=quant,
+            tensor_types=gguf_types, step_seconds=step_s, world_size=size,
         )  # fmt: skip
+        if rank == 0:
+            _save(student, quants, result, out, teacher_dir, layers, seed, r, thash)
+            shutil.rmtree(work, ignore_errors=True)
+            if gguf is not None and result.packed is not None:
+                result.gguf = Q.write_gguf(out, result.packed, Path(gguf), qrec)
+            elif gguf is not None:
+                from convert import convert
+
+                result.gguf = convert(out, gguf, type=type or "F16").path
+        result.packed = None
+        _barrier(size)
+    finally:
+        if own_pg:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _teacher_topk_sharded(teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, size: int, progress) -> None:
+    """The teacher's top-k over ``seqs`` into the cache folder ``tpath``: each rank computes
+    its shard (every size-th sequence), rank 0 joins them."""
+    if size == 1:
+        top = D.teacher_topk(teacher, seqs, k=k, temperature=kd.temperature,
+                             batch=kd.batch_size, device=dev, progress=progress)  # fmt: skip
+        D.save_topk(tpath, top)
+        return
+    part = tpath.parent / f"{tpath.name}.part{rank}of{size}.npz"
+    top = D.teacher_topk(teacher, seqs[rank::size], k=k, temperature=kd.temperature,
+                         batch=max(1, kd.batch_size // size), device=dev, progress=progress)  # fmt: skip
+    D.save_npz(part, **top)
+    _barrier(size)
+    if rank == 0:
+        n, length = seqs.shape
+        full = {"idx": np.zeros((n, length, k), np.int32), "logp": np.zeros((n, length, k), np.float32),
+                "rest": np.zeros((n, length), np.float32)}  # fmt: skip
+        parts = [tpath.parent / f"{tpath.name}.part{r}of{size}.npz" for r in range(size)]
+        for r, pth in enumerate(parts):
+            with np.load(pth) as z:
+                for name in full:
+                    full[name][r::size] = z[name]
+        D.save_topk(tpath, full)
+        for pth in parts:
+            pth.unlink(missing_ok=True)
+    _barrier(size)
+
+
+def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r, thash) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        student = student.to("cpu")
+        if quants:
+            result.packed = Q.blocks(student, quants)
+            Q.detach(student)
+        result.params_student = sum(p.numel() for p in student.parameters())
+        student.save_pretrained(tmp, safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            if (teacher_dir / name).is_file():
+                shutil.copy2(teacher_dir / name, tmp / name)
         (tmp / "distill.json").write_text(json.dumps(
             {"teacher": str(teacher_dir.resolve()), "teacher_sha256": thash, "seed": seed,
-             "recipe": r.to_dict(), "layers_arg": layers, **result.summary(), "losses": losses},
+             "recipe": r.to_dict(), "layers_arg": layers, **result.summary(), "losses": result.losses},
             indent=1, default=str))  # fmt: skip
         if out.is_dir():
             out.rmdir()  # empty (checked above)
@@ -268,10 +433,3 @@ def distill(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
-    if gguf is not None:
-        from convert import convert
-
-        result.gguf = convert(out, gguf, type=type or "F16").path
-    result.seconds = time.perf_counter() - t_start
-    return result

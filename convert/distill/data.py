@@ -169,11 +169,15 @@ def teacher_topk(teacher, seqs: np.ndarray, *, k: int, temperature: float, batch
 
 class Dataset:
     """Distinct sequences with the teacher's cached top-k, and the order training reads them in:
-    epoch e is a permutation drawn from seed + e, so step s always sees the same sequences."""
+    epoch e is a permutation drawn from seed + e, so step s always sees the same sequences.
+    ``alpha``: optionally, per sequence, the weight of cross-entropy on its text (a domain's
+    gold solutions)."""
 
-    def __init__(self, seqs: np.ndarray, top: dict, *, seed: int, corpus: int, generated: int):
+    def __init__(self, seqs: np.ndarray, top: dict, *, seed: int, corpus: int, generated: int,
+                 alpha: np.ndarray | None = None):  # fmt: skip
         self.seqs, self.top, self.seed = seqs, top, seed
         self.corpus, self.generated = corpus, generated
+        self.alpha = alpha
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -187,7 +191,39 @@ class Dataset:
         return np.concatenate(parts)[:count] if parts else np.zeros(0, dtype=np.int64)
 
     def batch(self, indices: np.ndarray, device: str):
+        """(tokens, top-k ids, top-k log-probs, rest, alpha or None) of ``indices``; only those
+        rows of the (memory-mapped) cache are read."""
         import torch
 
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[indices])).to(device)  # noqa: E731
-        return (t(self.seqs), t(self.top["idx"]).long(), t(self.top["logp"]), t(self.top["rest"]))
+        rows = np.sort(np.asarray(indices))
+        back = np.argsort(np.argsort(indices))  # rows[back] == indices
+
+        def t(a):
+            return torch.from_numpy(np.ascontiguousarray(np.asarray(a[rows])[back])).to(device)
+
+        alpha = None if self.alpha is None else t(self.alpha).float()
+        return (t(self.seqs), t(self.top["idx"]).long(), t(self.top["logp"]), t(self.top["rest"]), alpha)
+
+
+def save_topk(path: Path, top: dict) -> None:
+    """The top-k cache as a folder of .npy files (memory-mappable: a rank reads only its rows),
+    written to a temporary folder and renamed into place."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, a in top.items():
+            np.save(tmp / f"{name}.npy", a)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process wrote it first
+            if not path.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_topk(path: Path) -> dict:
+    return {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in ("idx", "logp", "rest")}

@@ -21,9 +21,11 @@ from convert.errors import ConvertError
 from edge_llm.fsutil import atomic_path
 
 
-def kd_loss(logits, idx, t_logp, t_rest, *, temperature: float, alpha: float = 0.0, tokens=None):
+def kd_loss(logits, idx, t_logp, t_rest, *, temperature: float, alpha=0.0, tokens=None):
     """Mean over positions of T^2 * KL(teacher || student) on the top-k + rest partition, mixed
-    with (alpha) the cross-entropy of the next token of ``tokens``."""
+    with (alpha) the cross-entropy of the next token of ``tokens``. ``alpha`` may be a tensor
+    [B], one weight per sequence (a domain's gold text next to general text), each sequence's
+    KL and CE then being means over its positions."""
     import torch
 
     s = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -31,6 +33,14 @@ def kd_loss(logits, idx, t_logp, t_rest, *, temperature: float, alpha: float = 0
     s_rest = s.scatter(-1, idx, float("-inf")).logsumexp(-1)
     p_k = t_logp.exp()
     kl = (p_k * (t_logp - s_k)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
+    if torch.is_tensor(alpha):
+        b = logits.shape[0]
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+            reduction="none",
+        ).view(b, -1).mean(-1)  # fmt: skip
+        per = (1 - alpha) * kl.mean(-1) * temperature**2 + alpha * ce
+        return per.mean()
     loss = kl.mean() * temperature**2
     if alpha > 0 and tokens is not None:
         ce = torch.nn.functional.cross_entropy(
@@ -99,12 +109,28 @@ def autocast_dtype(dtype: str, device: str):
     raise ConvertError(f"unknown --dtype {dtype}; choose auto, f32 or bf16")
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint: Path,
           meta: dict, resume: bool, progress=None, on_step=None, seed: int = 0) -> dict:  # fmt: skip
-    """Run ``steps`` optimizer steps of KD on ``data`` (a data.Dataset). Returns the loss log."""
+    """Run ``steps`` optimizer steps of KD on ``data`` (a data.Dataset). Returns the loss log.
+
+    Under torch.distributed (torchrun) the model is wrapped in DistributedDataParallel and each
+    of the W ranks takes its 1/W of every micro-batch of the one global stream (so the global
+    batch, the data order and the mean gradient are those of one process); rank 0 writes the
+    checkpoints, every rank resumes from them."""
     import torch
 
+    rank, size = world()
     per_step = kd.batch_size * kd.grad_accum
+    local = kd.batch_size // size
     order = data.order(steps * per_step)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay,
@@ -128,6 +154,12 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start, losses = state["step"], list(state["losses"])
+    model = student
+    if size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [torch.device(device).index] if device.startswith("cuda") else None
+        model = DDP(student, device_ids=ids)
     cast = autocast_dtype(dtype, device)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     student.train()
@@ -136,14 +168,18 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
     for step in range(start, steps):
         total = 0.0
         for micro in range(kd.grad_accum):
-            lo = step * per_step + micro * kd.batch_size
-            x, idx, logp, rest = data.batch(order[lo : lo + kd.batch_size], device)
+            lo = step * per_step + micro * kd.batch_size + rank * local
+            x, idx, logp, rest, alpha = data.batch(order[lo : lo + local], device)
             with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
-                logits = student(x, use_cache=False).logits
+                logits = model(x, use_cache=False).logits
             loss = kd_loss(logits, idx, logp, rest, temperature=kd.temperature,
-                           alpha=kd.alpha, tokens=x) / kd.grad_accum  # fmt: skip
+                           alpha=kd.alpha if alpha is None else alpha, tokens=x) / kd.grad_accum  # fmt: skip
             loss.backward()
             total += loss.item()
+        if size > 1:  # the logged loss is the global batch's
+            t = torch.tensor([total], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            total = t.item() / size
         if kd.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, kd.grad_clip)
         opt.step()
@@ -151,7 +187,7 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
         opt.zero_grad(set_to_none=True)
         losses.append(total)
         n = step + 1
-        if n % kd.checkpoint_every == 0 and n < steps:
+        if n % kd.checkpoint_every == 0 and n < steps and rank == 0:
             state = {"model": student.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": _rng_state(), "step": n,
                      "position": n * per_step, "losses": losses, "meta": meta}  # fmt: skip
@@ -168,3 +204,48 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
     dt = time.perf_counter() - t0
     return {"losses": losses, "seconds": dt, "start_step": start,
             "tokens_per_s": (steps - start) * per_step * seq_tokens / dt if dt > 0 else 0.0}  # fmt: skip
+
+
+def step_seconds(student, *, kd, vocab: int, device: str, dtype: str, steps: int = 3) -> float:
+    """The measured wall time of one optimizer step (grad_accum micro-batches of KD on random
+    tokens, AdamW's update included) of ``student`` as it will train (fake quantization
+    included); the student's weights are restored afterwards. Under torch.distributed, the
+    slowest rank's (so every rank sizes the same budget)."""
+    import copy
+
+    import torch
+
+    rank, size = world()
+    local = kd.batch_size // size
+    saved = copy.deepcopy(student.state_dict())
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-12, foreach=False)
+    g = torch.Generator().manual_seed(0)
+    k = min(kd.top_k, vocab - 1)
+    x = torch.randint(0, vocab, (local, kd.seq_len), generator=g).to(device)
+    idx = torch.randint(0, vocab, (local, kd.seq_len, k), generator=g).to(device)
+    logp = torch.full((local, kd.seq_len, k), -float(np.log(k + 1)), device=device)
+    rest = logp[..., 0].clone()
+    cast = autocast_dtype(dtype, device)
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    student.train()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        for _ in range(kd.grad_accum):
+            with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
+                logits = student(x, use_cache=False).logits
+            kd_loss(logits, idx, logp, rest, temperature=kd.temperature, alpha=kd.alpha, tokens=x).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    student.load_state_dict(saved)
+    student.eval()
+    sec = min(times[1:]) if len(times) > 1 else times[0]
+    if size > 1:
+        t = torch.tensor([sec], dtype=torch.float64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        sec = t.item()
+    return sec

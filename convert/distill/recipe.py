@@ -23,10 +23,17 @@ names what it changes.
     freeze_embeddings = false # train only the decoder layers (faster; the head is tied)
 
     [data]
-    generate = true           # fill a token budget beyond the corpus with teacher continuations
+    generate = false          # fill a token budget beyond the corpus with teacher continuations
+                              # (off: the corpus repeats; sampling dominates a small run's time)
     prompt_tokens = 32        # corpus prefix each generated sequence starts from
     gen_temperature = 1.0
     calibration_sequences = 32  # sequences the importance is measured on
+
+    [domain]                  # with --domain NAME (a targeted student)
+    fraction = 0.5            # share of the training sequences drawn from the domain corpus
+    ce_weight = 0.5           # on domain sequences: weight of cross-entropy on the gold text
+                              # (1 - ce_weight on KD); general text keeps kd.alpha
+    seed = 0                  # draw of the built-in corpus (k12-math)
 """
 
 from __future__ import annotations
@@ -67,10 +74,17 @@ class KD:
 
 @dataclass
 class Data:
-    generate: bool = True
+    generate: bool = False
     prompt_tokens: int = 32
     gen_temperature: float = 1.0
     calibration_sequences: int = 32
+
+
+@dataclass
+class Domain:
+    fraction: float = 0.5
+    ce_weight: float = 0.5
+    seed: int = 0
 
 
 @dataclass
@@ -78,19 +92,20 @@ class Recipe:
     prune: Prune = field(default_factory=Prune)
     kd: KD = field(default_factory=KD)
     data: Data = field(default_factory=Data)
+    domain: Domain = field(default_factory=Domain)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-_SECTIONS = {"prune": Prune, "kd": KD, "data": Data}
+_SECTIONS = {"prune": Prune, "kd": KD, "data": Data, "domain": Domain}
 
 
 def recipe_from_dict(d: dict, where: str = "recipe") -> Recipe:
     unknown = set(d) - set(_SECTIONS)
     if unknown:
         raise ConvertError(
-            f"{where}: unknown section [{sorted(unknown)[0]}]; use [prune], [kd] and [data]"
+            f"{where}: unknown section [{sorted(unknown)[0]}]; use [prune], [kd], [data] and [domain]"
         )
     parts = {}
     for name, cls in _SECTIONS.items():
@@ -146,10 +161,14 @@ def check(r: Recipe, where: str = "recipe") -> None:
         raise ConvertError(f"{where}: kd.warmup = {k.warmup}; it is a fraction of the steps in [0, 1)")
     if k.tokens < 0:
         raise ConvertError(f"{where}: kd.tokens = {k.tokens}; it must be >= 0 (0: one pass)")
-    if not 0 < d.prompt_tokens < k.seq_len:
+    if d.generate and not 0 < d.prompt_tokens < k.seq_len:
         raise ConvertError(
             f"{where}: data.prompt_tokens = {d.prompt_tokens}; it must be between 1 and kd.seq_len - 1"
         )
+    if not 0.0 < r.domain.fraction <= 1.0:
+        raise ConvertError(f"{where}: domain.fraction = {r.domain.fraction}; it must be in (0, 1]")
+    if not 0.0 <= r.domain.ce_weight <= 1.0:
+        raise ConvertError(f"{where}: domain.ce_weight = {r.domain.ce_weight}; it must be between 0 and 1")
     given = [n for n in ("layers", "drop", "keep") if getattr(p, n) is not None]
     if len(given) > 1:
         raise ConvertError(f"{where}: give one of prune.layers, prune.drop and prune.keep, not {' and '.join(given)}")

@@ -84,7 +84,21 @@ def distill(
     gguf: Annotated[
         Path | None, typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False)
     ] = None,
-    type: Annotated[str, typer.Option("--type", help="GGUF type for --gguf (F32, F16, Q8_0, Q4_K_M, ...).")] = "F16",
+    type: Annotated[
+        str | None, typer.Option("--type", help="GGUF type for --gguf without --quant (F32, F16, Q8_0, Q4_K_M, ...); default F16.", show_default=False)
+    ] = None,
+    quant: Annotated[
+        str | None,
+        typer.Option("--quant", help="Quantization-aware: train the matrices on this GGUF grid (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) or a quantization recipe (Q4_K_M or a TOML file); --gguf is then packed from the trained grid.", show_default=False),
+    ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].", show_default=False),
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option("--minutes", help="Train for about this many minutes: the student's step is timed first and the token budget sized from it.", show_default=False),
+    ] = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
 ) -> None:
@@ -99,12 +113,19 @@ def distill(
     bar, update = _progress_bar()
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
-              dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type)  # fmt: skip
+              dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type,
+              quant=quant, domain=domain, minutes=minutes)  # fmt: skip
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks
+        as_json, quiet = False, True
     if quiet:
         result = run(teacher, output, **kw)
     else:
         with bar:
             result = run(teacher, output, progress=update, **kw)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     summary = result.summary()
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -122,6 +143,9 @@ def distill(
             f"({result.generated_sequences} generated sequences), loss {result.loss_first:.4f} -> "
             f"{result.loss_last:.4f}, {result.tokens_per_s:.0f} tokens/s on {result.device}"
         )
+    if result.quant:
+        kinds = sorted(set((result.tensor_types or {}).values()))
+        print(f"quantization-aware: {result.quant} ({', '.join(kinds)})")
     if result.gguf:
         print(f"wrote {result.gguf}")
     print(f"done in {result.seconds:.1f} s")
