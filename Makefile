@@ -27,7 +27,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test bench bench-quant bench-runtime arm-deps arm-check lint clean
+.PHONY: install wheel test fuzz reliability bench bench-quant bench-runtime arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -57,6 +57,23 @@ $(LLAMA_SRC_STAMP): | $(BIN)/python
 
 test:
 	$(BIN)/pytest
+
+# Mutation fuzzing of every input format (GGUF headers through info and load, safetensors headers,
+# index files, config.json, tokenizer.json, recipes, device profiles, bench suites, server request
+# bodies): FUZZ_EXAMPLES inputs per target, fresh randomness; counts in fuzz-report.json. `make
+# test` runs the same targets with 300 inputs each.
+FUZZ_EXAMPLES ?= 10000
+fuzz:
+	EDGE_LLM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) EDGE_LLM_FUZZ_REPORT=$(CURDIR)/fuzz-report.json \
+		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider
+
+# Random SIGKILLs across convert, quantize, imatrix and distill (no partial target, no debris
+# after the next run, sources unchanged), then the server soak if scripts/soak_server.py exists.
+# Not part of `make test` (about 15 minutes on 2 CPUs).
+KILLS ?= 50
+reliability:
+	$(BIN)/python scripts/reliability.py --kills $(KILLS)
+	@if [ -f scripts/soak_server.py ]; then $(BIN)/python scripts/soak_server.py; fi
 
 # Knowledge density of the shipped models and SmolLM2's conversions, quick suite, run twice to
 # show the noise between runs (about 20 minutes on 2 CPUs). Results: bench/results/ (not committed).

@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import re
-import tempfile
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -637,7 +636,7 @@ def analyze(
 ) -> Sensitivity:
     """Errors and gains for the unquantized GGUF ``model`` (cached by content under
     ~/.cache/edge-llm/sensitivity)."""
-    from edge_llm.fsutil import atomic_path, cache_dir
+    from edge_llm.fsutil import atomic_path, cache_dir, work_dir
 
     key = hashlib.sha256(
         json.dumps([VERSION, sha256_file(model), hashlib.sha256(text.encode()).hexdigest(),
@@ -660,8 +659,8 @@ def analyze(
         n_layer=weights.n_layer, use_imatrix=use_imatrix,
     )  # fmt: skip
     del weights
-    with tempfile.TemporaryDirectory(prefix=".edge-llm-probes-", dir=model.parent) as tmp:
-        measure_gains(model, sens, text, imatrix, threads, Path(tmp), progress=progress)
+    with work_dir(model.parent / "probes") as tmp:
+        measure_gains(model, sens, text, imatrix, threads, tmp, progress=progress)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as t:

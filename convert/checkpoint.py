@@ -42,8 +42,14 @@ def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def read_header(path: Path) -> dict[str, TensorRef]:
     """Parse and validate one .safetensors file's header."""
+    if not path.is_file():
+        raise ConvertError(f"{path} is not a file; the checkpoint's weights must be safetensors files")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -57,7 +63,7 @@ def read_header(path: Path) -> dict[str, TensorRef]:
             )
         try:
             header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise ConvertError(f"{path.name}: safetensors header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise ConvertError(f"{path.name}: safetensors header is not a JSON object")
@@ -67,15 +73,28 @@ def read_header(path: Path) -> dict[str, TensorRef]:
         if name == "__metadata__":
             continue
         try:
-            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            shape = tuple(int(d) for d in shape)
+            dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+            begin, end = offsets
         except (KeyError, TypeError, ValueError):
             raise ConvertError(f"{path.name}: tensor {name} has a malformed header entry") from None
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ConvertError(
-                f"{path.name}: tensor {name} has dtype {dtype}; edge-llm converts F32, F16 and BF16 "
-                "checkpoints (save the model in one of those)"
+                f"{path.name}: tensor {name} has dtype {dtype if isinstance(dtype, str) else repr(dtype)}; edge-llm converts F32, F16 and "
+                "BF16 checkpoints (save the model in one of those)"
             )
+        if not isinstance(shape, list) or not all(_whole(d) and d >= 0 for d in shape):
+            raise ConvertError(
+                f"{path.name}: tensor {name} has shape {shape!r}, not a list of sizes; the header "
+                "is corrupt"
+            )
+        if len(shape) > 4:
+            raise ConvertError(f"{path.name}: tensor {name} has {len(shape)} dimensions (at most 4)")
+        if not (_whole(begin) and _whole(end)):
+            raise ConvertError(
+                f"{path.name}: tensor {name} has data offsets {offsets!r}, not whole numbers; "
+                "the header is corrupt"
+            )
+        shape = tuple(shape)
         if not (0 <= begin <= end) or base + end > size:
             raise ConvertError(
                 f"{path.name}: tensor {name} claims bytes {begin}..{end} but the data section "
@@ -89,6 +108,29 @@ def read_header(path: Path) -> dict[str, TensorRef]:
             )
         refs[name] = TensorRef(name, path, dtype, shape, base + begin, end - begin)
     return refs
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """An index file's tensor -> shard map, checked: names plain file names in the folder."""
+    if not index.is_file():
+        raise ConvertError(f"{index} is not a file; the index is damaged")
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ConvertError(f"{index.name} is not valid JSON ({e}); re-download it") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConvertError(f"{index.name} has no weight_map object; the index is damaged")
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or not file.endswith(".safetensors"):
+            raise ConvertError(
+                f"{index.name} maps {name} to {file!r}, not a .safetensors file; the index is damaged"
+            )
+        if "/" in file or "\\" in file or file.startswith("."):
+            raise ConvertError(
+                f"{index.name} maps {name} to {file!r}, outside the checkpoint folder; refusing it"
+            )
+    return weight_map
 
 
 class Checkpoint:
@@ -111,7 +153,7 @@ class Checkpoint:
             )
         try:
             config = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise ConvertError(f"{path} is not valid JSON ({e})") from None
         if not isinstance(config, dict):
             raise ConvertError(f"{path} is not a JSON object")
@@ -119,11 +161,8 @@ class Checkpoint:
 
     def _files(self) -> list[Path]:
         index = self.dir / "model.safetensors.index.json"
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError):
-                raise ConvertError(f"{index} has no weight_map; the index is damaged") from None
+        if index.exists():
+            weight_map = _weight_map(index)
             files = sorted(set(weight_map.values()))
             missing = [f for f in files if not (self.dir / f).is_file()]
             if missing:
@@ -131,8 +170,12 @@ class Checkpoint:
                     f"shard {missing[0]} is named in {index.name} but absent from {self.dir}; "
                     "download every shard"
                 )
+            self._index = weight_map
             return [self.dir / f for f in files]
         files = sorted(self.dir.glob("*.safetensors"))
+        folders = [f for f in files if not f.is_file()]
+        if folders:
+            raise ConvertError(f"{folders[0]} is not a file; the checkpoint's weights must be safetensors files")  # fmt: skip
         if files:
             return files
         pickles = [p.name for pat in PICKLE_PATTERNS for p in self.dir.glob(pat)]
@@ -146,8 +189,22 @@ class Checkpoint:
 
     def _tensors(self) -> dict[str, TensorRef]:
         out: dict[str, TensorRef] = {}
+        self._index: dict[str, str] | None = None
         for f in self._files():
-            out.update(read_header(f))
+            refs = read_header(f)
+            dup = next((n for n in refs if n in out), None)
+            if dup is not None:
+                raise ConvertError(
+                    f"tensor {dup} is in both {out[dup].file.name} and {f.name}; the shards overlap"
+                )
+            out.update(refs)
+        if self._index is not None:
+            for name, file in self._index.items():
+                if name not in out or out[name].file.name != file:
+                    raise ConvertError(
+                        f"model.safetensors.index.json puts {name} in {file}, but that shard does "
+                        "not hold it; the index does not match the shards"
+                    )
         return out
 
     @property

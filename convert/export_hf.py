@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,8 @@ from gguf import TokenType
 
 from convert import archs as convert_archs
 from convert.errors import ConvertError
+from convert.outputs import check_output
+from edge_llm.fsutil import atomic_dir
 
 # progress(stage, tensors_done, tensors_total, bytes_done, bytes_total): the shape of
 # convert.write.Progress, so one CLI progress bar serves both directions.
@@ -623,13 +624,6 @@ def _open_gguf(path: Path) -> gguf.GGUFReader:
         raise ConvertError(f"cannot read {path} as GGUF ({e}); the file may be truncated") from None
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConvertError(f"{out_dir} exists and is a file; pass a new folder name with -o")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConvertError(f"{out_dir} exists and is not empty; pass a new folder name with -o")
-
-
 def _cast(name: str, data: np.ndarray, dtype: str) -> Any:
     """float32 data in the output dtype (numpy for f32/f16, torch for bf16)."""
     if dtype == "f32":
@@ -765,7 +759,11 @@ def _write_weights(
 
 
 def export_hf(
-    gguf_path: Path, out_dir: Path, dtype: str = "f32", progress: Progress | None = None
+    gguf_path: Path,
+    out_dir: Path,
+    dtype: str = "f32",
+    progress: Progress | None = None,
+    force: bool = False,
 ) -> Path:
     """Write a Hugging Face folder (safetensors, config, tokenizer) for a GGUF; returns ``out_dir``.
 
@@ -776,7 +774,7 @@ def export_hf(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if dtype not in DTYPES:
         raise ConvertError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-    _check_out_dir(out_dir)
+    check_output(out_dir, [gguf_path], force=force, folder=True)
     try:
         import safetensors  # noqa: F401
     except ImportError:
@@ -810,22 +808,20 @@ def export_hf(
             f"and {parent} has {free / 1e6:.0f} MB free"
         )
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
     try:
-        tokenizer, tok_config, vocab = build_tokenizer(meta)
-        vocab_size = _write_weights(reader, arch, meta, tmp, dtype, progress)
-        _write_json(tmp / "config.json", model_config(arch, meta, dtype, vocab_size))
-        _write_json(tmp / "generation_config.json", generation_config(meta, vocab))
-        tokenizer.save(str(tmp / "tokenizer.json"))
-        spm_model = sentencepiece_model(meta, vocab)
-        if spm_model is not None:
-            (tmp / "tokenizer.model").write_bytes(spm_model)
-        _write_json(tmp / "tokenizer_config.json", tok_config)
-        _publish_permissions(tmp)
-        os.replace(tmp, out_dir)  # rename(2) also replaces an empty directory
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        with atomic_dir(out_dir, replace=force) as tmp:
+            tokenizer, tok_config, vocab = build_tokenizer(meta)
+            vocab_size = _write_weights(reader, arch, meta, tmp, dtype, progress)
+            _write_json(tmp / "config.json", model_config(arch, meta, dtype, vocab_size))
+            _write_json(tmp / "generation_config.json", generation_config(meta, vocab))
+            tokenizer.save(str(tmp / "tokenizer.json"))
+            spm_model = sentencepiece_model(meta, vocab)
+            if spm_model is not None:
+                (tmp / "tokenizer.model").write_bytes(spm_model)
+            _write_json(tmp / "tokenizer_config.json", tok_config)
+            _publish_permissions(tmp)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
             raise ConvertError(
                 f"disk full while writing {out_dir.name}; free some space and run again"
             ) from None

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
 
-from convert import archs, budget, gguf_edit, quantize, recipes
+from convert import archs, budget, gguf_edit, quantize, recipes, validate
 from convert import imatrix as imx
 from convert.archs.base import Architecture
 from convert.checkpoint import Checkpoint
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
+from convert.outputs import check_output
 from convert.write import PlannedTensor, Progress, check_target, write_gguf
-from edge_llm.fsutil import atomic_path
+from edge_llm.fsutil import atomic_path, work_dir
 
 
 @dataclass
@@ -68,6 +66,29 @@ def plan_tensors(ck: Checkpoint, arch: Architecture, out: quantize.OutType) -> l
     return [planned[n] for n in order]
 
 
+def check_source(src: str | Path, pre: str | None = None) -> Architecture:
+    """Everything `convert` checks before it writes: the folder, config.json, the safetensors
+    headers and index, the tensors against the config, the tokenizer files. ConvertError if
+    anything is off; the architecture otherwise."""
+    from convert.tokenizer import load_vocab
+
+    ck = Checkpoint(src)
+    try:
+        arch = archs.for_config(ck.config)
+        sizes = validate.check_config(ck.config, arch)
+        shapes = {}
+        for hf_name, ref in ck.tensors.items():
+            if (name := arch.gguf_name(hf_name)) is not None:
+                shapes[name] = ref.shape
+        validate.check_tensors(shapes, sizes, arch)
+        load_vocab(ck.dir, sizes["vocab"], pre=pre)
+        validate.safe_metadata(arch, ck.config)
+        plan_tensors(ck, arch, quantize.intermediate(ck.dtype))
+        return arch
+    finally:
+        ck.close()
+
+
 def _tensor_order(name: str) -> tuple:
     if name.startswith("blk."):
         return (1, int(name.split(".")[1]), name)
@@ -86,6 +107,7 @@ def convert(
     target_size: str | int | None = None,
     target_bpw: float | None = None,
     calibration: str | Path | None = None,
+    force: bool = False,
 ) -> Result:
     """Convert the checkpoint in ``src`` to ``out`` at ``type`` (default F16, BF16 for bf16).
 
@@ -97,10 +119,14 @@ def convert(
     statistics, so the importance matrix defaults to ``"auto"``.
     ``calibration``: the text for ``"auto"`` and the budget's probes (default: the project's
     bench/data/calibration.txt).
+    ``force``: replace an existing ``out`` (never a source: an output that is, or is inside, the
+    checkpoint or another input is refused).
     """
     from convert.tokenizer import load_vocab
 
     start = time.perf_counter()
+    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
+    check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
     mode = _mode(type, recipe, target_size, target_bpw)
     rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
     target = budget.parse_size(target_size) if target_size is not None else None
@@ -112,6 +138,12 @@ def convert(
         imatrix = imx.read(imatrix)
     ck = Checkpoint(src)
     arch = archs.for_config(ck.config)
+    sizes = validate.check_config(ck.config, arch)
+    shapes = {}
+    for hf_name, ref in ck.tensors.items():
+        if (name := arch.gguf_name(hf_name)) is not None:
+            shapes[name] = ref.shape
+    validate.check_tensors(shapes, sizes, arch)
     out_type = quantize.resolve(type if mode == "type" else None, ck.dtype)
     if mode == "type":
         quantize.check_imatrix(out_type, imatrix)
@@ -127,7 +159,7 @@ def convert(
     if not vocab_size:
         raise ConvertError("config.json has no vocab_size; the checkpoint's config is incomplete")
     vocab = load_vocab(ck.dir, int(vocab_size), pre=pre)
-    metadata = arch.metadata(ck.config)
+    metadata = validate.safe_metadata(arch, ck.config)
     out = Path(out).absolute()
     direct = mode == "type" and out_type.direct is not None and imatrix is None
     first = out_type if direct else quantize.intermediate(ck.dtype)
@@ -149,7 +181,7 @@ def convert(
         if direct:
             write_gguf(tmp, arch.gguf_arch, metadata, extra, tensors, progress)
         else:
-            with _scratch(out) as scratch:
+            with work_dir(out) as scratch:
                 mid = scratch / "intermediate.gguf"
                 write_gguf(mid, arch.gguf_arch, metadata, extra, tensors, progress)
                 ck.close()
@@ -197,15 +229,6 @@ def _calibration(path: str | Path | None) -> tuple[str, str]:
             "text like the model's use)"
         )
     return p.read_text(encoding="utf-8", errors="replace"), p.name
-
-
-@contextlib.contextmanager
-def _scratch(out: Path):
-    d = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _stage(progress: Progress | None):

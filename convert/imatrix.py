@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError
+from edge_llm import interrupts
 from edge_llm.fsutil import atomic_path
 
 MIN_ROWS = 16  # llama-imatrix ignores multiplications of fewer rows ("small batches")
@@ -319,6 +320,9 @@ class Collector:
 
     def _callback(self, ptr, ask, _user) -> bool:
         try:
+            if self.error is not None:
+                return False
+            interrupts.raise_if_requested()  # Ctrl-C or SIGTERM: returning false stops the graph
             t = _Tensor.from_address(ptr)
             if not self._checked:
                 _check_layout(ptr, t)
@@ -516,6 +520,7 @@ def collect(
         mem = C.llama_get_memory(ctx)
         batch = C.llama_batch_init(n_ctx, 0, 1)
         for i, chunk in enumerate(work):
+            interrupts.raise_if_requested()
             pool.apply(ctx)
             C.llama_memory_clear(mem, True)
             _fill(batch, chunk, lambda pos: True)

@@ -16,6 +16,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from convert.errors import ConvertError
+from edge_llm.interrupts import run_native
 
 
 @dataclass(frozen=True)
@@ -148,5 +149,8 @@ def llama_quantize(
         keep.append(overrides)
         p.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(C.llama_model_tensor_override))
     name = out.name if out is not None else "the requested types"
-    if C.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
+    # on a worker thread: llama.cpp's quantizer has no progress callback to stop it, so Ctrl-C and
+    # SIGTERM must reach the main thread while it runs (edge_llm.interrupts)
+    rc = run_native(C.llama_model_quantize, str(src).encode(), str(dst).encode(), ctypes.byref(p))
+    if rc != 0:
         raise ConvertError(f"llama.cpp could not quantize to {name} (see its log above)")

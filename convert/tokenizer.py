@@ -102,7 +102,21 @@ def load_vocab(src_dir: Path, vocab_size: int, pre: str | None = None) -> Vocab:
     ``vocab_size`` is config.json's vocab_size (embedding rows): the token list is padded to it
     with unused ``[PAD{id}]`` tokens, and a tokenizer with more tokens is an error. ``pre``
     names the llama.cpp pre-tokenizer of a byte-level BPE tokenizer instead of deciding it.
+    The files are untrusted: a value of an unexpected type anywhere in them is a one-line error.
     """
+    try:
+        return _load_vocab(Path(src_dir), vocab_size, pre)
+    except ConvertError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
+        what = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ConvertError(
+            f"the tokenizer files in {src_dir} are malformed ({type(e).__name__}: {what}); "
+            "re-download them"
+        ) from None
+
+
+def _load_vocab(src_dir: Path, vocab_size: int, pre: str | None) -> Vocab:
     files = TokenizerFiles.read(Path(src_dir))
     if tokenizer_kind(files) == "gpt2":
         vocab = bpe_vocab(files, vocab_size, pre)

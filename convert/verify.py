@@ -9,7 +9,6 @@ token and mean KL(reference || output) over every position of the prompts.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +86,10 @@ def verify(src: str | Path, output: str | Path, threads: int | None = None) -> d
     ref = _transformers_logits(src, prompts)
     name = "transformers float32 (source)"
     if ref is None:
-        with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
-            full = Path(tmp) / "reference-f32.gguf"
+        from edge_llm.fsutil import work_dir
+
+        with work_dir(output) as tmp:
+            full = tmp / "reference-f32.gguf"
             convert(src, full, type="F32")
             ref = llama_cpp_logits(full, prompts, threads)
         name = "llama.cpp F32 conversion of the source"

@@ -39,6 +39,11 @@ class _InitParams(ctypes.Structure):
     _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
 
 
+# struct ggml_tensor starts {enum ggml_type type; ggml_backend_buffer * buffer; int64_t ne[4]; ...}
+_PTR = ctypes.sizeof(ctypes.c_void_p)
+_NE_OFFSET = (4 + _PTR - 1) // _PTR * _PTR + _PTR
+
+
 @functools.cache
 def _lib() -> ctypes.CDLL:
     # Through libllama's own handle, so the symbols resolve in the very libggml-base that
@@ -70,6 +75,11 @@ def _lib() -> ctypes.CDLL:
         "ggml_type_name": ([ctypes.c_int], ctypes.c_char_p),
         "ggml_blck_size": ([ctypes.c_int], ctypes.c_int64),
         "ggml_type_size": ([ctypes.c_int], ctypes.c_size_t),
+        "ggml_get_first_tensor": ([ctypes.c_void_p], ctypes.c_void_p),
+        "ggml_get_next_tensor": ([ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+        "ggml_get_name": ([ctypes.c_void_p], ctypes.c_char_p),
+        "ggml_n_dims": ([ctypes.c_void_p], ctypes.c_int),
+        "ggml_free": ([ctypes.c_void_p], None),
     }
     for name, (args, res) in sig.items():
         fn = getattr(lib, name)
@@ -88,6 +98,7 @@ class TensorInfo:
     n_elements: int
     n_bytes: int
     offset: int  # from the start of the data section
+    shape: tuple[int, ...] = ()  # ggml order: ne[0] (the row length) first
 
 
 @dataclass
@@ -99,6 +110,9 @@ class GGUFInfo:
     metadata: dict[str, Any]
     array_lengths: dict[str, int]  # every array-valued key -> its length
     tensors: list[TensorInfo] = field(default_factory=list)
+    # keys whose string value (or an element of a string array read) is not valid UTF-8; the
+    # value itself is kept with U+FFFD in place of the bad bytes
+    bad_utf8: list[str] = field(default_factory=list)
 
     @property
     def architecture(self) -> str:
@@ -204,16 +218,19 @@ def read(path: str | Path) -> GGUFInfo:
         raise InvalidModelError(f"{path} is not a file")
     check_gguf(path)
     lib = _lib()
-    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
+    gctx = ctypes.c_void_p(None)  # a ggml context holding the tensors' shapes (no data)
+    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, ctypes.addressof(gctx)))
     if not ctx:
         raise InvalidModelError(
             f"{path} has a GGUF magic but its header does not parse (truncated or corrupt); "
             "download or convert it again"
         )
     try:
-        info = _collect(lib, ctx, path)
+        info = _collect(lib, ctx, path, _shapes(lib, gctx.value))
     finally:
         lib.gguf_free(ctx)
+        if gctx.value:
+            lib.ggml_free(gctx.value)
     if info.file_size < info.data_end:
         raise InvalidModelError(
             f"{path} is truncated: its tensors need {info.data_end} bytes but the file has "
@@ -222,24 +239,52 @@ def read(path: str | Path) -> GGUFInfo:
     return info
 
 
-def _collect(lib: ctypes.CDLL, ctx: int, path: Path) -> GGUFInfo:
+def _shapes(lib: ctypes.CDLL, gctx: int | None) -> list[tuple[int, ...]]:
+    """Every tensor's shape (ggml order, trailing 1s dropped), in the file's tensor order."""
+    out = []
+    t = lib.ggml_get_first_tensor(gctx) if gctx else None
+    while t:
+        ne = (ctypes.c_int64 * 4).from_address(t + _NE_OFFSET)
+        out.append(tuple(ne[: max(1, lib.ggml_n_dims(t))]))
+        t = lib.ggml_get_next_tensor(gctx, t)
+    return out
+
+
+def _utf8(raw: bytes, what: str, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidModelError(
+            f"{path} has a {what} that is not valid UTF-8 ({raw[:40]!r}); the file is corrupt or "
+            "crafted: download or convert it again"
+        ) from None
+
+
+def _collect(lib: ctypes.CDLL, ctx: int, path: Path, shapes: list[tuple[int, ...]]) -> GGUFInfo:
     metadata: dict[str, Any] = {}
     array_lengths: dict[str, int] = {}
+    bad: list[str] = []
+
+    def text(raw: bytes, key: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if key not in bad:
+                bad.append(key)
+            return raw.decode("utf-8", errors="replace")
+
     for i in range(lib.gguf_get_n_kv(ctx)):
-        key = lib.gguf_get_key(ctx, i).decode()
+        key = _utf8(lib.gguf_get_key(ctx, i), "metadata key", path)
         kind = lib.gguf_get_kv_type(ctx, i)
         if kind == _STR:
-            metadata[key] = lib.gguf_get_val_str(ctx, i).decode("utf-8", errors="replace")
+            metadata[key] = text(lib.gguf_get_val_str(ctx, i), key)
         elif kind == _ARR:
             n = lib.gguf_get_arr_n(ctx, i)
             array_lengths[key] = n
             elem = lib.gguf_get_arr_type(ctx, i)
             if n <= _MAX_ARRAY_READ:
                 if elem == _STR:
-                    metadata[key] = [
-                        lib.gguf_get_arr_str(ctx, i, j).decode("utf-8", errors="replace")
-                        for j in range(n)
-                    ]
+                    metadata[key] = [text(lib.gguf_get_arr_str(ctx, i, j), key) for j in range(n)]
                 elif elem in _SCALAR:
                     ptr = lib.gguf_get_arr_data(ctx, i)
                     metadata[key] = list((_SCALAR[elem] * n).from_address(ptr))
@@ -251,11 +296,12 @@ def _collect(lib: ctypes.CDLL, ctx: int, path: Path) -> GGUFInfo:
         size = lib.gguf_get_tensor_size(ctx, i)
         tensors.append(
             TensorInfo(
-                name=lib.gguf_get_tensor_name(ctx, i).decode(),
+                name=_utf8(lib.gguf_get_tensor_name(ctx, i), "tensor name", path),
                 type=type_name(t),
                 n_elements=size // lib.ggml_type_size(t) * lib.ggml_blck_size(t),
                 n_bytes=size,
                 offset=lib.gguf_get_tensor_offset(ctx, i),
+                shape=shapes[i] if i < len(shapes) else (),
             )
         )
     return GGUFInfo(
@@ -266,6 +312,7 @@ def _collect(lib: ctypes.CDLL, ctx: int, path: Path) -> GGUFInfo:
         metadata=metadata,
         array_lengths=array_lengths,
         tensors=tensors,
+        bad_utf8=bad,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_llm import backend as _backend
-from edge_llm import chat_template, gguf_info
+from edge_llm import chat_template, gguf_info, validate
 from edge_llm.devices import CpuLoad, DeviceConfig, available_cpus, resolve_device, threads_for
 from edge_llm.errors import ConfigError, InvalidModelError, PromptError
 from edge_llm.fsutil import atomic_path
@@ -163,11 +163,12 @@ class Model:
         threads: int | None = None,
         n_batch: int | None = None,
         kv_type: str | None = None,
+        isolate: bool = False,
     ):
         self.path = Path(path)
-        gguf_info.check_gguf(self.path)
-        if n_ctx is not None and n_ctx < 16:
-            raise ConfigError(f"n_ctx must be at least 16 (got {n_ctx})")
+        validate.check(self.path)  # what llama.cpp would abort on, refused before it sees it
+        if n_ctx is not None and not 16 <= n_ctx <= validate.MAX_CONTEXT:
+            raise ConfigError(f"n_ctx must be 16 to {validate.MAX_CONTEXT} (got {n_ctx})")
         if n_batch is not None and n_batch < 1:
             raise ConfigError(f"n_batch must be at least 1 (got {n_batch})")
         if kv_type is not None and kv_type not in _backend.KV_TYPES:
@@ -193,6 +194,8 @@ class Model:
             use_mlock=d.use_mlock,
             default_n_ctx=DEFAULT_N_CTX,
         )
+        if isolate:  # an untrusted file: let a child process crash on it, not this one
+            validate.probe(self.path, cfg)
         self._load = CpuLoad() if self.device.adaptive_threads else None
         try:
             self._b = _backend.Backend(self.path, cfg)
@@ -659,5 +662,10 @@ def load(
     **kwargs: Any,
 ) -> Model:
     """Load a model: a path to a .gguf, a registered name (``edge-llm models``), or None for the
-    default (SmolLM2-135M-Instruct)."""
+    default (SmolLM2-135M-Instruct).
+
+    The file's header is always checked first (edge_llm.validate). ``isolate=True`` also loads it
+    once in a child process, so a file that still makes llama.cpp abort raises InvalidModelError
+    instead of killing this process: use it for files from elsewhere (downloads, uploads).
+    """
     return Model(resolve(model), device=device, n_ctx=n_ctx, threads=threads, **kwargs)

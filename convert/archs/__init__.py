@@ -33,6 +33,11 @@ def for_config(config: dict) -> Architecture:
     names = config.get("architectures") or []
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConvertError(
+            f"config.json: architectures is {names!r}, not a list of class names such as "
+            '["LlamaForCausalLM"]; fix the config or re-download the checkpoint'
+        )
     for name in names:
         if name in registry():
             return registry()[name]

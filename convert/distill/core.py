@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from convert.distill import prune as P
 from convert.distill import qat as Q
 from convert.distill.recipe import Recipe, load_recipe
 from convert.errors import ConvertError
+from convert.outputs import check_output
+from edge_llm.fsutil import atomic_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json",
@@ -152,6 +153,7 @@ def distill(
     type: str | None = None,
     quant: str | None = None,
     domain: str | None = None,
+    force: bool = False,
 ) -> DistillResult:
     """Prune ``teacher_dir`` per the recipe (or ``layers``: keep that many decoder layers, by
     block influence) and heal the student by KD on ``tokens`` training tokens (None: the
@@ -186,8 +188,11 @@ def distill(
         raise ConvertError(f"--steps {steps}: give 0 (prune only) or more")
     if minutes is not None and (minutes <= 0 or tokens is not None or steps is not None):
         raise ConvertError(f"--minutes {minutes}: give a positive number of minutes, and not with --tokens or --steps")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConvertError(f"{out} already exists; remove it or choose another --output")
+    inputs = [teacher_dir, *(texts or []), *([recipe] if isinstance(recipe, str | Path) else [])]
+    inputs = [p for p in inputs if Path(p).exists()]
+    check_output(out, inputs, force=force, folder=True)
+    if gguf is not None:
+        check_output(gguf, [*inputs, out], force=force)  # the student folder is its source
     if quant is not None:
         Q.check_quant(quant)
         if gguf is not None and type is not None:
@@ -363,14 +368,14 @@ def distill(
             tensor_types=gguf_types, step_seconds=step_s, world_size=size,
         )  # fmt: skip
         if rank == 0:
-            _save(student, quants, result, out, teacher_dir, layers, seed, r, thash)
+            _save(student, quants, result, out, teacher_dir, layers, seed, r, thash, force)
             shutil.rmtree(work, ignore_errors=True)
             if gguf is not None and result.packed is not None:
                 result.gguf = Q.write_gguf(out, result.packed, Path(gguf), qrec)
             elif gguf is not None:
                 from convert import convert
 
-                result.gguf = convert(out, gguf, type=type or "F16").path
+                result.gguf = convert(out, gguf, type=type or "F16", force=force).path
         result.packed = None
         _barrier(size)
     finally:
@@ -410,10 +415,10 @@ def _teacher_topk_sharded(teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, 
     _barrier(size)
 
 
-def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r, thash) -> None:
+def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r, thash,
+          force: bool = False) -> None:  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=force) as tmp:  # a PID-named temporary, renamed into place
         student = student.to("cpu")
         if quants:
             result.packed = Q.blocks(student, quants)
@@ -427,9 +432,3 @@ def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r
             {"teacher": str(teacher_dir.resolve()), "teacher_sha256": thash, "seed": seed,
              "recipe": r.to_dict(), "layers_arg": layers, **result.summary(), "losses": result.losses},
             indent=1, default=str))  # fmt: skip
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

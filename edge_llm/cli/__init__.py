@@ -9,6 +9,7 @@ import typer
 from edge_llm.cli import (
     bench,
     chat,
+    clean,
     convert,
     devices,
     distill,
@@ -41,6 +42,7 @@ app.command("export-hf")(convert.export_hf)
 app.command("imatrix")(quant.imatrix)
 app.command("compare")(quant.compare)
 app.command("distill")(distill.distill)
+app.command("clean")(clean.clean)
 app.add_typer(bench.app, name="bench")
 
 
@@ -67,13 +69,33 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def main() -> None:
+    """Run the CLI: one-line errors with exit 2, Ctrl-C exits 130 and SIGTERM 143 after their
+    cleanups (click's own handling would print "Aborted!" and exit 1)."""
+    import click
+
+    from edge_llm import interrupts
+
+    interrupts.install()
+    code: int = 0
     try:
-        app()
+        rv = app(standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except EdgeLLMError as e:
-        fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
+        print(f"error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort) as e:
         print(file=sys.stderr)
-        raise SystemExit(130) from None
+        code = 1 if isinstance(e.__cause__, EOFError) else 130
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
     except BrokenPipeError:  # `edge-llm run ... | head`
         sys.stderr.close()
-        raise SystemExit(0) from None
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+    if interrupts.native_work_running():
+        interrupts.hard_exit(code)
+    raise SystemExit(code)

@@ -117,6 +117,7 @@ def convert(
     ] = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
+    force: o.Force = False,
 ) -> None:
     """Convert a Hugging Face checkpoint to GGUF: --type, --recipe, or a size budget."""  # fmt: skip
     from convert import convert as run
@@ -124,7 +125,8 @@ def convert(
     bar, update = _progress_bar()
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(type=type, pre=pre, threads=threads, imatrix=imatrix, recipe=recipe,
-              target_size=target_size, target_bpw=target_bpw, calibration=calibration)  # fmt: skip
+              target_size=target_size, target_bpw=target_bpw, calibration=calibration,
+              force=force)  # fmt: skip
     if quiet:
         result = run(src, output, **kw)
     else:
@@ -181,6 +183,7 @@ def export_hf(
         Path, typer.Option("--output", "-o", help="The folder to create.", show_default=False)
     ],
     dtype: Annotated[str, typer.Option("--dtype", help="f32, f16 or bf16.")] = "f32",
+    force: o.Force = False,
 ) -> None:
     """Export a GGUF as a Hugging Face folder (dequantized weights, config, tokenizer)."""  # fmt: skip
     from convert.errors import ConvertError
@@ -190,5 +193,5 @@ def export_hf(
     if dtype.lower() not in ("f32", "f16", "bf16"):
         raise ConvertError(f"unknown --dtype {dtype}; choose f32, f16 or bf16")
     path = Path(model) if Path(model).suffix == ".gguf" else resolve(model)
-    out = run(path, output, dtype=dtype.lower())
+    out = run(path, output, dtype=dtype.lower(), force=force)
     print(f"wrote {out}")

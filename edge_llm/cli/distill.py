@@ -101,6 +101,7 @@ def distill(
     ] = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
+    force: o.Force = False,
 ) -> None:
     """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""  # fmt: skip
     try:
@@ -114,7 +115,7 @@ def distill(
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
               dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type,
-              quant=quant, domain=domain, minutes=minutes)  # fmt: skip
+              quant=quant, domain=domain, minutes=minutes, force=force)  # fmt: skip
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks

@@ -8,11 +8,17 @@ from edge_llm.cli import options as o
 
 
 def info(model: o.Model = None, as_json: o.Json = False) -> None:
-    """Architecture, parameters, size, bits per weight, tensor types, context, chat template."""
-    from edge_llm import gguf_info
+    """Architecture, parameters, size, bits per weight, tensor types, context, chat template.
+
+    The file is checked as `edge-llm run` would load it (its header, then llama.cpp in a child
+    process): a file that cannot load is an error here too, never shown as fine.
+    """
+    from edge_llm import validate
     from edge_llm.registry import resolve
 
-    s = gguf_info.read(resolve(model)).summary()
+    path = resolve(model)
+    s = validate.check(path).summary()
+    validate.probe(path)
     if as_json:
         print(json.dumps(s, indent=2))
         return

@@ -30,6 +30,10 @@ Threads = Annotated[
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Replace an existing output (never one of the sources)."),
+]
 
 MaxTokens = Annotated[
     int | None,

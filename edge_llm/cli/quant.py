@@ -63,11 +63,14 @@ def imatrix(
     ] = False,
     threads: o.Threads = None,
     as_json: o.Json = False,
+    force: o.Force = False,
 ) -> None:
     """Compute an importance matrix (llama-imatrix's quantity and file format) over a text."""  # fmt: skip
     from convert.imatrix import collect
+    from convert.outputs import check_output
 
     path = _model_path(model)
+    check_output(output, [path, text], force=force)
     body = _read_text(text, "calibration text")
     show = not as_json and sys.stderr.isatty()
 
