@@ -170,14 +170,16 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
         family: density.Family | None = None, progress: Progress | None = None,
         keep_items: bool = True) -> dict:  # fmt: skip
     """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
-    from edge_llm import gguf_info
+    from edge_llm import validate
     from edge_llm.devices import CpuLoad
-    from edge_llm.registry import resolve
+    from edge_llm.registry import looks_like_path, resolve
 
     clock = compute.Stopwatch()
     progress = progress or Progress()
     path = resolve(model)
-    info = gguf_info.read(path)
+    info = validate.check(path)  # what would make llama.cpp abort, refused up front
+    if looks_like_path(model):  # a file edge-llm did not install: let a child crash on it first
+        validate.probe(path)
     ref_path = resolve(reference) if reference else None
     if device:  # a bad profile fails now, not after the run
         from edge_llm.devices.profile import get

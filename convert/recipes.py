@@ -223,7 +223,10 @@ def load(spec: str | Path) -> Recipe:
             raise ConvertError(
                 f"no recipe {spec}: not a file and not a preset; presets: {', '.join(presets())}"
             )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConvertError(f"cannot read recipe {path}: {e}; save it as UTF-8 TOML") from None
     return parse(text, source=str(path))
 
 
@@ -240,6 +243,12 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
         )
     if "default" not in data:
         raise ConvertError(f'recipe {source} has no `default` type; add e.g. default = "Q4_K"')
+    for key in ("name", "description", "default", "file_type"):
+        if key in data and not isinstance(data[key], str):
+            raise ConvertError(f"recipe {source}: {key} is {data[key]!r}, not a string")
+    rows = data.get("rule", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConvertError(f"recipe {source}: `rule` must be [[rule]] tables")
     default = type_info(data["default"]).name
     file_type = data.get("file_type")
     if file_type is not None:
@@ -250,7 +259,7 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
                 f"recipe {source}: unknown file_type {file_type}; choose one of: {', '.join(OUT)}"
             )
     rules = []
-    for i, row in enumerate(data.get("rule", []), 1):
+    for i, row in enumerate(rows, 1):
         where = f"recipe {source}, rule {i}"
         bad = set(row) - {"tensor", "type", "layers", "tied", "optional"}
         if bad:
@@ -259,6 +268,13 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
             )
         if "tensor" not in row or "type" not in row:
             raise ConvertError(f"{where} needs both `tensor` (a regex) and `type`")
+        if not isinstance(row["tensor"], str) or not isinstance(row["type"], str):
+            raise ConvertError(f"{where}: `tensor` and `type` must be strings")
+        if not isinstance(row.get("layers", ""), str | int) or isinstance(row.get("layers"), bool):
+            raise ConvertError(f'{where}: layers must be a string such as "0:n/8, 7*n/8:n"')
+        for key in ("tied", "optional"):
+            if key in row and not isinstance(row[key], bool):
+                raise ConvertError(f"{where}: {key} must be true or false")
         try:
             re.compile(row["tensor"])
         except re.error as e:
@@ -268,7 +284,8 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
         if "layers" in row:
             try:
                 layers(str(row["layers"]), 24)
-            except (ValueError, SyntaxError, ZeroDivisionError):
+            except (ValueError, SyntaxError, ZeroDivisionError, TypeError, OverflowError,
+                    RecursionError, MemoryError):  # fmt: skip
                 raise ConvertError(
                     f"{where}: layers {row['layers']!r} is not a list of start:end[:step] ranges "
                     'over n (e.g. "0:n/8, 7*n/8:n")'

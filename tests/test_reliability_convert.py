@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from convert.errors import ConvertError
-from convert.hf_to_gguf import check_source, convert
 from fuzzing import (
     read_safetensors_header,
     tiny_checkpoint,
     tree_hash,
     write_safetensors_header,
 )
+
+from convert.errors import ConvertError
+from convert.hf_to_gguf import check_source, convert
 
 REPO = Path(__file__).resolve().parent.parent
 

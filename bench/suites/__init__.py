@@ -88,7 +88,7 @@ def load(arg: str) -> Suite:
 def _from_toml(path: Path) -> Suite:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"cannot read suite definition {path}: {e}") from None
     known = {"name", "description", "context", "speed", "user", *TASKS}
     unknown = sorted(set(data) - known)
@@ -97,11 +97,18 @@ def _from_toml(path: Path) -> Suite:
             f"{path}: unknown key(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)} and [[user]]"
         )
     context = data.get("context", 512)
-    if not isinstance(context, int) or context < 1:
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
         raise BenchError(f"{path}: context must be a whole number >= 1")
+    for key in ("speed", *TASKS):
+        if key in data and not isinstance(data[key], dict):
+            raise BenchError(f"{path}: [{key}] must be a table")
+    if not isinstance(data.get("user", []), list) or not all(
+        isinstance(u, dict) and isinstance(u.get("path", ""), str) for u in data.get("user", [])
+    ):
+        raise BenchError(f'{path}: user suites are [[user]] tables with path = "FILE.jsonl"')
     speed = {**SPEED_DEFAULTS, **data.get("speed", {})}
     bad = sorted(set(speed) - set(SPEED_DEFAULTS))
-    if bad or not all(isinstance(v, int) and v >= 1 for v in speed.values()):
+    if bad or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in speed.values()):  # fmt: skip
         raise BenchError(f"{path}: [speed] takes whole numbers >= 1 for "
                          f"{', '.join(SPEED_DEFAULTS)}{' (not ' + ', '.join(bad) + ')' if bad else ''}")  # fmt: skip
     tasks = {t: dict(data[t]) for t in TASKS if t in data}

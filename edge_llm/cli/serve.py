@@ -59,6 +59,16 @@ def serve(
             "status, tokens, ms).",
         ),
     ] = False,
+    isolate: Annotated[
+        bool | None,
+        typer.Option(
+            "--isolate/--no-isolate",
+            help="Load the model once in a child process first, so a malformed file that makes "
+            "llama.cpp abort is an error, not a dead server [default: on for a .gguf path, off "
+            "for an installed model name].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a model over HTTP with OpenAI's API until Ctrl-C; any OpenAI client can use it.
 
@@ -89,7 +99,9 @@ def serve(
     else:
         entry = lookup(model)
         model_id = entry.name if entry else model
-    m = load(model, device=device, n_ctx=ctx, threads=threads)
+    if isolate is None:
+        isolate = model is not None and looks_like_path(model)
+    m = load(model, device=device, n_ctx=ctx, threads=threads, isolate=isolate)
 
     def listening(url: str) -> None:
         key = ", API key required" if api_key else ""

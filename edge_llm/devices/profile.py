@@ -131,8 +131,10 @@ def load_file(path: str | Path) -> DeviceProfile:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"device profile {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"device profile {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read device profile {path}: {e.strerror or e}") from None
     return from_dict(data, str(path))
 
 
