@@ -106,6 +106,27 @@ def run(cmd: list[str], kill_after: float | None = None) -> tuple[int, float, in
     return p.returncode, time.perf_counter() - t0, p.pid
 
 
+def interrupt(cmd: list[str], ready, limit: float = 600) -> dict:
+    """Run ``cmd``, send Ctrl-C (SIGINT) once ``ready()`` is true; the exit code and how long
+    the process took to exit after the signal."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         start_new_session=True)  # fmt: skip
+    t0 = time.perf_counter()
+    while not ready() and p.poll() is None and time.perf_counter() - t0 < limit:
+        time.sleep(0.05)
+    if p.poll() is not None:
+        return {"interrupted": False, "code": p.returncode}
+    t1 = time.perf_counter()
+    os.kill(p.pid, signal.SIGINT)
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    return {"interrupted": True, "code": p.returncode, "exit_s": round(time.perf_counter() - t1, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=50)
@@ -165,9 +186,28 @@ def main() -> None:
         left += len(debris)
         left_bytes += sum(d.bytes for d in debris)
         kills.append({"job": n, "at_s": round(at, 2), "killed": killed, "debris": len(debris),
-                      "partial": bad})  # fmt: skip
+                      "partial": bad, "pid": pid})  # fmt: skip
         print(f"[{i + 1}/{len(order)}] {n}: killed at {at:.1f} s ({'killed' if killed else f'finished, {code}'}), "
               f"{len(debris)} temporaries left, partial target: {bad or 'none'}", flush=True)  # fmt: skip
+
+    # Ctrl-C while llama.cpp works: its quantizer (no progress callback) and the imatrix pass
+    ctrl_c = {}
+    if "quantize" in names:
+        job = all_jobs["quantize"]
+        clear_targets(job)
+
+        def quantizing() -> bool:
+            return any((d / "quantized.gguf").exists() for d in out.glob(".q4km.gguf.edge-llm-*.work"))
+
+        ctrl_c["quantize"] = interrupt(job["cmd"], quantizing)
+    if "imatrix" in names:
+        job = all_jobs["imatrix"]
+        clear_targets(job)
+        start = time.perf_counter()
+        ctrl_c["imatrix"] = interrupt(job["cmd"], lambda: time.perf_counter() - start > 0.6 * duration["imatrix"])  # fmt: skip
+    print(f"Ctrl-C: {ctrl_c}", flush=True)
+    debris_after_ctrl_c = [str(d.path) for d in find_debris([out])
+                           if d.pid not in {k.get("pid") for k in kills}]  # fmt: skip
 
     # the next run of each job sweeps what the kills left in its folder
     before_next = {str(d.path) for d in find_debris([out])}
@@ -190,11 +230,14 @@ def main() -> None:
         "swept_by_next_runs": swept_after_next,
         "distill_resume_folders_after": resume_dirs,
         "sources_unchanged": unchanged,
+        "ctrl_c": ctrl_c,
+        "temporaries_left_by_ctrl_c": debris_after_ctrl_c,
         "stray_files": sorted(p.name for p in out.iterdir() if DEBRIS_RE.match(p.name)),
     }
     (work / "reliability.json").write_text(json.dumps({**report, "details": kills}, indent=2))
     print(json.dumps(report, indent=2))
-    ok = not partial and not after and all(unchanged.values())
+    ok = not partial and not after and all(unchanged.values()) and not debris_after_ctrl_c
+    ok = ok and all(c.get("code") == 130 and c.get("exit_s", 9) < 1.0 for c in ctrl_c.values())
     if not ok:
         raise SystemExit("reliability check FAILED")
     print("reliability check passed")

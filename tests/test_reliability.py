@@ -307,3 +307,45 @@ def test_ctrl_c_stops_imatrix_within_a_second_with_exit_130(smollm2_path, tmp_pa
     assert took < 1.5, took
     assert list(tmp_path.iterdir()) == []
 
+
+
+# --- what the fuzzer found (tests/test_fuzz.py), kept as regression tests --------------------
+
+
+@pytest.mark.parametrize(
+    "text, phrase",
+    [
+        ('default = "Q4_K"\nrule = [{tensor = "x", type = {a = 1}}]\n', "must be strings"),
+        ('default = "Q4_K"\nrule = 5\n', "[[rule]] tables"),
+        ('default = "Q4_K"\n[[rule]]\ntensor = "x"\ntype = "Q8_0"\noptional = "yes"\n', "true or false"),  # fmt: skip
+        ('default = 5\n', "default is 5"),
+    ],
+)
+def test_fuzz_found_recipes_of_the_wrong_shape(tmp_path, text, phrase):
+    from convert import recipes
+    from convert.errors import ConvertError
+
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    with pytest.raises(ConvertError, match=phrase.replace("[", r"\[").replace("]", r"\]")):
+        recipes.load(p)
+    p.write_bytes(b'default = "Q4_K"\nname = "\xff"\n')
+    with pytest.raises(ConvertError, match="UTF-8"):
+        recipes.load(p)
+
+
+def test_fuzz_found_non_utf8_device_profile_and_suite(tmp_path):
+    from bench import suites
+    from bench.errors import BenchError
+    from edge_llm.devices import profile
+    from edge_llm.errors import ConfigError
+
+    p = tmp_path / "d.toml"
+    p.write_bytes(b'name = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        profile.load_file(p)
+    with pytest.raises(BenchError, match="cannot read suite"):
+        suites.load(str(p))
+    p.write_text("context = 512\nbpb = true\n")
+    with pytest.raises(BenchError, match=r"\[bpb\] must be a table"):
+        suites.load(str(p))

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_llm.devices import available_cpus
 from edge_llm.devices.profile import DeviceProfile
-from edge_llm.fsutil import atomic_path, cache_dir
+from edge_llm.fsutil import atomic_path, cache_dir, work_dir
 
 READ_BUFFER_BYTES = 256 << 20
 
@@ -161,7 +161,6 @@ def calibrate(threads: int | None = None, progress=None) -> dict:
 
     Takes about two minutes on 2 CPUs; cached until the CPU or llama-cpp-python changes.
     """
-    import tempfile
 
     from edge_llm import gguf_info, registry
     from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
@@ -177,7 +176,7 @@ def calibrate(threads: int | None = None, progress=None) -> dict:
     fit: dict[str, dict] = {}
     samples = []
     cache_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="calibration-") as tmp:
+    with work_dir(cache_dir() / "calibration") as tmp:
         files = []
         for src, types in sources:
             for name, ftype in types.items():
