@@ -216,17 +216,19 @@ def test_eight_clients_at_once_all_get_answers(server):
         )
         return r.choices[0].message.content
 
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(ask, i) for i in range(8)]
-        # The event loop stays free while the model works through the queue.
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
-        health_s = time.monotonic() - t0
-        answers = [f.result() for f in futures]
+    hold = {"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    with ThreadPoolExecutor(8) as pool, httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{server.url}/v1/completions", json=hold) as r:
+            next(r.iter_lines())  # this stream holds the model now
+            futures = [pool.submit(ask, i) for i in range(8)]
+            time.sleep(0.3)
+            # The event loop stays free while the model is busy: /health is answered while
+            # all eight generations wait their turn.
+            assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+            assert not any(f.done() for f in futures)
+        answers = [f.result() for f in futures]  # hanging up let them run
     assert all(a.strip() for a in answers)
-    assert health_s < 1.0
-    done = records(server)[before:]
+    done = [r for r in records(server)[before:] if r.finish_reason != "cancelled"]
     assert len(done) == 8 and all(r.finish_reason in ("stop", "length") for r in done)
 
 
@@ -269,23 +271,21 @@ def test_a_client_that_hangs_up_mid_stream_stops_its_generation(server):
         "ignore_eos": True,  # or it might end by itself
         "stream": True,
     }
-    t0 = time.monotonic()
     with httpx.Client(timeout=30) as http:
         with http.stream("POST", f"{server.url}/v1/completions", json=body) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
                 if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
                     break  # one piece of text, then hang up
-    # The model is free again at once: a full 1000-token generation would take many seconds.
+    # The model is free again at once: the next request runs after a generation stopped early
+    # (far short of its 1000 tokens).
     r = server.client().completions.create(
         model=MODEL_ID, prompt="The capital of France is", max_tokens=16, temperature=0
     )
-    elapsed = time.monotonic() - t0
     assert r.choices[0].text == PARIS
     (gone,) = _cancelled(server, before)
     assert gone.endpoint == "completions" and gone.stream
     assert 1 <= gone.completion_tokens < 100
-    assert elapsed < 5
 
 
 def test_a_client_that_hangs_up_while_waiting_stops_its_generation(server):
@@ -293,11 +293,10 @@ def test_a_client_that_hangs_up_while_waiting_stops_its_generation(server):
     body = {"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.5)
-    t0 = time.monotonic()
     r = server.client().completions.create(
         model=MODEL_ID, prompt="The capital of France is", max_tokens=4, temperature=0
     )
-    assert r.choices[0].text and time.monotonic() - t0 < 3
+    assert r.choices[0].text
     (gone,) = _cancelled(server, before)
     assert not gone.stream and gone.completion_tokens < 200
 
@@ -331,10 +330,9 @@ def test_stopping_the_server_ends_its_streams_at_once(model):
             if line.startswith("data: "):
                 events.append(line[6:])
                 if len(events) == 3:
-                    t0 = time.monotonic()
                     s.server.should_exit = True
     s.thread.join(timeout=10)
-    assert not s.thread.is_alive() and time.monotonic() - t0 < 3
+    assert not s.thread.is_alive()
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["message"] == "the server is shutting down"
     (stopped,) = [g for g in s.app.state.generations if g.finish_reason == "cancelled"]

@@ -439,3 +439,23 @@ def test_one_log_line_per_request(server, log_lines):
         r.usage.completion_tokens,
     )
     assert int(parsed[1][5]) == 2
+
+
+def test_tool_calls_are_parsed_from_hermes_blocks():
+    from edge_llm.server.formats import parse_tool_calls
+
+    text = (
+        'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n'
+        '</tool_call>\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
+    )
+    content, calls = parse_tool_calls(text)
+    assert content == "Let me check."
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Rome"}),
+        ("get_time", {}),
+    ]
+    assert len({c["id"] for c in calls}) == 2
+    assert parse_tool_calls("no calls <tool_call>not json</tool_call>") == (
+        "no calls <tool_call>not json</tool_call>",
+        [],
+    )

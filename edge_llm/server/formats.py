@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from edge_llm import backend
+from edge_llm.errors import PromptError
 from edge_llm.model import Completion, Model, TokenLogprob
 from edge_llm.server.errors import RequestError
 
@@ -218,8 +219,6 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
 def template_message(i: int, m: Any) -> dict[str, Any]:
     """An OpenAI message as the Model's template takes it: content as one string, "developer"
     as system, tool-call arguments as objects (templates write them with ``tojson``)."""
-    from edge_llm.errors import PromptError
-
     role = "system" if m.role == "developer" else m.role
     content = m.content
     if content is None:
