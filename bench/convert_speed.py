@@ -191,9 +191,9 @@ def llama_converter(path: str | None) -> Path:
     from edge_llm.fsutil import cache_dir
 
     try:
-        import llama_cpp
+        import importlib.metadata
 
-        version = llama_cpp.__version__
+        version = importlib.metadata.version("llama_cpp_python")
     except Exception:
         version = "*"
     pattern = str(cache_dir() / "src" / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp")

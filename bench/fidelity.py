@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_llm.errors import EdgeLLMError
+from edge_llm.llama.scoring import ScoringContext, chunk_plan, log_softmax
+from edge_llm.llama.threads import ThreadPolicy
 
-GGML_TYPE_F32 = 0
+__all__ = ["compare", "cached_references", "chunk_plan", "summarize", "FidelityError"]
 PERCENTILES = {"p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 _ROWS = 16  # rows of logits turned into float64 at a time
 
@@ -43,121 +45,17 @@ class FidelityError(EdgeLLMError):
     """Two models that cannot be compared, or a text too short to compare them on."""
 
 
-class _Threads:
-    """Threads for llama.cpp: ``fixed`` when given, else the CPUs other processes leave free,
-    read again before each chunk (a thread whose core is busy stalls every graph barrier)."""
+class _Model(ScoringContext):
+    """One GGUF with one context: n_ctx tokens, one batch, F32 KV cache (opened on first use)."""
 
-    def __init__(self, fixed: int | None):
-        from edge_llm.devices import CpuLoad, available_cpus, threads_for
-
-        self.fixed, self.cpus, self.pick = fixed, available_cpus(), threads_for
-        self.load = None if fixed else CpuLoad()
-        self.current = fixed or threads_for(self.cpus, self.load.others_busy(wait=True))
-
-    def apply(self, C, ctx) -> None:
-        if not self.fixed:
-            busy = self.load.others_busy(wait=False)
-            if busy is not None:
-                self.current = self.pick(self.cpus, busy)
-        C.llama_set_n_threads(ctx, self.current, self.current)
-
-
-class _Model:
-    """One GGUF with one context: n_ctx tokens, one batch, F32 KV cache."""
-
-    def __init__(self, path: Path, n_ctx: int, threads: _Threads):
-        import llama_cpp.llama_cpp as C
-
-        from edge_llm import backend  # noqa: F401  (routes llama.cpp's log)
-
-        self.C, self.path = C, path
-        self.ctx = self.batch = None
-        mp = C.llama_model_default_params()
-        mp.n_gpu_layers = 0
-        self.model = C.llama_model_load_from_file(str(path).encode(), mp)
-        if not self.model:
-            raise FidelityError(f"llama.cpp could not load {path}; is it a complete GGUF model?")
-        self.vocab = C.llama_model_get_vocab(self.model)
-        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+    def __init__(self, path: Path, n_ctx: int, threads: ThreadPolicy):
+        super().__init__(path, n_ctx=n_ctx, threads=threads, error=FidelityError)
         self.n_ctx = n_ctx
-        self.threads = threads
-
-    def open_context(self) -> None:
-        C = self.C
-        cp = C.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = self.n_ctx
-        cp.n_seq_max = 1
-        cp.n_threads = cp.n_threads_batch = self.threads.current
-        cp.type_k = cp.type_v = GGML_TYPE_F32
-        cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        cp.no_perf = True
-        self.ctx = C.llama_init_from_model(self.model, cp)
-        if not self.ctx:
-            raise FidelityError(
-                f"llama.cpp could not create a context of {self.n_ctx} for {self.path}"
-            )
-        self.mem = C.llama_get_memory(self.ctx)
-        self.batch = C.llama_batch_init(self.n_ctx, 0, 1)
-
-    def tokenize(self, text: str) -> list[int]:
-        from edge_llm.backend import tokenize
-
-        return tokenize(self.vocab, text, True, False)
-
-    def bos(self) -> int | None:
-        C = self.C
-        return C.llama_vocab_bos(self.vocab) if C.llama_vocab_get_add_bos(self.vocab) else None
 
     def logits(self, tokens: list[int], first: int, last: int) -> np.ndarray:
         """Evaluate one chunk from an empty cache; the logits of positions first..last-1 as a
         view of llama.cpp's buffer [last-first, n_vocab] (valid until the next call)."""
-        C, b = self.C, self.batch
-        self.threads.apply(C, self.ctx)
-        C.llama_memory_clear(self.mem, True)
-        for k, tok in enumerate(tokens):
-            b.token[k], b.pos[k], b.n_seq_id[k] = tok, k, 1
-            b.seq_id[k][0] = 0
-            b.logits[k] = first <= k < last
-        b.n_tokens = len(tokens)
-        rc = C.llama_decode(self.ctx, b)
-        if rc != 0:
-            raise FidelityError(f"llama.cpp failed to evaluate a chunk of {self.path} (code {rc})")
-        ptr = C.llama_get_logits(self.ctx)
-        n = last - first
-        return np.ctypeslib.as_array(ptr, shape=(n * self.n_vocab,)).reshape(n, self.n_vocab)
-
-    def close(self) -> None:
-        C = self.C
-        if self.batch is not None:
-            C.llama_batch_free(self.batch)
-            self.batch = None
-        if self.ctx:
-            C.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
-            C.llama_model_free(self.model)
-            self.model = None
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x -= x.max(axis=-1, keepdims=True)
-    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
-    return x
-
-
-def chunk_plan(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None):
-    """llama-perplexity's chunks: ``len // n_ctx`` of ``n_ctx`` tokens, BOS first if added."""
-    n = len(tokens) // n_ctx
-    if max_chunks is not None:
-        n = min(n, max_chunks)
-    out = []
-    for i in range(n):
-        c = list(tokens[i * n_ctx : (i + 1) * n_ctx])
-        if bos is not None:
-            c[0] = bos
-        out.append(c)
-    return out
+        return self.eval_chunk(tokens, first, last)
 
 
 def _check_vocab(ref: _Model, cand: _Model, text: str, tokens: list[int]) -> None:
@@ -166,7 +64,7 @@ def _check_vocab(ref: _Model, cand: _Model, text: str, tokens: list[int]) -> Non
             f"the models have different vocabularies ({ref.n_vocab} vs {cand.n_vocab} tokens): "
             f"{cand.path.name} is not a quantization of {ref.path.name}"
         )
-    if cand.tokenize(text) != tokens or ref.bos() != cand.bos():
+    if cand.tokenize(text) != tokens or ref.chunk_bos() != cand.chunk_bos():
         raise FidelityError(
             f"the models' vocabularies tokenize the text differently: {cand.path.name} is not a "
             f"quantization of {ref.path.name}"
@@ -222,7 +120,7 @@ def compare(
             raise FidelityError(f"{p} does not exist; pass two GGUF files")
     if n_ctx < 8:
         raise FidelityError(f"--ctx {n_ctx} is too small; use 512 (llama-perplexity's default)")
-    threads = _Threads(threads)
+    threads = ThreadPolicy(threads)
     ref = _Model(reference, n_ctx, threads)
     cand = None
     try:
@@ -234,10 +132,10 @@ def compare(
                 f"the text tokenizes to {len(tokens)} tokens; comparing with a context of {n_ctx} "
                 f"needs at least {2 * n_ctx}: give a longer text or a smaller --ctx"
             )
-        chunks = chunk_plan(tokens, n_ctx, ref.bos(), max_chunks)
+        chunks = chunk_plan(tokens, n_ctx, ref.chunk_bos(), max_chunks)
         first, last = n_ctx // 2, n_ctx - 1
         ref_rows = _reference_rows(ref, chunks, first, last, text)
-        cand.open_context()
+        cand.open()
         kld, same, nll_ref, nll_cand, dp = [], 0, [], [], []
         for ci, chunk in enumerate(chunks):
             lr_all = ref_rows(ci)
@@ -248,7 +146,7 @@ def compare(
                 lr = np.asarray(lr_all[r0:r1], dtype=np.float64)
                 # both sides as float32 log-probs (the reference is kept so): identical
                 # models give exactly 0
-                lc = _log_softmax(lc_raw[r0:r1]).astype(np.float32).astype(np.float64)
+                lc = log_softmax(lc_raw[r0:r1]).astype(np.float32).astype(np.float64)
                 kld.append((np.exp(lr) * (lr - lc)).sum(axis=-1))
                 same += int((lr.argmax(-1) == lc_raw[r0:r1].argmax(-1)).sum())
                 idx = np.arange(r1 - r0)
@@ -273,13 +171,13 @@ def _reference_rows(ref: _Model, chunks, first: int, last: int, text: str):
     key = _reference_key(ref.path, text, ref.n_ctx, len(chunks)) if cache else None
     if cache and cache["key"] == key:
         return lambda i: np.load(cache["chunks"][i], mmap_mode="r")
-    ref.open_context()
+    ref.open()
     stored = []
     for i, chunk in enumerate(chunks):
         raw = ref.logits(chunk, first, last)
         rows = np.empty(raw.shape, dtype=np.float32)
         for r0 in range(0, raw.shape[0], _ROWS):
-            rows[r0 : r0 + _ROWS] = _log_softmax(raw[r0 : r0 + _ROWS])
+            rows[r0 : r0 + _ROWS] = log_softmax(raw[r0 : r0 + _ROWS])
         if cache:
             p = cache["dir"] / f"ref-{i}.npy"
             np.save(p, rows)

@@ -95,7 +95,7 @@ class Context:
 
 def versions() -> dict:
     import edge_llm
-    from edge_llm.backend import system_info
+    from edge_llm.llama.binding import system_info
 
     out = {
         "edge_llm": edge_llm.__version__,

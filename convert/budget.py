@@ -29,7 +29,6 @@ Only the tensors llama.cpp quantizes take part; vectors (norms) stay F32 and cou
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import json
@@ -47,6 +46,9 @@ from convert import recipes
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
 from edge_llm.fsutil import sha256_file
+from edge_llm.llama import binding
+from edge_llm.llama.scoring import ScoringContext, chunk_plan, log_softmax, tokenize_file
+from edge_llm.llama.threads import ThreadPolicy
 
 VERSION = 2  # of the sensitivity measurement (part of its cache key)
 CANDIDATES = ["F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "IQ4_NL",
@@ -85,55 +87,16 @@ def padded(n: int) -> int:
 # --- ggml's quantizer ---------------------------------------------------------------------------
 
 
-class _Traits(ctypes.Structure):
-    """struct ggml_type_traits (ggml.h); checked against ggml_blck_size / ggml_type_size."""
-
-    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
-                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
-                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
-                ("from_float_ref", ctypes.c_void_p)]  # fmt: skip
-
-
-_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
-
-
-@functools.cache
-def _ggml() -> ctypes.CDLL:
-    from edge_llm import backend
-
-    lib = ctypes.CDLL(backend.C._lib._name)
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                        ctypes.c_void_p]  # fmt: skip
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
-    lib.ggml_quantize_init.restype = None
-    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
-    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
-    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
-    lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
-    lib.ggml_blck_size.argtypes = [ctypes.c_int]
-    lib.ggml_blck_size.restype = ctypes.c_int64
-    lib.ggml_type_size.argtypes = [ctypes.c_int]
-    lib.ggml_type_size.restype = ctypes.c_size_t
-    return lib
-
-
 @functools.cache
 def _to_float(ggml_type: int):
     """ggml's dequantizer for a type (its type traits' to_float)."""
-    lib = _ggml()
-    tr = lib.ggml_get_type_traits(ggml_type).contents
-    if tr.blck_size != lib.ggml_blck_size(ggml_type) or tr.type_size != lib.ggml_type_size(
-        ggml_type
-    ):
-        raise ConvertError(
-            "this llama.cpp build lays out ggml_type_traits differently from the one edge-llm was "
-            "written for; reinstall the pinned llama-cpp-python (make install)"
-        )
+    try:
+        tr = binding.type_traits(ggml_type)
+    except RuntimeError as e:
+        raise ConvertError(str(e)) from None
     if not tr.to_float:
         raise ConvertError(f"ggml has no dequantizer for type {ggml_type}")
-    return _TO_FLOAT(tr.to_float)
+    return binding.TO_FLOAT(tr.to_float)
 
 
 def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.ndarray:
@@ -144,7 +107,7 @@ def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.n
     if type_name == "F16":
         return w.astype(np.float16).astype(np.float32)
     t = recipes.type_info(type_name)
-    lib = _ggml()
+    lib = binding.lib()
     if imatrix is None and lib.ggml_quantize_requires_imatrix(t.ggml):
         raise ConvertError(f"{type_name} needs an importance matrix")
     w = np.ascontiguousarray(w, dtype=np.float32)
@@ -234,7 +197,7 @@ def measure_errors(
     progress: Stage | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per tensor and candidate type, the importance-weighted squared quantization error."""
-    lib = _ggml()
+    lib = binding.lib()
     for n in CANDIDATES + IMATRIX_CANDIDATES:
         if recipes.TYPES[n].block > 1:
             lib.ggml_quantize_init(recipes.TYPES[n].ggml)
@@ -273,62 +236,20 @@ class _Evaluator:
     half of each chunk (as llama-perplexity scores)."""
 
     def __init__(self, chunks: list[list[int]], n_ctx: int, threads: int | None):
-        from convert.imatrix import Threads
-
-        self.chunks, self.n_ctx, self.threads = chunks, n_ctx, Threads(threads)
+        self.chunks, self.n_ctx, self.threads = chunks, n_ctx, ThreadPolicy(threads)
         self.first, self.last = n_ctx // 2, n_ctx - 1
         self.reference: list[np.ndarray] = []
 
     def _logprobs(self, path: Path):
-        import llama_cpp.llama_cpp as C
-
-        from edge_llm import backend  # noqa: F401
-
-        mp = C.llama_model_default_params()
-        mp.n_gpu_layers = 0
-        model = C.llama_model_load_from_file(str(path).encode(), mp)
-        if not model:
-            raise ConvertError(f"llama.cpp could not load {path}")
-        ctx = batch = None
-        try:
-            n_vocab = C.llama_vocab_n_tokens(C.llama_model_get_vocab(model))
-            cp = C.llama_context_default_params()
-            cp.n_ctx = cp.n_batch = cp.n_ubatch = self.n_ctx
-            cp.n_seq_max = 1
-            cp.n_threads = cp.n_threads_batch = self.threads.current
-            cp.type_k = cp.type_v = 0
-            cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            ctx = C.llama_init_from_model(model, cp)
-            if not ctx:
-                raise ConvertError(f"llama.cpp could not create a context for {path}")
-            mem = C.llama_get_memory(ctx)
-            batch = C.llama_batch_init(self.n_ctx, 0, 1)
+        with ScoringContext(path, n_ctx=self.n_ctx, threads=self.threads,
+                            error=ConvertError) as sc:  # fmt: skip
             n = self.last - self.first
             for chunk in self.chunks:
-                self.threads.apply(ctx)
-                C.llama_memory_clear(mem, True)
-                for k, tok in enumerate(chunk):
-                    batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, k, 1
-                    batch.seq_id[k][0] = 0
-                    batch.logits[k] = self.first <= k < self.last
-                batch.n_tokens = len(chunk)
-                if C.llama_decode(ctx, batch) != 0:
-                    raise ConvertError(f"llama.cpp failed to evaluate {path}")
-                ptr = C.llama_get_logits(ctx)
-                raw = np.ctypeslib.as_array(ptr, shape=(n * n_vocab,)).reshape(n, n_vocab)
-                out = np.empty((n, n_vocab), dtype=np.float32)
+                raw = sc.eval_chunk(chunk, self.first, self.last)
+                out = np.empty((n, sc.n_vocab), dtype=np.float32)
                 for r0 in range(0, n, 16):
-                    x = raw[r0 : r0 + 16].astype(np.float64)
-                    x -= x.max(-1, keepdims=True)
-                    x -= np.log(np.exp(x).sum(-1, keepdims=True))
-                    out[r0 : r0 + 16] = x
+                    out[r0 : r0 + 16] = log_softmax(raw[r0 : r0 + 16])
                 yield out
-        finally:
-            if batch is not None:
-                C.llama_batch_free(batch)
-            if ctx:
-                C.llama_free(ctx)
-            C.llama_model_free(model)
 
     def set_reference(self, path: Path) -> None:
         self.reference = list(self._logprobs(path))
@@ -428,23 +349,11 @@ def measure_gains(
     progress: Stage | None = None,
 ) -> None:
     """Fit ``sens.gains`` from probe files run on the calibration text (see the module doc)."""
-    import llama_cpp.llama_cpp as C
-
     from convert import gguf_edit, quantize
-    from convert.imatrix import chunks as make_chunks
-    from convert.imatrix import tokenize
 
-    mp = C.llama_model_default_params()
-    mp.vocab_only = True
-    vm = C.llama_model_load_from_file(str(model).encode(), mp)
-    try:
-        tokens = tokenize(vm, text)
-        voc = C.llama_model_get_vocab(vm)
-        bos = C.llama_vocab_bos(voc) if C.llama_vocab_get_add_bos(voc) else None
-    finally:
-        C.llama_model_free(vm)
+    tokens, bos = tokenize_file(model, text, ConvertError)
     n_ctx = min(n_ctx, max(16, len(tokens) // max(n_chunks, 1)))
-    every = make_chunks(tokens, n_ctx, bos)
+    every = chunk_plan(tokens, n_ctx, bos)
     if not every:
         raise ConvertError("the calibration text is too short to measure sensitivities on")
     chunks = every[-n_chunks:]  # the end of the text: the imatrix uses its beginning
@@ -686,8 +595,4 @@ def parse_size(text: str | int | float) -> int:
 def threads_default(threads: int | None) -> int:
     """For llama.cpp's quantizer and the error measurement: ``threads``, else the CPUs other
     processes leave free now."""
-    if threads:
-        return threads
-    from edge_llm.devices import CpuLoad, available_cpus, threads_for
-
-    return threads_for(available_cpus(), CpuLoad().others_busy(wait=True))
+    return ThreadPolicy(threads).current

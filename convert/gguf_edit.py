@@ -14,63 +14,20 @@ handle, like edge_llm.gguf_info), so offsets, padding and alignment are llama.cp
 from __future__ import annotations
 
 import ctypes
-import functools
 import shutil
 from pathlib import Path
 from typing import Any
 
 from convert.errors import ConvertError
-
-_STR_ARRAY = ctypes.POINTER(ctypes.c_char_p)
-
-
-class _InitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-
-@functools.cache
-def _lib() -> ctypes.CDLL:
-    from edge_llm import backend
-
-    lib = ctypes.CDLL(backend.C._lib._name)
-    p, s, i64, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_size_t
-    sig = {
-        "gguf_init_from_file": ([s, _InitParams], p),
-        "gguf_free": ([p], None),
-        "gguf_get_n_tensors": ([p], i64),
-        "gguf_get_tensor_name": ([p, i64], s),
-        "gguf_get_tensor_type": ([p, i64], ctypes.c_int),
-        "gguf_get_tensor_offset": ([p, i64], sz),
-        "gguf_get_tensor_size": ([p, i64], sz),
-        "gguf_find_tensor": ([p, s], i64),
-        "gguf_set_tensor_type": ([p, s, ctypes.c_int], None),
-        "gguf_get_data_offset": ([p], sz),
-        "gguf_get_alignment": ([p], sz),
-        "gguf_get_meta_size": ([p], sz),
-        "gguf_get_meta_data": ([p, p], None),
-        "gguf_set_val_str": ([p, s, s], None),
-        "gguf_set_val_u32": ([p, s, ctypes.c_uint32], None),
-        "gguf_set_val_u64": ([p, s, ctypes.c_uint64], None),
-        "gguf_set_val_i32": ([p, s, ctypes.c_int32], None),
-        "gguf_set_val_f32": ([p, s, ctypes.c_float], None),
-        "gguf_set_val_bool": ([p, s, ctypes.c_bool], None),
-        "gguf_set_arr_str": ([p, s, _STR_ARRAY, sz], None),
-        "ggml_blck_size": ([ctypes.c_int], i64),
-        "ggml_type_size": ([ctypes.c_int], sz),
-    }
-    for name, (args, res) in sig.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, res
-    return lib
-
+from edge_llm.llama import binding
 
 class Header:
     """A GGUF's metadata and tensor table, held by llama.cpp's gguf context (no tensor data)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.lib = _lib()
-        self.ctx = self.lib.gguf_init_from_file(str(self.path).encode(), _InitParams(True, None))
+        self.lib = binding.lib()
+        self.ctx = self.lib.gguf_init_from_file(str(self.path).encode(), binding.GgufInitParams(True, None))
         if not self.ctx:
             raise ConvertError(f"{self.path} is not a readable GGUF; convert it again")
 
@@ -157,7 +114,7 @@ def _pad(n: int, align: int) -> int:
 
 
 def tensor_nbytes(ggml_type: int, n_elements: int) -> int:
-    lib = _lib()
+    lib = binding.lib()
     return n_elements // lib.ggml_blck_size(int(ggml_type)) * lib.ggml_type_size(int(ggml_type))
 
 

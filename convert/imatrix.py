@@ -22,8 +22,6 @@ too. What llama-quantize uses is ``in_sum2 / counts``: the mean squared activati
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import struct
 from collections.abc import Callable
@@ -35,6 +33,8 @@ import numpy as np
 from convert.errors import ConvertError
 from edge_llm import interrupts
 from edge_llm.fsutil import atomic_path
+from edge_llm.llama import activations as act
+from edge_llm.llama.scoring import ScoringContext, chunk_plan
 
 MIN_ROWS = 16  # llama-imatrix ignores multiplications of fewer rows ("small batches")
 GGML_TYPE_F32 = 0
@@ -200,90 +200,6 @@ def _read_legacy(path: Path) -> Imatrix:
 # --- ggml's tensor, as this llama.cpp build lays it out -----------------------------------------
 
 
-class _Tensor(ctypes.Structure):
-    """struct ggml_tensor (ggml.h of the vendored llama.cpp); checked against ggml's own
-    accessors before the first use (`_check_layout`)."""
-
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("buffer", ctypes.c_void_p),
-        ("ne", ctypes.c_int64 * 4),
-        ("nb", ctypes.c_size_t * 4),
-        ("op", ctypes.c_int),
-        ("op_params", ctypes.c_int32 * 16),
-        ("flags", ctypes.c_int32),
-        ("src", ctypes.c_void_p * 10),
-        ("view_src", ctypes.c_void_p),
-        ("view_offs", ctypes.c_size_t),
-        ("data", ctypes.c_void_p),
-        ("name", ctypes.c_char * 64),
-        ("extra", ctypes.c_void_p),
-        ("padding", ctypes.c_char * 8),
-    ]
-
-
-@functools.cache
-def _ggml() -> ctypes.CDLL:
-    # through libllama's handle, so the symbols are those of the libggml llama.cpp runs on
-    from edge_llm import backend
-
-    lib = ctypes.CDLL(backend.C._lib._name)
-    sig = {
-        "ggml_op_name": ([ctypes.c_int], ctypes.c_char_p),
-        "ggml_get_name": ([ctypes.c_void_p], ctypes.c_void_p),
-        "ggml_get_data": ([ctypes.c_void_p], ctypes.c_void_p),
-        "ggml_nbytes": ([ctypes.c_void_p], ctypes.c_size_t),
-        "ggml_nrows": ([ctypes.c_void_p], ctypes.c_int64),
-        "ggml_backend_buffer_is_host": ([ctypes.c_void_p], ctypes.c_bool),
-        "ggml_backend_tensor_get": (
-            [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t],
-            None,
-        ),
-    }
-    for name, (args, res) in sig.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, res
-    return lib
-
-
-def _check_layout(ptr: int, t: _Tensor) -> None:
-    lib = _ggml()
-    name_at = ptr + _Tensor.name.offset
-    ok = lib.ggml_get_name(ptr) == name_at and (lib.ggml_get_data(ptr) or 0) == (t.data or 0)
-    if ok and t.ne[0] > 0:
-        ok = lib.ggml_nrows(ptr) == t.ne[1] * t.ne[2] * t.ne[3]
-    if not ok:
-        raise ConvertError(
-            "this llama.cpp build lays out ggml_tensor differently from the one edge-llm was "
-            "written for; reinstall the pinned llama-cpp-python (make install)"
-        )
-
-
-def _array(t: _Tensor, ptr: int) -> np.ndarray:
-    """An F32 tensor's data as a numpy array [ne3, ne2, ne1, ne0] (a copy)."""
-    lib = _ggml()
-    shape = tuple(int(t.ne[i]) for i in (3, 2, 1, 0))
-    strides = tuple(int(t.nb[i]) for i in (3, 2, 1, 0))
-    extent = sum((n - 1) * s for n, s in zip(shape, strides)) + 4
-    if lib.ggml_backend_buffer_is_host(t.buffer):
-        raw = (ctypes.c_char * extent).from_address(t.data)
-        base = np.frombuffer(raw, dtype=np.uint8)
-    else:  # a GPU buffer: copy it out (llama-imatrix does the same)
-        nbytes = lib.ggml_nbytes(ptr)
-        base = np.empty(max(nbytes, extent), dtype=np.uint8)
-        lib.ggml_backend_tensor_get(ptr, base.ctypes.data, 0, nbytes)
-    view = np.lib.stride_tricks.as_strided(base.view(np.float32)[:1], shape, strides)
-    return np.array(view, dtype=np.float32)
-
-
-def _weight_name(raw: bytes) -> str:
-    """Strip a backend's decoration: ``CUDA0#blk.0.attn_k.weight#0`` -> ``blk.0.attn_k.weight``."""
-    name = raw.decode(errors="replace")
-    if "#" in name:
-        name = name.split("#")[1]
-    return name
-
-
 class Collector:
     """The cb_eval callback: llama-imatrix's collection rules, sums kept in float64.
 
@@ -302,14 +218,7 @@ class Collector:
         self.extra_counts: dict[str, np.ndarray] = {}
         self.error: BaseException | None = None
         self._checked = False
-        self._ops: dict[int, str] = {}
-        self.callback = _EVAL_CALLBACK(self._callback)
-
-    def _op(self, op: int) -> str:
-        name = self._ops.get(op)
-        if name is None:
-            name = self._ops[op] = _ggml().ggml_op_name(op).decode()
-        return name
+        self.callback = act.EVAL_CALLBACK(self._callback)
 
     def _wanted(self, wname: str) -> bool:
         if wname.startswith("blk."):
@@ -323,16 +232,16 @@ class Collector:
             if self.error is not None:
                 return False
             interrupts.raise_if_requested()  # Ctrl-C or SIGTERM: returning false stops the graph
-            t = _Tensor.from_address(ptr)
+            t = act.Tensor.from_address(ptr)
             if not self._checked:
-                _check_layout(ptr, t)
+                act.check_layout(ptr, t)
                 self._checked = True
-            op = self._op(t.op)
+            op = act.op_name(t.op)
             if op not in ("MUL_MAT", "MUL_MAT_ID"):
                 return False if ask else True
-            src0 = _Tensor.from_address(t.src[0])
-            src1 = _Tensor.from_address(t.src[1])
-            wname = _weight_name(src0.name)
+            src0 = act.Tensor.from_address(t.src[0])
+            src1 = act.Tensor.from_address(t.src[1])
+            wname = act.weight_name(src0.name)
             if ask:
                 if op == "MUL_MAT_ID":
                     return True
@@ -353,7 +262,7 @@ class Collector:
             return False
 
     def _collect_dense(self, src0, src1, wname, src1_ptr, sums, counts) -> None:
-        x = _array(src1, src1_ptr)  # [ne3, ne2, ne1, ne0]
+        x = act.array(src1, src1_ptr)  # [ne3, ne2, ne1, ne0]
         n_mat = int(src0.ne[2] * src0.ne[3])
         ne0 = x.shape[-1]
         acc = sums.get(wname)
@@ -374,9 +283,9 @@ class Collector:
         counts[wname] += (x.shape[0] * x.shape[1] * x.shape[2]) // n_mat
 
     def _collect_experts(self, t, src0, src1, wname, src1_ptr, sums, counts) -> None:
-        ids_t = _Tensor.from_address(t.src[2])
-        ids = _array_i32(ids_t, t.src[2])  # [n_tokens, n_used]
-        x = _array(src1, src1_ptr)[0]  # [n_tokens, ne1, ne0]
+        ids_t = act.Tensor.from_address(t.src[2])
+        ids = act.array_i32(ids_t, t.src[2])  # [n_tokens, n_used]
+        x = act.array(src1, src1_ptr)[0]  # [n_tokens, ne1, ne0]
         n_as, ne0 = int(src0.ne[2]), x.shape[-1]
         acc = sums.get(wname)
         if acc is None:
@@ -391,74 +300,8 @@ class Collector:
             raise ConvertError(f"non-finite activations in {wname}; the model produces NaN/inf")
 
 
-def _array_i32(t: _Tensor, ptr: int) -> np.ndarray:
-    lib = _ggml()
-    n1, n0 = int(t.ne[1]), int(t.ne[0])
-    nbytes = lib.ggml_nbytes(ptr)
-    buf = np.empty(nbytes, dtype=np.uint8)
-    lib.ggml_backend_tensor_get(ptr, buf.ctypes.data, 0, nbytes)
-    view = np.lib.stride_tricks.as_strided(
-        buf.view(np.int32)[:1], (n1, n0), (int(t.nb[1]), int(t.nb[0]))
-    )
-    return np.array(view)
-
-
-_EVAL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)
-
-
-class Threads:
-    """llama.cpp's thread count for a long run of chunks: ``fixed`` when given, else the CPUs
-    other processes leave free, read again before each chunk (edge_llm.devices): on a shared
-    machine a thread whose core is busy stalls every barrier of the graph."""
-
-    def __init__(self, fixed: int | None):
-        from edge_llm.devices import CpuLoad, available_cpus, threads_for
-
-        self.fixed, self._cpus, self._for = fixed, available_cpus(), threads_for
-        self.load = None if fixed else CpuLoad()
-        self.current = fixed or threads_for(self._cpus, self.load.others_busy(wait=True))
-
-    def now(self) -> int:
-        if not self.fixed:
-            busy = self.load.others_busy(wait=False)
-            if busy is not None:
-                self.current = self._for(self._cpus, busy)
-        return self.current
-
-    def apply(self, ctx) -> None:
-        import llama_cpp.llama_cpp as C
-
-        n = self.now()
-        C.llama_set_n_threads(ctx, n, n)
-
-
 # progress(chunks_done, chunks_total)
 ChunkProgress = Callable[[int, int], None]
-
-
-def tokenize(model, text: str) -> list[int]:
-    """The text as llama-imatrix and llama-perplexity tokenize it: special tokens added (BOS),
-    special-token text not parsed."""
-    import llama_cpp.llama_cpp as C
-
-    from edge_llm.backend import tokenize as tokenize_vocab
-
-    return tokenize_vocab(C.llama_model_get_vocab(model), text, True, False)
-
-
-def chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None):
-    """llama-imatrix's chunking: ``len // n_ctx`` chunks of ``n_ctx`` tokens, each starting with
-    BOS when the vocabulary adds one (the chunk's first token is replaced, not shifted)."""
-    n = len(tokens) // n_ctx
-    if max_chunks is not None:
-        n = min(n, max_chunks)
-    out = []
-    for i in range(n):
-        c = list(tokens[i * n_ctx : (i + 1) * n_ctx])
-        if bos is not None:
-            c[0] = bos
-        out.append(c)
-    return out
 
 
 def collect(
@@ -477,66 +320,33 @@ def collect(
     With ``extra``, also returns the output matrix's statistics (see `Collector`) as a second
     Imatrix.
     """
-    import llama_cpp.llama_cpp as C
-
-    from edge_llm import backend  # noqa: F401  (routes llama.cpp's log)
-
     if n_ctx < MIN_ROWS:
         raise ConvertError(
             f"--ctx {n_ctx} is below {MIN_ROWS}: llama-imatrix collects nothing then"
         )
-    model_path = Path(model_path)
-    mp = C.llama_model_default_params()
-    mp.n_gpu_layers = 0
-    model = C.llama_model_load_from_file(str(model_path).encode(), mp)
-    if not model:
-        raise ConvertError(f"llama.cpp could not load {model_path}; is it a complete GGUF model?")
     collector = Collector(process_output=process_output, extra=extra)
-    ctx = batch = None
-    try:
-        vocab = C.llama_model_get_vocab(model)
-        tokens = tokenize(model, text)
+    with ScoringContext(model_path, n_ctx=n_ctx, threads=threads, eval_callback=collector.callback,
+                        error=ConvertError) as sc:  # fmt: skip
+        tokens = sc.tokenize(text)
         if len(tokens) < 2 * n_ctx:
             raise ConvertError(
                 f"the calibration text tokenizes to {len(tokens)} tokens; llama-imatrix needs at "
                 f"least {2 * n_ctx} (two chunks of --ctx {n_ctx}): give a longer text or a "
                 "smaller --ctx"
             )
-        bos = C.llama_vocab_bos(vocab) if C.llama_vocab_get_add_bos(vocab) else None
-        work = chunks(tokens, n_ctx, bos, max_chunks)
-        cp = C.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
-        cp.n_seq_max = 1
-        pool = Threads(threads)
-        cp.n_threads = cp.n_threads_batch = pool.current
-        cp.type_k = cp.type_v = GGML_TYPE_F32
-        cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        cp.cb_eval = collector.callback
-        cp.cb_eval_user_data = None
-        cp.no_perf = True
-        ctx = C.llama_init_from_model(model, cp)
-        if not ctx:
-            raise ConvertError(f"llama.cpp could not create a context of {n_ctx} for {model_path}")
-        mem = C.llama_get_memory(ctx)
-        batch = C.llama_batch_init(n_ctx, 0, 1)
+        work = chunk_plan(tokens, n_ctx, sc.chunk_bos(), max_chunks)
         for i, chunk in enumerate(work):
             interrupts.raise_if_requested()
-            pool.apply(ctx)
-            C.llama_memory_clear(mem, True)
-            _fill(batch, chunk, lambda pos: True)
-            rc = C.llama_decode(ctx, batch)
+            try:
+                sc.eval_chunk(chunk)  # logits at every position, as llama-imatrix asks
+            except ConvertError:
+                if collector.error is not None:
+                    raise collector.error from None
+                raise
             if collector.error is not None:
                 raise collector.error
-            if rc != 0:
-                raise ConvertError(f"llama.cpp failed to evaluate chunk {i + 1} (code {rc})")
             if progress:
                 progress(i + 1, len(work))
-    finally:
-        if batch is not None:
-            C.llama_batch_free(batch)
-        if ctx:
-            C.llama_free(ctx)
-        C.llama_model_free(model)
     if not collector.sums:
         raise ConvertError(f"no matrix multiplication of {model_path} was seen; nothing to collect")
     main = Imatrix(collector.sums, collector.counts, [dataset], len(work), n_ctx)
@@ -545,22 +355,6 @@ def collect(
             collector.extra_sums, collector.extra_counts, [dataset], len(work), n_ctx
         )
     return main
-
-
-def _fill(batch, tokens: list[int], want_logits) -> int:
-    """Put one sequence's tokens in ``batch`` (positions 0..n-1, sequence 0); returns how many
-    positions request logits."""
-    n_out = 0
-    for k, tok in enumerate(tokens):
-        batch.token[k] = tok
-        batch.pos[k] = k
-        batch.n_seq_id[k] = 1
-        batch.seq_id[k][0] = 0
-        out = bool(want_logits(k))
-        batch.logits[k] = out
-        n_out += out
-    batch.n_tokens = len(tokens)
-    return n_out
 
 
 def cached_collect(

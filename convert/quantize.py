@@ -7,8 +7,6 @@ F32/F16/BF16 file; llama.cpp chooses the per-tensor mix of the *_S/_M/_L types.
 
 from __future__ import annotations
 
-import ctypes
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from convert.errors import ConvertError
-from edge_llm.interrupts import run_native
 
 
 @dataclass(frozen=True)
@@ -118,39 +115,15 @@ def llama_quantize(
     recipes and size budgets; ``ftype``: the file type to run llama.cpp with (default
     ``out.ftype``).
     """
-    import llama_cpp.llama_cpp as C
-
     from convert import recipes
+    from edge_llm.llama import binding
 
     if out is not None:
         check_imatrix(out, imatrix)
-    p = C.llama_model_quantize_default_params()
-    p.ftype = ftype if ftype is not None else out.ftype
-    p.nthread = threads
-    keep = []  # the ctypes arrays must outlive the call
-    if imatrix:
-        entries = (C.llama_model_imatrix_data * (len(imatrix) + 1))()
-        for i, (name, values) in enumerate(sorted(imatrix.items())):
-            arr = np.ascontiguousarray(values, dtype=np.float32)
-            keep += [arr, name.encode()]
-            entries[i].name = keep[-1]
-            entries[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            entries[i].size = arr.size
-        entries[len(imatrix)].name = None  # terminator
-        keep.append(entries)
-        p.imatrix = ctypes.cast(entries, ctypes.POINTER(C.llama_model_imatrix_data))
-    if types:
-        overrides = (C.llama_model_tensor_override * (len(types) + 1))()
-        for i, (name, tname) in enumerate(types.items()):
-            keep.append(("^" + re.escape(name) + "$").encode())
-            overrides[i].pattern = keep[-1]
-            overrides[i].type = recipes.TYPES[tname].ggml
-        overrides[len(types)].pattern = None  # terminator
-        keep.append(overrides)
-        p.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(C.llama_model_tensor_override))
+    ok = binding.quantize_file(
+        src, dst, ftype if ftype is not None else out.ftype, threads, imatrix=imatrix,
+        tensor_types={n: recipes.TYPES[t].ggml for n, t in (types or {}).items()},
+    )  # fmt: skip
     name = out.name if out is not None else "the requested types"
-    # on a worker thread: llama.cpp's quantizer has no progress callback to stop it, so Ctrl-C and
-    # SIGTERM must reach the main thread while it runs (edge_llm.interrupts)
-    rc = run_native(C.llama_model_quantize, str(src).encode(), str(dst).encode(), ctypes.byref(p))
-    if rc != 0:
+    if not ok:
         raise ConvertError(f"llama.cpp could not quantize to {name} (see its log above)")

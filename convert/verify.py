@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_llm.llama.scoring import ScoringContext, log_softmax, tokenize_file
+
 PROMPTS = [
     "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is",
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
@@ -21,28 +23,17 @@ PROMPTS = [
 ]
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
 def llama_cpp_logits(path: Path, prompts: list[list[int]], threads: int | None) -> list[np.ndarray]:
-    from llama_cpp import Llama
+    """llama.cpp's logits at every position of each prompt (F32 KV cache), float32 copies."""
+    from convert.errors import ConvertError
 
-    llm = Llama(
-        str(path), n_ctx=512, logits_all=True, verbose=False, type_k=0, type_v=0,
-        n_threads=threads or max(1, (os.cpu_count() or 2)),
-    )  # fmt: skip
-    try:
-        out = []
+    out = []
+    with ScoringContext(path, n_ctx=512, threads=threads or max(1, os.cpu_count() or 2),
+                        error=ConvertError) as sc:  # fmt: skip
         for ids in prompts:
-            llm.reset()
-            llm.eval(ids)
-            out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
-        return out
-    finally:
-        llm.close()
+            sc.clear()
+            out.append(np.array(sc.eval(ids, first=0), dtype=np.float32))
+    return out
 
 
 def _transformers_logits(src: Path, prompts: list[list[int]]) -> list[np.ndarray] | None:
@@ -66,7 +57,7 @@ def compare(reference: list[np.ndarray], output: list[np.ndarray]) -> tuple[floa
     """(top-1 agreement, mean KL(reference || output), positions)."""
     agree, kls, n = 0, [], 0
     for ref, out in zip(reference, output):
-        lr, lo = _log_softmax(ref), _log_softmax(out[:, : ref.shape[-1]])
+        lr, lo = log_softmax(ref), log_softmax(out[:, : ref.shape[-1]])
         agree += int((ref.argmax(-1) == out.argmax(-1)).sum())
         kls.append((np.exp(lr) * (lr - lo)).sum(-1))
         n += ref.shape[0]
@@ -74,14 +65,11 @@ def compare(reference: list[np.ndarray], output: list[np.ndarray]) -> tuple[floa
 
 
 def verify(src: str | Path, output: str | Path, threads: int | None = None) -> dict:
-    from llama_cpp import Llama
-
+    from convert.errors import ConvertError
     from convert.hf_to_gguf import convert
 
     src, output = Path(src), Path(output)
-    vocab = Llama(str(output), vocab_only=True, verbose=False)
-    prompts = [vocab.tokenize(p.encode(), add_bos=True) for p in PROMPTS]
-    vocab.close()
+    prompts = [tokenize_file(output, p, ConvertError)[0] for p in PROMPTS]
     got = llama_cpp_logits(output, prompts, threads)
     ref = _transformers_logits(src, prompts)
     name = "transformers float32 (source)"

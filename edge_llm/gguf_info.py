@@ -8,7 +8,6 @@ in Python (seconds for a 262k vocabulary). Writing GGUFs is the ``gguf`` package
 from __future__ import annotations
 
 import ctypes
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,56 +34,22 @@ _SCALAR = {
 _MAX_ARRAY_READ = 4096  # longer arrays (vocabularies) are reported by length only
 
 
-class _InitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-
 # struct ggml_tensor starts {enum ggml_type type; ggml_backend_buffer * buffer; int64_t ne[4]; ...}
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 _NE_OFFSET = (4 + _PTR - 1) // _PTR * _PTR + _PTR
 
 
-@functools.cache
 def _lib() -> ctypes.CDLL:
-    # Through libllama's own handle, so the symbols resolve in the very libggml-base that
-    # llama.cpp uses (a wheel ships libggml-base.so and .so.0 as two files: two loggers).
-    # Importing the backend also routes llama.cpp's log into edge-llm's log handler.
-    from edge_llm import backend
+    # imported here: reading a header needs llama.cpp, importing this module does not
+    from edge_llm.llama import binding
 
-    lib = ctypes.CDLL(backend.C._lib._name)
-    sig = {
-        "gguf_init_from_file": ([ctypes.c_char_p, _InitParams], ctypes.c_void_p),
-        "gguf_free": ([ctypes.c_void_p], None),
-        "gguf_get_version": ([ctypes.c_void_p], ctypes.c_uint32),
-        "gguf_get_alignment": ([ctypes.c_void_p], ctypes.c_size_t),
-        "gguf_get_data_offset": ([ctypes.c_void_p], ctypes.c_size_t),
-        "gguf_get_n_kv": ([ctypes.c_void_p], ctypes.c_int64),
-        "gguf_get_key": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_char_p),
-        "gguf_get_kv_type": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_int),
-        "gguf_get_arr_type": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_int),
-        "gguf_get_arr_n": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-        "gguf_get_arr_data": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_void_p),
-        "gguf_get_arr_str": ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t], ctypes.c_char_p),
-        "gguf_get_val_data": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_void_p),
-        "gguf_get_val_str": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_char_p),
-        "gguf_get_n_tensors": ([ctypes.c_void_p], ctypes.c_int64),
-        "gguf_get_tensor_name": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_char_p),
-        "gguf_get_tensor_type": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_int),
-        "gguf_get_tensor_offset": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-        "gguf_get_tensor_size": ([ctypes.c_void_p, ctypes.c_int64], ctypes.c_size_t),
-        "ggml_type_name": ([ctypes.c_int], ctypes.c_char_p),
-        "ggml_blck_size": ([ctypes.c_int], ctypes.c_int64),
-        "ggml_type_size": ([ctypes.c_int], ctypes.c_size_t),
-        "ggml_get_first_tensor": ([ctypes.c_void_p], ctypes.c_void_p),
-        "ggml_get_next_tensor": ([ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
-        "ggml_get_name": ([ctypes.c_void_p], ctypes.c_char_p),
-        "ggml_n_dims": ([ctypes.c_void_p], ctypes.c_int),
-        "ggml_free": ([ctypes.c_void_p], None),
-    }
-    for name, (args, res) in sig.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, res
-    return lib
+    return binding.lib()
+
+
+def _InitParams(no_alloc: bool, ctx):  # noqa: N802 - the struct's constructor
+    from edge_llm.llama import binding
+
+    return binding.GgufInitParams(no_alloc, ctx)
 
 
 def type_name(ggml_type: int) -> str:

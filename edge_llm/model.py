@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_llm import backend as _backend
 from edge_llm import chat_template, gguf_info, validate
-from edge_llm.devices import CpuLoad, DeviceConfig, available_cpus, resolve_device, threads_for
+from edge_llm.devices import DeviceConfig, resolve_device
+from edge_llm.llama import backend as _backend
+from edge_llm.llama.threads import ThreadPolicy
 from edge_llm.errors import ConfigError, InvalidModelError, PromptError
 from edge_llm.fsutil import atomic_path
 from edge_llm.registry import resolve
@@ -196,7 +197,7 @@ class Model:
         )
         if isolate:  # an untrusted file: let a child process crash on it, not this one
             validate.probe(self.path, cfg)
-        self._load = CpuLoad() if self.device.adaptive_threads else None
+        self._policy = ThreadPolicy(adaptive=self.device.adaptive_threads, start=self.device.threads)
         try:
             self._b = _backend.Backend(self.path, cfg)
         except _backend.LoadError as e:
@@ -443,12 +444,7 @@ class Model:
     # --- internals --------------------------------------------------------------------------
     def _adapt_threads(self, wait: bool) -> None:
         """Run on the CPUs other processes leave free (see edge_llm.devices)."""
-        if self._load is None:
-            return
-        busy = self._load.others_busy(wait=wait)
-        if busy is None:
-            return
-        n = threads_for(available_cpus(), busy)
+        n = self._policy.update(wait=wait)
         if n != self._threads:
             self._b.set_threads(n, n)
             self._threads = n

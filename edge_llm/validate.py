@@ -285,7 +285,7 @@ def probe(path: str | Path, config: Any = None, timeout: float = PROBE_TIMEOUT_S
 
 def _probe_main(argv: list[str]) -> int:
     """The child: check, load the model (and a context), exit 0 / 2 with one line."""
-    from edge_llm import backend
+    from edge_llm.llama import backend
 
     path = Path(argv[0])
     try:
@@ -307,15 +307,13 @@ def _probe_main(argv: list[str]) -> int:
 
 
 def _load_model_only(path: Path) -> None:
-    from edge_llm import backend
+    from edge_llm.llama import binding
 
-    C = backend.C  # noqa: N806
-    mp = C.llama_model_default_params()
-    backend.take_recent_errors()
-    model = C.llama_model_load_from_file(str(path).encode(), mp)
-    if not model:
-        raise InvalidModelError(gguf_info.explain_load_failure(path, backend.take_recent_errors()))
-    C.llama_model_free(model)
+    try:
+        model = binding.load_model(path)
+    except binding.LoadError as e:
+        raise InvalidModelError(gguf_info.explain_load_failure(path, e.details)) from None
+    binding.C.llama_model_free(model)
 
 
 if __name__ == "__main__":

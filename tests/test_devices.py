@@ -56,7 +56,7 @@ def test_explicit_threads_are_used_as_given(smollm2_path):
 def test_unknown_device_and_missing_gpu():
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("npu")
-    from edge_llm.backend import supports_gpu_offload
+    from edge_llm.llama.binding import supports_gpu_offload
 
     if not supports_gpu_offload():
         with pytest.raises(ConfigError, match="no GPU backend"):

@@ -60,9 +60,9 @@ def excerpts(text: str, n_bytes: int, parts: int = PARTS) -> list[str]:
 
 def prefix_token(scorer) -> int:
     """What every document is predicted after: BOS if the model adds one, else end-of-text."""
-    if scorer.b.add_bos() and scorer.bos is not None:
+    if scorer.add_bos() and scorer.bos is not None:
         return scorer.bos
-    eos = scorer.b.eos()
+    eos = scorer.eos()
     if eos >= 0:
         return eos
     if scorer.bos is not None:

@@ -159,10 +159,11 @@ def _fp16(x):
 def _ggml_quantize(w: np.ndarray, name: str) -> np.ndarray:
     """ggml's own quantization of ``w`` [rows, cols] (ggml_quantize_chunk, no importance), as
     bytes [rows, row_bytes]."""
-    from convert import budget, recipes
+    from convert import recipes
+    from edge_llm.llama import binding
 
     t = recipes.type_info(name)
-    lib = budget._ggml()
+    lib = binding.lib()
     w = np.ascontiguousarray(w, dtype=np.float32)
     rows, cols = w.shape
     out = np.empty((rows, cols // t.block * t.type_size), dtype=np.uint8)

@@ -121,7 +121,7 @@ def resolve_device(
     n_batch: int | None = None,
 ) -> DeviceConfig:
     """Threads, GPU layers and (for a profile) context, KV type and batch for ``device``."""
-    from edge_llm.backend import supports_gpu_offload
+    from edge_llm.llama.binding import supports_gpu_offload
 
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1 (got {threads})")

@@ -66,7 +66,7 @@ def memory_gb() -> tuple[float, float]:
 
 
 def simd_flags() -> list[str]:
-    from edge_llm.backend import system_info
+    from edge_llm.llama.binding import system_info
 
     return re.findall(r"(\w+) = 1", system_info())
 
@@ -97,9 +97,9 @@ def measure_read_bandwidth(
 
 
 def _fingerprint() -> str:
-    import llama_cpp
+    from edge_llm.llama.binding import version
 
-    return f"{cpu_model()}|{available_cpus()}|llama-cpp-python {llama_cpp.__version__}"
+    return f"{cpu_model()}|{available_cpus()}|llama-cpp-python {version()}"
 
 
 def _calibration_file() -> Path:
@@ -116,11 +116,9 @@ PROMPT, GENERATE = 256, 48
 
 
 def _requantize(src: Path, dst: Path, ftype: int) -> None:
-    import llama_cpp.llama_cpp as C
+    from edge_llm.llama.binding import quantize_file
 
-    p = C.llama_model_quantize_default_params()
-    p.ftype, p.allow_requantize, p.pure, p.nthread = ftype, True, True, available_cpus()
-    if C.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
+    if not quantize_file(src, dst, ftype, available_cpus(), pure=True, allow_requantize=True):
         raise RuntimeError(f"llama.cpp could not requantize {src.name}")
 
 
@@ -235,7 +233,7 @@ def cached_calibration() -> dict | None:
 def host_profile(calibrate_if_missing: bool = False) -> DeviceProfile:
     """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
     --calibrate`, about two minutes); without it they use the plain roofline."""
-    from edge_llm.backend import supports_gpu_offload
+    from edge_llm.llama.binding import supports_gpu_offload
 
     cal = cached_calibration()
     if cal is None and calibrate_if_missing:

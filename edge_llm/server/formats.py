@@ -1,7 +1,7 @@
 """What OpenAI's API adds around plain text: usage, logprobs, JSON output, tool calls.
 
 JSON mode (``response_format``) and forced tool calls become GBNF grammars through llama.cpp's
-own JSON-schema converter (shipped with llama-cpp-python, reached through ``edge_llm.backend``),
+own JSON-schema converter (shipped with llama-cpp-python, reached through ``edge_llm.llama.backend``),
 so the sampler can only produce output that parses and validates, as in llama-server.
 
 Tool calls use the Hermes format, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from edge_llm import backend
+from edge_llm.llama import backend
 from edge_llm.errors import PromptError
 from edge_llm.model import Completion, Model, TokenLogprob
 from edge_llm.server.errors import RequestError

@@ -1,74 +1,27 @@
-"""The one module that talks to llama.cpp (through llama-cpp-python's ctypes bindings).
+"""A model with one generation context: what `edge_llm.model.Model` runs on.
 
 Everything above this layer deals in Python ints, bytes and numpy arrays. llama.cpp does the
 forward pass, the KV cache and the sampling; this module only owns the handles and frees them.
+(Scoring, with logits at every position, is `edge_llm.llama.scoring`.)
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp.llama_cpp as C  # noqa: N812  (the raw C API)
 import numpy as np
 
-# --- logging ---------------------------------------------------------------------------------
-# llama.cpp logs every load to stderr. Keep the recent ERROR/WARN lines to explain a failed load,
-# and print everything only when EDGE_LLM_DEBUG is set.
+from edge_llm.llama import binding
+from edge_llm.llama.binding import KV_TYPES, C, LoadError, take_recent_errors, tokenize
 
-_LOG_LOCK = threading.Lock()
-_RECENT_ERRORS: list[str] = []
-_DEBUG = bool(os.environ.get("EDGE_LLM_DEBUG"))
+__all__ = ["Backend", "ContextConfig", "LoadError", "Sampler", "KV_TYPES", "take_recent_errors",
+           "tokenize"]  # fmt: skip
 
+system_info = binding.system_info
+supports_gpu_offload = binding.supports_gpu_offload
 
-@C.llama_log_callback
-def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    msg = text.decode("utf-8", errors="replace") if text else ""
-    if _DEBUG:
-        os.write(2, msg.encode())
-    if level in (2, 3) and msg.strip():  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
-        with _LOG_LOCK:
-            _RECENT_ERRORS.append(msg.strip())
-            del _RECENT_ERRORS[:-20]
-
-
-C.llama_backend_init()
-C.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
-
-def take_recent_errors() -> list[str]:
-    with _LOG_LOCK:
-        out = list(_RECENT_ERRORS)
-        _RECENT_ERRORS.clear()
-    return out
-
-
-def tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[int]:
-    """Token ids of TEXT with a llama.cpp vocabulary (`llama_model_get_vocab`)."""
-    data = text.encode("utf-8")
-    cap = len(data) + 8
-    buf = (C.llama_token * cap)()
-    n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
-    if n < 0:
-        cap = -n
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
-    return list(buf[:n])
-
-
-def system_info() -> str:
-    return C.llama_print_system_info().decode()
-
-
-def supports_gpu_offload() -> bool:
-    return bool(C.llama_supports_gpu_offload())
-
-
-# KV-cache element types by name (ggml_type values).
-KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
 
 @dataclass(frozen=True)
@@ -85,14 +38,6 @@ class ContextConfig:
     default_n_ctx: int = 4096  # used when n_ctx is 0: this, capped at the training context
 
 
-class LoadError(Exception):
-    """llama.cpp refused the file; ``details`` holds what it logged."""
-
-    def __init__(self, message: str, details: list[str]):
-        super().__init__(message)
-        self.details = details
-
-
 class Backend:
     """A loaded model plus one context (one sequence) and its KV cache."""
 
@@ -100,18 +45,13 @@ class Backend:
         self.model = None
         self.ctx = None
         self.cfg = cfg
-        mp = C.llama_model_default_params()
-        mp.n_gpu_layers = cfg.n_gpu_layers
-        mp.load_mode = {
+        load_mode = {
             (True, False): C.LLAMA_LOAD_MODE_MMAP,
             (True, True): C.LLAMA_LOAD_MODE_MMAP_MLOCK,
             (False, True): C.LLAMA_LOAD_MODE_MLOCK,
             (False, False): C.LLAMA_LOAD_MODE_NONE,
         }[(cfg.use_mmap, cfg.use_mlock)]
-        take_recent_errors()
-        self.model = C.llama_model_load_from_file(str(path).encode(), mp)
-        if not self.model:
-            raise LoadError("llama.cpp could not load the model", take_recent_errors())
+        self.model = binding.load_model(path, n_gpu_layers=cfg.n_gpu_layers, load_mode=load_mode)
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
@@ -159,12 +99,7 @@ class Backend:
         return tokenize(self.vocab, text, add_special, parse_special)
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
+        return binding.token_to_piece(self.vocab, token, special)
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return b"".join(self.token_to_piece(t, special) for t in tokens).decode(
