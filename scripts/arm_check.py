@@ -16,8 +16,8 @@
 Prints what it checked; exit 0: all checks passed, 1: a check failed, 2: something to fix first
 (a missing tool, a failed build or download), with one ``error:`` line.
 
-    python bench/arm_check.py                 # full check
-    python bench/arm_check.py --reduced       # cross-build + one short decode (CI)
+    python -m scripts.arm_check                 # full check
+    python -m scripts.arm_check --reduced       # cross-build + one short decode (CI)
 """
 
 from __future__ import annotations
@@ -305,7 +305,6 @@ def check(args: argparse.Namespace) -> int:
     require_tools()
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.model is None:
-        sys.path.insert(0, str(REPO))
         from edge_llm.registry import resolve
 
         args.model = str(resolve("smollm2-135m-instruct"))

@@ -27,7 +27,7 @@ of medians and as median of the per-repetition (paired) ratios.
 Then the outputs of the last repetition are compared tensor by tensor with gguf.GGUFReader (by
 name: same names, types, shapes, np.array_equal data) and their metadata keys are diffed.
 
-    python bench/convert_speed.py [--reps 3] [--skip-1b] [--workdir DIR] [--keep]
+    python -m scripts.convert_speed [--reps 3] [--skip-1b] [--workdir DIR] [--keep]
                                   [--json bench/results/convert_speed.json]
 """
 

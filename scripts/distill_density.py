@@ -13,7 +13,7 @@ FLOPs/token, density per GFLOP. Goals:
   (b) recovers >= 50% of the bpb gap between (a) and the teacher;
   (b)'s density (capability per GFLOP/token) >= 1.3x the teacher's and >= 1.2x (a)'s.
 
-    python bench/distill_density.py [--minutes 40] [--tokens N] [--device cpu] [--skip-bench]
+    python -m scripts.distill_density [--minutes 40] [--tokens N] [--device cpu] [--skip-bench]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 WORK = Path.home() / ".cache/edge-llm/bench-distill"
 QUANT_EXPORT = Path.home() / ".cache/edge-llm/bench-quant/smollm2-135m-instruct/hf"

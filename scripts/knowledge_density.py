@@ -14,7 +14,7 @@ With --runs N the whole list runs N times (interleaved: every model, then every 
 noise table compares the runs: capability and per-item answers (identical with a fixed seed), and
 the spread of the decode and prefill medians.
 
-    python bench/knowledge_density.py [--runs 1] [--out bench/results/knowledge_density.jsonl]
+    python -m scripts.knowledge_density [--runs 1] [--out bench/results/knowledge_density.jsonl]
                                       [--plot bench/results/knowledge_density.png] [--no-gemma]
 """
 
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def conversions(models_dir: Path) -> dict[str, Path]:

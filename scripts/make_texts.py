@@ -13,10 +13,10 @@ The two files are held apart:
   calibration.txt (tests/test_quant.py checks it again).
 
 calibration.txt feeds importance matrices and the size-budget sensitivity probes;
-eval.txt is only for measuring (bench/quant_quality.py, `edge-llm compare`).
+eval.txt is only for measuring (scripts/quant_quality.py, `edge-llm compare`).
 
-    python bench/data/make_texts.py            # rewrite both files
-    python bench/data/make_texts.py --check    # exit 1 if the files differ from what it writes
+    python -m scripts.make_texts            # rewrite both files
+    python -m scripts.make_texts --check    # exit 1 if the files differ from what it writes
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import random
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "bench" / "data"  # the bench package's texts
 CALIBRATION_BYTES = 300_000
 EVAL_BYTES = 40_000
 
@@ -662,7 +662,7 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         bad = [p.name for p, t in targets.items() if not p.exists() or p.read_text("utf-8") != t]
         if bad:
-            print(f"out of date: {', '.join(bad)}; run python bench/data/make_texts.py")
+            print(f"out of date: {', '.join(bad)}; run python -m scripts.make_texts")
             return 1
         return 0
     for path, text in targets.items():

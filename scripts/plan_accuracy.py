@@ -9,7 +9,7 @@
 3. Report the bytes read per token, the bandwidth that implies, and its share of the measured
    read bandwidth (the roofline fraction).
 
-    python bench/plan_accuracy.py [--reps 3] [--json bench/results/plan_accuracy.json]
+    python -m scripts.plan_accuracy [--reps 3] [--json bench/results/plan_accuracy.json]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`plan`'s decode predictions against published figures from real ARM devices.
 
-For each published figure (bench/data/published_figures.toml: device, model, runtime, tokens/s,
+For each published figure (scripts/published_figures.toml: device, model, runtime, tokens/s,
 source) the matching device profile is loaded and `plan`'s own predictor
 (edge_llm.devices.plan.predict, the roofline for device profiles) prices the model. We do not
 have those GGUFs: the model's tensor table is built from its published architecture (layers,
@@ -8,8 +8,8 @@ widths, heads, vocabulary) and its quantization, with llama.cpp's rules for whic
 which type (QUANT_RECIPES), into an in-memory GGUFInfo, which is all the predictor reads. No
 tensor data, no file.
 
-    python bench/published_figures.py            # the markdown table
-    python bench/published_figures.py --json     # the rows as JSON
+    python -m scripts.published_figures            # the markdown table
+    python -m scripts.published_figures --json     # the rows as JSON
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from edge_llm.devices import plan as planning
+from edge_llm.devices import profile as profiles
+from edge_llm.gguf_info import GGUFInfo, TensorInfo
+from edge_llm.shapes import ModelShape
 
-from edge_llm.devices import plan as planning  # noqa: E402
-from edge_llm.devices import profile as profiles  # noqa: E402
-from edge_llm.gguf_info import GGUFInfo, TensorInfo  # noqa: E402
-from edge_llm.shapes import ModelShape  # noqa: E402
-
-DATA = REPO / "bench" / "data" / "published_figures.toml"
+DATA = Path(__file__).resolve().parent / "published_figures.toml"
 
 # ggml's block sizes: (elements per block, bytes per block).
 TYPE_BLOCKS = {

@@ -19,14 +19,15 @@ shares a tensor's grid re-quantizes it almost losslessly. --degrid adds uniform 
 grid step (from each 32-weight block's range and the source type's bits; fixed seed) to every
 quantized matrix of the export, giving an off-grid reference model for a fairer comparison.
 
-    python bench/quant_quality.py                     # both models, about 25 min on 2 CPUs
-    python bench/quant_quality.py --degrid
-    python bench/quant_quality.py --models smollm2-135m-instruct --chunks 4
+    python -m scripts.quant_quality                     # both models, about 25 min on 2 CPUs
+    python -m scripts.quant_quality --degrid
+    python -m scripts.quant_quality --models smollm2-135m-instruct --chunks 4
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import shutil
 import sys
@@ -35,14 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench import fidelity
+from convert import convert
+from edge_llm import gguf_info
+from edge_llm.fsutil import cache_dir
 
-from bench import fidelity  # noqa: E402
-from convert import convert  # noqa: E402
-from edge_llm import gguf_info  # noqa: E402
-from edge_llm.fsutil import cache_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
 MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    text = (ROOT / "bench" / "data" / "eval.txt").read_text(encoding="utf-8")
+    text = importlib.resources.files("bench").joinpath("data/eval.txt").read_text(encoding="utf-8")
     out = (
         args.out
         or ROOT / "bench" / "results" / f"quant_quality{'-degrid' if args.degrid else ''}.json"

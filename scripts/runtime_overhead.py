@@ -14,7 +14,7 @@ Then the thread choice: edge_llm with 1 thread, 2 threads and its default (threa
 host's load), on the idle host and with one CPU kept busy by another process (a spinning Python,
 stopped at the end), interleaved the same way.
 
-    python bench/runtime_overhead.py [--model NAME|PATH] [--reps 7] [--threads 1 2] [--json OUT]
+    python -m scripts.runtime_overhead [--model NAME|PATH] [--reps 7] [--threads 1 2] [--json OUT]
 """
 
 from __future__ import annotations

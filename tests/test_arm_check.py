@@ -1,4 +1,4 @@
-"""bench/arm_check.py, the pieces that run on x86 without emulation or a cross-compiler."""
+"""scripts/arm_check.py, the pieces that run on x86 without emulation or a cross-compiler."""
 
 import os
 import subprocess
@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "bench" / "arm_check.py"
-sys.path.insert(0, str(REPO / "bench"))
+from scripts import arm_check
 
-import arm_check  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_and_options(tmp_path):
@@ -68,8 +66,8 @@ def test_missing_cross_compiler_or_qemu_is_one_clear_line(tmp_path):
     # A PATH with python only: no aarch64-linux-gnu-gcc/g++, no qemu-aarch64-static.
     (tmp_path / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": str(tmp_path)}
-    out = subprocess.run([str(tmp_path / "python"), str(SCRIPT), "--reduced", "--cache", str(tmp_path / "c")],
-                         capture_output=True, text=True, env=env)  # fmt: skip
+    out = subprocess.run([str(tmp_path / "python"), "-m", "scripts.arm_check", "--reduced", "--cache", str(tmp_path / "c")],
+                         capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

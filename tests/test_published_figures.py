@@ -1,4 +1,4 @@
-"""bench/published_figures.py: plan's predictions against published figures (no GGUF needed)."""
+"""scripts/published_figures.py: plan's predictions against published figures (no GGUF needed)."""
 
 import subprocess
 import sys
@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_llm.devices import profile
+from edge_llm.shapes import ModelShape
+from scripts import published_figures as pf
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-import published_figures as pf  # noqa: E402
-
-from edge_llm.devices import profile  # noqa: E402
-from edge_llm.shapes import ModelShape  # noqa: E402
 
 
 def test_every_published_figure_parses_and_names_a_profile_a_model_and_a_source():
@@ -60,8 +58,8 @@ def test_the_table_computes_a_prediction_and_a_ratio_for_every_row():
 
 
 def test_the_script_prints_the_table():
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "published_figures.py")],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "scripts.published_figures"],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "| Raspberry Pi 5 (`raspberry-pi-5`) | qwen3-0.6b Q4_0 | llama.cpp fork | 27.4 |" in out.stdout
 
@@ -69,6 +67,6 @@ def test_the_script_prints_the_table():
 def test_a_broken_data_file_is_one_line(tmp_path):
     bad = tmp_path / "figures.toml"
     bad.write_text("[[figures]]\nprofile = 'raspberry-pi-5'\n")
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "published_figures.py"), "--data", str(bad)],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "scripts.published_figures", "--data", str(bad)],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr

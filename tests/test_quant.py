@@ -475,6 +475,7 @@ def test_calibration_and_evaluation_texts_are_apart_and_reproducible():
     assert 200_000 < len(cal.encode()) < 1_000_000 and len(ev.encode()) > 20_000
     assert any("\u4e00" <= ch <= "\u9fff" for ch in ev) and "def " in cal and "Solution:" in ev
     r = subprocess.run(
-        [sys.executable, str(data / "make_texts.py"), "--check"], capture_output=True, text=True
+        [sys.executable, "-m", "scripts.make_texts", "--check"], capture_output=True, text=True,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stdout + r.stderr

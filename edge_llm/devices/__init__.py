@@ -8,7 +8,7 @@ budget (edge_llm.devices.plan).
 Threads: given explicitly, they are used as given. Otherwise they adapt to the host's load.
 llama.cpp's threads meet at a barrier after every operation, so a thread that loses its core to
 another process stalls all the others: on a 2-CPU machine with one CPU busy elsewhere, 2 threads
-decode at half the speed of 1 (bench/runtime_overhead.py). So the runtime measures how much CPU
+decode at half the speed of 1 (scripts/runtime_overhead.py). So the runtime measures how much CPU
 *other* processes use (``CpuLoad``) and runs on the CPUs they leave free, checking again before
 each generation.
 """

@@ -109,7 +109,7 @@ def _calibration_file() -> Path:
 # What the calibration runs: the default model requantized (llama.cpp's own quantizer) to each
 # common weight type, and Gemma 3 270M to two, so that a per-layer cost separates from the
 # per-type costs (the two models have 30 and 18 layers). The shipped mixed-type files are never
-# part of the fit: bench/plan_accuracy.py predicts them out of sample.
+# part of the fit: scripts/plan_accuracy.py predicts them out of sample.
 CALIBRATION_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7, "q4_k": 15, "q6_k": 18}
 CALIBRATION_TYPES_SECOND_MODEL = {"q8_0": 7, "q4_0": 2}
 PROMPT, GENERATE = 256, 48
