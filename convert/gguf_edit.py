@@ -21,6 +21,7 @@ from typing import Any
 from convert.errors import ConvertError
 from edge_llm.llama import binding
 
+
 class Header:
     """A GGUF's metadata and tensor table, held by llama.cpp's gguf context (no tensor data)."""
 

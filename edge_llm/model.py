@@ -17,10 +17,10 @@ import numpy as np
 
 from edge_llm import chat_template, gguf_info, validate
 from edge_llm.devices import DeviceConfig, resolve_device
-from edge_llm.llama import backend as _backend
-from edge_llm.llama.threads import ThreadPolicy
 from edge_llm.errors import ConfigError, InvalidModelError, PromptError
 from edge_llm.fsutil import atomic_path
+from edge_llm.llama import backend as _backend
+from edge_llm.llama.threads import ThreadPolicy
 from edge_llm.registry import resolve
 from edge_llm.sampling import SamplingParams, find_stop, held_back
 

@@ -8,7 +8,6 @@ CPU, the CPU count and the llama-cpp-python version.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform

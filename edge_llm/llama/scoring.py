@@ -28,7 +28,6 @@ from edge_llm.llama import binding
 from edge_llm.llama.binding import KV_TYPES, C, LoadError
 from edge_llm.llama.threads import ThreadPolicy
 
-
 # --- reductions of logits -----------------------------------------------------------------------
 
 
@@ -134,6 +133,7 @@ class ScoringContext:
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_seq_max = n_seq
         cp.kv_unified = n_seq > 1
+        cp.n_outputs_max = max(n_batch, n_seq)  # llama.cpp reserves one output per sequence
         cp.n_threads = cp.n_threads_batch = self.threads.current
         if kv_type is not None:
             cp.type_k = cp.type_v = KV_TYPES[kv_type]
