@@ -72,7 +72,7 @@ fuzz:
 # Not part of `make test` (about 15 minutes on 2 CPUs).
 KILLS ?= 50
 reliability:
-	$(BIN)/python scripts/reliability.py --kills $(KILLS)
+	$(BIN)/python -m scripts.reliability --kills $(KILLS)
 	@if [ -f scripts/soak_server.py ]; then $(BIN)/python scripts/soak_server.py; fi
 
 # Knowledge density of the shipped models and SmolLM2's conversions, quick suite, run twice to

@@ -37,7 +37,7 @@ SEQ, BATCH = 256, 4
 
 
 def teacher_hf(work: Path) -> Path:
-    """The F32 Hugging Face export of SmolLM2 (reused from bench/quant_quality's cache if there)."""
+    """The F32 Hugging Face export of SmolLM2 (reused from scripts/quant_quality's cache if there)."""
     out = work / "SmolLM2-135M-Instruct"
     if (out / "config.json").is_file():
         return out

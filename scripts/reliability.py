@@ -5,7 +5,7 @@ machine, the OOM killer or a user stops it. For each kill this checks that the t
 or complete (never partial), that the sources' bytes are unchanged, and that the temporaries the
 killed run left (named .NAME.edge-llm-PID-*) are gone after the next run into the same folder.
 
-    python scripts/reliability.py --kills 50        # about 15 minutes on 2 CPUs
+    python -m scripts.reliability --kills 50        # about 15 minutes on 2 CPUs
 
 The source is SmolLM2 exported as an F16 Hugging Face folder (cached in the work folder); the
 imatrix source is the shipped GGUF. Figures go to WORK/reliability.json and stdout.
@@ -25,10 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from edge_llm.fsutil import DEBRIS_RE, cache_dir, find_debris
 
-from edge_llm.fsutil import DEBRIS_RE, cache_dir, find_debris  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def tree_hash(path: Path) -> str:

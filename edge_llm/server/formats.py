@@ -19,8 +19,8 @@ import re
 import uuid
 from typing import Any
 
-from edge_llm.llama import backend
 from edge_llm.errors import PromptError
+from edge_llm.llama import backend
 from edge_llm.model import Completion, Model, TokenLogprob
 from edge_llm.server.errors import RequestError
 
