@@ -220,6 +220,33 @@ def test_a_recipe_mix_gives_llama_cpps_own_types(wide, text, tmp_path):
     assert "Q6_K" in mine.values() and "Q4_K" in mine.values()
 
 
+def test_a_size_budget_mix_is_trained_and_fits(wide, text, tmp_path):
+    q4 = convert(wide, tmp_path / "q4.gguf", type="Q4_0").path.stat().st_size
+    q8 = convert(wide, tmp_path / "q8.gguf", type="Q8_0").path.stat().st_size
+    target = (q4 + q8) // 2
+    res = distill(wide, tmp_path / "s", texts=[text], steps=2, recipe=fast(batch_size=2),
+                  target_size=target, gguf=tmp_path / "s.gguf")  # fmt: skip
+    kinds = set(res.tensor_types.values())
+    assert len(kinds) > 1 and kinds <= {
+        "Q8_0",
+        "Q6_K",
+        "Q5_K",
+        "Q5_1",
+        "Q5_0",
+        "Q4_K",
+        "Q4_1",
+        "Q4_0",
+    }
+    assert q4 < res.gguf.stat().st_size <= target
+    convert(tmp_path / "s", tmp_path / "f32.gguf", type="F32")
+    q, f = gguf_tensors(res.gguf), gguf_tensors(tmp_path / "f32.gguf")
+    assert all(
+        np.array_equal(v.view(np.uint32), f[n][1].view(np.uint32)) for n, (_, v) in q.items()
+    )
+    with pytest.raises(ConvertError, match="give --quant or --target-size, not both"):
+        distill(wide, tmp_path / "x", texts=[text], steps=1, quant="Q4_0", target_size=target)
+
+
 def test_bad_quant_arguments(teacher, wide, text, tmp_path):
     with pytest.raises(ConvertError, match="--quant Q9_9: give a type"):
         distill(teacher, tmp_path / "s", texts=[text], steps=1, quant="Q9_9")

@@ -152,6 +152,7 @@ def distill(
     gguf: str | Path | None = None,
     type: str | None = None,
     quant: str | None = None,
+    target_size: str | int | None = None,
     domain: str | None = None,
     force: bool = False,
 ) -> DistillResult:
@@ -164,6 +165,8 @@ def distill(
     ``quant``: train the matrices on a GGUF grid (a trainable ggml type such as Q4_0 or Q4_K, or
     a quantization recipe such as Q4_K_M; convert/distill/qat.py); the folder then holds the
     fake-quantized weights and ``gguf`` is packed from the trained grid (``type`` must be None).
+    ``target_size`` (bytes or "90MB"), instead of ``quant``: the size budget's mix over the
+    trainable types, measured on the pruned student, then trained (healed) on.
 
     ``domain``: a targeted student (convert/distill/domain.py): the texts' records tagged with
     this domain (or, when none are, the built-in corpus of that name) make up recipe
@@ -193,6 +196,14 @@ def distill(
     check_output(out, inputs, force=force, folder=True)
     if gguf is not None:
         check_output(gguf, [*inputs, out], force=force)  # the student folder is its source
+    if quant is not None and target_size is not None:
+        raise ConvertError("give --quant or --target-size, not both: the size budget chooses the types itself")
+    if target_size is not None:
+        from convert import budget as B
+
+        B.parse_size(target_size)  # a bad size fails before anything is loaded
+        if gguf is not None and type is not None:
+            raise ConvertError("--type applies without --quant; with --target-size the GGUF holds the trained grid's types")
     if quant is not None:
         Q.check_quant(quant)
         if gguf is not None and type is not None:
@@ -265,6 +276,16 @@ def distill(
                 for p in m.parameters():
                     p.requires_grad_(False)
         quants, qrec, gguf_types = {}, None, None
+        if target_size is not None:
+            bfile = work / "budget-recipe.toml"
+            if resume and bfile.is_file():
+                from convert import recipes as RC
+
+                quant = RC.parse(bfile.read_text(), source=str(bfile))
+            else:
+                quant = Q.budget_recipe(student, teacher_dir, target_size, threads, progress)
+                if rank == 0:
+                    bfile.write_text(quant.text)
         if quant is not None:
             hf_types, gguf_types, qrec = Q.plan_types(quant, plan.config, Q.matrix_shapes(student))
             quants = Q.attach(student, hf_types)
@@ -364,7 +385,8 @@ def distill(
             generated_sequences=n_gen, domain_sequences=len(dom_seqs), domain=domain,
             loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
             tokens_per_s=result_train["tokens_per_s"] if result_train else 0.0,
-            seconds=0.0, device=dev, cache=cache_name, losses=losses, quant=quant,
+            seconds=0.0, device=dev, cache=cache_name, losses=losses,
+            quant=quant if isinstance(quant, str) or quant is None else quant.name,
             tensor_types=gguf_types, step_seconds=step_s, world_size=size,
         )  # fmt: skip
         if rank == 0:

@@ -66,14 +66,18 @@ def matrix_shapes(model) -> dict[str, tuple]:
     return shapes
 
 
-def plan_types(quant: str, config: dict, state_shapes: dict[str, tuple]):
+def plan_types(quant, config: dict, state_shapes: dict[str, tuple]):
     """(HF tensor name -> type, GGUF name -> type, the recipe) for the student's matrices
-    (``state_shapes``: HF name -> shape, without a tied output matrix)."""
+    (``state_shapes``: HF name -> shape, without a tied output matrix). ``quant``: a type name,
+    a recipe name or file, or a Recipe."""
     from convert import archs
 
     arch = archs.for_config(config)
-    key = quant.upper()
-    if key in FQ.TRAINABLE:
+    key = quant.upper() if isinstance(quant, str) else None
+    if isinstance(quant, recipes.Recipe):
+        rec = quant
+        quant = rec.name
+    elif key in FQ.TRAINABLE:
         rec = single_type_recipe(key)
     else:
         try:
@@ -99,6 +103,57 @@ def plan_types(quant: str, config: dict, state_shapes: dict[str, tuple]):
         gguf_types[g] = t
     hf_types = {names[g][0]: t for g, t in gguf_types.items()}
     return hf_types, gguf_types, rec
+
+
+def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, progress=None):
+    """The size budget's mix for the (pruned, untrained) student restricted to the trainable
+    types: convert/budget.py's measured sensitivities and knapsack on an F32 conversion of the
+    student with an importance matrix from the calibration text, as `convert --target-size`
+    does, choosing among Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0 only. Returns a recipe."""
+    import dataclasses
+    import shutil
+
+    from convert import budget, convert
+    from convert import hf_to_gguf as H
+
+    target = budget.parse_size(target_size)
+    with tempfile.TemporaryDirectory(prefix=".qat-budget-") as tmp:
+        hf = Path(tmp) / "hf"
+        student.save_pretrained(hf, safe_serialization=True)
+        for p in teacher_dir.iterdir():
+            if p.name.startswith(
+                ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")
+            ):
+                shutil.copy2(p, hf / p.name)
+        mid = Path(tmp) / "mid.gguf"
+        convert(hf, mid, type="F32")
+        text, dataset = H._calibration(None)
+        th = budget.threads_default(threads)
+        im, extra = H._importance("auto", mid, text, dataset, th, progress)
+        sens = budget.analyze(mid, text, im, extra, False, threads, H._stage(progress))
+        keep = {
+            n: {t: e for t, e in errs.items() if t in FQ.TRAINABLE}
+            for n, errs in sens.errors.items()
+        }
+        empty = [n for n, e in keep.items() if not e]
+        if empty:
+            raise ConvertError(
+                f"{empty[0]} has no trainable type its rows fit; quantization-aware training cannot give it a type"
+            )
+        trainable = dataclasses.replace(sens, errors=keep)
+        data = target - sens.fixed_bytes - H._header_bytes(mid)
+        try:
+            types = budget.allocate(trainable, data)
+        except ValueError:
+            need = budget.minimum_bytes(trainable) + sens.fixed_bytes + H._header_bytes(mid)
+            raise ConvertError(
+                f"--target-size {target_size}: below the smallest trainable mix of this student "
+                f"({need / 1e6:.1f} MB, every matrix at Q4_0 or smaller); raise it"
+            ) from None
+    label = f"{target / 1e6:.1f}MB"
+    return recipes.explicit(f"qat-budget-{label}", types,
+                            f"size budget {label} over the trainable types: predicted mean KLD "
+                            f"{trainable.predict(types):.4g} before training")  # fmt: skip
 
 
 def _modules(model):

@@ -91,6 +91,10 @@ def distill(
         str | None,
         typer.Option("--quant", help="Quantization-aware: train the matrices on this GGUF grid (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) or a quantization recipe (Q4_K_M or a TOML file); --gguf is then packed from the trained grid.", show_default=False),
     ] = None,
+    target_size: Annotated[
+        str | None,
+        typer.Option("--target-size", help="Quantization-aware, instead of --quant: the size budget's per-tensor mix (e.g. 90MB) over the trainable types, measured on the student, then trained on.", show_default=False),
+    ] = None,
     domain: Annotated[
         str | None,
         typer.Option("--domain", help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].", show_default=False),
@@ -115,7 +119,7 @@ def distill(
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
               dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type,
-              quant=quant, domain=domain, minutes=minutes, force=force)  # fmt: skip
+              quant=quant, target_size=target_size, domain=domain, minutes=minutes, force=force)  # fmt: skip
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks
