@@ -195,9 +195,9 @@ def mutated_gguf(seed: Seed, out: Path, mutations: list[tuple]) -> Path:
 _WORKER = r"""
 import sys, json
 from pathlib import Path
-from edge_llm import backend, validate, gguf_info
+from edge_llm import validate, gguf_info
 from edge_llm.errors import EdgeLLMError
-C = backend.C
+from edge_llm.llama import backend
 for line in sys.stdin:
     path = Path(line.strip())
     out = {"ok": True}
