@@ -1,7 +1,7 @@
 """Property and mutation fuzzing of every input edge-llm reads (issue 14).
 
 Each target mutates real files (the seeds: a GGUF made by the converter from a checkpoint written
-by safetensors/tokenizers, the shipped SmolLM2 GGUF in the full run, the project's recipes,
+by safetensors/tokenizers, and for `info` in the full run the shipped SmolLM2 GGUF; the project's recipes,
 device profiles and bench suites, real API request bodies) and checks the one property every
 input must have: it is accepted, or refused with an EdgeLLMError whose message is one line.
 Never another exception (a traceback), never a native crash (GGUFs are loaded by llama.cpp in a
@@ -235,7 +235,7 @@ def test_fuzz_gguf_load(gguf_seeds, tmp_path):
     worker = LoadWorker()
 
     @FUZZ
-    @given(mutated_gguf_case(gguf_seeds))
+    @given(mutated_gguf_case(gguf_seeds[:1]))  # the tiny seed: llama.cpp loads it in milliseconds
     def run(case):
         seed, muts = case
         p = tmp_path / "m.gguf"
