@@ -70,6 +70,8 @@ def verdict(target: str, fn, *args, **kwargs):
     """Run fn: returns its result, or None after a one-line EdgeLLMError; records the outcome.
     Any other exception (or a hang) propagates and fails the input."""
     STATS[target]["inputs"] += 1
+    if STATS[target]["inputs"] % 500 == 0:
+        write_report()  # progress of a long run
     try:
         with within():
             out = fn(*args, **kwargs)
@@ -82,14 +84,18 @@ def verdict(target: str, fn, *args, **kwargs):
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report():
-    yield
+def write_report() -> None:
     path = os.environ.get("EDGE_LLM_FUZZ_REPORT")
     if path:
         old = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
         old.update({k: dict(v) for k, v in STATS.items()})
         Path(path).write_text(json.dumps(old, indent=2))
+
+
+@pytest.fixture(autouse=True)
+def report():
+    yield
+    write_report()
 
 
 # --- values a mutation puts anywhere ------------------------------------------------------
@@ -242,6 +248,8 @@ def test_fuzz_gguf_load(gguf_seeds, tmp_path):
         if _set_value_type_error(seed, muts, p):
             return
         STATS["gguf-load"]["inputs"] += 1
+        if STATS["gguf-load"]["inputs"] % 500 == 0:
+            write_report()
         r = worker.load(p)
         assert "crash" not in r, f"llama.cpp crashed ({r['crash']}) on {muts}: {r.get('stderr')}"
         assert "hang" not in r, f"loading hung on {muts}"
@@ -477,6 +485,8 @@ def test_fuzz_server_bodies(server_client):
             doc = mutate_doc(d.draw, d.draw(st.sampled_from(BODIES)))
             body = json.dumps(doc, allow_nan=True).encode()
         STATS["server-bodies"]["inputs"] += 1
+        if STATS["server-bodies"]["inputs"] % 500 == 0:
+            write_report()
         with within():
             r = server_client.post(url, content=body, headers={"content-type": "application/json"})
             text = r.text
