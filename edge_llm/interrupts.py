@@ -77,13 +77,9 @@ def run_native(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     t = threading.Thread(target=target, daemon=True, name="edge-llm-native")
     _native.add(t)
     t.start()
-    try:
-        while t.is_alive():
-            t.join(0.1)
-    except BaseException:
-        raise
-    else:
-        _native.discard(t)
+    while t.is_alive():  # an exception here leaves t running, and listed in _native
+        t.join(0.1)
+    _native.discard(t)
     if "error" in box:
         raise box["error"]
     return box["result"]

@@ -47,10 +47,6 @@ PROBE_TIMEOUT_S = 300
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
-def _fix(path: Path) -> str:
-    return f"{path} cannot be loaded"
-
-
 def problems(info: gguf_info.GGUFInfo) -> list[str]:
     """Everything in the header that llama.cpp would abort on or refuse, one phrase each."""
     out: list[str] = []
