@@ -57,7 +57,8 @@ def jobs(work: Path, src: Path, gguf: Path) -> dict[str, dict]:
                                "--ctx", "128", "--threads", "2"),
                     "targets": [out / "im.gguf"], "sources": [gguf]},
         "distill": {"cmd": cli("distill", str(src), "-o", str(out / "student"), "--layers", "4",
-                               "--steps", "1", "--threads", "2", "--gguf",
+                               "--steps", "1", "--threads", "2", "--text", str(work / "text.txt"),
+                               "--gguf",
                                str(out / "student.gguf"), "--type", "F16"),
                     "targets": [out / "student", out / "student.gguf"], "sources": [src]},
     }  # fmt: skip
@@ -143,6 +144,9 @@ def main() -> None:
     if not (src / "config.json").is_file():
         print(f"exporting SmolLM2 to {src} (once)", flush=True)
         run(cli("export-hf", str(gguf), "-o", str(src), "--dtype", "f16", "--force"))
+    # distill's training text: 16 KB of the calibration text keeps one run under a few minutes
+    calibration = (REPO / "bench" / "data" / "calibration.txt").read_text(encoding="utf-8")
+    (work / "text.txt").write_text(calibration[:16000], encoding="utf-8")
     all_jobs = jobs(work, src, gguf)
     names = [n for n in args.jobs.split(",") if n in all_jobs]
     try:
