@@ -337,3 +337,36 @@ def test_stopping_the_server_ends_its_streams_at_once(model):
     assert json.loads(events[-2])["error"]["message"] == "the server is shutting down"
     (stopped,) = [g for g in s.app.state.generations if g.finish_reason == "cancelled"]
     assert stopped.completion_tokens < 200
+
+
+def test_stopping_the_server_ends_queued_requests_too(model):
+    s = Running(create_app(model, model_id=MODEL_ID), as_serve=True)
+    hold = {"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    queued = {"prompt": "Count to ten:", "max_tokens": 200, "ignore_eos": True}
+    with ThreadPoolExecutor(4) as pool, httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{s.url}/v1/completions", json=hold) as r:
+            lines = r.iter_lines()
+            next(lines)  # this stream holds the model; the next four wait their turn
+            futures = [
+                pool.submit(
+                    httpx.post, f"{s.url}/v1/completions", json={**queued, "stream": i % 2 == 1},
+                    timeout=30,
+                )
+                for i in range(4)
+            ]  # fmt: skip
+            for _ in range(600):  # until all four are queued (at most 30 s)
+                if len(s.app.state.jobs) == 5:
+                    break
+                time.sleep(0.05)
+            assert len(s.app.state.jobs) == 5
+            s.server.should_exit = True
+            for _ in lines:  # it ends with the shutdown's error event
+                pass
+        answers = [f.result() for f in futures]
+    s.thread.join(timeout=10)
+    assert not s.thread.is_alive()
+    for a in answers:  # none of them ran: each says why, in OpenAI's shape
+        assert a.status_code == 503, a.text
+        assert a.json()["error"]["message"] == "the server is shutting down"
+    stopped = [g for g in s.app.state.generations if g.finish_reason == "cancelled"]
+    assert len(stopped) == 5 and sum(g.completion_tokens for g in stopped[1:]) == 0

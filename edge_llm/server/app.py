@@ -194,12 +194,14 @@ def create_app(
         try:
             if stream:
                 assert job.queue is not None
-                kind, value = await job.queue.get()  # "ready", or "error" before any text
+                # "ready"; "error" before any text; "done" when stopped before its turn
+                kind, value = await job.queue.get()
                 if kind == "error":
                     await task
                     raise value
-                body = events(job, first() if first else None, piece, last, usage)
-                return EventStream(body, job)
+                if kind == "ready":
+                    body = events(job, first() if first else None, piece, last, usage)
+                    return EventStream(body, job)
             await task
         except BaseException:
             job.cancel.set()

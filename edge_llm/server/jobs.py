@@ -94,6 +94,15 @@ class Job:
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             self.cancel.set()
 
+    def skip(self) -> None:
+        """Stopped before its turn came (its client went, or the server is stopping): record it
+        and tell the request, without touching the model."""
+        self.info["tokens"] = (None, 0)
+        self.records.append(
+            GenerationRecord(self.endpoint, self.streaming, "cancelled", None, 0, 0.0)
+        )
+        self._emit("done", None)
+
     def run(self) -> None:
         """Generate, checking ``cancel`` before each piece. Never raises: errors go to ``error``."""
         t0 = time.perf_counter()
@@ -163,7 +172,10 @@ async def execute(lock: asyncio.Lock, job: Job) -> None:
     """Wait for the model (FIFO), then run the job in a worker thread. Cancelling this waits for
     the thread to finish, so the lock is never released while the model is still busy."""
     async with lock:
-        await anyio.to_thread.run_sync(job.run)
+        if job.cancel.is_set():
+            job.skip()  # at once: a queue of stopped requests must not hold a shutdown up
+        else:
+            await anyio.to_thread.run_sync(job.run)
 
 
 async def run_locked(lock: asyncio.Lock, model: Model, fn: Callable[[], Any]) -> Any:
