@@ -283,7 +283,8 @@ def distill(
 
                 quant = RC.parse(bfile.read_text(), source=str(bfile))
             else:
-                quant = Q.budget_recipe(student, teacher_dir, target_size, threads, progress)
+                quant = Q.budget_recipe(student, teacher_dir, target_size, threads, progress,
+                                        text="\n\n".join(docs + dom_docs) if texts else None)  # fmt: skip
                 if rank == 0:
                     bfile.write_text(quant.text)
         if quant is not None:

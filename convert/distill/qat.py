@@ -105,11 +105,14 @@ def plan_types(quant, config: dict, state_shapes: dict[str, tuple]):
     return hf_types, gguf_types, rec
 
 
-def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, progress=None):
+def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, progress=None,
+                  text: str | None = None):  # fmt: skip
     """The size budget's mix for the (pruned, untrained) student restricted to the trainable
     types: convert/budget.py's measured sensitivities and knapsack on an F32 conversion of the
-    student with an importance matrix from the calibration text, as `convert --target-size`
-    does, choosing among Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0 only. Returns a recipe."""
+    student with an importance matrix, as `convert --target-size` does, choosing among Q8_0,
+    Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0 only. ``text``: what the importance and the
+    sensitivities are measured on (the distillation text; default the calibration text).
+    Returns a recipe."""
     import dataclasses
     import shutil
 
@@ -127,7 +130,10 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
                 shutil.copy2(p, hf / p.name)
         mid = Path(tmp) / "mid.gguf"
         convert(hf, mid, type="F32")
-        text, dataset = H._calibration(None)
+        if text is None:
+            text, dataset = H._calibration(None)
+        else:
+            dataset = "distillation text"
         th = budget.threads_default(threads)
         im, extra = H._importance("auto", mid, text, dataset, th, progress)
         sens = budget.analyze(mid, text, im, extra, False, threads, H._stage(progress))
