@@ -18,8 +18,8 @@ time each method used is recorded.
 The reference is SmolLM2-135M-Instruct's shipped GGUF (Q4_1, Q8_0 embedding) exported to F32:
 its matrices lie on the Q4_1 grid, which favours no Q4_0 method over another.
 
-    python bench/qat_quality.py --minutes 15 --chunks 8           # reduced run, ~45 min on 2 CPUs
-    python bench/qat_quality.py --minutes 120 --budget             # fuller run
+    python -m scripts.qat_quality --minutes 15 --chunks 8           # reduced run, ~45 min on 2 CPUs
+    python -m scripts.qat_quality --minutes 120 --budget             # fuller run
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench import fidelity
+from convert import convert
+from edge_llm import gguf_info
+from edge_llm.fsutil import cache_dir
 
-from bench import fidelity  # noqa: E402
-from convert import convert  # noqa: E402
-from edge_llm import gguf_info  # noqa: E402
-from edge_llm.fsutil import cache_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "smollm2-135m-instruct"
 RESULTS = ROOT / "bench" / "results"
