@@ -13,7 +13,16 @@ FLOPs/token, density per GFLOP. Goals:
   (b) recovers >= 50% of the bpb gap between (a) and the teacher;
   (b)'s density (capability per GFLOP/token) >= 1.3x the teacher's and >= 1.2x (a)'s.
 
-    python -m scripts.distill_density [--minutes 40] [--tokens N] [--device cpu] [--skip-bench]
+--targeted adds the targeted students (issue 18), trained for the same tokens as (b):
+  (c) pruned to 20 of 30 layers (0.74x the teacher's FLOPs/token) and healed with the K-12 domain
+      mix (`distill --domain k12-math`: half the sequences from the built-in worked-solution
+      corpus, CE on their gold text mixed with KD; the rest KD on the calibration corpus);
+  (d) the fair baseline: the teacher itself (30 layers) trained on the same mix for the same tokens.
+Goal: (c)'s capability per GFLOP >= 1.3x the teacher's with k12-math better than the teacher's;
+k12-robust is reported beside it where the suite has it (a student that memorised its templates
+shows it there).
+
+    python -m scripts.distill_density [--minutes 40] [--tokens N] [--device cpu] [--skip-bench] [--targeted]
 """
 
 from __future__ import annotations
@@ -53,10 +62,11 @@ def teacher_hf(work: Path) -> Path:
     return out
 
 
-def recipe(tokens: int, freeze: bool):
+def recipe(tokens: int, freeze: bool, domain: bool = False):
     from convert.distill.recipe import recipe_from_dict
 
-    return recipe_from_dict({
+    extra = {"domain": {"fraction": 0.5, "ce_weight": 0.5}} if domain else {}
+    return recipe_from_dict(extra | {
         "kd": {"seq_len": SEQ, "batch_size": BATCH, "top_k": 64, "lr": 3e-4, "warmup": 0.05,
                "min_lr_ratio": 0.1, "temperature": 1.0, "alpha": 0.0, "tokens": tokens,
                "checkpoint_every": 25, "freeze_embeddings": freeze},
@@ -118,6 +128,7 @@ def row(r: dict) -> dict:
     return {
         "bpb": t["bpb"]["bpb"],
         "k12_math": t["k12-math"]["score"],
+        "k12_robust": t.get("k12-robust", {}).get("score"),
         "mmlu": t.get("mmlu", {}).get("score"),
         "capability": r["capability"],
         "gflops_per_token": r["compute"]["flops_per_token"] / 1e9,
@@ -139,6 +150,7 @@ def main() -> int:
     ap.add_argument("--train-embeddings", action="store_true",
                     help="train the (tied) embedding too; default: decoder layers only")  # fmt: skip
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--targeted", action="store_true", help="also (c) and (d): the K-12 targeted student and its baseline")
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/distill_density.jsonl")
     ap.add_argument("--summary", type=Path, default=ROOT / "bench/results/distill_density.json")
@@ -206,6 +218,22 @@ def main() -> int:
                                                    "params_student", "params_teacher")},
                "heal_wall_s": heal_s if rb else None,
                "ggufs": {"teacher": str(t_gguf), "a": str(a_gguf), "b": str(b_gguf)}}  # fmt: skip
+    targeted = {}
+    if args.targeted:  # (c) pruned + K-12 domain mix, (d) the teacher on the same mix
+        for key, keep in (("c", KEEP), ("d", None)):
+            name = f"student-{key}-{keep or 30}-k12-{tokens}"
+            d_dir, d_gguf = args.work / name, args.work / f"{name}-F16.gguf"
+            if not (d_dir / "config.json").is_file():
+                shutil.rmtree(d_dir, ignore_errors=True)
+                resume = (args.work / f".{d_dir.name}.distill-work").is_dir()
+                rc = distill(teacher, d_dir, layers=keep, recipe=recipe(tokens, freeze, domain=True),
+                             device=args.device, resume=resume, domain="k12-math")  # fmt: skip
+                print(f"({key}) {rc.steps} steps, {rc.domain_sequences} K-12 sequences, loss "
+                      f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s", file=sys.stderr)  # fmt: skip
+            if not d_gguf.is_file():
+                convert(d_dir, d_gguf, type="F16")
+            targeted[key] = d_gguf
+        summary["ggufs"].update({k: str(v) for k, v in targeted.items()})
     if not args.skip_bench:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         env_threads = args.bench_threads
@@ -214,6 +242,9 @@ def main() -> int:
             "a": row(bench(a_gguf, f"distill (a) {KEEP}/30 pruned", args.out, t_gguf, env_threads)),
             "b": row(bench(b_gguf, f"distill (b) {KEEP}/30 KD {tokens} tok", args.out, t_gguf, env_threads)),
         }  # fmt: skip
+        if targeted:
+            rows["c"] = row(bench(targeted["c"], f"distill (c) {KEEP}/30 K-12 mix {tokens} tok", args.out, t_gguf, env_threads))
+            rows["d"] = row(bench(targeted["d"], f"distill (d) teacher K-12 mix {tokens} tok", args.out, t_gguf, env_threads))
         summary["results"] = rows
         t, a, b = rows["teacher"], rows["a"], rows["b"]
         gap = a["bpb"] - t["bpb"]
@@ -228,12 +259,19 @@ def main() -> int:
             "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
             "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
         }
+        if targeted:
+            c = rows["c"]
+            d_c = ratio(c["density_per_gflop"], t["density_per_gflop"])
+            goals["targeted_density_vs_teacher"] = {"value": d_c, "goal": 1.3, "met": d_c >= 1.3 and c["k12_math"] > t["k12_math"]}
+            goals["targeted_k12_vs_finetuned_teacher"] = {"value": ratio(c["k12_math"], rows["d"]["k12_math"]), "goal": 1.0,
+                                                          "met": c["k12_math"] >= rows["d"]["k12_math"]}  # fmt: skip
         summary["goals"] = goals
         print("\n## Distillation: SmolLM2-135M-Instruct, 20 of 30 layers\n")
         print("| model | params | GFLOP/token | bpb (eval) | k12-math | mmlu | capability | "
               "density /GFLOP | KL to teacher | top-1 |\n|---|---|---|---|---|---|---|---|---|---|")
         names = {"teacher": "teacher (30 layers)", "a": "(a) pruned 20, no healing",
-                 "b": f"(b) pruned 20 + KD, {tokens} tokens"}  # fmt: skip
+                 "b": f"(b) pruned 20 + KD, {tokens} tokens", "c": f"(c) pruned 20 + K-12 mix, {tokens} tokens",
+                 "d": f"(d) teacher + K-12 mix, {tokens} tokens"}  # fmt: skip
         for key, r in rows.items():
             f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
             print(f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | {f(r['bpb'], 4)} | "
