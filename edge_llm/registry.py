@@ -1,6 +1,7 @@
-"""Resolve a model argument (a path, a short name, or nothing) to a GGUF file.
+"""Resolve a model argument (a path, a short name, a Hub repository, or nothing) to a GGUF file.
 
-The table of names lives in ``registry.toml`` beside this file.
+The built-in names live in ``registry.toml`` beside this file (models shipped as PyPI packages);
+models pulled from the Hub live in the store (``edge_llm.store``), under their own short names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from edge_llm.errors import ModelNotFoundError
+from edge_llm import store
+from edge_llm.errors import EdgeLLMError, ModelNotFoundError
 from edge_llm.fsutil import atomic_path, cache_dir, sha256_file
 
 _REGISTRY_FILE = Path(__file__).with_name("registry.toml")
@@ -81,8 +83,42 @@ def lookup(name: str) -> ModelEntry | None:
     return None
 
 
+def name_for_path(path: str | Path) -> str | None:
+    """The short name a GGUF is known by (built-in or pulled), or None for any other file."""
+    try:
+        target = Path(path).resolve()
+    except OSError:
+        return None
+    for e in entries():
+        if e.installed():
+            local = e.local_path()
+            if local is not None and local.resolve() == target:
+                return e.name
+    try:
+        pulled = store.entries()
+    except EdgeLLMError:  # an unreadable store must not stop a model from loading
+        return None
+    for s in pulled:
+        if s.path.resolve() == target:
+            return s.name
+    return None
+
+
 def looks_like_path(arg: str) -> bool:
-    return arg.lower().endswith(".gguf") or "/" in arg or "\\" in arg or Path(arg).exists()
+    if Path(arg).expanduser().exists() or arg.lower().endswith(".gguf"):
+        return True
+    return ("/" in arg or "\\" in arg) and not store.is_reference(arg)
+
+
+class NotPulledError(ModelNotFoundError):
+    """A Hub repository that is not in the store yet (the CLI offers to pull it)."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+        super().__init__(
+            f"{reference} is not in the model store yet; fetch it with `edge-llm pull {reference}` "
+            "(or pass --yes to run, chat or serve)"
+        )
 
 
 def resolve(model: str | Path | None = None) -> Path:
@@ -103,12 +139,22 @@ def resolve(model: str | Path | None = None) -> Path:
             )
         return path
     entry = lookup(arg)
-    if entry is None:
-        known = ", ".join(e.name for e in entries())
-        raise ModelNotFoundError(
-            f"unknown model '{arg}'; known models: {known} (or pass a path to a .gguf file)"
-        )
-    return fetch(entry)
+    if entry is not None:
+        return fetch(entry)
+    pulled = store.find(arg)
+    if pulled is not None:
+        if not pulled.path.is_file():
+            raise ModelNotFoundError(
+                f"{pulled.name}'s file {pulled.path} is gone; `edge-llm rm {pulled.name}` and pull it again"
+            )
+        return pulled.path
+    if store.is_reference(arg):
+        raise NotPulledError(arg)
+    known = ", ".join([e.name for e in entries()] + [e.name for e in store.entries()])
+    raise ModelNotFoundError(
+        f"unknown model '{arg}'; known models: {known} (or pass a path to a .gguf file, "
+        "or a Hub repository OWNER/NAME[:QUANT])"
+    )
 
 
 def fetch(entry: ModelEntry) -> Path:

@@ -16,6 +16,7 @@ from edge_llm.cli import (
     info,
     models,
     plan,
+    pull,
     quant,
     run,
     serve,
@@ -34,6 +35,8 @@ app.command("run")(run.run)
 app.command("chat")(chat.chat)
 app.command("info")(info.info)
 app.command("models")(models.models)
+app.command("pull")(pull.pull)
+app.command("rm")(pull.rm)
 app.command("serve")(serve.serve)
 app.command("devices")(devices.devices)
 app.command("plan")(plan.plan)

@@ -1,4 +1,8 @@
-"""`edge-llm models`: the models edge-llm knows by name, and whether they are installed."""
+"""`edge-llm models`: the models edge-llm knows by name, where their files are, and their sizes.
+
+Two sources: the built-in names (models shipped as PyPI packages, ``registry.toml``) and the
+models pulled from the Hub into the store (``edge_llm.store``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from edge_llm.cli import options as o
 
 
 def models(as_json: o.Json = False) -> None:
-    """List registered models: name, installed or not, where the GGUF is, how to install it."""
-    from edge_llm import registry
+    """List known models: name, source, quantization, size and the path of the GGUF."""
+    from edge_llm import registry, store
 
     default = registry.default_model()
     rows = []
@@ -23,9 +27,28 @@ def models(as_json: o.Json = False) -> None:
                 "installed": installed,
                 "path": str(path) if path else None,
                 "size": path.stat().st_size if path else None,
+                "source": f"pypi:{e.package}",
+                "quant": None,
                 "description": e.description,
                 "install": e.install,
                 "aliases": list(e.aliases),
+            }
+        )
+    for s in store.entries():
+        present = s.path.is_file()
+        rows.append(
+            {
+                "name": s.name,
+                "default": False,
+                "installed": present,
+                "path": str(s.path) if present else None,
+                "size": s.size,
+                "source": f"hf:{s.source}",
+                "quant": s.quant,
+                "description": f"pulled from {s.repo}@{s.revision[:12]}"
+                + (", converted" if s.converted else ""),
+                "install": f"edge-llm pull {s.source}",
+                "aliases": [],
             }
         )
     if as_json:
@@ -35,16 +58,18 @@ def models(as_json: o.Json = False) -> None:
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for col in ("name", "status", "size", "description"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("path / how to get it", overflow="fold")
+    table.add_column("description")
     for r in rows:
         if r["path"]:
-            status = "installed"
+            where = r["path"]
         elif r["installed"]:
-            status = "installed (assembled on first use)"
+            where = "installed (assembled on first use)"
         else:
-            status = f"not installed: {r['install']}"
+            where = f"not installed: {r['install']}"
         size = f"{r['size'] / 2**20:.0f} MiB" if r["size"] else ""
         name = r["name"] + (" (default)" if r["default"] else "")
-        table.add_row(name, status, size, r["description"])
+        table.add_row(name, size, where, r["description"])
     Console().print(table)

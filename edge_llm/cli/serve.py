@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 
 from edge_llm.cli import options as o
+from edge_llm.cli.pull import Yes
 
 
 def serve(
     model: o.Model = None,
     device: o.Device = "auto",
+    yes: Yes = False,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     host: Annotated[
@@ -88,17 +90,21 @@ def serve(
 
     limit = _size(max_body)
 
+    from edge_llm.cli.pull import ensure_model
     from edge_llm.model import load
     from edge_llm.registry import default_model, looks_like_path, lookup
     from edge_llm.server import serve as run_server
 
+    model = ensure_model(model, yes)
     if model is None:
         model_id = default_model()
     elif looks_like_path(model):
         model_id = model.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".gguf")
     else:
-        entry = lookup(model)
-        model_id = entry.name if entry else model
+        from edge_llm import store
+
+        entry, pulled = lookup(model), store.find(model)
+        model_id = entry.name if entry else pulled.name if pulled else model
     if isolate is None:
         isolate = model is not None and looks_like_path(model)
     m = load(model, device=device, n_ctx=ctx, threads=threads, isolate=isolate)
