@@ -7,6 +7,12 @@ nested loops run for hours. So rendering also has budgets: no string, list or nu
 builds may exceed the output budget (checked before the operation allocates it), the output
 itself is bounded, and the template's own code may run a bounded number of lines (and seconds).
 Past a budget, a one-line InvalidModelError.
+
+A GGUF without a template is a completion (base) model. Giving it ChatML, as llama.cpp does,
+makes it echo the tags it never learned (``<|im_end|>\n<|im_start|>user``) and run to the token
+limit. ``chat_format`` instead gives such a model a plain transcript ("User: ...\nAssistant:")
+whose stop strings end the reply where the model starts the next turn, and says so; the
+terminal chat and the server both use it, so they treat base models the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import re
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -28,13 +35,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge_llm.errors import InvalidModelError, PromptError
 
-# Used when a GGUF carries no template (base models): ChatML, as llama.cpp falls back to.
-CHATML = (
+# Used when a GGUF carries no template (base models): a plain transcript, and the stop strings
+# that end a reply when the model goes on to write the next turn itself.
+PLAIN = (
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + '\n' }}{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
+PLAIN_STOPS = ("\nUser:", "\nAssistant:", "\nSystem:", "<|im_start|>", "<|im_end|>")
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -45,6 +56,43 @@ MAX_STEPS = 2_000_000  # lines of the compiled template executed
 MAX_SECONDS = 1.5
 MAX_POW_BITS = 4096
 _WIDE_FORMAT = re.compile(r"\d{6,}")  # a field width of a million characters or more
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a model's chat prompt is made: its own template, or the plain one for a base model."""
+
+    source: str
+    stops: tuple[str, ...]
+    is_chat_model: bool
+
+    def notice(self, name: str) -> str | None:
+        """One line for the user when the model is not a chat model, else None."""
+        if self.is_chat_model:
+            return None
+        return (
+            f"note: {name} has no chat template, so it is a completion (base) model; replies use "
+            "a plain 'User:/Assistant:' transcript and end where it starts the next turn "
+            "(use `edge-llm run` for plain text continuation)"
+        )
+
+
+def chat_format(template: str | None) -> ChatFormat:
+    """The chat format for a GGUF's ``tokenizer.chat_template`` (None or empty: a base model)."""
+    if template and template.strip():
+        return ChatFormat(template, (), True)
+    return ChatFormat(PLAIN, PLAIN_STOPS, False)
+
+
+def merge_stops(stop: Any, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The caller's stop strings (None, a string or a sequence) plus ``extra``, deduplicated."""
+    if stop is None:
+        given: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        given = (stop,)
+    else:
+        given = tuple(stop)
+    return tuple(dict.fromkeys(given + extra))
 
 
 class _TemplateRaised(Exception):

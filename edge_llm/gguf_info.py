@@ -88,7 +88,11 @@ class GGUFInfo:
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("general.name", self.path.stem))
+        """What to call the model: the short name it is registered under, else one made of the
+        GGUF's own base name, size label and fine-tune, else general.name, else the file name."""
+        from edge_llm.registry import name_for_path
+
+        return name_for_path(self.path) or display_name(self.metadata, self.path)
 
     @property
     def n_params(self) -> int:
@@ -162,6 +166,21 @@ _FILE_TYPES = {
     23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
     29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4",
 }  # fmt: skip
+
+
+def display_name(metadata: dict[str, Any], path: Path) -> str:
+    """A model's name from its GGUF: general.basename with general.size_label and
+    general.finetune (``SmolLM2-135M-Instruct``), since converters often fill general.name from a
+    training-run folder ("Smollm2 135M 8k Lc100K Mix1 Ep2"); else general.name; else the file."""
+    base = str(metadata.get("general.basename") or "").strip()
+    if base:
+        parts = [base]
+        for key in ("general.size_label", "general.finetune"):
+            v = str(metadata.get(key) or "").strip()
+            if v and v.lower() not in base.lower():
+                parts.append(v)
+        return "-".join(parts)
+    return str(metadata.get("general.name") or path.stem)
 
 
 def check_gguf(path: str | Path) -> None:

@@ -207,9 +207,17 @@ class Model:
         self._cache: list[int] = []  # tokens whose K/V sit in the cache, in order
         self._snapshots: OrderedDict[tuple[int, ...], bytes] = OrderedDict()  # system prompts
         self.architecture = self._b.meta("general.architecture") or "unknown"
-        self.name = self._b.meta("general.name") or self.path.stem
+        self.name = self._display_name()
         self._template = self._b.meta("tokenizer.chat_template")
         self._embedder: _backend.Embedder | None = None  # made on the first ``embed``
+        self.chat_format = chat_template.chat_format(self._template)
+
+    def _display_name(self) -> str:
+        from edge_llm.registry import name_for_path
+
+        keys = ("general.basename", "general.size_label", "general.finetune", "general.name")
+        meta = {k: self._b.meta(k) for k in keys}
+        return name_for_path(self.path) or gguf_info.display_name(meta, self.path)
 
     # --- properties -------------------------------------------------------------------------
     @property
@@ -231,12 +239,17 @@ class Model:
 
     @property
     def chat_template(self) -> str:
-        """The model's own template, or ChatML when the GGUF has none."""
-        return self._template or chat_template.CHATML
+        """The model's own template, or the plain transcript when the GGUF has none."""
+        return self.chat_format.source
 
     @property
     def has_chat_template(self) -> bool:
-        return self._template is not None
+        return self.chat_format.is_chat_model
+
+    @property
+    def is_chat_model(self) -> bool:
+        """False for a GGUF without a chat template: a completion (base) model."""
+        return self.chat_format.is_chat_model
 
     # --- tokens -----------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -302,6 +315,10 @@ class Model:
     ) -> Stream:
         tokens = self.chat_tokens(messages, tools=tools)
         snapshot_at = self._system_prefix(messages, tokens, tools)
+        if self.chat_format.stops:  # a base model: end the reply where it writes the next turn
+            sampling["stop"] = chat_template.merge_stops(
+                sampling.get("stop"), self.chat_format.stops
+            )
         return self.stream(tokens, cancel=cancel, _snapshot_at=snapshot_at, **sampling)
 
     def _system_prefix(
