@@ -124,6 +124,19 @@ def convert(
     """
     from convert.tokenizer import load_vocab
 
+    if Path(src).is_file():  # a GGUF: requantize it (convert/requantize.py)
+        from convert.requantize import is_gguf, requantize
+
+        if not is_gguf(src):
+            raise ConvertError(
+                f"{src} is a file but not a GGUF; pass a GGUF to requantize or a Hugging Face "
+                "model folder to convert"
+            )
+        if pre is not None:
+            raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
+        return requantize(src, out, type=type, progress=progress, threads=threads,
+                          imatrix=imatrix, recipe=recipe, target_size=target_size,
+                          target_bpw=target_bpw, calibration=calibration)  # fmt: skip
     start = time.perf_counter()
     inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
     check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
@@ -268,8 +281,9 @@ class _Job:
     """The quantizing half of a conversion: llama.cpp quantizes the intermediate to ``q``,
     then the metadata saying how the file was made is stamped into ``target``."""
 
-    def __init__(self, mid, q, target, threads, progress, im, result: Result):
+    def __init__(self, mid, q, target, threads, progress, im, result: Result, allow_requantize=False):
         self.mid, self.q, self.target, self.threads = mid, q, target, threads
+        self.allow_requantize = allow_requantize  # mid is already quantized (requantize.py)
         self.progress, self.im, self.result = progress, im, result
         self.means = im.means() if im is not None else None
         if im is not None:
@@ -289,7 +303,8 @@ class _Job:
     def _run(self, label: str, values: dict, **kw) -> None:
         if self.progress:
             self.progress(f"quantizing to {label}", 0, 1, 0, 1)
-        quantize.llama_quantize(self.mid, self.q, threads=self.threads, imatrix=self.means, **kw)
+        quantize.llama_quantize(self.mid, self.q, threads=self.threads, imatrix=self.means,
+                                allow_requantize=self.allow_requantize, **kw)  # fmt: skip
         if values:
             gguf_edit.stamp(self.q, self.target, values)
             self.q.unlink()

@@ -106,6 +106,7 @@ def llama_quantize(
     imatrix: dict[str, np.ndarray] | None = None,
     types: dict[str, str] | None = None,
     ftype: int | None = None,
+    allow_requantize: bool = False,
 ) -> None:
     """Quantize ``src`` (a GGUF) to ``dst`` with llama.cpp.
 
@@ -113,7 +114,8 @@ def llama_quantize(
     llama-quantize derives from an imatrix file: in_sum2 / counts); ``types``: an explicit
     ggml type per tensor (llama.cpp's tensor-type overrides, one exact-name pattern each), for
     recipes and size budgets; ``ftype``: the file type to run llama.cpp with (default
-    ``out.ftype``).
+    ``out.ftype``); ``allow_requantize``: ``src`` is already quantized (llama-quantize's
+    --allow-requantize).
     """
     from convert import recipes
     from edge_llm.llama import binding
@@ -123,6 +125,7 @@ def llama_quantize(
     ok = binding.quantize_file(
         src, dst, ftype if ftype is not None else out.ftype, threads, imatrix=imatrix,
         tensor_types={n: recipes.TYPES[t].ggml for n, t in (types or {}).items()},
+        allow_requantize=allow_requantize,
     )  # fmt: skip
     name = out.name if out is not None else "the requested types"
     if not ok:
