@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", type=Path, default=Path("bench/results/plan_accuracy.json"))
+    ap.add_argument("--busy-ok", action="store_true",
+                    help="calibrate even when other processes keep the CPUs busy (load recorded)")
     args = ap.parse_args()
 
     import edge_llm
@@ -37,7 +39,7 @@ def main() -> int:
     from edge_llm.registry import resolve
     from edge_llm.shapes import ModelShape
 
-    cal = detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr))
+    cal = detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok)
     host = detect.host_profile()
     bw = {int(k): v for k, v in cal["read_bandwidth_by_threads"].items()}
     print(f"host: {host.description}")

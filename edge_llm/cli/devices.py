@@ -20,6 +20,13 @@ def devices(
             " about two minutes) so that `plan` predicts its speed from measurements.",
         ),
     ] = False,
+    busy_ok: Annotated[
+        bool,
+        typer.Option(
+            "--busy-ok",
+            help="Calibrate even when other processes keep the CPUs busy (the load is recorded).",
+        ),
+    ] = False,
 ) -> None:
     """List device profiles: built-in ones, yours (~/.config/edge-llm/devices/*.toml) and `host`."""
     from edge_llm.devices import detect, profile
@@ -27,24 +34,31 @@ def devices(
     if calibrate:
         import sys
 
-        detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        cal = detect.calibrate(
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True), busy_ok=busy_ok
+        )
+        busy = max(cal.get("load_before") or 0, cal.get("load_during_max") or 0)
+        print(
+            f"calibrated in {cal['seconds']:.0f} s"
+            + (f"; other processes kept up to {busy:.1f} CPUs busy meanwhile, so the figures "
+               "are pessimistic" if busy > detect.BUSY_CPUS else "")
+            , file=sys.stderr,
+        )  # fmt: skip
     profiles = [detect.host_profile(), *profile.all_profiles()]
     if as_json:
-        print(json.dumps([p.to_dict() for p in profiles], indent=2))
+        rows = [p.to_dict() for p in profiles]
+        rows[0]["build_backends"] = detect.build_backends()  # the host: what this build runs on
+        print(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table()
-    for col in (
-        "name",
-        "cores (big+little)",
-        "RAM / app GB",
-        "bandwidth GB/s",
-        "GPU",
-        "description",
-    ):
-        table.add_column(col)
+    # the names are what --device takes: never truncated; the other columns wrap instead
+    table.add_column("name", no_wrap=True, min_width=max(len(p.name) for p in profiles))
+    for col in ("cores (big+little)", "RAM / app GB", "bandwidth GB/s", "GPU"):
+        table.add_column(col, overflow="fold")
+    table.add_column("description", overflow="fold", ratio=1)
     for p in profiles:
         gpu = (
             "none" if p.gpu_backend == "none" else f"{p.gpu_backend} {p.gpu_memory_gb:g} GB".strip()
@@ -58,6 +72,13 @@ def devices(
             p.description,
         )
     Console().print(table)
+    backends = detect.build_backends()
+    gpu = [b for b in backends if b.upper() not in ("CPU", "BLAS", "RPC")]
+    print(
+        f"this llama.cpp build ({detect.llama_cpp_version()}): backends "
+        f"{', '.join(backends) or 'CPU'}"
+        + ("" if gpu else "; no GPU backend (see README: GPU builds, LLAMA_CMAKE_ARGS)")
+    )
     print(
         f"your own profiles: {profile.user_dir()}/*.toml (same fields as edge_llm/devices/profiles)"
     )

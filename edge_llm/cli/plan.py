@@ -27,12 +27,23 @@ def plan(
         str | None,
         typer.Option("--kv-type", help="f16, q8_0 or q4_0 [default: chosen]", show_default=False),
     ] = None,
+    min_speed: Annotated[
+        float | None,
+        typer.Option(
+            "--min-speed",
+            help="Among files of one model, the least decode tok/s to accept [default: the device's, 20]",
+            show_default=False,
+        ),
+    ] = None,
     as_json: o.Json = False,
 ) -> None:
     """Memory breakdown, whether it fits, the configuration chosen and predicted tokens/s.
 
-    Given several GGUFs of one model, it names the best quantization that fits (most bits per weight).
-    A model that cannot fit gets an error naming the nearest configuration.
+    Given several GGUFs of one model, it picks by the device's objective: the most capable file
+    (most bits per weight) that fits and decodes at least --min-speed tok/s. Given different
+    models, it ranks them by predicted speed and chooses none. A model that cannot fit gets an
+    error naming the nearest configuration. On `host`, a prediction more than 2x off the
+    latest `run --stats` of the same file is flagged.
     """
     from edge_llm.devices import plan as planning
     from edge_llm.devices.profile import get
@@ -42,20 +53,49 @@ def plan(
     plans = [
         planning.plan(resolve(m), profile, n_ctx=ctx, kv_type=kv_type) for m in (models or [None])
     ]
-    best = planning.best_fit(plans)
+    floor = profile.min_decode_tokens_per_s if min_speed is None else min_speed
+    one_model = planning.same_model(plans)
+    best = planning.best_fit(plans, floor)
+    if not one_model:
+        plans = planning.rank(plans)
     if as_json:
         out = {"device": profile.to_dict(), "plans": [p.to_dict() for p in plans],
+               "same_model": one_model, "min_decode_tokens_per_s": floor,
                "best": best.model if best else None}  # fmt: skip
         print(json.dumps(out, indent=2))
     else:
-        for p in plans:
-            print(render(p))
+        for i, p in enumerate(plans):
+            print((f"#{i + 1} " if not one_model else "") + render(p))
         if len(plans) > 1:
-            print(f"best that fits: {best.model}" if best else "none of them fits")
+            print(choice_line(plans, best, floor, one_model))
     if len(plans) == 1:
         planning.require_fit(plans[0])  # a clear error and exit 2 when it does not fit
-    elif best is None:
+    elif not any(p.fits for p in plans):
         planning.require_fit(min(plans, key=lambda p: p.memory.total))
+
+
+def choice_line(plans, best, floor: float, one_model: bool) -> str:
+    from pathlib import Path
+
+    if not one_model:
+        return (
+            "these are different models: ranked by predicted decode speed (those that fit "
+            "first); plan does not choose between models, compare their capability with "
+            "`edge-llm bench`"
+        )
+    if best is None:
+        return "none of them fits"
+    name = Path(best.model).name
+    objective = f"objective: the most capable file that fits and decodes >= {floor:g} tok/s"
+    if best.decode_tokens_per_s >= floor:
+        return (
+            f"chosen: {name} ({best.bits_per_weight:.2f} bits/weight, predicted "
+            f"{best.decode_tokens_per_s:.1f} tok/s; {objective})"
+        )
+    return (
+        f"chosen: {name}, the fastest that fits (predicted {best.decode_tokens_per_s:.1f} tok/s): "
+        f"none reaches {floor:g} tok/s ({objective})"
+    )
 
 
 def render(p) -> str:
@@ -79,4 +119,17 @@ def render(p) -> str:
         )
     if p.note:
         lines.append(f"  note: {p.note}")
+    if p.measured:
+        r = p.measured
+        ratio = p.decode_tokens_per_s / r["decode_tokens_per_s"]
+        lines.append(
+            f"  measured: decode {r['decode_tokens_per_s']:.1f} tok/s by `run --stats` at "
+            f"{r['at']} ({r['threads']} threads)"
+            + (
+                f": PREDICTION OFF BY {max(ratio, 1 / ratio):.1f}x; recalibrate on an idle host "
+                "with `edge-llm devices --calibrate`"
+                if p.disagrees
+                else f" (prediction within {max(ratio, 1 / ratio):.2f}x)"
+            )
+        )
     return "\n".join(lines)

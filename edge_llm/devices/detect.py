@@ -95,6 +95,28 @@ def measure_read_bandwidth(
     return best
 
 
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return f"llama-cpp-python {llama_cpp.__version__}"
+
+
+@cache
+def build_backends() -> list[str]:
+    """The ggml backends the installed llama.cpp build registered: CPU, plus CUDA, Metal,
+    Vulkan, ... when it was built with them (make install LLAMA_CMAKE_ARGS=...)."""
+    from edge_llm import backend
+
+    lib = ctypes.CDLL(backend.C._lib._name)  # ggml's symbols, through libllama's handle
+    try:
+        count, get, name = lib.ggml_backend_reg_count, lib.ggml_backend_reg_get, lib.ggml_backend_reg_name
+    except AttributeError:
+        return ["CPU", "GPU"] if backend.supports_gpu_offload() else ["CPU"]
+    count.restype, get.restype, name.restype = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+    get.argtypes, name.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
+    return [name(get(i)).decode() for i in range(count())]
+
+
 def _fingerprint() -> str:
     from edge_llm.llama.binding import version
 
@@ -153,17 +175,43 @@ def _fit(rows: list[tuple[float, dict[str, float], float]]) -> dict:
     return {"layer_ms": coef.pop("layer"), "per_type": coef}
 
 
-def calibrate(threads: int | None = None, progress=None) -> dict:
+BUSY_CPUS = 0.25  # other processes keeping more CPUs than this busy make a host "busy"
+
+
+def host_load(seconds: float = 2.0) -> float | None:
+    """CPUs kept busy by other processes over ``seconds`` (None where it cannot be read)."""
+    from edge_llm.devices import CpuLoad
+
+    load = CpuLoad()
+    time.sleep(seconds)
+    return load.others_busy()
+
+
+def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) -> dict:
     """Measure this host: read bandwidth, then per-type decode and prefill costs (see above).
 
     Takes about two minutes on 2 CPUs; cached until the CPU or llama-cpp-python changes.
+    Refuses (ConfigError) when other processes keep the CPUs busy, since it would measure the
+    contention and `plan` would predict from it, unless ``busy_ok``; the load measured before
+    and during the runs is kept in the result either way.
     """
 
     from edge_llm import gguf_info, registry
+    from edge_llm.devices import CpuLoad
+    from edge_llm.errors import ConfigError
     from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
 
     say = progress or (lambda msg: None)
     n = threads or available_cpus()
+    before = host_load()
+    if before is not None and before > BUSY_CPUS and not busy_ok:
+        raise ConfigError(
+            f"this host is busy: other processes kept {before:.1f} of {available_cpus()} CPUs "
+            "busy; calibrating now would measure the contention, not the host. Calibrate when "
+            "it is idle, or pass --busy-ok to measure anyway (the load is recorded)"
+        )
+    if before is not None:
+        say(f"host load before calibrating: {before:.2f} CPUs busy with other processes")
     counts = sorted({1, n})
     bw = {t: measure_read_bandwidth(t) for t in range(1, n + 1)}
     sources = [(registry.resolve(None), CALIBRATION_TYPES)]
@@ -180,13 +228,20 @@ def calibrate(threads: int | None = None, progress=None) -> dict:
                 dst = Path(tmp) / f"{src.stem}-{name}.gguf"
                 _requantize(src, dst, ftype)
                 files.append(dst)
+        during = CpuLoad()
+        loads = []
+        total, done, t_start = len(counts) * len(files), 0, time.perf_counter()
         for t in counts:
             dec_rows, pre_rows = [], []
             for f in files:
-                say(f"calibrating: {f.name} at {t} thread(s)")
+                done += 1
+                say(f"calibrating [{done}/{total}]: {f.name} at {t} thread(s), "
+                    f"{time.perf_counter() - t_start:.0f} s so far")  # fmt: skip
                 info = gguf_info.read(f)
                 shape = ModelShape.from_info(info)
                 dec_ms, pre_ms = _measure(f, t)
+                if (busy := during.others_busy()) is not None:
+                    loads.append(busy)
                 kv_ms = 1000 * shape.kv_bytes_per_token() * (PROMPT + GENERATE // 2) / bw[t]
                 mb = {k: v / 1e6 for k, v in read_bytes_by_type(info).items()}
                 gflop = {k: v / 1e9 for k, v in matmul_flops_by_type(info, PROMPT).items()}
@@ -212,6 +267,10 @@ def calibrate(threads: int | None = None, progress=None) -> dict:
         "threads": n,
         "fit": fit,
         "samples": samples,
+        # CPUs busy with other processes: before the runs, and the most during one of them
+        "load_before": before,
+        "load_during_max": max(loads) if loads else None,
+        "seconds": round(time.perf_counter() - t_start, 1),
     }
     path = _calibration_file()
     with atomic_path(path) as tmp_file:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge_llm import gguf_info
+from edge_llm.devices import measured_runs
 from edge_llm.devices.profile import DeviceProfile
 from edge_llm.errors import ConfigError
 from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
@@ -63,6 +64,11 @@ class Plan:
     bits_per_weight: float
     note: str = ""
     speed_basis: str = "roofline"  # or "calibration": this host's measured per-type costs
+    model_key: str = ""  # the same for every file of one model (architecture, shape, params)
+    # the latest `run --stats` of this very file on this host, if any, and whether the
+    # prediction is off from it by more than 2x
+    measured: dict | None = None
+    disagrees: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -217,8 +223,16 @@ def plan(
             f"reduced from context {first.n_ctx}, {first.kv_type} KV, batch {first.n_batch} "
             f"({mb(first_mem.total)}) to fit {mb(budget)}"
         )
+    measured = measured_runs.latest(Path(model)) if profile.name == "host" else None
+    disagrees = False
+    if measured and measured.get("decode_tokens_per_s") and decode > 0:
+        ratio = decode / measured["decode_tokens_per_s"]
+        disagrees = not 0.5 <= ratio <= 2.0
     return Plan(
         model=str(model),
+        model_key=f"{info.architecture}:{shape.n_layer}x{shape.n_embd}:{info.n_params}",
+        measured=measured,
+        disagrees=disagrees,
         device=profile.name,
         budget=budget,
         config=cfg,
@@ -245,10 +259,30 @@ def require_fit(p: Plan) -> Plan:
     )
 
 
-def best_fit(plans: list[Plan]) -> Plan | None:
-    """Of several files of one model, the most faithful that fits: the most bits per weight."""
+def same_model(plans: list[Plan]) -> bool:
+    """Whether the plans are files of one model (quantizations of the same weights)."""
+    return len({p.model_key for p in plans}) <= 1
+
+
+def best_fit(plans: list[Plan], min_decode: float = 0.0) -> Plan | None:
+    """Of several files of one model, the device's objective: the most capable (most bits per
+    weight) that fits and decodes at least ``min_decode`` tok/s; when none is that fast, the
+    fastest that fits. None when nothing fits, or when the files are of different models (a
+    plan does not choose between models: rank them instead)."""
+    if not same_model(plans):
+        return None
     fitting = [p for p in plans if p.fits]
-    return max(fitting, key=lambda p: p.bits_per_weight) if fitting else None
+    if not fitting:
+        return None
+    fast = [p for p in fitting if p.decode_tokens_per_s >= min_decode]
+    if fast:
+        return max(fast, key=lambda p: p.bits_per_weight)
+    return max(fitting, key=lambda p: p.decode_tokens_per_s)
+
+
+def rank(plans: list[Plan]) -> list[Plan]:
+    """Plans of different models, those that fit first, then by predicted decode speed."""
+    return sorted(plans, key=lambda p: (not p.fits, -p.decode_tokens_per_s))
 
 
 def mb(n: float) -> str:

@@ -43,6 +43,9 @@ class DeviceProfile:
     gpu_bandwidth_gbs: float = 0.0
     gpu_gflops: float = 0.0
     mlock: bool = False  # pin the weights in RAM (needs RLIMIT_MEMLOCK)
+    # plan's objective among files of one model: the most capable file that fits and decodes
+    # at least this fast (a comfortable reading pace in a chat)
+    min_decode_tokens_per_s: float = 20.0
     source: str = ""  # the file it came from
     # Measured per-type costs by thread count (the host only: edge_llm.devices.detect.calibrate).
     calibration: dict | None = None
