@@ -107,8 +107,11 @@ def compare(
     n_ctx: int = 512,
     threads: int | None = None,
     max_chunks: int | None = None,
+    progress=None,
 ) -> dict:
     """Fidelity of ``candidate`` to ``reference`` (two GGUFs with the same vocabulary) on ``text``.
+
+    ``progress(stage, n, total)``: called as each chunk is scored (a full comparison takes minutes).
 
     Returns mean_kld, kld_percentiles (median, p90, p95, p99, p99.9, max), top1 (fraction of
     scored tokens whose argmax agrees), ppl_reference, ppl_candidate, ppl_ratio, mean_delta_p,
@@ -138,6 +141,8 @@ def compare(
         cand.open()
         kld, same, nll_ref, nll_cand, dp = [], 0, [], [], []
         for ci, chunk in enumerate(chunks):
+            if progress:
+                progress("comparing", ci, len(chunks))
             lr_all = ref_rows(ci)
             lc_raw = cand.logits(chunk, first, last)
             nxt = np.asarray(chunk[first + 1 : last + 1])
@@ -154,6 +159,8 @@ def compare(
                 nll_ref.append(nr)
                 nll_cand.append(nc)
                 dp.append(np.exp(-nc) - np.exp(-nr))
+        if progress:
+            progress("comparing", len(chunks), len(chunks))
     finally:
         ref.close()
         if cand is not None:

@@ -64,18 +64,26 @@ def compare(reference: list[np.ndarray], output: list[np.ndarray]) -> tuple[floa
     return agree / n, float(np.concatenate(kls).mean()), n
 
 
-def verify(src: str | Path, output: str | Path, threads: int | None = None) -> dict:
+def verify(
+    src: str | Path, output: str | Path, threads: int | None = None, progress=None
+) -> dict:
+    """Top-1 agreement and mean KL of ``output`` against the source (``progress(msg)``: each
+    step as it starts; loading transformers alone takes tens of seconds)."""
     from convert.errors import ConvertError
     from convert.hf_to_gguf import convert
 
+    say = progress or (lambda msg: None)
     src, output = Path(src), Path(output)
     prompts = [tokenize_file(output, p, ConvertError)[0] for p in PROMPTS]
+    say(f"verify [1/2]: logits of {output.name} on {len(prompts)} prompts (llama.cpp)")
     got = llama_cpp_logits(output, prompts, threads)
+    say("verify [2/2]: reference logits from the source (loading transformers)")
     ref = _transformers_logits(src, prompts)
     name = "transformers float32 (source)"
     if ref is None:
         from edge_llm.fsutil import work_dir
 
+        say("verify [2/2]: transformers does not know it; converting the source to F32 instead")
         with work_dir(output) as tmp:
             full = tmp / "reference-f32.gguf"
             convert(src, full, type="F32")

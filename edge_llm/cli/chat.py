@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from edge_llm.cli import options as o
+from edge_llm.cli.pull import Yes
 
 HELP = """commands:
+  \"\"\"            begin (and end) a message of several lines
+  /set NAME VALUE  change a sampling option: temperature, top_k, top_p, min_p,
+                 repeat_penalty, seed, max_tokens (/set alone lists them)
   /system TEXT   set the system message (and start over)
   /reset         forget the conversation
   /stats         usage and speed of the last reply
@@ -36,6 +40,7 @@ def chat(
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     device: o.Device = "auto",
+    yes: Yes = False,
 ) -> None:
     """Chat with a model. Type a message, or a /command (/help lists them).
 
@@ -50,6 +55,9 @@ def chat(
         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
         repeat_penalty=repeat_penalty, seed=seed,
     )  # fmt: skip
+    from edge_llm.cli.pull import ensure_model
+
+    model = ensure_model(model, yes)
     m = load(model, device=device, n_ctx=ctx, threads=threads)
     interactive = sys.stdin is not None and sys.stdin.isatty()
     note = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -57,18 +65,26 @@ def chat(
         import readline  # noqa: F401  (line editing and history for input())
 
         note(f"{m.name} ({m.architecture}, context {m.n_ctx}). /help for commands, /exit to quit.")
-        if not m.has_chat_template:
-            note("note: this model has no chat template (a base model?); using ChatML")
+    if m.chat_format.notice(m.name):
+        note(m.chat_format.notice(m.name))
     conv = Conversation(system)
+    settings = dict(params)
+    settings.setdefault("max_tokens", max_tokens)
     last = None
     while True:
         line = _read(interactive)
         if line is None:
             break
         text = line.strip()
-        if not text:
+        if text.startswith('"""'):
+            text = _read_block(text[3:], interactive)
+            if text is None:
+                break
+            if not text.strip():
+                continue
+        elif not text:
             continue
-        if text.startswith("/"):
+        elif text.startswith("/"):
             cmd, _, arg = text.partition(" ")
             if cmd in ("/exit", "/quit", "/bye"):
                 break
@@ -97,6 +113,8 @@ def chat(
                 conv = Conversation(header.get("system"))
                 conv.messages = list(header.get("messages", conv.messages))
                 note(f"(loaded {len(conv.messages)} messages from {arg.strip()})")
+            elif cmd == "/set":
+                note(_set(settings, arg))
             elif cmd == "/help":
                 note(HELP)
             else:
@@ -104,10 +122,10 @@ def chat(
             continue
         conv.add("user", text)
         try:
-            dropped = conv.fit(m, reserve=min(max_tokens, m.n_ctx // 4))
+            dropped = conv.fit(m, reserve=min(settings["max_tokens"], m.n_ctx // 4))
             if dropped:
                 note(f"(context full: dropped the {dropped} oldest messages)")
-            stream = m.chat_stream(conv.messages, **params)
+            stream = m.chat_stream(conv.messages, **settings)
         except EdgeLLMError as e:
             conv.messages.pop()
             if not interactive:
@@ -128,12 +146,71 @@ def chat(
         sys.stdout.write("\n")
         sys.stdout.flush()
         conv.add("assistant", "".join(reply))
+        if last is not None and last is stream.result and last.finish_reason == "length":
+            note(length_notice(last, settings["max_tokens"], m.n_ctx))
 
 
-def _read(interactive: bool) -> str | None:
+def length_notice(result, max_tokens: int, n_ctx: int) -> str:
+    """The line shown when a reply was cut: by the token limit, or by a full context."""
+    if result.usage.completion_tokens >= max_tokens:
+        return (
+            f"(reply cut at the token limit of {max_tokens} tokens; "
+            "/set max_tokens N or --max-tokens N allows longer replies)"
+        )
+    return f"(reply cut: the context of {n_ctx} tokens is full; /reset or a larger --ctx)"
+
+
+SETTABLE = {
+    "temperature": float, "temp": float, "top_k": int, "top_p": float, "min_p": float,
+    "repeat_penalty": float, "seed": int, "max_tokens": int,
+}  # fmt: skip
+
+
+def _set(settings: dict, arg: str) -> str:
+    """Apply `/set NAME VALUE` to ``settings``; the line to show."""
+    from edge_llm.errors import ConfigError
+    from edge_llm.sampling import SamplingParams
+
+    parts = arg.split()
+    if not parts:
+        p = SamplingParams.from_kwargs(**settings)
+        names = [n for n in SETTABLE if n != "temp"]
+        return "  ".join(f"{n}={getattr(p, n)}" for n in names)
+    name = parts[0].lower().replace("-", "_")
+    if name not in SETTABLE or len(parts) != 2:
+        return f"usage: /set NAME VALUE, NAME one of {', '.join(n for n in SETTABLE if n != 'temp')}"
+    name = "temperature" if name == "temp" else name
+    try:
+        value = SETTABLE[name](parts[1])
+        SamplingParams.from_kwargs(**{**settings, name: value})
+    except ValueError:
+        return f"error: {name} takes a number, not {parts[1]!r}"
+    except ConfigError as e:
+        return f"error: {e}"
+    settings[name] = value
+    return f"({name} = {value})"
+
+
+def _read_block(first: str, interactive: bool) -> str | None:
+    """The lines of a \"\"\" ... \"\"\" message (``first``: what followed the opening quotes)."""
+    if first.rstrip().endswith('"""'):
+        return first.rstrip()[:-3]
+    lines = [first] if first else []
+    while True:
+        line = _read(interactive, prompt="... ")
+        if line is None:
+            return "\n".join(lines) if lines else None
+        line = line.rstrip("\n")
+        if line.rstrip().endswith('"""'):
+            lines.append(line.rstrip()[:-3])
+            return "\n".join(lines).strip("\n")
+        lines.append(line)
+
+
+def _read(interactive: bool, prompt: str = ">>> ") -> str | None:
     if interactive:
         try:
-            return input(">>> ")
+            return input(prompt)
         except EOFError:
             print(file=sys.stderr)
             return None

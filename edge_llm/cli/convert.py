@@ -12,40 +12,11 @@ import typer
 from edge_llm.cli import options as o
 
 
-def _progress_bar():
-    """A rich progress bar fed by the converter's progress(stage, n, total, bytes, bytes_total)."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[n]}/{task.fields[count]} tensors"),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=__import__("rich.console").console.Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, n: int, total: int, done: int, size: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=size, n=0, count=total)
-        bar.update(tasks[stage], completed=done, total=size, n=n, count=total)
-
-    return bar, update
-
-
 def convert(
     src: Annotated[
         Path,
         typer.Argument(
-            help="A Hugging Face model folder (config.json, *.safetensors, tokenizer).",
+            help="A Hugging Face model folder (config.json, *.safetensors, tokenizer), or a GGUF to requantize.",
             show_default=False,
         ),
     ],
@@ -119,19 +90,23 @@ def convert(
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
-    """Convert a Hugging Face checkpoint to GGUF: --type, --recipe, or a size budget."""  # fmt: skip
+    """Convert a Hugging Face checkpoint to GGUF, or requantize a GGUF: --type, --recipe, or a size budget."""  # fmt: skip
     from convert import convert as run
+    from convert.errors import ConvertError
 
-    bar, update = _progress_bar()
+    if verify and src.is_file():
+        raise ConvertError(
+            f"--verify compares with a checkpoint; for a GGUF run `edge-llm compare {src} {output}`"
+        )
+
+    from edge_llm.cli.progress import progress_bar
+
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(type=type, pre=pre, threads=threads, imatrix=imatrix, recipe=recipe,
               target_size=target_size, target_bpw=target_bpw, calibration=calibration,
               force=force)  # fmt: skip
-    if quiet:
-        result = run(src, output, **kw)
-    else:
-        with bar:
-            result = run(src, output, progress=update, **kw)
+    with progress_bar(not quiet) as update:
+        result = run(src, output, progress=update, **kw)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     summary = {
@@ -148,9 +123,14 @@ def convert(
     if result.warnings:
         summary["warnings"] = result.warnings
     if verify:
+        import time
+
         from convert.verify import verify as check
 
-        summary["verify"] = check(src, result.path, threads=threads)
+        say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        t0 = time.perf_counter()
+        summary["verify"] = check(src, result.path, threads=threads, progress=say)
+        summary["verify"]["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -167,7 +147,8 @@ def convert(
         v = summary["verify"]
         print(
             f"verify against {v['reference']}: top-1 agreement {v['top1_agreement']:.4f}, "
-            f"mean KL {v['mean_kl']:.3g} over {v['positions']} positions"
+            f"mean KL {v['mean_kl']:.3g} over {v['positions']} positions, in {v['seconds']:.1f} s "
+            f"({result.seconds + v['seconds']:.1f} s in all)"
         )
 
 

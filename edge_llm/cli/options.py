@@ -28,7 +28,14 @@ Threads = Annotated[
         "--threads", "-t", help="CPU threads [default: chosen for this host]", show_default=False
     ),
 ]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto, cpu, gpu, or a device profile from `edge-llm devices` (e.g. "
+        "learning-machine-entry: its memory budget and threads) or a .toml file.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Force = Annotated[
     bool,
@@ -58,6 +65,13 @@ RepeatPenalty = Annotated[
 Seed = Annotated[
     int | None,
     typer.Option("--seed", help="Fixed seed for reproducible sampling.", show_default=False),
+]
+IgnoreEos = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-eos",
+        help="Keep generating past end-of-generation tokens, to --max-tokens (for benchmarks).",
+    ),
 ]
 Stop = Annotated[
     list[str] | None,

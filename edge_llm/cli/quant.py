@@ -118,17 +118,25 @@ def compare(
     as_json: o.Json = False,
 ) -> None:
     """Fidelity of CANDIDATE to REFERENCE: KL divergence, top-1 agreement, perplexities, Δp."""  # fmt: skip
+    import sys
+    import time
+
     from bench.fidelity import compare as run
+    from edge_llm.cli.progress import progress_bar
 
     ref, cand = _model_path(reference), _model_path(candidate)
-    r = run(
-        ref,
-        cand,
-        _read_text(text, "evaluation text"),
-        n_ctx=ctx,
-        threads=threads,
-        max_chunks=chunks,
-    )
+    t0 = time.perf_counter()
+    with progress_bar(not as_json and sys.stderr.isatty()) as update:
+        r = run(
+            ref,
+            cand,
+            _read_text(text, "evaluation text"),
+            n_ctx=ctx,
+            threads=threads,
+            max_chunks=chunks,
+            progress=update,
+        )
+    r["seconds"] = round(time.perf_counter() - t0, 2)
     if as_json:
         print(
             json.dumps(
@@ -137,7 +145,7 @@ def compare(
         )
         return
     p = r["kld_percentiles"]
-    print(f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}")  # fmt: skip
+    print(f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}, in {r['seconds']:.1f} s")  # fmt: skip
     print(f"  mean KLD      {r['mean_kld']:.6f}")
     print("  KLD           " + "  ".join(f"{k} {v:.5f}" for k, v in p.items()))
     print(f"  top-1 agree   {100 * r['top1']:.2f}%")

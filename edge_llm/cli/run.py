@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge_llm.cli import options as o
+from edge_llm.cli.pull import Yes
 
 
 def run(
@@ -37,9 +38,11 @@ def run(
     repeat_penalty: o.RepeatPenalty = None,
     seed: o.Seed = None,
     stop: o.Stop = None,
+    ignore_eos: o.IgnoreEos = False,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     device: o.Device = "auto",
+    yes: Yes = False,
     as_json: o.Json = False,
     stats: Annotated[
         bool, typer.Option("--stats", help="Print usage and speed to stderr.")
@@ -62,10 +65,15 @@ def run(
         raise PromptError("the prompt is empty; pass some text with -p TEXT or on stdin")
     params = o.sampling(
         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, seed=seed, stop=stop,
+        repeat_penalty=repeat_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos or None,
     )  # fmt: skip
+    from edge_llm.cli.pull import ensure_model
+
+    model = ensure_model(model, yes)
     m = load(model, device=device, n_ctx=ctx, threads=threads)
     if chat:
+        if m.chat_format.notice(m.name):
+            print(m.chat_format.notice(m.name), file=sys.stderr)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
@@ -82,8 +90,17 @@ def run(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+        if chat and stream.result.finish_reason == "length":
+            from edge_llm.cli.chat import length_notice
+
+            n = params.get("max_tokens", 256)
+            print(length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
+                  file=sys.stderr)  # fmt: skip
     if stats:
+        from edge_llm.devices import measured_runs
+
         print(format_stats(stream.result), file=sys.stderr)
+        measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks against it
 
 
 def format_stats(c) -> str:
