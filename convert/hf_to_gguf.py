@@ -136,7 +136,7 @@ def convert(
             raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
         return requantize(src, out, type=type, progress=progress, threads=threads,
                           imatrix=imatrix, recipe=recipe, target_size=target_size,
-                          target_bpw=target_bpw, calibration=calibration)  # fmt: skip
+                          target_bpw=target_bpw, calibration=calibration, force=force)  # fmt: skip
     start = time.perf_counter()
     inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
     check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)

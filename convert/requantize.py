@@ -17,18 +17,11 @@ from pathlib import Path
 
 from convert import budget, quantize, recipes
 from convert.errors import ConvertError
-from convert.hf_to_gguf import (
-    AUTO_CHUNKS,
-    Result,
-    _calibration,
-    _Job,
-    _mode,
-    _scratch,
-    _stage,
-)
+from convert.hf_to_gguf import AUTO_CHUNKS, Result, _calibration, _Job, _mode, _stage
 from convert.imatrix import Imatrix
+from convert.outputs import check_output
 from convert.write import Progress, check_target
-from edge_llm.fsutil import atomic_path
+from edge_llm.fsutil import atomic_path, work_dir
 
 UNQUANTIZED = ("F32", "F16", "BF16")
 
@@ -52,6 +45,7 @@ def requantize(
     target_size: str | int | None = None,
     target_bpw: float | None = None,
     calibration: str | Path | None = None,
+    force: bool = False,
 ) -> Result:
     """Quantize the GGUF ``src`` to ``out`` (see hf_to_gguf.convert for the options)."""
     import gguf
@@ -61,8 +55,8 @@ def requantize(
     start = time.perf_counter()
     src = Path(src).absolute()
     out = Path(out).absolute()
-    if src == out:
-        raise ConvertError(f"{out} is the source; write the requantized file under another name")
+    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
+    check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
     mode = _mode(type, recipe, target_size, target_bpw)
     if mode == "type" and type is None:
         raise ConvertError("requantizing a GGUF needs --type (or --recipe, --target-size)")
@@ -108,7 +102,7 @@ def requantize(
     check_target(out, int(src_bytes * min(1.0, bits / 8)) + (1 << 20))
 
     result = Result(out, arch, out_type.name if out_type else "", len(shapes), 0, 0.0)
-    with atomic_path(out) as tmp, _scratch(out) as scratch:
+    with atomic_path(out) as tmp, work_dir(out) as scratch:
         im = extra = None
         if isinstance(imatrix, Imatrix):
             im = imatrix

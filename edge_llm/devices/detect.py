@@ -96,25 +96,18 @@ def measure_read_bandwidth(
 
 
 def llama_cpp_version() -> str:
-    import llama_cpp
+    from edge_llm.llama.binding import version
 
-    return f"llama-cpp-python {llama_cpp.__version__}"
+    return f"llama-cpp-python {version()}"
 
 
 @cache
 def build_backends() -> list[str]:
     """The ggml backends the installed llama.cpp build registered: CPU, plus CUDA, Metal,
     Vulkan, ... when it was built with them (make install LLAMA_CMAKE_ARGS=...)."""
-    from edge_llm import backend
+    from edge_llm.llama.binding import registered_backends
 
-    lib = ctypes.CDLL(backend.C._lib._name)  # ggml's symbols, through libllama's handle
-    try:
-        count, get, name = lib.ggml_backend_reg_count, lib.ggml_backend_reg_get, lib.ggml_backend_reg_name
-    except AttributeError:
-        return ["CPU", "GPU"] if backend.supports_gpu_offload() else ["CPU"]
-    count.restype, get.restype, name.restype = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
-    get.argtypes, name.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
-    return [name(get(i)).decode() for i in range(count())]
+    return registered_backends()
 
 
 def _fingerprint() -> str:

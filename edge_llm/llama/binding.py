@@ -81,6 +81,21 @@ def supports_gpu_offload() -> bool:
     return bool(C.llama_supports_gpu_offload())
 
 
+def registered_backends() -> list[str]:
+    """The ggml backends this llama.cpp build registered (CPU; CUDA, Metal, Vulkan, ... when it
+    was built with them), by ggml's own names."""
+    init()
+    handle = ctypes.CDLL(C._lib._name)  # ggml's symbols, through libllama's handle
+    try:
+        count, get = handle.ggml_backend_reg_count, handle.ggml_backend_reg_get
+        name = handle.ggml_backend_reg_name
+    except AttributeError:  # a build that does not export the registry
+        return ["CPU", "GPU"] if supports_gpu_offload() else ["CPU"]
+    count.restype, get.restype, name.restype = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+    get.argtypes, name.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
+    return [name(get(i)).decode() for i in range(count())]
+
+
 # KV-cache element types by name (ggml_type values).
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
