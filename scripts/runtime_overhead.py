@@ -38,8 +38,13 @@ class Bare:
     def __init__(self, path: Path, threads: int):
         import llama_cpp.llama_cpp as C
 
+        from edge_llm.llama import binding
+
         self.C = C
         C.llama_backend_init()
+        # a wheel with runtime-selected CPU variants has no CPU backend until one is loaded (a
+        # bare llama-cpp-python user must call ggml_backend_load_all too): the one edge_llm loads
+        binding.cpu_kernels()
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 0
         self.model = C.llama_model_load_from_file(str(path).encode(), mp)

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 import edge_llm
+from edge_llm.llama import binding
 from edge_llm.registry import resolve
+
+# llama-cpp-python's own classes (the judge of many tests) find no CPU backend in a wheel built
+# with runtime-selected CPU variants until someone loads them: edge_llm does, once per process.
+binding.init()
 
 
 @pytest.fixture(scope="session")

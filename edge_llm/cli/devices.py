@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -78,6 +79,14 @@ def devices(
         f"this llama.cpp build ({detect.llama_cpp_version()}): backends "
         f"{', '.join(backends) or 'CPU'}"
         + ("" if gpu else "; no GPU backend (see README: GPU builds, LLAMA_CMAKE_ARGS)")
+    )
+    from edge_llm.llama.binding import cpu_kernels
+
+    k = cpu_kernels()
+    print(
+        f"llama.cpp's CPU kernels on this host: {k.variant or 'none'}"
+        + (f" ({Path(k.library).name}, chosen for this CPU at run time)" if k.library else "")
+        + "; details: edge-llm info --system"
     )
     print(
         f"your own profiles: {profile.user_dir()}/*.toml (same fields as edge_llm/devices/profiles)"

@@ -1,18 +1,34 @@
-"""`edge-llm info`: what a GGUF is, from its header."""
+"""`edge-llm info`: what a GGUF is, from its header; `--system`: what llama.cpp runs on here."""
 
 from __future__ import annotations
 
 import json
+from typing import Annotated
+
+import typer
 
 from edge_llm.cli import options as o
 
 
-def info(model: o.Model = None, as_json: o.Json = False) -> None:
+def info(
+    model: o.Model = None,
+    as_json: o.Json = False,
+    system: Annotated[
+        bool,
+        typer.Option(
+            "--system",
+            help="Instead of a model: llama.cpp's build here, the CPU kernels it chose for this"
+            " CPU, its devices.",
+        ),
+    ] = False,
+) -> None:
     """Architecture, parameters, size, bits per weight, tensor types, context, chat template.
 
     The file is checked as `edge-llm run` would load it (its header, then llama.cpp in a child
     process): a file that cannot load is an error here too, never shown as fine.
     """
+    if system:
+        return _system(as_json)
     from edge_llm import validate
     from edge_llm.registry import resolve
 
@@ -55,3 +71,25 @@ def info(model: o.Model = None, as_json: o.Json = False) -> None:
             f"{100 * r['bytes'] / total:.1f}%",
         )
     console.print(table)
+
+
+def _system(as_json: bool) -> None:
+    from edge_llm.llama.binding import system_report
+
+    r = system_report()
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    left_out = ", ".join(r["left_out_variants"])
+    rows = [
+        ("llama-cpp-python", r["llama_cpp_python"]),
+        ("CPU kernels", r["cpu_variant"] or "none"),
+        ("compiled for", " ".join(r["cpu_features"]) or "-"),
+        ("loaded from", r["cpu_library"] or f"linked into {r['library_dir']}"),
+        *((("missing", ", ".join(r["missing_variants"])),) if r["missing_variants"] else ()),
+        *((("not loaded", f"{left_out} (AMX: crashes in this llama.cpp)"),) if left_out else ()),
+        *((f"device {d['name']}", d["description"]) for d in r["devices"]),
+        ("llama.cpp", r["system_info"]),
+    ]
+    for k, v in rows:
+        print(f"{k:>18}  {v}")

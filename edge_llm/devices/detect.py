@@ -111,9 +111,13 @@ def build_backends() -> list[str]:
 
 
 def _fingerprint() -> str:
-    from edge_llm.llama.binding import version
+    from edge_llm.llama.binding import cpu_kernels, version
 
-    return f"{cpu_model()}|{available_cpus()}|llama-cpp-python {version()}"
+    # the CPU variant too: the same wheel runs other kernels when the CPU (or the install) changes
+    return (
+        f"{cpu_model()}|{available_cpus()}|llama-cpp-python {version()}"
+        f"|cpu kernels {cpu_kernels().variant}"
+    )
 
 
 def _calibration_file() -> Path:
@@ -284,7 +288,7 @@ def cached_calibration() -> dict | None:
 def host_profile(calibrate_if_missing: bool = False) -> DeviceProfile:
     """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
     --calibrate`, about two minutes); without it they use the plain roofline."""
-    from edge_llm.llama.binding import supports_gpu_offload
+    from edge_llm.llama.binding import cpu_kernels, supports_gpu_offload
 
     cal = cached_calibration()
     if cal is None and calibrate_if_missing:
@@ -300,7 +304,8 @@ def host_profile(calibrate_if_missing: bool = False) -> DeviceProfile:
     flags = " ".join(simd_flags())
     return DeviceProfile(
         name="host",
-        description=f"this machine: {cpu_model()}, {n} CPUs ({flags})",
+        description=f"this machine: {cpu_model()}, {n} CPUs, llama.cpp CPU kernels"
+        f" {cpu_kernels().variant} ({flags})",
         kind="host",
         arch=platform.machine(),
         big_cores=big,

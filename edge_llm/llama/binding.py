@@ -9,7 +9,7 @@ libggml-base.so and .so.0 as two files: two copies would keep two loggers and tw
 Importing this module only loads the shared library. `init()` (called by every function here
 that needs it, and by the loaders in this package) starts llama.cpp's backends and routes its log:
 the recent ERROR/WARN lines are kept to explain a failed load, and everything is printed when
-EDGE_LLM_DEBUG is set.
+EDGE_LLM_DEBUG is set. It also loads the CPU backend built for this CPU (see "CPU kernels" below).
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ import functools
 import importlib.metadata
 import os
 import re
+import sys
+import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp.llama_cpp as C  # noqa: N812  (the raw C API)
 import numpy as np
 
-__all__ = ["C", "init", "lib", "take_recent_errors", "tokenize", "LoadError"]
+__all__ = ["C", "init", "lib", "take_recent_errors", "tokenize", "LoadError", "cpu_kernels"]
 
 # --- logging and start-up -------------------------------------------------------------------
 
@@ -33,6 +36,7 @@ _LOG_LOCK = threading.Lock()
 _RECENT_ERRORS: list[str] = []
 _DEBUG = bool(os.environ.get("EDGE_LLM_DEBUG"))
 _READY = False
+_INIT_LOCK = threading.Lock()
 
 
 @C.llama_log_callback
@@ -51,11 +55,12 @@ def init() -> None:
     global _READY
     if _READY:
         return
-    with _LOG_LOCK:
+    with _INIT_LOCK:  # not the log's lock: llama.cpp logs while it starts
         if _READY:
             return
         C.llama_log_set(_log_callback, ctypes.c_void_p(0))
         C.llama_backend_init()
+        _load_cpu_kernels()
         _READY = True
 
 
@@ -85,15 +90,9 @@ def registered_backends() -> list[str]:
     """The ggml backends this llama.cpp build registered (CPU; CUDA, Metal, Vulkan, ... when it
     was built with them), by ggml's own names."""
     init()
-    handle = ctypes.CDLL(C._lib._name)  # ggml's symbols, through libllama's handle
-    try:
-        count, get = handle.ggml_backend_reg_count, handle.ggml_backend_reg_get
-        name = handle.ggml_backend_reg_name
-    except AttributeError:  # a build that does not export the registry
-        return ["CPU", "GPU"] if supports_gpu_offload() else ["CPU"]
-    count.restype, get.restype, name.restype = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
-    get.argtypes, name.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
-    return [name(get(i)).decode() for i in range(count())]
+    g = _bound()
+    return [g.ggml_backend_reg_name(g.ggml_backend_reg_get(i)).decode()
+            for i in range(g.ggml_backend_reg_count())]  # fmt: skip
 
 
 # KV-cache element types by name (ggml_type values).
@@ -113,6 +112,13 @@ def load_model(path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = Fa
     """A ``llama_model *`` for the GGUF at ``path`` (free it with ``C.llama_model_free``);
     LoadError with llama.cpp's log lines if it refuses."""
     init()
+    if _CPU_KERNELS is not None and _CPU_KERNELS.variant is None:
+        from edge_llm.errors import EdgeLLMError
+
+        raise EdgeLLMError(
+            f"llama.cpp has no CPU backend: no usable libggml-cpu-*.so in "
+            f"{_CPU_KERNELS.directory}; reinstall with make install"
+        )
     mp = C.llama_model_default_params()
     mp.n_gpu_layers = n_gpu_layers
     mp.vocab_only = vocab_only
@@ -289,18 +295,32 @@ _SIGNATURES = {
     "ggml_nrows": ([_p], _i64),
     "ggml_backend_buffer_is_host": ([_p], ctypes.c_bool),
     "ggml_backend_tensor_get": ([_p, _p, _sz, _sz], None),
+    # ggml-backend.h: the backend registry, dynamically loaded backends, devices
+    "ggml_backend_load_all_from_path": ([_s], None),
+    "ggml_backend_reg_count": ([], _sz),
+    "ggml_backend_reg_get": ([_sz], _p),
+    "ggml_backend_reg_name": ([_p], _s),
+    "ggml_backend_reg_get_proc_address": ([_p, _s], _p),
+    "ggml_backend_dev_count": ([], _sz),
+    "ggml_backend_dev_get": ([_sz], _p),
+    "ggml_backend_dev_name": ([_p], _s),
+    "ggml_backend_dev_description": ([_p], _s),
 }
 
 
 @functools.cache
-def lib() -> ctypes.CDLL:
-    """libggml-base's functions (those in the signature table above), through libllama."""
-    init()
+def _bound() -> ctypes.CDLL:
     handle = ctypes.CDLL(C._lib._name)
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(handle, name)
         fn.argtypes, fn.restype = args, res
     return handle
+
+
+def lib() -> ctypes.CDLL:
+    """libggml-base's functions (those in the signature table above), through libllama."""
+    init()
+    return _bound()
 
 
 @functools.cache
@@ -314,3 +334,172 @@ def type_traits(ggml_type: int) -> TypeTraits:
             "written for; reinstall the pinned llama-cpp-python (make install)"
         )
     return tr
+
+
+# --- CPU kernels --------------------------------------------------------------------------------
+# `make install` builds llama.cpp with GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS: the CPU backend
+# is one libggml-cpu-<variant>.so per micro-architecture (haswell, skylakex, icelake, zen4,
+# sapphirerapids...; armv8.2_1, armv8.6_1...) next to libllama.so, and none is registered until
+# someone loads them. llama.cpp's own tools call ggml_backend_load_all(); the pinned
+# llama-cpp-python does not (abetlen/llama-cpp-python#2069: a load fails with "no backends are
+# loaded"), so init() does, before anything touches a model. ggml scores each variant against the
+# CPU it runs on (cpuid, HWCAP) and keeps the best one; a build without GGML_BACKEND_DL has its CPU
+# backend linked in, and then there is nothing to load.
+#
+# One exception: variants with AMX. The pinned llama.cpp's AMX matmul, compiled by GCC, dies with
+# SIGILL on its first tile load: GCC drops the stores that fill the tile configuration before
+# ldtilecfg, so every tile has zero rows (ggml-org/llama.cpp PR 26954). So ggml chooses among the
+# other variants (sapphirerapids' AVX512 kernels are zen4's): its loader is pointed at a folder of
+# links to the backend libraries without the AMX ones.
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]  # fmt: skip
+
+
+class _Feature(ctypes.Structure):  # struct ggml_backend_feature
+    _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
+
+
+@dataclass(frozen=True)
+class CpuKernels:
+    """The CPU backend llama.cpp runs on in this process."""
+
+    variant: str | None  # "zen4", "haswell", "armv8.2_1"...; "built-in"; None: no CPU backend
+    library: str | None  # the libggml-cpu-*.so loaded (None for a built-in backend)
+    features: tuple[str, ...]  # what that build was compiled for: "AVX2", "AVX512", "SVE_CNT=16"
+    directory: str  # where the variants were looked for (libllama's folder)
+    missing: tuple[str, ...] = ()  # variant libraries the installed wheel lists, not found
+    left_out: tuple[str, ...] = ()  # variants this CPU could run that are not loaded (AMX)
+
+
+_CPU_KERNELS: CpuKernels | None = None
+
+
+def _library_of(address: int) -> str | None:
+    """The shared library that holds ``address`` (dladdr)."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except AttributeError:  # glibc < 2.34 keeps it in libdl
+        dladdr = ctypes.CDLL("libdl.so.2").dladdr
+    dladdr.argtypes, dladdr.restype = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)], ctypes.c_int
+    info = _DlInfo()
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.fsdecode(info.dli_fname)
+
+
+def _features(reg: int) -> list[str]:
+    """What a CPU backend was compiled for (its ggml_backend_get_features)."""
+    get = _bound().ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+    if not get:
+        return []
+    f = ctypes.CFUNCTYPE(ctypes.POINTER(_Feature), ctypes.c_void_p)(get)(reg)
+    out, i = [], 0
+    while f[i].name:
+        name, value = f[i].name.decode(), (f[i].value or b"").decode()
+        out.append(name if value == "1" else f"{name}={value}")
+        i += 1
+    return out
+
+
+def _installed_variants() -> set[str]:
+    """The libggml-cpu-*.so files the installed llama-cpp-python wheel put in llama_cpp/lib."""
+    try:
+        files = importlib.metadata.files("llama_cpp_python") or []
+    except importlib.metadata.PackageNotFoundError:
+        return set()
+    return {f.name for f in files if f.name.startswith("libggml-cpu-") and f.name.endswith(".so")}
+
+
+def _amx_variants(directory: Path) -> list[str]:
+    """The CPU variants in DIRECTORY that this CPU runs (ggml's own score > 0) and that use AMX."""
+    out = []
+    for path in sorted(directory.glob("libggml-cpu-*.so")):
+        try:
+            variant = ctypes.CDLL(str(path))
+            score, init_fn = variant.ggml_backend_score, variant.ggml_backend_init
+        except (OSError, AttributeError):
+            continue  # ggml's loader skips it too
+        init_fn.restype = ctypes.c_void_p
+        if score() > 0 and "AMX_INT8" in _features(init_fn()):
+            out.append(path.name)
+    return out
+
+
+def _cpu_reg():
+    g = _bound()
+    for i in range(g.ggml_backend_reg_count()):
+        reg = g.ggml_backend_reg_get(i)
+        if g.ggml_backend_reg_name(reg) == b"CPU":
+            return reg
+    return None
+
+
+def _load_cpu_kernels() -> None:
+    global _CPU_KERNELS
+    g = _bound()
+    directory = Path(C._lib._name).resolve().parent
+    missing: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
+    reg = _cpu_reg()
+    if reg is None:  # a GGML_BACKEND_DL build: load the best variant (and any GPU backend) here
+        left_out = tuple(_amx_variants(directory))
+        with tempfile.TemporaryDirectory(prefix="edge-llm-backends-") as view:
+            for p in directory.glob("libggml-*.so"):
+                if p.name not in left_out:
+                    os.symlink(p, Path(view) / p.name)
+            g.ggml_backend_load_all_from_path(os.fsencode(view))
+        reg = _cpu_reg()
+        present = {p.name for p in directory.glob("libggml-cpu-*.so")}
+        missing = tuple(sorted(_installed_variants() - present))
+    variant = library = None
+    features: list[str] = []
+    if reg is not None:
+        features = _features(reg)
+        get = g.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+        name = Path(_library_of(get) or "").name if get else ""
+        if name.startswith("libggml-cpu-") and name.endswith(".so"):
+            variant, library = name[len("libggml-cpu-") : -len(".so")], str(directory / name)
+        else:
+            variant = "built-in"
+    _CPU_KERNELS = CpuKernels(variant, library, tuple(features), str(directory), missing, left_out)
+    if missing:
+        print(
+            f"edge-llm: warning: {', '.join(missing)} missing from {directory}; running on CPU "
+            f"kernels {variant or 'none'} (reinstall with make install)",
+            file=sys.stderr,
+        )
+
+
+def cpu_kernels() -> CpuKernels:
+    """The CPU variant llama.cpp runs on here (loaded by init())."""
+    init()
+    assert _CPU_KERNELS is not None
+    return _CPU_KERNELS
+
+
+def devices() -> list[tuple[str, str]]:
+    """(name, description) of each device llama.cpp can run on (ggml_backend_dev_*)."""
+    g = lib()
+    return [
+        (g.ggml_backend_dev_name(d).decode(), g.ggml_backend_dev_description(d).decode())
+        for d in (g.ggml_backend_dev_get(i) for i in range(g.ggml_backend_dev_count()))
+    ]
+
+
+def system_report() -> dict:
+    """What llama.cpp runs on here: the build, the CPU variant chosen, the devices."""
+    k = cpu_kernels()
+    return {
+        "llama_cpp_python": version(),
+        "cpu_variant": k.variant,
+        "cpu_library": k.library,
+        "cpu_features": list(k.features),
+        "library_dir": k.directory,
+        "missing_variants": list(k.missing),
+        "left_out_variants": list(k.left_out),
+        "devices": [{"name": n, "description": d} for n, d in devices()],
+        "system_info": system_info().strip(),
+    }
