@@ -127,6 +127,31 @@ def interrupt(cmd: list[str], ready, limit: float = 600) -> dict:
     return {"interrupted": True, "code": p.returncode, "exit_s": round(time.perf_counter() - t1, 3)}
 
 
+HOSTILE_TEMPLATES = [
+    "{{ 'x' * 10**9 }}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set s = 'x' * 500000 %}{{ s|replace('x', s) }}",
+]
+
+
+def template_budgets() -> dict:
+    """Seconds until each hostile chat template is refused (the budget: within 2 s)."""
+    from edge_llm import chat_template
+    from edge_llm.errors import InvalidModelError
+
+    out = {}
+    for t in HOSTILE_TEMPLATES:
+        t0 = time.perf_counter()
+        try:
+            chat_template.render(t, [{"role": "user", "content": "hi"}])
+            out[t[:40]] = "rendered"
+        except InvalidModelError:
+            out[t[:40]] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=50)
@@ -209,6 +234,8 @@ def main() -> None:
         start = time.perf_counter()
         ctrl_c["imatrix"] = interrupt(job["cmd"], lambda: time.perf_counter() - start > 0.6 * duration["imatrix"])  # fmt: skip
     print(f"Ctrl-C: {ctrl_c}", flush=True)
+    templates = template_budgets()
+    print(f"hostile chat templates refused after (s): {templates}", flush=True)
     debris_after_ctrl_c = [str(d.path) for d in find_debris([out])
                            if d.pid not in {k.get("pid") for k in kills}]  # fmt: skip
 
@@ -234,6 +261,7 @@ def main() -> None:
         "distill_resume_folders_after": resume_dirs,
         "sources_unchanged": unchanged,
         "ctrl_c": ctrl_c,
+        "hostile_template_seconds": templates,
         "temporaries_left_by_ctrl_c": debris_after_ctrl_c,
         "stray_files": sorted(p.name for p in out.iterdir() if DEBRIS_RE.match(p.name)),
     }
@@ -241,6 +269,7 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     ok = not partial and not after and all(unchanged.values()) and not debris_after_ctrl_c
     ok = ok and all(c.get("code") == 130 and c.get("exit_s", 9) < 1.0 for c in ctrl_c.values())
+    ok = ok and all(isinstance(v, float) and v < 2.0 for v in templates.values())
     if not ok:
         raise SystemExit("reliability check FAILED")
     print("reliability check passed")

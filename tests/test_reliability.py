@@ -165,11 +165,11 @@ HOSTILE_TEMPLATES = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_TEMPLATES))
-def test_hostile_template_is_a_one_line_error_within_2s(name):
-    t0 = time.perf_counter()
+def test_hostile_template_is_a_one_line_error(name):
+    # without the budgets these allocate gigabytes or run for hours; how fast the error comes is
+    # measured by scripts/reliability.py, not asserted here
     with pytest.raises(InvalidModelError) as e:
         chat_template.render(HOSTILE_TEMPLATES[name], [{"role": "user", "content": "hi"}])
-    assert time.perf_counter() - t0 < 2.0
     assert "\n" not in str(e.value)
 
 
@@ -262,9 +262,10 @@ def test_sigterm_during_a_conversion_removes_its_temporaries(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_stops_a_native_call_without_callback_within_a_second():
+def test_ctrl_c_stops_a_native_call_without_callback():
     """llama.cpp's quantizer has no progress callback; run_native keeps the main thread free for
-    the signal. The native call here is libc's sleep(30), which Python cannot interrupt."""
+    the signal. The native call here is libc's sleep(60), which Python cannot interrupt: the
+    process ends long before it would (scripts/reliability.py measures the delay)."""
     script = textwrap.dedent(
         """
         import ctypes, sys
@@ -273,7 +274,7 @@ def test_ctrl_c_stops_a_native_call_without_callback_within_a_second():
         libc = ctypes.CDLL(None)
         print("sleeping", flush=True)
         try:
-            interrupts.run_native(libc.sleep, 30)
+            interrupts.run_native(libc.sleep, 60)
         except KeyboardInterrupt:
             interrupts.hard_exit(130)
         """
@@ -282,13 +283,13 @@ def test_ctrl_c_stops_a_native_call_without_callback_within_a_second():
                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert p.stdout.readline().strip() == "sleeping"
     time.sleep(0.3)
-    t0 = time.perf_counter()
     p.send_signal(signal.SIGINT)
-    assert p.wait(timeout=10) == 130
-    assert time.perf_counter() - t0 < 1.0
+    assert p.wait(timeout=30) == 130
 
 
-def test_ctrl_c_stops_imatrix_within_a_second_with_exit_130(smollm2_path, tmp_path):
+def test_ctrl_c_stops_imatrix_with_exit_130(smollm2_path, tmp_path):
+    """50 chunks take minutes; Ctrl-C after a few seconds ends the run early, exit 130, nothing
+    left behind (scripts/reliability.py measures how soon)."""
     out = tmp_path / "m.imatrix"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(
@@ -299,12 +300,9 @@ def test_ctrl_c_stops_imatrix_within_a_second_with_exit_130(smollm2_path, tmp_pa
     # wait until llama.cpp evaluates (the model's load is logged; give it time to start chunks)
     time.sleep(6)
     assert p.poll() is None, p.stderr.read()
-    t0 = time.perf_counter()
     p.send_signal(signal.SIGINT)
-    code = p.wait(timeout=30)
-    took = time.perf_counter() - t0
+    code = p.wait(timeout=60)
     assert code == 130, p.stderr.read()[-2000:]
-    assert took < 1.5, took
     assert list(tmp_path.iterdir()) == []
 
 
