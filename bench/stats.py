@@ -113,7 +113,9 @@ def paired_proportion(a: Sequence[bool], b: Sequence[bool], *, draws: int = BOOT
     only_a = int(np.sum((a == 1) & (b == 0)))
     only_b = int(np.sum((a == 0) & (b == 1)))
     diff = float(b.mean() - a.mean()) if len(a) else math.nan
-    lo, hi, _ = paired_bootstrap_ci(lambda x, y: y.mean() - x.mean(), [(a, b)], draws=draws, seed=seed)
+    lo, hi, _ = paired_bootstrap_ci(
+        lambda x, y: y.mean() - x.mean(), [(a, b)], draws=draws, seed=seed
+    )
     p = mcnemar(only_a, only_b)
     word = SAME if p >= 0.05 else (BETTER if only_b > only_a else WORSE)
     n = len(a)
