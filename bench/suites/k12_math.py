@@ -90,6 +90,16 @@ class Template:
     text: dict[str, str]
     vars: dict[str, str]
     answer: str
+    id: str = ""
+    objects: tuple[tuple[str, str, str], ...] = ()  # (English plural, Chinese noun, measure word)
+
+    def render(self, lang: str, env: dict[str, Fraction], name: str, obj: int = 0) -> str:
+        """The question in ``lang`` with ``env``'s numbers, ``name`` and object number ``obj``."""
+        values = {k: answers.show(v) for k, v in env.items()} | {"name": name}
+        if self.objects:
+            en, zh, unit = self.objects[obj]
+            values |= {"obj": en if lang == "en" else zh, "unit": unit}
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text[lang])
 
 
 def _uniform(rng: random.Random, lo: int, hi: int) -> int:
@@ -133,13 +143,20 @@ def load(path: Path = DATA) -> tuple[list[Template], dict, dict[str, list[str]]]
                 text={lang: str(raw[lang]) for lang in LANGUAGES},
                 vars={k: str(v) for k, v in raw["vars"].items()},
                 answer=str(raw["answer"]),
+                id=str(raw.get("id", f"template-{i}")),
+                objects=tuple(tuple(str(x) for x in o) for o in raw.get("objects", [])),
             )
         except KeyError as e:
             raise BenchError(f"{where} lacks {e.args[0]!r}") from None
         if t.grade not in GRADES:
             raise BenchError(f"{where}: grade {t.grade} is not one of 1-6")
+        if any(len(o) != 3 for o in t.objects):
+            raise BenchError(f"{where}: each object is [English plural, Chinese noun, measure word]")
+        if t.id in {x.id for x in templates}:
+            raise BenchError(f"{where}: id {t.id!r} is used twice")
         for lang, text in t.text.items():
-            unknown = set(_PLACEHOLDER.findall(text)) - set(t.vars) - {"name"}
+            allowed = set(t.vars) | {"name"} | ({"obj", "unit"} if t.objects else set())
+            unknown = set(_PLACEHOLDER.findall(text)) - allowed
             if unknown:
                 raise BenchError(f"{where} ({lang}) uses undefined {', '.join(sorted(unknown))}")
         try:  # every template must draw and answer (seeded: the check itself is deterministic)
@@ -187,8 +204,7 @@ def generate(
         t = pool[_uniform(rng, 0, len(pool) - 1)]
         env = draw(t, rng)
         name = names[lang][_uniform(rng, 0, len(names[lang]) - 1)]
-        values = {k: answers.show(v) for k, v in env.items()} | {"name": name}
-        question = _PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], t.text[lang])
+        question = t.render(lang, env, name)
         problems.append(
             Problem(f"{seed}-{i}", grade, lang, t.kind, question, evaluate(t.answer, env))
         )
@@ -205,28 +221,80 @@ def prompt(problem: Problem, shots: int, path: Path = DATA) -> str:
     return f"{head}{q}{problem.question}\n{a}"
 
 
+def messages(problem: Problem, shots: int, path: Path = DATA) -> list[dict[str, str]]:
+    """The few-shot prompt as chat turns: each example a user turn and the assistant's answer."""
+    _, prompts, _ = load(path)
+    p = prompts[problem.language]
+    out: list[dict[str, str]] = []
+    for sq, sa in p["shots"][:shots]:
+        out += [{"role": "user", "content": sq}, {"role": "assistant", "content": sa}]
+    return out + [{"role": "user", "content": problem.question}]
+
+
+# The first answer given: a marker, a number, then the end of the sentence. Generation stops there
+# (the examples answer in one line, so raw prompts also stop at the newline).
+_DONE = re.compile(
+    r"(?:answer\s+is|答案\s*(?:是|为|[:：]))[^\n。]*?\d[^\n。]*?(?:。|\n|\.(?=\s))", re.IGNORECASE
+)
+
+
+def solve(ctx, problems: list[Problem], *, shots: int, max_tokens: int, task: str,
+          prompt_mode: str = "raw") -> list[dict]:  # fmt: skip
+    """Greedy answers from ``ctx.model`` (an edge_llm Model) to ``problems``, one item each.
+
+    ``prompt_mode`` "chat": the model's chat template with the examples as turns (as an app asks
+    it); "raw": the examples and question as plain text. Generation stops at the first answer.
+    """
+    # One language at a time: consecutive prompts share the few-shot prefix in the KV cache.
+    order = sorted(range(len(problems)), key=lambda i: (problems[i].language, i))
+    items: list[dict] = [{} for _ in problems]
+    model = ctx.model()
+    for k, i in enumerate(order, 1):
+        p = problems[i]
+        if prompt_mode == "chat":
+            tokens = model.chat_tokens(messages(p, shots))
+            text = _until_answer(model, tokens, max_tokens, stop=[])
+        else:
+            text = _until_answer(model, prompt(p, shots), max_tokens, stop=["\n"])
+        got = answers.extract(text)
+        items[i] = {
+            "id": p.id, "grade": p.grade, "language": p.language, "kind": p.kind,
+            "answer": p.answer_text, "output": text,
+            "extracted": None if got is None else answers.show(got), "correct": got == p.answer,
+        }  # fmt: skip
+        ctx.progress(task, k, len(problems))
+    return items
+
+
+def _until_answer(model, prompt, max_tokens: int, stop: list[str]) -> str:
+    s = model.stream(prompt, max_tokens=max_tokens, temperature=0, stop=stop)
+    text = ""
+    for piece in s:
+        text += piece
+        if _DONE.search(text):
+            s.cancel()
+    return s.result.text
+
+
+def prompt_mode(ctx, asked: str) -> str:
+    """"chat" for a model with a chat template unless "raw" was asked; "raw" otherwise."""
+    if asked not in ("auto", "chat", "raw"):
+        raise BenchError(f"prompt must be auto, chat or raw (got {asked!r})")
+    if asked == "auto":
+        return "chat" if ctx.model().has_chat_template else "raw"
+    return asked
+
+
 def run(ctx, n: int = 48, seed: int = 0, shots: int = 3, max_tokens: int = 32,
         grades: list[int] | None = None, languages: list[str] | None = None) -> dict:  # fmt: skip
     """Greedy answers from ``ctx.model`` (an edge_llm Model); accuracy overall and by group."""
     problems = generate(n, seed, tuple(grades or GRADES), tuple(languages or LANGUAGES))
-    # One language at a time: consecutive prompts share the few-shot prefix in the KV cache.
-    order = sorted(range(len(problems)), key=lambda i: (problems[i].language, i))
-    items = [None] * len(problems)
-    for k, i in enumerate(order, 1):
-        p = problems[i]
-        out = ctx.model().generate(
-            prompt(p, shots), max_tokens=max_tokens, temperature=0, stop=["\n"]
-        )
-        got = answers.extract(out.text)
-        items[i] = {
-            "id": p.id, "grade": p.grade, "language": p.language, "kind": p.kind,
-            "answer": p.answer_text, "output": out.text,
-            "extracted": None if got is None else answers.show(got), "correct": got == p.answer,
-        }  # fmt: skip
-        ctx.progress("k12-math", k, len(problems))
+    mode = prompt_mode(ctx, getattr(ctx, "prompt", "auto"))
+    items = solve(ctx, problems, shots=shots, max_tokens=max_tokens, task="k12-math", prompt_mode=mode)
     return {
         "score": _mean(x["correct"] for x in items),
         "chance": 0.0,
+        "prompt": mode,
         "n": len(items),
         "by_grade": {str(g): _mean(x["correct"] for x in items if x["grade"] == g)
                      for g in sorted({x["grade"] for x in items})},  # fmt: skip
