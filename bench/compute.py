@@ -13,7 +13,8 @@ uses):
 
 Measured (``measure_speed``): prefill and decode tokens/s, time to first token (medians over
 repetitions, through edge_llm's generate), peak resident memory, and energy per token from RAPL
-(``/sys/class/powercap``) when the machine exposes it, otherwise "unavailable": never estimated.
+(``/sys/class/powercap``), hwmon or a discharging battery when the machine exposes one
+(bench.energy), otherwise "unavailable": never estimated.
 """
 
 from __future__ import annotations
@@ -174,8 +175,13 @@ def measure_speed(model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: i
     (greedy, end-of-text ignored). Energy is read at the start, at the first generated token and
     at the end, so prefill and decode get their own joules per token.
     """
-    rapl = rapl if rapl is not None else Rapl()
+    if rapl is None:
+        from bench import energy
+
+        rapl = energy.detect()
     prompt = speed_prompt(model, prompt_tokens)
+    if rapl.available and hasattr(rapl, "start"):
+        rapl.start()  # a sampled meter's thread
     model.reset()
     model.generate(prompt[:32], max_tokens=4, temperature=0, ignore_eos=True)  # warm-up
     pre, dec, ttft, threads, e_pre, e_dec = [], [], [], [], [], []
@@ -196,9 +202,11 @@ def measure_speed(model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: i
         if rapl.available and e1 is not None:
             e_pre.append(rapl.joules(e0, e1) / len(prompt))
             e_dec.append(rapl.joules(e1, e2) / max(1, s.result.usage.completion_tokens - 1))
+    if rapl.available and hasattr(rapl, "stop"):
+        rapl.stop()
     med = statistics.median
     energy = (
-        {"available": True, "source": "rapl", "joules_per_prefill_token": med(e_pre),
+        {"available": True, "source": getattr(rapl, "source", "rapl"), "joules_per_prefill_token": med(e_pre),
          "joules_per_decode_token": med(e_dec), "zones": [str(z.path) for z in rapl.zones]}
         if e_dec else
         {"available": False, "reason": rapl.reason or "RAPL gave no reading"}
