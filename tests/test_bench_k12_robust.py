@@ -143,8 +143,12 @@ def test_template_split_is_disjoint_and_covers_the_benchmark():
 
 def test_overlapping_split_is_refused(tmp_path):
     p = tmp_path / "split.toml"
-    p.write_text(R.SPLIT.read_text(encoding="utf-8").replace('templates = []', 'templates = ["g1-sum"]'),
-                 encoding="utf-8")  # fmt: skip
+    text = R.SPLIT.read_text(encoding="utf-8")
+    head, train = text.split("\n[training]\n", 1)
+    p.write_text(
+        head + "\n[training]\n" + train.replace("templates = [", 'templates = ["g1-sum", ', 1),
+        encoding="utf-8",
+    )
     from bench.errors import BenchError
 
     with pytest.raises(BenchError, match="g1-sum are both benchmark and training"):
