@@ -1,6 +1,7 @@
 """Density metrics, the Pareto frontier and the densing-law fit."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -14,14 +15,32 @@ def test_capability_is_the_mean_chance_normalised_score_of_capability_tasks():
     tasks = {
         "k12-math": {"score": 0.5, "chance": 0.0},
         "mmlu": {"score": 0.4, "chance": 0.25},  # (0.4 - 0.25) / 0.75 = 0.2
-        "user:quiz": {"score": 0.2, "chance": 0.5},  # below chance: 0
+        "user:quiz": {"score": 0.2, "chance": 0.5},  # below chance: (0.2 - 0.5) / 0.5 = -0.6, kept
         "bpb": {"bpb": 1.2},  # not a capability
         "fidelity": {"skipped": "no reference"},
     }
     cap, names = density.capability(tasks)
     assert names == ["k12-math", "mmlu", "user:quiz"]
-    assert cap == pytest.approx((0.5 + 0.2 + 0.0) / 3)
+    assert cap == pytest.approx((0.5 + 0.2 - 0.6) / 3)
     assert density.capability({"bpb": {"bpb": 1.0}}) == (None, [])
+
+
+def test_capability_interval_is_a_bootstrap_over_each_tasks_items():
+    # 30/100 right at chance 0 and 40/80 at chance 0.25: the normal approximation of the composite
+    # mean's interval, (sum of each normalised score's variance) / 4, is the bootstrap's judge.
+    tasks = {"k12-math": {"score": 0.3, "chance": 0.0, "items": [{"correct": i < 30} for i in range(100)]},
+             "mmlu": {"score": 0.5, "chance": 0.25, "items": [{"correct": i < 40} for i in range(80)]}}  # fmt: skip
+    d = density.capability_detail(tasks)
+    cap = (0.3 + (0.5 - 0.25) / 0.75) / 2
+    assert d["value"] == pytest.approx(cap)
+    se = math.sqrt(0.3 * 0.7 / 100 + 0.5 * 0.5 / 80 / 0.75**2) / 2
+    assert d["halfwidth"] == pytest.approx(1.96 * se, rel=0.1)
+    assert d["ci95"][0] < cap < d["ci95"][1]
+    assert "unclipped" in d["composition"] and "k12-math, mmlu" in d["composition"]
+    # a task's own interval: Wilson for independent items
+    from bench import stats
+
+    assert density.task_interval(tasks["k12-math"]) == list(stats.wilson(30, 100))
 
 
 def test_density_metrics_divide_by_the_counted_compute():
@@ -43,50 +62,72 @@ def test_pareto_front_matches_brute_force_dominance():
     assert density.pareto_front([(1.0, 0.1), (2.0, 0.5), (3.0, 0.4)]) == [0, 1]
 
 
-def synthetic_family(sizes, a=8.0, alpha=0.1, gamma=6.0, l_mid=1.0, chance=0.0, noise=0.0, seed=0):
+def synthetic_family(sizes, a=400.0, alpha=0.3, c=1.2, gamma=4.0, l_mid=2.6, chance=0.0, noise=0.0,
+                     seed=0, tokens_per_param=None, b=0.0, beta=0.0):  # fmt: skip
+    """A family on known laws: L = a N^-alpha + c (or + b D^-beta), S = sigmoid(gamma (l_mid - L))."""
     rng = np.random.default_rng(seed)
     members = []
-    for n in sizes:
-        loss = a * n ** (-alpha) * math.exp(rng.normal(0, noise))
+    for i, n in enumerate(sizes):
+        d = None if tokens_per_param is None else n * tokens_per_param[i % len(tokens_per_param)]
+        loss = a * n ** (-alpha) + (c if d is None else b * d ** (-beta)) + rng.normal(0, noise)
         score = chance + (1 - chance) / (1 + math.exp(gamma * (loss - l_mid)))
-        members.append(density.Member(f"m{n:.0e}", n, loss, score))
+        members.append(density.Member(f"m{n:.0e}", n, loss, score, None, d))
     return density.Family("synthetic", members, "total", "capability", chance)
 
 
-def test_fit_recovers_a_noiseless_family_and_inverts_it_exactly():
-    fam = synthetic_family([5e7, 1.5e8, 5e8, 1.5e9, 5e9])
-    fit = density.fit_family(fam)
-    assert fit.alpha == pytest.approx(0.1, rel=1e-9)
-    assert math.exp(fit.log_a) == pytest.approx(8.0, rel=1e-9)
-    assert fit.gamma == pytest.approx(6.0, rel=1e-9) and fit.l_mid == pytest.approx(1.0, rel=1e-9)
-    # A model of 300 M parameters scoring what the family's 1 B model would: density 1e9 / 3e8.
-    loss = 8.0 * 1e9 ** -0.1
-    score = 1 / (1 + math.exp(6.0 * (loss - 1.0)))
-    r = density.effective_params(fit, score, 3e8)
-    assert r["effective_params"] == pytest.approx(1e9, rel=1e-6)
-    assert r["density"] == pytest.approx(1e9 / 3e8, rel=1e-6)
+def truth_score(n, a=400.0, alpha=0.3, c=1.2, gamma=4.0, l_mid=2.6):
+    return 1 / (1 + math.exp(gamma * (a * n ** (-alpha) + c - l_mid)))
 
 
-def test_noisy_family_gives_an_interval_around_the_truth():
-    fam = synthetic_family([5e7, 1e8, 2e8, 5e8, 1e9, 2e9, 5e9], noise=0.01, seed=3)
+def test_fit_recovers_a_noiseless_family_and_inverts_it():
+    fam = synthetic_family([2e7, 5e7, 1.5e8, 5e8, 1.5e9, 5e9])
     fit = density.fit_family(fam)
-    loss = 8.0 * 1e9 ** -0.1
-    score = 1 / (1 + math.exp(6.0 * (loss - 1.0)))
+    assert fit.form == "N+c"
+    assert fit.alpha == pytest.approx(0.3, abs=0.006)
+    assert fit.c == pytest.approx(1.2, abs=0.02) and fit.a == pytest.approx(400.0, rel=0.1)
+    assert fit.gamma == pytest.approx(4.0, rel=1e-6) and fit.l_mid == pytest.approx(2.6, rel=1e-6)
+    # A 300 M model scoring what the family's 1 B model does: density about 1e9 / 3e8.
+    r = density.effective_params(fit, truth_score(1e9), 3e8)
+    assert r["effective_params"] == pytest.approx(1e9, rel=0.05)
+    assert r["density"] == pytest.approx(1e9 / 3e8, rel=0.05)
+
+
+def test_noisy_family_interval_holds_the_truth_and_the_targets_own_noise_widens_it():
+    fam = synthetic_family([2e7, 5e7, 1e8, 2e8, 5e8, 1e9, 2e9, 5e9], noise=0.02, seed=3)
+    fit = density.fit_family(fam)
+    alphas = fit.boot[:, 1]
+    lo, hi = np.percentile(alphas, [2.5, 97.5])
+    assert lo <= 0.3 <= hi  # the known exponent is inside its bootstrap interval
+    score = truth_score(1e9)
     r = density.effective_params(fit, score, 1e9)
-    lo, hi = r["effective_params_68"]
-    assert lo < r["effective_params"] < hi
-    assert lo < 1.6e9 and hi > 0.6e9  # the truth (1e9) is near the interval
-    assert 0.3 < r["density"] < 3
+    lo, hi = r["effective_params_95"]
+    assert lo < 1e9 < hi
+    wide = density.effective_params(fit, score, 1e9, score_ci95=[score - 0.05, score + 0.05])
+    wlo, whi = wide["effective_params_95"]
+    assert wide["includes_score_interval"] and wlo < lo and whi > hi
 
 
-@pytest.mark.parametrize("sizes", [[1e8], [1e8, 1e9], [1e8, 1e8, 1e9, 1e9]])
-def test_a_family_too_small_to_fit_is_refused(sizes):
-    with pytest.raises(BenchError, match="needs at least 3 models of different sizes"):
+def test_the_two_term_form_with_training_tokens():
+    # L = a N^-alpha + b D^-beta with D = N x (10 or 40): two token budgets per size pin beta.
+    sizes = [3e7, 3e7, 1e8, 1e8, 3e8, 3e8, 1e9, 1e9]
+    fam = synthetic_family(sizes, a=400.0, alpha=0.3, b=400.0, beta=0.25, tokens_per_param=[10, 40])
+    fit = density.fit_family(fam)
+    assert fit.form == "N+D"
+    assert fit.alpha == pytest.approx(0.3, abs=0.03) and fit.beta == pytest.approx(0.25, abs=0.05)
+    assert fit.ratio == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("sizes", [[1e8], [1e8, 3e8, 1e9], [1e8, 1e8, 1e9, 1e9, 1e9]])
+def test_an_underdetermined_family_is_refused(sizes):
+    with pytest.raises(BenchError, match="needs at least 4 models of at least 3 sizes") as e:
         density.fit_family(synthetic_family(sizes))
+    assert "\n" not in str(e.value)
+    with pytest.raises(BenchError, match="needs at least 5 models"):
+        density.fit_family(synthetic_family([1e8, 3e8, 1e9, 3e9], tokens_per_param=[20]))
 
 
 def test_a_family_whose_scores_do_not_follow_its_loss_is_refused():
-    fam = synthetic_family([1e8, 3e8, 1e9])
+    fam = synthetic_family([1e8, 3e8, 1e9, 3e9])
     flipped = [density.Member(m.name, m.params, m.loss, s.score)
                for m, s in zip(fam.members, fam.members[::-1])]  # fmt: skip
     with pytest.raises(BenchError, match="scores do not rise"):
@@ -96,20 +137,23 @@ def test_a_family_whose_scores_do_not_follow_its_loss_is_refused():
         density.fit_family(density.Family("g", growing, "total", "capability", 0.0))
 
 
-def test_family_file_format_is_documented_and_loads(tmp_path):
+def test_family_file_formats_are_documented_and_load(tmp_path):
     path = tmp_path / "family.toml"
     path.write_text(density.FAMILY_FORMAT)
     fam = density.load_family(path)
-    assert fam.members[0].params == 100e6 and fam.members[0].items == 108
-    body = density.FAMILY_FORMAT + "".join(
-        f'\n[[model]]\nname = "m{i}"\nparams = {p}\nbpb = {b}\nscore = {s}\n'
-        for i, (p, b, s) in enumerate([(3e8, 0.95, 0.3), (1e9, 0.85, 0.5)])
-    )
-    path.write_text(body)
-    fit = density.fit_family(density.load_family(path))
-    assert fit.n == 3 and fit.alpha > 0
+    assert fam.members[0].params == 100e6 and fam.members[0].items == 108 and fam.members[0].tokens == 2e12
+    assert fam.example is False and fam.loss == "mmlu.answer_loss"
+    jl = tmp_path / "family.jsonl"
+    jl.write_text(json.dumps({"family": {"name": "j", "example": True, "chance": 0.0}}) + "\n" + "".join(
+        json.dumps({"name": f"m{i}", "params": p, "loss": 3 - i * 0.2, "score": 0.1 + 0.1 * i}) + "\n"
+        for i, p in enumerate([1e8, 2e8, 4e8, 8e8])))  # fmt: skip
+    fam = density.load_family(jl)
+    assert fam.example and len(fam.members) == 4 and density.fit_family(fam).n == 4
+    path.write_text('[[model]]\nparams = 1e8\nbpb = 1.1\nscore = 0.1\n')
+    with pytest.raises(BenchError, match="conditional answer loss"):
+        density.load_family(path)
     path.write_text('[[model]]\nparams = 1e8\nscore = 0.1\n')
-    with pytest.raises(BenchError, match=r"\[\[model\]\] 1 lacks 'bpb'"):
+    with pytest.raises(BenchError, match=r"\[\[model\]\] 1 lacks 'loss'"):
         density.load_family(path)
 
 

@@ -12,7 +12,9 @@ from bench import stats
 scipy_stats = pytest.importorskip("scipy.stats")
 
 
-@pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (5, 10), (10, 10), (12, 48), (171, 600), (3, 2000)])
+@pytest.mark.parametrize(
+    "k,n", [(0, 10), (1, 10), (5, 10), (10, 10), (12, 48), (171, 600), (3, 2000)]
+)
 def test_wilson_equals_scipy(k, n):
     ci = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     lo, hi = stats.wilson(k, n)
@@ -92,4 +94,6 @@ def test_verdict_and_mdd():
     assert stats.verdict(-0.01, 0.05) == stats.SAME
     # (1.96 + 0.84) * sqrt(0.1 / 1000)
     assert stats.mdd_paired(0.1, 1000) == pytest.approx(2.8016 * 0.01, rel=1e-3)
-    assert stats.mdd_from_halfwidth(0.04) == pytest.approx(2.8016 * math.sqrt(2) * 0.04 / 1.96, rel=1e-3)
+    assert stats.mdd_from_halfwidth(0.04) == pytest.approx(
+        2.8016 * math.sqrt(2) * 0.04 / 1.96, rel=1e-3
+    )
