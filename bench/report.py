@@ -59,9 +59,18 @@ def rows(records: list[dict], family: density.Family | None = None, every: bool 
             "runs": n,
             "threads": r["device"].get("threads"),
             "capability": r.get("capability"),
+            "capability_ci95": r.get("capability_ci95"),
+            "capability_composition": r.get("capability_composition"),
+            "capability_mdd": r.get("capability_mdd"),
             "k12_math": t.get("k12-math", {}).get("score"),
+            "k12_math_ci95": t.get("k12-math", {}).get("ci95"),
+            "k12_robust": t.get("k12-robust", {}).get("score"),
+            "k12_robust_ci95": t.get("k12-robust", {}).get("ci95"),
+            "robustness": t.get("k12-robust", {}).get("robustness"),
             "mmlu_acc_norm": t.get("mmlu", {}).get("acc_norm"),
+            "mmlu_ci95": t.get("mmlu", {}).get("ci95"),
             "bpb": t.get("bpb", {}).get("bpb"),
+            "bpb_ci95": t.get("bpb", {}).get("ci95"),
             "kld": t.get("fidelity", {}).get("mean_kld"),
             "params_total": c["params_total"],
             "params_non_embedding": c["params_non_embedding"],
@@ -87,9 +96,9 @@ def rows(records: list[dict], family: density.Family | None = None, every: bool 
             try:
                 dn = density.densing(r, family, fit)
                 row.update(effective_params=dn["effective_params"], densing=dn["density"],
-                           densing_68=dn["density_68"])  # fmt: skip
+                           densing_95=dn["density_95"])  # fmt: skip
             except BenchError:
-                row.update(effective_params=None, densing=None, densing_68=None)
+                row.update(effective_params=None, densing=None, densing_95=None)
         out.append(row)
     return out
 
@@ -97,8 +106,10 @@ def rows(records: list[dict], family: density.Family | None = None, every: bool 
 def markdown(table: list[dict]) -> str:
     cols = [
         ("model", "model", "{}"), ("suite", "suite", "{}"), ("runs", "runs", "{}"),
-        ("capability", "capability", "{:.3f}"), ("k12_math", "k12-math", "{:.3f}"),
-        ("mmlu_acc_norm", "mmlu acc_norm", "{:.3f}"), ("bpb", "bpb", "{:.3f}"),
+        ("capability", "capability", "{:.3f}"), ("capability_ci95", "capability 95%", "{}"),
+        ("k12_math", "k12-math", "{:.3f}"), ("k12_math_ci95", "k12-math 95%", "{}"),
+        ("mmlu_acc_norm", "mmlu acc_norm", "{:.3f}"), ("mmlu_ci95", "mmlu 95%", "{}"),
+        ("bpb", "bpb", "{:.3f}"), ("bpb_ci95", "bpb 95%", "{}"),
         ("gflops_per_token", "GFLOP/tok", "{:.3f}"), ("mb_read_per_token", "MB read/tok", "{:.1f}"),
         ("kv_kb_per_token", "KV KB/tok", "{:.1f}"),
         ("prefill_tokens_per_s", "prefill tok/s", "{:.1f}"),
@@ -107,15 +118,18 @@ def markdown(table: list[dict]) -> str:
         ("per_gflop", "cap/GFLOP", "{:.3f}"), ("per_gb_read", "cap/GB read", "{:.3f}"),
         ("per_joule", "cap/J", "{:.3f}"),
     ]  # fmt: skip
+    if any(r.get("k12_robust") is not None for r in table):
+        cols[7:7] = [("k12_robust", "k12-robust", "{:.3f}"), ("k12_robust_ci95", "k12-robust 95%", "{}"),
+                     ("robustness", "robustness", "{:.2f}")]  # fmt: skip
     if any("kld" in r and r["kld"] is not None for r in table):
-        cols.insert(7, ("kld", "KLD", "{:.4f}"))
+        cols.insert(cols.index(("bpb_ci95", "bpb 95%", "{}")) + 1, ("kld", "KLD", "{:.4f}"))
     if any("projected_device" in r for r in table):
         cols += [("projected_device", "device (projected)", "{}"),
                  ("projected_decode_tokens_per_s", "decode tok/s (projected)", "{:.1f}"),
                  ("projected_per_joule", "cap/J (projected)", "{:.3f}")]  # fmt: skip
     if any("densing" in r for r in table):
         cols += [("effective_params", "N_eff (M)", "{:.1f}"), ("densing", "N_eff/N", "{:.2f}"),
-                 ("densing_68", "68%", "{}")]  # fmt: skip
+                 ("densing_95", "N_eff/N 95%", "{}")]  # fmt: skip
     head = "| " + " | ".join(h for _, h, _ in cols) + " |"
     sep = "|" + "|".join("---" for _ in cols) + "|"
     lines = [head, sep]
@@ -127,7 +141,9 @@ def markdown(table: list[dict]) -> str:
                 cells.append("unavailable")
             elif key == "effective_params" and v is not None:
                 cells.append(f"{v / 1e6:.1f}")
-            elif key == "densing_68" and v:
+            elif key.endswith("_ci95"):
+                cells.append(f"{v[0]:.3f}-{v[1]:.3f}" if v else "—")
+            elif key == "densing_95" and v:
                 cells.append(f"{v[0]:.2f}-{v[1]:.2f}")
             else:
                 cells.append(_f(v, fmt))

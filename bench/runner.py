@@ -3,7 +3,8 @@
 Order of work (one process, one model at a time):
 1. the file: SHA-256, header, counted compute (bench.compute.accounting) at the suite's context;
 2. the runtime phase: peak RSS reset, edge_llm loads the model (CPU, threads following the
-   host's load unless given), speed measured, generation tasks run (k12-math); peak RSS read;
+   host's load unless given), speed measured, generation tasks run (k12-math, k12-robust; through
+   the model's chat template when it has one, unless prompt="raw"); peak RSS read;
 3. the scoring phase: a scoring context (bench.lm.Scorer, logits at every position) for mmlu and
    bpb, then user suites, then fidelity against the reference;
 4. capability, density, the projection onto --device, the record.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -26,7 +28,7 @@ from bench import suites as S
 from bench.store import SCHEMA
 from edge_llm.fsutil import sha256_file
 
-GEN_TASKS = ("k12-math",)
+GEN_TASKS = ("k12-math", "k12-robust")
 SCORE_TASKS = ("mmlu", "bpb")
 SCORE_CTX = 2048  # the longest MMLU question with its longest option is ~1,200 tokens
 
@@ -57,9 +59,9 @@ class Context:
     """What a task gets: the model path, lazily loaded runtime model and scorer, progress."""
 
     def __init__(self, path: Path, base: Path, *, threads: int | None, reference: Path | None,
-                 n_ctx: int, progress: Progress):  # fmt: skip
+                 n_ctx: int, progress: Progress, prompt: str = "auto"):  # fmt: skip
         self.path, self.base, self.threads, self.reference = path, base, threads, reference
-        self.n_ctx, self._progress = n_ctx, progress
+        self.n_ctx, self._progress, self.prompt = n_ctx, progress, prompt
         self._model = self._scorer = None
 
     def model(self):
@@ -168,7 +170,7 @@ def project(path: Path, info, profile_name: str, cap: float | None, context: int
 def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str | None = None,
         reference: str | None = None, recipe_label: str | None = None,
         family: density.Family | None = None, progress: Progress | None = None,
-        keep_items: bool = True) -> dict:  # fmt: skip
+        keep_items: bool = True, prompt: str = "auto", reference_is: str | None = None) -> dict:  # fmt: skip
     """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
     from edge_llm import validate
     from edge_llm.devices import CpuLoad
@@ -196,7 +198,7 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
     load.others_busy(wait=True)
     speed_need = suite.speed["prompt_tokens"] + suite.speed["gen_tokens"] + 16
     ctx = Context(path, suite.base, threads=threads, reference=ref_path,
-                  n_ctx=max(1024, speed_need), progress=progress)  # fmt: skip
+                  n_ctx=max(1024, speed_need), progress=progress, prompt=prompt)  # fmt: skip
     timing, tasks = {}, {}
     try:
         # --- the runtime phase: what an app holds and does ------------------------------------
@@ -242,8 +244,11 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
             progress.note(f"{name} skipped: {r['skipped']}")
         else:
             r["answers_digest"] = answers_digest(r)
+            if "score" in r and "ci95" not in r:
+                r["ci95"] = density.task_interval(r)
     ran = [t for t, r in tasks.items() if "skipped" not in r]
-    cap, cap_tasks = density.capability(tasks)
+    detail = density.capability_detail(tasks)
+    cap, cap_tasks = detail["value"], detail["tasks"]
     energy = speed["energy"]
     counted.update(
         prefill_tokens_per_s=speed["prefill_tokens_per_s"],
@@ -256,9 +261,11 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
         energy=energy,
         speed=speed,
     )
+    now = datetime.now(UTC)
     record = {
         "schema": SCHEMA,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": f"{now:%Y%m%dT%H%M%S}-{digest[:8]}-{secrets.token_hex(2)}",
+        "date": now.isoformat(timespec="seconds"),
         "model": {
             "name": info.name,
             "arg": model,
@@ -277,12 +284,21 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
         "tasks": tasks,
         "capability": cap,
         "capability_tasks": cap_tasks,
+        "capability_ci95": detail["ci95"],
+        "capability_composition": detail["composition"],
+        # The smallest capability difference to another run of this suite that a paired test is
+        # sure (80% power) to detect when the two runs' item outcomes are independent; runs of
+        # related models (quantizations of one) detect smaller ones (bench report --compare).
+        "capability_mdd": detail["mdd"],
         "compute": counted,
         "density": density.metrics(
             cap, counted, energy.get("joules_per_decode_token") if energy["available"] else None
         ),
         "projected": project(path, info, device, cap, suite.context) if device else None,
-        "reference": str(ref_path) if ref_path else None,
+        # How generation tasks were asked: "chat" (the model's chat template, examples as turns)
+        # or "raw" (plain few-shot text); log-likelihood tasks (mmlu) are always cloze text.
+        "prompt": {t: r["prompt"] for t, r in tasks.items() if "prompt" in r},
+        "reference": describe_reference(ref_path, reference_is) if ref_path else None,
         "timing": {**timing, "total_s": clock()},
     }
     if family is not None:
@@ -295,6 +311,17 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
     if not keep_items:
         strip_items(record)
     return record
+
+
+def describe_reference(path: Path, what: str | None) -> dict:
+    """The fidelity reference: its file, hash and what it is. ``what`` is the caller's word (a
+    file cannot say it is "the shipped Q4_1 dequantized to F16"); without it, what the GGUF says."""
+    from edge_llm import gguf_info
+
+    info = gguf_info.read(path)
+    said = what or (f"{recipe(info, None)['file_type'] or 'unknown type'} GGUF of {info.name} "
+                    "(its origin not stated: pass --reference-is)")  # fmt: skip
+    return {"path": str(path), "sha256": sha256_file(path), "what": said}
 
 
 def strip_items(record: dict) -> dict:

@@ -178,9 +178,9 @@ def test_bench_cli_errors_are_one_line(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr
     fam = tmp_path / "fam.toml"
-    fam.write_text('[[model]]\nparams = 1e8\nbpb = 1.2\nscore = 0.1\n[[model]]\nparams = 2e8\nbpb = 1.1\nscore = 0.2\n')
+    fam.write_text('[[model]]\nparams = 1e8\nloss = 1.2\nscore = 0.1\n[[model]]\nparams = 2e8\nloss = 1.1\nscore = 0.2\n')
     r = cli("bench", "--family", str(fam), "--no-save")
-    assert r.returncode == 2 and "needs at least 3 models of different sizes" in r.stderr
+    assert r.returncode == 2 and "needs at least 4 models of at least 3 sizes" in r.stderr
 
 
 def test_bench_help_lists_run_and_report():

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import stats
 from bench.errors import BenchError
 
 PARTS = 8
+BLOCK = 64  # predicted tokens per resampling unit of the interval
 
 
 def excerpts(text: str, n_bytes: int, parts: int = PARTS) -> list[str]:
@@ -82,31 +84,49 @@ def windows(tokens: list[int], n_ctx: int) -> list[list[int]]:
     return out
 
 
-def nll_bits(scorer, text: str, n_ctx: int) -> tuple[float, int]:
-    """(-log2 likelihood of every token of ``text``, tokens predicted)."""
+def nll_bits(scorer, text: str, n_ctx: int, blocks: list | None = None) -> tuple[float, int]:
+    """(-log2 likelihood of every token of ``text``, tokens predicted). With ``blocks``, appends
+    (bits, bytes) of each run of BLOCK predicted tokens (bytes: the tokens' pieces), the units
+    the interval of bpb resamples."""
     tokens = [prefix_token(scorer)] + scorer.tokenize(text, add_bos=False)
     total, n = 0.0, 0
+    bits_all = []
     for w in windows(tokens, min(n_ctx, scorer.n_ctx)):
         lp = scorer.logprobs(w)
         total += float(-lp.sum()) / math.log(2)
         n += len(lp)
+        bits_all.append(-lp / math.log(2))
+    if blocks is not None and bits_all:
+        bits = np.concatenate(bits_all)
+        sizes = np.array([len(scorer.piece(t)) for t in tokens[1:]], dtype=float)
+        for s in range(0, len(bits), BLOCK):
+            blocks.append((float(bits[s : s + BLOCK].sum()), float(sizes[s : s + BLOCK].sum())))
     return total, n
 
 
 def bits_per_byte(scorer, documents: list[str], n_ctx: int = 512, progress=None) -> dict:
     bits, tokens, n_bytes = 0.0, 0, 0
+    blocks: list[tuple[float, float]] = []
     for k, doc in enumerate(documents, 1):
-        b, n = nll_bits(scorer, doc, n_ctx)
+        b, n = nll_bits(scorer, doc, n_ctx, blocks)
         bits, tokens, n_bytes = bits + b, tokens + n, n_bytes + len(doc.encode("utf-8"))
         if progress:
             progress(k, len(documents))
+    u = np.array(blocks) if blocks else np.zeros((0, 2))
+    # The interval: bpb over blocks of BLOCK tokens resampled (a block bootstrap, as neighbouring
+    # tokens are not independent), scaled to the bytes of the text (pieces may differ by a space).
+    ratio = u[:, 0].sum() / u[:, 1].sum() if len(u) and u[:, 1].sum() > 0 else math.nan
+    lo, hi = stats.bootstrap_ci(lambda x: x[:, 0].sum() / x[:, 1].sum(), [u]) if len(u) > 1 else (math.nan,) * 2
+    scale = (bits / n_bytes) / ratio if math.isfinite(ratio) and ratio > 0 else math.nan
     return {
         "bpb": bits / n_bytes,
+        "ci95": [lo * scale, hi * scale] if math.isfinite(lo * scale) else None,
         "bits": bits,
         "bytes": n_bytes,
         "tokens": tokens,
         "bytes_per_token": n_bytes / tokens,
         "token_ppl": float(np.exp2(bits / tokens)),
+        "items": [{"id": f"block-{i}", "bits": b, "bytes": n} for i, (b, n) in enumerate(blocks)],
     }
 
 

@@ -127,12 +127,13 @@ def _problem(pid, t: K.Template, lang, question, answer, variant, cluster, extra
     }
 
 
-def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, ...] = K.LANGUAGES
-             ) -> list[tuple[K.Problem, dict]]:  # fmt: skip
+def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, ...] = K.LANGUAGES,
+             grid_languages: tuple[str, ...] | None = None) -> list[tuple[K.Problem, dict]]:  # fmt: skip
     """Every variant, as (problem, what it is); the same for the same arguments on any machine."""
     if sets < 1 or grid < 0:
         raise BenchError(f"k12-robust: sets must be >= 1 and grid >= 0 (got {sets}, {grid})")
-    bad = [x for x in languages if x not in K.LANGUAGES]
+    grid_languages = languages if grid_languages is None else grid_languages
+    bad = [x for x in (*languages, *grid_languages) if x not in K.LANGUAGES]
     if bad or not languages:
         raise BenchError(f"k12-robust: languages must be among en, zh (got {bad or 'none'})")
     templates, _, names = K.load()
@@ -191,7 +192,7 @@ def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, 
                         a, b = x, y
                         ans = K.evaluate(f"a {py} b", {"a": Fraction(a), "b": Fraction(b)})
                     cell = f"{sym} {d1}x{d2}"
-                    for lang in languages:
+                    for lang in grid_languages:
                         q = (
                             f"What is {a} {sym} {b}?"
                             if lang == "en"
@@ -263,8 +264,9 @@ def summarise(items: list[dict]) -> dict:
 
 
 def run(ctx, seed: int = 0, sets: int = 3, grid: int = 1, shots: int = 3, max_tokens: int = 32,
-        languages: list[str] | None = None) -> dict:  # fmt: skip
-    pairs = generate(seed, sets, grid, tuple(languages or K.LANGUAGES))
+        languages: list[str] | None = None, grid_languages: list[str] | None = None) -> dict:  # fmt: skip
+    langs = tuple(languages or K.LANGUAGES)
+    pairs = generate(seed, sets, grid, langs, tuple(grid_languages) if grid_languages else None)
     mode = K.prompt_mode(ctx, getattr(ctx, "prompt", "auto"))
     items = K.solve(ctx, [p for p, _ in pairs], shots=shots, max_tokens=max_tokens, task="k12-robust",
                     prompt_mode=mode)  # fmt: skip

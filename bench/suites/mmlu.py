@@ -126,7 +126,8 @@ def score_choices(scorer, context: str, continuations: list[str], lengths: list[
         ctx = ctx[-room:]
     lls = [float(lp.sum()) for lp in scorer.continuations(ctx, conts)]
     norm = [ll / max(1, n) for ll, n in zip(lls, lengths)]
-    out = {"loglik": lls, "pred": int(np.argmax(lls)), "pred_norm": int(np.argmax(norm))}
+    out = {"loglik": lls, "tokens": [len(c) for c in conts], "pred": int(np.argmax(lls)),
+           "pred_norm": int(np.argmax(norm))}  # fmt: skip
     if truncated:
         out["truncated"] = True
     return out
@@ -146,9 +147,14 @@ def run(ctx, n: int = 60, seed: int = 0) -> dict:
         )
         conts = [cfg["choice"].format(choice=c) for c in q["choices"]]
         r = score_choices(scorer, context, conts, [len(c) for c in q["choices"]])
-        items.append({"row": q["row"], "subject": q["subject"], "answer": q["answer"], **r})
+        items.append({"id": f"mmlu-{q['row']}", "row": q["row"], "subject": q["subject"],
+                      "answer": q["answer"], **r, "correct": r["pred_norm"] == q["answer"],
+                      "output": LETTERS[r["pred_norm"]]})  # fmt: skip
         ctx.progress("mmlu", k, len(qs))
     acc = float(np.mean([x["pred"] == x["answer"] for x in items]))
+    # The densing law's loss: the conditional loss of the right answer given its prompt, nats per
+    # answer token, averaged over the items.
+    answer_loss = float(np.mean([-x["loglik"][x["answer"]] / max(1, x["tokens"][x["answer"]]) for x in items]))
     acc_norm = float(np.mean([x["pred_norm"] == x["answer"] for x in items]))
-    return {"score": acc_norm, "acc": acc, "acc_norm": acc_norm, "chance": 0.25,
+    return {"score": acc_norm, "acc": acc, "acc_norm": acc_norm, "chance": 0.25, "answer_loss": answer_loss,
             "n": len(items), "items": items}  # fmt: skip

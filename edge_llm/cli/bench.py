@@ -48,8 +48,8 @@ Results = Annotated[
 ]  # fmt: skip
 Family = Annotated[
     str | None,
-    typer.Option("--family", help="Reference family TOML for the densing-law form (effective / actual "
-                 "parameters); see bench/density.py.", show_default=False),
+    typer.Option("--family", help="Reference family (TOML or JSONL) for the densing law of arXiv "
+                 "2412.04315 (effective / actual parameters); format in bench/density.py.", show_default=False),
 ]  # fmt: skip
 
 
@@ -73,12 +73,22 @@ def run(
         typer.Option("--reference", help="Reference model for the fidelity task (KL, top-1).",
                      show_default=False),
     ] = None,
+    reference_is: Annotated[
+        str | None,
+        typer.Option("--reference-is", help="What the reference file is, for the record (e.g. "
+                     "\"Q4_1 dequantized to F16\", \"original bf16 checkpoint\").", show_default=False),
+    ] = None,
     recipe: Annotated[
         str | None,
         typer.Option("--recipe", help="A label for how the model was made (e.g. distilled-v2).",
                      show_default=False),
     ] = None,
     family: Family = None,
+    prompt: Annotated[
+        str,
+        typer.Option("--prompt", help="How generation tasks ask: auto (the chat template when the "
+                     "GGUF has one, as apps do), chat, or raw (plain few-shot text)."),
+    ] = "auto",
     threads: o.Threads = None,
     output: Results = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to the results file.")] = False,
@@ -97,7 +107,7 @@ def run(
     edge-llm bench [MODEL...] is edge-llm bench run [MODEL...].
     """
     from bench import density, store, suites
-    from bench.runner import Progress, strip_items
+    from bench.runner import Progress
     from bench.runner import run as run_one
     from edge_llm.registry import default_model
 
@@ -105,6 +115,10 @@ def run(
         from edge_llm.errors import ConfigError
 
         raise ConfigError(f"threads must be at least 1 (got {threads})")
+    if prompt not in ("auto", "chat", "raw"):
+        from edge_llm.errors import ConfigError
+
+        raise ConfigError(f"--prompt must be auto, chat or raw (got {prompt!r})")
     s = suites.load(suite)
     fam = None
     if family:
@@ -115,9 +129,10 @@ def run(
     for m in models or [None]:
         rec = run_one(m or default_model(), s, threads=threads, device=device,
                       reference=reference, recipe_label=recipe, family=fam,
-                      progress=Progress(quiet=quiet))  # fmt: skip
+                      progress=Progress(quiet=quiet), prompt=prompt,
+                      reference_is=reference_is)  # fmt: skip
         if not no_save:
-            store.append(out, strip_items(json.loads(json.dumps(rec))))
+            store.append(out, store.save_items(out, rec))
         records.append(rec)
         if not as_json:
             print(summary(rec))
@@ -137,15 +152,31 @@ def summary(r: dict) -> str:
         if "skipped" in res:
             lines.append(f"  {name:<14} skipped: {res['skipped']}")
         elif name == "bpb":
-            lines.append(f"  {name:<14} {res['bpb']:.4f} bits/byte over {res['bytes']} bytes")
+            iv = res.get("ci95")
+            ci = f" [95% {iv[0]:.4f}-{iv[1]:.4f}]" if iv else ""
+            lines.append(f"  {name:<14} {res['bpb']:.4f}{ci} bits/byte over {res['bytes']} bytes")
         elif name == "fidelity":
-            lines.append(f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f}")
+            ref = r.get("reference") or {}
+            lines.append(f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f} against "
+                         f"{ref.get('what', res.get('reference'))}")  # fmt: skip
         else:
             extra = f" (acc {res['acc']:.3f})" if "acc" in res else ""
-            lines.append(f"  {name:<14} {res['score']:.3f} of {res['n']}{extra}")
+            iv = res.get("ci95")
+            ci = f" [95% {iv[0]:.3f}-{iv[1]:.3f}]" if iv else ""
+            lines.append(f"  {name:<14} {res['score']:.3f}{ci} of {res['n']}{extra}")
+    if "k12-robust" in t and "skipped" not in t["k12-robust"]:
+        from bench.suites.k12_robust import table
+
+        lines.append("  k12-robust     " + table(t["k12-robust"]).replace("\n", "\n                 "))
+    if r.get("prompt"):
+        lines.append("  prompt         " + ", ".join(f"{k} {v}" for k, v in r["prompt"].items()))
     e = c["energy"]
     lines += [
-        f"  capability     {f(r['capability'])} (chance-normalised mean of {', '.join(r['capability_tasks']) or 'nothing'})",
+        f"  capability     {f(r['capability'])}"
+        + (f" [95% {r['capability_ci95'][0]:.3f}-{r['capability_ci95'][1]:.3f}]" if r.get("capability_ci95") else "")
+        + f" ({r.get('capability_composition') or 'nothing'})"
+        + (f"; smallest difference detectable against an independent run: {r['capability_mdd']:.3f}"
+           if r.get("capability_mdd") else ""),
         f"  parameters     {c['params_total'] / 1e6:.1f} M total, {c['params_embedding'] / 1e6:.1f} M embedding, "
         f"{c['params_non_embedding'] / 1e6:.1f} M non-embedding",
         f"  per token      {c['flops_per_token'] / 1e9:.3f} GFLOP, {c['bytes_read_per_token'] / 1e6:.1f} MB read "
@@ -153,7 +184,7 @@ def summary(r: dict) -> str:
         f"  measured       prefill {c['prefill_tokens_per_s']:.1f} tok/s, decode {c['decode_tokens_per_s']:.1f} tok/s, "
         f"TTFT {c['ttft_s'] * 1e3:.0f} ms ({c['ttft_prompt_tokens']} tokens), peak RSS {c['peak_rss_bytes'] / 1e6:.0f} MB, "
         f"{r['device']['threads']} thread(s)",
-        "  energy         " + (f"{e['joules_per_decode_token']:.4f} J/decoded token (RAPL)" if e["available"]
+        "  energy         " + (f"{e['joules_per_decode_token']:.4f} J/decoded token, measured ({e.get('source', 'rapl')})" if e["available"]
                                else f"unavailable ({e['reason']})"),
         f"  density        {f(d['per_gflop'])} per GFLOP, {f(d['per_gb_read'])} per GB read, "
         + (f"{d['per_joule']:.3f} per J" if d["per_joule"] is not None else "per J unavailable"),
@@ -171,11 +202,12 @@ def summary(r: dict) -> str:
         if "error" in dn:
             lines.append(f"  densing law    {dn['error']}")
         elif dn["effective_params"] is not None:
-            iv = dn["density_68"]
+            iv = dn["density_95"]
             lines.append(
                 f"  densing law    effective {dn['effective_params'] / 1e6:.1f} M of {dn['actual_params'] / 1e6:.1f} M "
                 f"{dn['params_kind']} parameters: density {dn['density']:.2f}"
-                + (f" (68%: {iv[0]:.2f}-{iv[1]:.2f})" if iv else "") + f" vs family {dn['family']}"
+                + (f" (95%: {iv[0]:.2f}-{iv[1]:.2f}, the score's own interval included)" if iv else "")
+                + f" vs family {dn['family']}" + (" (an EXAMPLE family)" if dn.get("example_family") else "")
                 + (f"; {dn['note']}" if dn["note"] else "")
             )  # fmt: skip
         else:
@@ -197,6 +229,12 @@ def report(
     ] = None,
     family: Family = None,
     every: Annotated[bool, typer.Option("--all", help="Every run, not the latest of each.")] = False,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--compare", help="Compare run B with run A item by item (run ids or model "
+                     "names): paired differences per task and for capability, with verdicts.",
+                     metavar="A B", show_default=False),
+    ] = None,
     as_json: o.Json = False,
 ) -> None:
     """A markdown table of the results (latest run per model, suite and device), and plots."""
@@ -205,6 +243,12 @@ def report(
 
     path = results or store.default_path()
     records = store.load(path)
+    if compare:
+        from bench import compare as cmp
+
+        c = cmp.compare(path, records, *compare)
+        print(json.dumps(c, indent=2, ensure_ascii=False) if as_json else cmp.markdown(c))
+        return
     fam = density.load_family(family) if family else None
     table = rep.rows(records, fam, every)
     if as_json:
