@@ -136,6 +136,8 @@ def row(r: dict) -> dict:
         "mean_kld": t.get("fidelity", {}).get("mean_kld"),
         "top1": t.get("fidelity", {}).get("top1"),
         "params": r["compute"]["params_total"],
+        "run_id": r.get("run_id"),
+        "capability_ci95": r.get("capability_ci95"),
         "decode_tokens_per_s": r["compute"]["decode_tokens_per_s"],
     }
 
@@ -280,6 +282,15 @@ def main() -> int:
         print()
         for name, g in goals.items():
             print(f"- {name}: {g['value']:.3f} (goal >= {g['goal']}): {'met' if g['met'] else 'NOT met'}")
+        # Paired verdicts on the same items (bench report --compare): each student against the teacher.
+        from bench import compare, store
+
+        summary["paired"] = {}
+        for key in [k for k in rows if k != "teacher"]:
+            c = compare.compare(args.out, store.load(args.out), rows["teacher"]["run_id"], rows[key]["run_id"])
+            summary["paired"][key] = {t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
+                                      for t, v in c["tasks"].items()}  # fmt: skip
+            print(f"\n### {names[key]} against the teacher\n\n" + compare.markdown(c))
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.summary.with_suffix(".json.part")
     tmp.write_text(json.dumps(summary, indent=1, default=str))
