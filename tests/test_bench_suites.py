@@ -13,11 +13,13 @@ def test_builtin_suites_load_and_their_options_match_the_tasks():
     for name in suites.BUILTIN:
         s = suites.load(name)
         assert s.name == name and s.context == 512
-        assert set(s.tasks) == {"k12-math", "mmlu", "bpb", "fidelity"}
+        assert set(s.tasks) == {"k12-math", "k12-robust", "mmlu", "bpb", "fidelity"}
         for task, opts in s.tasks.items():
             suites.check_options(s, task, opts)  # raises on an option the task does not take
-    quick = suites.load("quick")
-    assert quick.tasks["k12-math"]["n"] == 48 and quick.tasks["mmlu"]["n"] == 60
+    quick, full = suites.load("quick"), suites.load("full")
+    for task in ("k12-math", "mmlu"):
+        assert quick.tasks[task]["n"] < full.tasks[task]["n"]
+    assert quick.tasks["k12-robust"]["sets"] < full.tasks["k12-robust"]["sets"]
 
 
 def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):
@@ -26,7 +28,7 @@ def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):
     assert v1 == suites.version(q, ["bpb", "mmlu", "k12-math"]) and v1.startswith("quick-")
     assert suites.version(q, ["k12-math", "bpb"]) != v1  # mmlu skipped: not comparable
     path = tmp_path / "mine.toml"
-    path.write_text((suites.HERE / "quick.toml").read_text().replace("n = 48", "n = 24"))
+    path.write_text((suites.HERE / "quick.toml").read_text().replace("n = 96", "n = 24"))
     mine = suites.load(str(path))
     assert mine.tasks["k12-math"]["n"] == 24
     assert suites.version(mine, ["k12-math"]).split("-")[1] != suites.version(q, ["k12-math"]).split("-")[1]
