@@ -466,7 +466,8 @@ def pull(
         files=files,
         quant=quant,
         size=target.stat().st_size,
-        sha256=sha256_file(target),
+        # a downloaded GGUF was just checked against the Hub's SHA-256: no second pass over it
+        sha256=(plan["files"][0].sha256 if plan["kind"] == "gguf" else None) or sha256_file(target),
         converted=plan["kind"] == "checkpoint",
         pulled_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

@@ -260,3 +260,23 @@ def test_run_pulls_a_repository_on_first_use_only_when_allowed(mirror, home):
     r = edge(mirror, home, "run", "tester/Tiny-GGUF:Q8_0", "--yes", "-p", "hi", "-n", "2")
     assert r.returncode == 0, r.stderr
     assert [e["name"] for e in registered(home)] == ["tiny-q8_0"]
+
+
+def test_run_asks_before_pulling_when_stdin_is_a_terminal(mirror, home):
+    import pty
+
+    for answer, pulled in (("n", []), ("y", ["tiny-q8_0"])):
+        master, slave = pty.openpty()
+        p = subprocess.Popen(
+            [sys.executable, "-m", "edge_llm", "run", "tester/Tiny-GGUF:Q8_0", "-p", "hi",
+             "-n", "2", "--temp", "0"],
+            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env_for(mirror.url, home),
+        )  # fmt: skip
+        os.close(slave)
+        os.write(master, f"{answer}\n".encode())
+        out, err = p.communicate(timeout=300)
+        os.close(master)
+        assert "is not in the model store: download" in err and "[y/N]" in err, err
+        assert [e["name"] for e in registered(home)] == pulled
+        assert p.returncode == (0 if pulled else 2), err
