@@ -280,3 +280,13 @@ def test_run_asks_before_pulling_when_stdin_is_a_terminal(mirror, home):
         assert "is not in the model store: download" in err and "[y/N]" in err, err
         assert [e["name"] for e in registered(home)] == pulled
         assert p.returncode == (0 if pulled else 2), err
+
+
+def test_a_safetensors_repository_without_the_converter_is_one_line(mirror, home):
+    # as on an install without the converter: `import convert` fails
+    code = ("import sys; sys.modules['convert'] = None; from edge_llm.cli import main; "
+            "sys.argv = ['edge-llm', 'pull', 'tester/tiny']; main()")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=env_for(mirror.url, home))  # fmt: skip
+    one_line_error(r, 2, "safetensors checkpoint", "needs the convert package")
+    assert registered(home) == [] and not (home / "models" / ".staging").exists()
