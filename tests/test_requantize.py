@@ -107,3 +107,13 @@ def test_bad_requantize_inputs_are_one_line_errors(f32, tmp_path, run_cli):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, r.stderr)
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_a_size_budget_on_an_f32_gguf_matches_the_checkpoints(checkpoint, f32, tmp_path):
+    from convert import convert
+
+    target = 120_000
+    got = convert(f32, tmp_path / "budget.gguf", target_size=target)
+    want = convert(checkpoint, tmp_path / "direct.gguf", target_size=target)
+    assert got.bytes <= target and got.tensor_types == want.tensor_types
+    assert tensors(got.path) == tensors(want.path)
