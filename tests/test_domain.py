@@ -56,6 +56,7 @@ def test_training_templates_are_disjoint_from_the_benchmarks():
     if split.is_file():
         data = tomllib.loads(split.read_text(encoding="utf-8"))
         assert not set(data.get("benchmark", {}).get("templates", [])) & set(ids)
+        assert sorted(data["training"]["templates"]) == sorted(ids)  # and names exactly ours
 
 
 _CHAIN = re.compile(r"[\d./%+\-×÷() ]+(?:=[\d./%+\-×÷() ]+)+")

@@ -87,6 +87,16 @@ def k12_templates(path: Path = K12_TRAIN) -> tuple[list[TrainTemplate], dict, di
                        vars={k: str(v) for k, v in raw["vars"].items()}, answer=str(raw["answer"]))  # fmt: skip
         sol = {lang: str(raw[f"solution_{lang}"]) for lang in K.LANGUAGES}
         out.append(TrainTemplate(tid, t, sol))
+    split = Path(K.__file__).with_name("k12_split.toml")  # the benchmark's template split
+    if split.is_file():
+        sp = tomllib.loads(split.read_text(encoding="utf-8"))
+        allowed = set(sp.get("training", {}).get("templates", []))
+        bench = set(sp.get("benchmark", {}).get("templates", []))
+        for tt in out:
+            if tt.id in bench or tt.id not in allowed:
+                raise ConvertError(
+                    f"{path}: template {tt.id} is not a training template of {split}; list it under [training] there"
+                )
     return out, data["prompt"], data["names"]
 
 
