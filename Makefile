@@ -75,10 +75,11 @@ reliability:
 	$(BIN)/python -m scripts.reliability --kills $(KILLS)
 	@if [ -f scripts/soak_server.py ]; then $(BIN)/python scripts/soak_server.py; fi
 
-# Knowledge density of the shipped models and SmolLM2's conversions, quick suite, run twice to
-# show the noise between runs (about 20 minutes on 2 CPUs). Results: bench/results/ (not committed).
+# Knowledge density of the shipped models and SmolLM2's quantizations (quick suite, with paired
+# verdicts against the shipped Q4_1), and the full suite on the default model: about 50 minutes on
+# 2 idle CPUs (estimated from token counts; see README). Results: bench/results/ (not committed).
 bench:
-	$(BIN)/python -m scripts.knowledge_density --runs 2
+	$(BIN)/python -m scripts.knowledge_density --full
 
 # llama.cpp's quantization mixes against edge-llm's size-budget files (about an hour on 2 CPUs;
 # add --degrid by hand for the off-grid reference).

@@ -142,7 +142,7 @@ def markdown(table: list[dict]) -> str:
             elif key == "effective_params" and v is not None:
                 cells.append(f"{v / 1e6:.1f}")
             elif key.endswith("_ci95"):
-                cells.append(f"{v[0]:.3f}-{v[1]:.3f}" if v else "—")
+                cells.append(f"{v[0]:.3f} to {v[1]:.3f}" if v else "—")
             elif key == "densing_95" and v:
                 cells.append(f"{v[0]:.2f}-{v[1]:.2f}")
             else:

@@ -280,7 +280,7 @@ def run(ctx, seed: int = 0, sets: int = 3, grid: int = 1, shots: int = 3, max_to
 def table(r: dict) -> str:
     """The robustness report of one run as text."""
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"base {f(r['base'])} (95% {r['base_ci95'][0]:.3f}-{r['base_ci95'][1]:.3f}, {r['base_n']} items); "
+    lines = [f"base {f(r['base'])} (95% {r['base_ci95'][0]:.3f} to {r['base_ci95'][1]:.3f}, {r['base_n']} items); "
              f"all variants {f(r['all_variants'])}; robustness {f(r['robustness'])}"]  # fmt: skip
     if r["sets"]:
         lines.append(f"instantiation sets: {' '.join(f(x) for x in r['sets'])}; sd {f(r['sets_sd'])}, "

@@ -153,7 +153,7 @@ def summary(r: dict) -> str:
             lines.append(f"  {name:<14} skipped: {res['skipped']}")
         elif name == "bpb":
             iv = res.get("ci95")
-            ci = f" [95% {iv[0]:.4f}-{iv[1]:.4f}]" if iv else ""
+            ci = f" [95% {iv[0]:.4f} to {iv[1]:.4f}]" if iv else ""
             lines.append(f"  {name:<14} {res['bpb']:.4f}{ci} bits/byte over {res['bytes']} bytes")
         elif name == "fidelity":
             ref = r.get("reference") or {}
@@ -162,7 +162,7 @@ def summary(r: dict) -> str:
         else:
             extra = f" (acc {res['acc']:.3f})" if "acc" in res else ""
             iv = res.get("ci95")
-            ci = f" [95% {iv[0]:.3f}-{iv[1]:.3f}]" if iv else ""
+            ci = f" [95% {iv[0]:.3f} to {iv[1]:.3f}]" if iv else ""
             lines.append(f"  {name:<14} {res['score']:.3f}{ci} of {res['n']}{extra}")
     if "k12-robust" in t and "skipped" not in t["k12-robust"]:
         from bench.suites.k12_robust import table
@@ -173,7 +173,7 @@ def summary(r: dict) -> str:
     e = c["energy"]
     lines += [
         f"  capability     {f(r['capability'])}"
-        + (f" [95% {r['capability_ci95'][0]:.3f}-{r['capability_ci95'][1]:.3f}]" if r.get("capability_ci95") else "")
+        + (f" [95% {r['capability_ci95'][0]:.3f} to {r['capability_ci95'][1]:.3f}]" if r.get("capability_ci95") else "")
         + f" ({r.get('capability_composition') or 'nothing'})"
         + (f"; smallest difference detectable against an independent run: {r['capability_mdd']:.3f}"
            if r.get("capability_mdd") else ""),
