@@ -73,7 +73,7 @@ fuzz:
 KILLS ?= 50
 reliability:
 	$(BIN)/python -m scripts.reliability --kills $(KILLS)
-	@if [ -f scripts/soak_server.py ]; then $(BIN)/python scripts/soak_server.py; fi
+	@if [ -f scripts/soak_server.py ]; then $(BIN)/python -m scripts.soak_server; fi
 
 # Knowledge density of the shipped models and SmolLM2's quantizations (quick suite, with paired
 # verdicts against the shipped Q4_1), and the full suite on the default model: about 50 minutes on

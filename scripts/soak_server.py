@@ -15,8 +15,8 @@ server's RSS after warm-up and at the end. It fails (exit 1) on any 5xx, any sta
 the one expected for its kind, or RSS after > RSS before + 10%. Every loop is bounded (the
 request count, timeouts on every socket); nothing leaves loopback.
 
-    nice -n 10 python scripts/soak_server.py                  # 32 clients, 2,000 requests
-    python scripts/soak_server.py --clients 8 --requests 200  # a quick look
+    nice -n 10 python -m scripts.soak_server                  # 32 clients, 2,000 requests
+    python -m scripts.soak_server --clients 8 --requests 200  # a quick look
 """
 
 from __future__ import annotations
