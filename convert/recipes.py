@@ -298,7 +298,7 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
             Rule(
                 str(row["tensor"]),
                 rtype,
-                row.get("layers"),
+                str(row["layers"]) if "layers" in row else None,
                 row.get("tied"),
                 bool(row.get("optional", False)),
             )

@@ -8,9 +8,19 @@ from __future__ import annotations
 
 
 class EdgeLLMError(Exception):
-    """Bad input or a missing resource: something the user can fix."""
+    r"""Bad input or a missing resource: something the user can fix.
+
+    The message is kept to one line even when it quotes the input (a key named "a\nb" in a
+    crafted file): line breaks in it are written as \n.
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str) and ("\n" in args[0] or "\r" in args[0]):
+            one = args[0].replace("\r", "\\r").replace("\n", "\\n")
+            args = (one, *args[1:])
+        super().__init__(*args)
 
 
 class ModelNotFoundError(EdgeLLMError):

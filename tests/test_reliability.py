@@ -176,7 +176,12 @@ def test_hostile_template_is_a_one_line_error(name):
 def test_real_templates_render_long_conversations():
     # budgets grow with the messages: a 200-turn, 2 MB conversation renders
     msgs = [{"role": r, "content": "word " * 2000} for r in ["user", "assistant"] * 100]
-    out = chat_template.render(chat_template.CHATML, msgs)
+    chatml = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + "
+        "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    out = chat_template.render(chatml, msgs)
     assert out.count("<|im_start|>") == 201 and len(out) > 2_000_000
 
 
@@ -347,3 +352,19 @@ def test_fuzz_found_non_utf8_device_profile_and_suite(tmp_path):
     p.write_text("context = 512\nbpb = true\n")
     with pytest.raises(BenchError, match=r"\[bpb\] must be a table"):
         suites.load(str(p))
+
+
+def test_fuzz_found_recipe_layers_as_a_number_and_errors_with_line_breaks(tmp_path):
+    from convert import recipes
+    from edge_llm.devices import profile
+    from edge_llm.errors import ConfigError
+
+    p = tmp_path / "r.toml"
+    p.write_text('default = "Q4_K"\n[[rule]]\ntensor = "attn_v"\ntype = "Q8_0"\nlayers = 1\n')
+    res = recipes.resolve(recipes.load(p), [("blk.1.attn_v.weight", (256, 256)), ("blk.0.attn_v.weight", (256, 256))], 2)  # fmt: skip
+    assert res.types == {"blk.1.attn_v.weight": "Q8_0", "blk.0.attn_v.weight": "Q4_K"}
+    d = tmp_path / "d.toml"
+    d.write_text('"a\\nb" = 1\n')  # a key with a line break
+    with pytest.raises(ConfigError) as e:
+        profile.load_file(d)
+    assert "\n" not in str(e.value) and "a\\nb" in str(e.value)
