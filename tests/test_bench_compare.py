@@ -93,16 +93,20 @@ prompt_tokens = 16
 gen_tokens = 4
 reps = 1
 [k12-math]
-n = 40
+n = 60
 max_tokens = 24
-[mmlu]
-n = 20
+[bpb]
+file = "../data/eval.txt"
+bytes = 3000
+n_ctx = 512
 """
 
 
 @pytest.fixture(scope="module")
 def broken_q2k(smollm2_path, tmp_path_factory):
-    """SmolLM2 requantized to Q2_K without an importance matrix: deliberately damaged."""
+    """SmolLM2 requantized to Q2_K without an importance matrix, every tensor (``pure``: llama.cpp's
+    Q2_K mix would keep SmolLM2's 576-wide rows at Q4_0, leaving it barely damaged): bits per byte
+    on the evaluation text go from about 1.5 to 3."""
     import ctypes
 
     import llama_cpp.llama_cpp as C
@@ -111,6 +115,7 @@ def broken_q2k(smollm2_path, tmp_path_factory):
     p = C.llama_model_quantize_default_params()
     p.ftype = C.LLAMA_FTYPE_MOSTLY_Q2_K
     p.allow_requantize = True
+    p.pure = True
     p.nthread = 2
     assert (
         C.llama_model_quantize(str(smollm2_path).encode(), str(dst).encode(), ctypes.byref(p)) == 0
@@ -126,7 +131,9 @@ def paired_runs(smollm2_path, broken_q2k, tmp_path_factory):
     from bench.runner import Progress, run
 
     d = tmp_path_factory.mktemp("paired")
-    (d / "paired.toml").write_text(SUITE)
+    (d / "paired.toml").write_text(
+        SUITE.replace("../data/eval.txt", str(suites.HERE.parent / "data" / "eval.txt"))
+    )
     suite = suites.load(str(d / "paired.toml"))
     out = d / "results.jsonl"
     recs = []
@@ -144,7 +151,7 @@ def test_the_model_against_itself_shows_no_detectable_difference(paired_runs):
     )
     c = json.loads(r.stdout)
     assert {t: v["verdict"] for t, v in c["tasks"].items()} == {t: stats.SAME for t in c["tasks"]}
-    assert "capability" in c["tasks"] and "k12-math" in c["tasks"]
+    assert {"capability", "k12-math", "bpb"} <= set(c["tasks"])
 
 
 def test_the_model_against_a_broken_quantization_is_worse(paired_runs):
@@ -158,6 +165,7 @@ def test_the_model_against_a_broken_quantization_is_worse(paired_runs):
     )
     assert c["tasks"]["capability"]["verdict"] == stats.WORSE, c["tasks"]
     assert c["tasks"]["capability"]["ci95"][1] < 0
+    assert c["tasks"]["bpb"]["verdict"] == stats.WORSE and c["tasks"]["bpb"]["difference"] > 0
     # every record states its intervals, how capability is composed and how it was prompted
     rec = recs[0]
     assert rec["capability_ci95"][0] <= rec["capability"] <= rec["capability_ci95"][1]
