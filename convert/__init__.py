@@ -2,9 +2,19 @@
 
 from convert import convert
 convert("path/to/hf-folder", "model.gguf", type="Q4_K_M")
+
+``convert`` and ``Result`` are loaded on first use, so that `edge-llm --help` (which imports
+`convert.cli` to list its commands) does not import numpy, gguf and llama.cpp.
 """
 
 from convert.errors import ConvertError
-from convert.hf_to_gguf import Result, convert
 
 __all__ = ["ConvertError", "Result", "convert"]
+
+
+def __getattr__(name: str):
+    if name in ("convert", "Result"):
+        from convert import hf_to_gguf
+
+        return getattr(hf_to_gguf, name)
+    raise AttributeError(f"module 'convert' has no attribute {name!r}")

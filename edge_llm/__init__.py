@@ -6,7 +6,9 @@
     for piece in m.stream("Tell me a story", max_tokens=64): print(piece, end="")
     reply = m.chat([{"role": "user", "content": "What is 12*7?"}])
 
-This package never imports ``convert`` or ``bench``: an app embeds it alone.
+This package never imports ``convert`` or ``bench``: an app embeds it alone. The model API is
+imported on first use (``edge_llm.load``), so that importing the package, and `edge-llm --help`,
+do not load numpy and llama.cpp.
 """
 
 from edge_llm.errors import (
@@ -16,8 +18,6 @@ from edge_llm.errors import (
     ModelNotFoundError,
     PromptError,
 )
-from edge_llm.model import Completion, Model, Stream, Timings, Usage, load
-from edge_llm.sampling import SamplingParams
 
 __version__ = "0.1.0"
 
@@ -35,3 +35,14 @@ __all__ = [
     "Usage",
     "load",
 ]
+
+_LAZY = {"Completion": "model", "Model": "model", "Stream": "model", "Timings": "model",
+         "Usage": "model", "load": "model", "SamplingParams": "sampling"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"edge_llm.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edge_llm' has no attribute {name!r}")

@@ -198,9 +198,9 @@ def main() -> int:
     t0 = time.perf_counter()
     if not (b_dir / "config.json").is_file():
         shutil.rmtree(b_dir, ignore_errors=True)
-        from edge_llm.cli.distill import _progress_bar
+        from convert.distill.cli import progress_bar
 
-        bar, update = _progress_bar()
+        bar, update = progress_bar()
         resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
         with bar:
             rb = distill(teacher, b_dir, layers=KEEP, recipe=recipe(tokens, freeze), device=args.device,

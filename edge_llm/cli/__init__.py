@@ -6,21 +6,7 @@ import sys
 
 import typer
 
-from edge_llm.cli import (
-    bench,
-    chat,
-    clean,
-    convert,
-    devices,
-    distill,
-    info,
-    models,
-    plan,
-    pull,
-    quant,
-    run,
-    serve,
-)
+from edge_llm.cli import chat, clean, devices, info, models, plan, pull, run, serve
 from edge_llm.errors import EdgeLLMError
 
 app = typer.Typer(
@@ -40,13 +26,58 @@ app.command("rm")(pull.rm)
 app.command("serve")(serve.serve)
 app.command("devices")(devices.devices)
 app.command("plan")(plan.plan)
-app.command("convert")(convert.convert)
-app.command("export-hf")(convert.export_hf)
-app.command("imatrix")(quant.imatrix)
-app.command("compare")(quant.compare)
-app.command("distill")(distill.distill)
 app.command("clean")(clean.clean)
-app.add_typer(bench.app, name="bench")
+
+PLUGIN_GROUP = "edge_llm.commands"
+
+
+def _source_entry_points(group: str = PLUGIN_GROUP) -> list:
+    """The group as the source checkout's pyproject.toml declares it: for an editable install
+    made before the group existed (its metadata lists none), so a checkout works before
+    ``pip install -e .`` is run again. An installed wheel has no pyproject.toml beside it."""
+    import tomllib
+    from importlib.metadata import EntryPoint
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        table = tomllib.loads(path.read_text())["project"]["entry-points"][group]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return []
+    return [EntryPoint(name=k, value=v, group=group) for k, v in table.items()]
+
+
+def entry_points_of(group: str) -> list:
+    """The installed entry points of ``group`` (else the source checkout's, see above)."""
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=group)) or _source_entry_points(group)
+
+
+def load_plugins(target: typer.Typer) -> list[str]:
+    """Let every installed ``edge_llm.commands`` entry point register its commands; the names of
+    those loaded. A plugin that fails to load is reported in one line and skipped."""
+    loaded = []
+    for ep in sorted(entry_points_of(PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()(target)
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the runtime's CLI
+            print(f"warning: the {ep.name} commands ({ep.value}) did not load: {e}", file=sys.stderr)
+            continue
+        loaded.append(ep.name)
+    return loaded
+
+
+_PLUGINS: list[str] | None = None
+
+
+def cli_app() -> typer.Typer:
+    """The app with every installed plugin's commands (loaded once, when the CLI runs: importing
+    this package imports no plugin)."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        _PLUGINS = load_plugins(app)
+    return app
 
 
 def _version(value: bool) -> None:
@@ -81,7 +112,7 @@ def main() -> None:
     interrupts.install()
     code: int = 0
     try:
-        rv = app(standalone_mode=False)
+        rv = cli_app()(standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except EdgeLLMError as e:
         print(f"error: {e}", file=sys.stderr)

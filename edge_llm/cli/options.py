@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -84,3 +85,24 @@ def sampling(**kwargs):
     if kwargs.get("stop") == []:
         kwargs["stop"] = None
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+Chunks = Annotated[
+    int | None,
+    typer.Option("--chunks", help="Use at most this many chunks (default: all)", min=1,
+                 show_default=False),
+]  # fmt: skip
+
+
+def model_path(model: str) -> Path:
+    from edge_llm.registry import resolve
+
+    return Path(model) if model.endswith(".gguf") or Path(model).is_file() else resolve(model)
+
+
+def read_text(path: Path, what: str) -> str:
+    from edge_llm.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; pass --text FILE")
+    return path.read_text(encoding="utf-8", errors="replace")

@@ -24,12 +24,16 @@ Yes = Annotated[
 
 
 def _converter():
-    """The convert package's checkpoint-to-GGUF function, or None when it is not installed."""
-    try:
-        from convert import convert
-    except ImportError:
-        return None
-    return convert
+    """The checkpoint-to-GGUF function the ``edge_llm.converter`` entry point names (the convert
+    package's `convert`: the runtime never imports it), or None when it is not installed."""
+    from edge_llm.cli import entry_points_of
+
+    for ep in entry_points_of("edge_llm.converter"):
+        try:
+            return ep.load()
+        except ImportError:
+            return None
+    return None
 
 
 def pull(

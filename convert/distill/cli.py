@@ -14,7 +14,7 @@ from edge_llm.cli import options as o
 from edge_llm.errors import ConfigError
 
 
-def _progress_bar():
+def progress_bar():
     """A rich progress bar fed by distill's progress(stage, done, total, info)."""
     from rich.console import Console
     from rich.progress import (
@@ -115,7 +115,7 @@ def distill(
         raise ConfigError("distillation needs torch and transformers: pip install 'edge-llm[distill]'") from None
     from convert.distill import distill as run
 
-    bar, update = _progress_bar()
+    bar, update = progress_bar()
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
               dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type,

@@ -1,7 +1,13 @@
-"""`edge-llm convert` and `edge-llm export-hf`: the converter's commands (package `convert`)."""
+"""The converter's commands: `edge-llm convert`, `export-hf`, `imatrix` and `distill`.
+
+They join the one `edge-llm` CLI as a plugin: pyproject.toml declares `register` in the entry-point
+group ``edge_llm.commands``, and `edge_llm.cli` calls it; the runtime package never imports
+`convert`. Heavy imports happen inside the commands, so ``edge-llm --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import sys
 from pathlib import Path
@@ -10,6 +16,9 @@ from typing import Annotated
 import typer
 
 from edge_llm.cli import options as o
+
+# the project's calibration text, packaged with the benchmark's texts (bench/data)
+_CALIBRATION = Path(str(importlib.resources.files("bench").joinpath("data/calibration.txt")))
 
 
 def convert(
@@ -176,3 +185,74 @@ def export_hf(
     path = Path(model) if Path(model).suffix == ".gguf" else resolve(model)
     out = run(path, output, dtype=dtype.lower(), force=force)
     print(f"wrote {out}")
+
+
+def imatrix(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="The GGUF to measure (a path or a model name), ideally unquantized (F32/F16/BF16).",
+            show_default=False,
+        ),
+    ],
+    text: Annotated[
+        Path,
+        typer.Option(
+            "--text",
+            "-f",
+            help="Calibration text (default: the project's bench/data/calibration.txt)",
+            show_default=False,
+        ),
+    ] = _CALIBRATION,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The imatrix file to write (llama.cpp's GGUF format)."),
+    ] = Path("imatrix.gguf"),
+    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Chunk size in tokens.", min=16)] = 512,
+    chunks: o.Chunks = None,
+    process_output: Annotated[
+        bool,
+        typer.Option("--process-output", help="Also collect output.weight, as llama-imatrix does."),
+    ] = False,
+    threads: o.Threads = None,
+    as_json: o.Json = False,
+    force: o.Force = False,
+) -> None:
+    """Compute an importance matrix (llama-imatrix's quantity and file format) over a text."""  # fmt: skip
+    from convert.imatrix import collect
+    from convert.outputs import check_output
+
+    path = o.model_path(model)
+    check_output(output, [path, text], force=force)
+    body = o.read_text(text, "calibration text")
+    show = not as_json and sys.stderr.isatty()
+
+    def step(i: int, n: int) -> None:
+        if show:
+            print(f"\rcomputing the importance matrix: chunk {i}/{n}", end="", file=sys.stderr)
+
+    im = collect(path, body, n_ctx=ctx, threads=threads, max_chunks=chunks,
+                 process_output=process_output, dataset=text.name, progress=step)  # fmt: skip
+    if show:
+        print(file=sys.stderr)
+    out = im.write(output)
+    summary = {"path": str(out), "entries": len(im.names()), "chunks": im.chunk_count,
+               "chunk_size": im.chunk_size, "tokens": im.chunk_count * im.chunk_size,
+               "dataset": text.name}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"wrote {out}: {summary['entries']} matrices, {im.chunk_count} chunks of {im.chunk_size} "
+        f"tokens from {text.name}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the converter's commands to the `edge-llm` app (the ``edge_llm.commands`` entry point)."""
+    from convert.distill.cli import distill
+
+    app.command("convert")(convert)
+    app.command("export-hf")(export_hf)
+    app.command("imatrix")(imatrix)
+    app.command("distill")(distill)

@@ -10,14 +10,18 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
 from edge_llm.cli import options as o
+
+_EVAL = Path(str(importlib.resources.files("bench").joinpath("data/eval.txt")))  # held out
 
 
 class _DefaultRun(TyperGroup):
@@ -258,3 +262,69 @@ def report(
     if plot:
         rep.plot(records, plot)
         print(f"wrote {plot}", file=sys.stderr)
+
+
+def compare(
+    reference: Annotated[
+        str, typer.Argument(help="The reference GGUF (a path or a model name).", show_default=False)
+    ],
+    candidate: Annotated[
+        str,
+        typer.Argument(help="The GGUF to judge against it (same vocabulary).", show_default=False),
+    ],
+    text: Annotated[
+        Path,
+        typer.Option(
+            "--text",
+            "-f",
+            help="Evaluation text (default: the project's held-out bench/data/eval.txt)",
+            show_default=False,
+        ),
+    ] = _EVAL,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Chunk size in tokens.", min=8)] = 512,
+    chunks: o.Chunks = None,
+    threads: o.Threads = None,
+    as_json: o.Json = False,
+) -> None:
+    """Fidelity of CANDIDATE to REFERENCE: KL divergence, top-1 agreement, perplexities, Δp."""  # fmt: skip
+    import time
+
+    from bench.fidelity import compare as run
+    from edge_llm.cli.progress import progress_bar
+
+    ref, cand = o.model_path(reference), o.model_path(candidate)
+    t0 = time.perf_counter()
+    with progress_bar(not as_json and sys.stderr.isatty()) as update:
+        r = run(
+            ref,
+            cand,
+            o.read_text(text, "evaluation text"),
+            n_ctx=ctx,
+            threads=threads,
+            max_chunks=chunks,
+            progress=update,
+        )
+    r["seconds"] = round(time.perf_counter() - t0, 2)
+    if as_json:
+        print(
+            json.dumps(
+                {"reference": str(ref), "candidate": str(cand), "text": str(text), **r}, indent=2
+            )
+        )
+        return
+    p = r["kld_percentiles"]
+    print(f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}, in {r['seconds']:.1f} s")  # fmt: skip
+    print(f"  mean KLD      {r['mean_kld']:.6f}")
+    print("  KLD           " + "  ".join(f"{k} {v:.5f}" for k, v in p.items()))
+    print(f"  top-1 agree   {100 * r['top1']:.2f}%")
+    print(f"  PPL           reference {r['ppl_reference']:.4f}  candidate {r['ppl_candidate']:.4f}  ratio {r['ppl_ratio']:.4f}")  # fmt: skip
+    print(
+        f"  Δp            mean {100 * r['mean_delta_p']:+.3f}%  RMS {100 * r['rms_delta_p']:.3f}%"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the benchmark's commands to the `edge-llm` app (the ``edge_llm.commands`` entry
+    point): `edge-llm compare` and the `edge-llm bench` group."""
+    app.command("compare")(compare)
+    app.add_typer(globals()["app"], name="bench")
