@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import recipes
+from convert import ggml_types, recipes
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
 from edge_llm.fsutil import sha256_file
@@ -106,7 +106,7 @@ def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.n
         return w
     if type_name == "F16":
         return w.astype(np.float16).astype(np.float32)
-    t = recipes.type_info(type_name)
+    t = ggml_types.type_info(type_name)
     lib = binding.lib()
     if imatrix is None and lib.ggml_quantize_requires_imatrix(t.ggml):
         raise ConvertError(f"{type_name} needs an importance matrix")
@@ -184,7 +184,7 @@ def column_weights(ref: TensorRef, imatrix: Imatrix | None, extra: Imatrix | Non
 
 def candidate_types(cols: int, use_imatrix: bool) -> list[str]:
     names = CANDIDATES + (IMATRIX_CANDIDATES if use_imatrix else [])
-    return [n for n in names if recipes.fits(recipes.TYPES[n], cols)]
+    return [n for n in names if ggml_types.fits(ggml_types.TYPES[n], cols)]
 
 
 def measure_errors(
@@ -199,8 +199,8 @@ def measure_errors(
     """Per tensor and candidate type, the importance-weighted squared quantization error."""
     lib = binding.lib()
     for n in CANDIDATES + IMATRIX_CANDIDATES:
-        if recipes.TYPES[n].block > 1:
-            lib.ggml_quantize_init(recipes.TYPES[n].ggml)
+        if ggml_types.TYPES[n].block > 1:
+            lib.ggml_quantize_init(ggml_types.TYPES[n].ggml)
 
     def one(ref: TensorRef) -> tuple[str, dict[str, float]]:
         rng = np.random.default_rng(zlib.crc32(ref.name.encode()))
@@ -312,7 +312,7 @@ class Sensitivity:
         """(type, padded bytes, predicted KLD contribution), smallest first."""
         g = self.gains[ref.name]
         opts = [
-            (t, padded(recipes.TYPES[t].nbytes(ref.n)), g * e)
+            (t, padded(ggml_types.TYPES[t].nbytes(ref.n)), g * e)
             for t, e in self.errors[ref.name].items()
         ]
         return sorted(opts, key=lambda o: (o[1], o[2]))
@@ -324,7 +324,7 @@ class Sensitivity:
 
     def data_bytes(self, types: dict[str, str]) -> int:
         by = {r.name: r for r in self.tensors}
-        return sum(padded(recipes.TYPES[t].nbytes(by[n].n)) for n, t in types.items())
+        return sum(padded(ggml_types.TYPES[t].nbytes(by[n].n)) for n, t in types.items())
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -372,8 +372,8 @@ def measure_gains(
     ev.set_reference(model)
     tick()
     means = imatrix.means() if (imatrix is not None and sens.use_imatrix) else None
-    base_types = {r.name: recipes.fallback(BASE_TYPE, r.cols) for r in refs}
-    probe_types = {r.name: recipes.fallback(PROBE_TYPE, r.cols) for r in refs}
+    base_types = {r.name: ggml_types.fallback(BASE_TYPE, r.cols) for r in refs}
+    probe_types = {r.name: ggml_types.fallback(PROBE_TYPE, r.cols) for r in refs}
     base, probe = workdir / "base.gguf", workdir / "probe-all.gguf"
     ftype = recipes.ftype_for(BASE_TYPE)
     qthreads = threads_default(threads)

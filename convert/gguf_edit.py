@@ -115,8 +115,9 @@ def _pad(n: int, align: int) -> int:
 
 
 def tensor_nbytes(ggml_type: int, n_elements: int) -> int:
-    lib = binding.lib()
-    return n_elements // lib.ggml_blck_size(int(ggml_type)) * lib.ggml_type_size(int(ggml_type))
+    from convert import ggml_types
+
+    return ggml_types.nbytes(ggml_type, n_elements)
 
 
 def stamp(src: str | Path, dst: str | Path, values: dict[str, Any]) -> None:

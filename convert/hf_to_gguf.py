@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gguf
 
-from convert import archs, budget, gguf_edit, quantize, recipes, validate
+from convert import archs, budget, ggml_types, gguf_edit, quantize, recipes, validate
 from convert import imatrix as imx
 from convert.archs.base import Architecture
 from convert.checkpoint import Checkpoint
@@ -356,9 +356,9 @@ class _Job:
                       "general.file_type": ftype,
                       "edge_llm.budget.target": label,
                       "edge_llm.budget.predicted_kld": float(predicted)}  # fmt: skip
-            ggml_types = {n: recipes.TYPES[t].ggml for n, t in types.items()}
+            ggml_ids = {n: ggml_types.TYPES[t].ggml for n, t in types.items()}
             if target is not None:
-                size = gguf_edit.planned_size(self.mid, ggml_types, values)
+                size = gguf_edit.planned_size(self.mid, ggml_ids, values)
                 if size > target:
                     data -= size - target
                     continue
@@ -392,7 +392,7 @@ def _dominant_ftype(sens, types: dict[str, str]) -> int:
     by = {r.name: r for r in sens.tensors}
     weight: dict[str, int] = {}
     for n, t in types.items():
-        weight[t] = weight.get(t, 0) + recipes.TYPES[t].nbytes(by[n].n)
+        weight[t] = weight.get(t, 0) + ggml_types.TYPES[t].nbytes(by[n].n)
     for t in sorted(weight, key=weight.get, reverse=True):
         if recipes.ftype_for(t) is not None:
             return recipes.ftype_for(t)

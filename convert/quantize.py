@@ -117,14 +117,14 @@ def llama_quantize(
     ``out.ftype``); ``allow_requantize``: ``src`` is already quantized (llama-quantize's
     --allow-requantize).
     """
-    from convert import recipes
+    from convert.ggml_types import TYPES as GGML
     from edge_llm.llama import binding
 
     if out is not None:
         check_imatrix(out, imatrix)
     ok = binding.quantize_file(
         src, dst, ftype if ftype is not None else out.ftype, threads, imatrix=imatrix,
-        tensor_types={n: recipes.TYPES[t].ggml for n, t in (types or {}).items()},
+        tensor_types={n: GGML[t].ggml for n, t in (types or {}).items()},
         allow_requantize=allow_requantize,
     )  # fmt: skip
     name = out.name if out is not None else "the requested types"

@@ -32,66 +32,14 @@ from pathlib import Path
 
 from convert.errors import ConvertError
 
+# the type table lives in convert.ggml_types; these names are re-exported for recipe users
+from convert.ggml_types import TYPES, TypeInfo, fallback, fits, type_info, type_name  # noqa: F401
+from convert.quantize import TYPES as OUT
+
 HERE = Path(__file__).parent / "recipes"
 KEY_NAME = "edge_llm.recipe.name"
 KEY_TEXT = "edge_llm.recipe.toml"
 KEY_TYPES = "edge_llm.tensor_types"  # ["blk.0.attn_q.weight=Q4_K", ...]
-
-
-@dataclass(frozen=True)
-class TypeInfo:
-    name: str
-    ggml: int
-    block: int
-    type_size: int
-    fallback: str | None
-    needs_imatrix: bool
-
-    def nbytes(self, n_elements: int) -> int:
-        return n_elements // self.block * self.type_size
-
-    def bpw(self) -> float:
-        return 8 * self.type_size / self.block
-
-
-def _load_types() -> dict[str, TypeInfo]:
-    table = tomllib.loads((HERE / "types.toml").read_text())["types"]
-    return {
-        name: TypeInfo(name, int(row["id"]), int(row["block"]), int(row["bytes"]),
-                       row.get("fallback"), bool(row.get("imatrix", False)))
-        for name, row in table.items()
-    }  # fmt: skip
-
-
-TYPES = _load_types()
-_BY_ID = {t.ggml: t.name for t in TYPES.values()}
-
-
-def type_info(name: str) -> TypeInfo:
-    key = str(name).upper()
-    if key not in TYPES:
-        raise ConvertError(f"unknown tensor type {name}; choose one of: {', '.join(TYPES)}")
-    return TYPES[key]
-
-
-def type_name(ggml_type: int) -> str:
-    return _BY_ID[int(ggml_type)]
-
-
-def fits(t: TypeInfo, ncols: int) -> bool:
-    return ncols % t.block == 0
-
-
-def fallback(name: str, ncols: int) -> str:
-    """The type llama.cpp's quantizer actually writes for ``name`` on rows of ``ncols``
-    (tensor_type_fallback): the fallback when the block does not divide the rows, F16 when
-    that does not fit either."""
-    t = type_info(name)
-    if fits(t, ncols):
-        return t.name
-    if t.fallback and fits(TYPES[t.fallback], ncols):
-        return t.fallback
-    return "F16"
 
 
 def quantizable(name: str, shape: tuple[int, ...]) -> bool:
@@ -185,8 +133,6 @@ class Recipe:
     @property
     def ftype(self) -> int:
         """llama.cpp's file type to record: ``file_type``, else the default type's plain one."""
-        from convert.quantize import TYPES as OUT
-
         if self.file_type:
             return OUT[self.file_type].ftype
         return ftype_for(self.default) or OUT["Q8_0"].ftype
@@ -203,8 +149,6 @@ _FTYPE_OF_TYPE = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q
 def ftype_for(type_name_: str) -> int | None:
     """The llama.cpp file type named after a tensor type (Q4_K -> Q4_K_M, ...); None for a type
     no plain file type is named after (MXFP4, Q2_0)."""
-    from convert.quantize import TYPES as OUT
-
     name = _FTYPE_OF_TYPE.get(type_name_)
     return OUT[name].ftype if name else None
 
@@ -252,8 +196,6 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
     default = type_info(data["default"]).name
     file_type = data.get("file_type")
     if file_type is not None:
-        from convert.quantize import TYPES as OUT
-
         if file_type not in OUT:
             raise ConvertError(
                 f"recipe {source}: unknown file_type {file_type}; choose one of: {', '.join(OUT)}"

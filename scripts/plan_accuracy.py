@@ -1,6 +1,6 @@
 """How well does `edge-llm plan` predict speed? Predicted vs measured tokens/s on this host.
 
-1. Calibrate the host afresh (edge_llm.devices.detect.calibrate): read bandwidth at 1..N threads
+1. Calibrate the host afresh (edge_llm.devices.calibrate): read bandwidth at 1..N threads
    with a small numpy read kernel, then per-type decode and prefill costs fitted on SmolLM2
    requantized to 7 weight types and Gemma 3 requantized to 2 (llama.cpp's quantizer, pure).
 2. For the shipped files, SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M (mixed types, never part of
@@ -34,13 +34,15 @@ def main() -> int:
 
     import edge_llm
     from edge_llm import gguf_info
-    from edge_llm.devices import available_cpus, detect
+    from edge_llm.devices import available_cpus, profile
+    from edge_llm.devices.calibrate import calibrate
     from edge_llm.devices.plan import Config, predict
     from edge_llm.registry import resolve
     from edge_llm.shapes import ModelShape
 
-    cal = detect.calibrate(progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok)
-    host = detect.host_profile()
+
+    cal = calibrate(progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok)
+    host = profile.host_profile()
     bw = {int(k): v for k, v in cal["read_bandwidth_by_threads"].items()}
     print(f"host: {host.description}")
     print(

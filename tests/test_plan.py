@@ -202,7 +202,7 @@ def test_peak_rss_stays_within_the_budget(smollm2_path, tmp_path, budget_gb):
 
 
 def test_calibration_fit_recovers_known_costs():
-    from edge_llm.devices.detect import _fit
+    from edge_llm.devices.calibrate import _fit
 
     truth = {"Q4_0": 0.11, "Q8_0": 0.07, "F32": 0.002}
     rows = []

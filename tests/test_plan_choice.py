@@ -105,6 +105,7 @@ def test_a_prediction_far_from_a_measured_run_is_flagged(smollm2_path, run_cli, 
 
 def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
     from edge_llm.devices import detect
+    from edge_llm.devices.calibrate import calibrate
     from edge_llm.errors import ConfigError
 
     monkeypatch.setenv("EDGE_LLM_HOME", str(tmp_path))
@@ -115,7 +116,7 @@ def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
         assert load is not None and load > detect.BUSY_CPUS
         t0 = time.perf_counter()
         with pytest.raises(ConfigError, match=r"this host is busy: other processes kept .* --busy-ok"):
-            detect.calibrate()
+            calibrate()
         assert time.perf_counter() - t0 < 10  # refused before measuring anything
     finally:
         for b in burners:

@@ -159,10 +159,10 @@ def _fp16(x):
 def _ggml_quantize(w: np.ndarray, name: str) -> np.ndarray:
     """ggml's own quantization of ``w`` [rows, cols] (ggml_quantize_chunk, no importance), as
     bytes [rows, row_bytes]."""
-    from convert import recipes
+    from convert.ggml_types import type_info
     from edge_llm.llama import binding
 
-    t = recipes.type_info(name)
+    t = type_info(name)
     lib = binding.lib()
     w = np.ascontiguousarray(w, dtype=np.float32)
     rows, cols = w.shape

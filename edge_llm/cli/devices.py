@@ -35,7 +35,9 @@ def devices(
     if calibrate:
         import sys
 
-        cal = detect.calibrate(
+        from edge_llm.devices.calibrate import calibrate as run_calibration
+
+        cal = run_calibration(
             progress=lambda msg: print(msg, file=sys.stderr, flush=True), busy_ok=busy_ok
         )
         busy = max(cal.get("load_before") or 0, cal.get("load_during_max") or 0)
@@ -45,7 +47,7 @@ def devices(
                "are pessimistic" if busy > detect.BUSY_CPUS else "")
             , file=sys.stderr,
         )  # fmt: skip
-    profiles = [detect.host_profile(), *profile.all_profiles()]
+    profiles = [profile.host_profile(), *profile.all_profiles()]
     if as_json:
         rows = [p.to_dict() for p in profiles]
         rows[0]["build_backends"] = detect.build_backends()  # the host: what this build runs on

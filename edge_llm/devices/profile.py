@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from edge_llm.errors import ConfigError
@@ -47,7 +49,7 @@ class DeviceProfile:
     # at least this fast (a comfortable reading pace in a chat)
     min_decode_tokens_per_s: float = 20.0
     source: str = ""  # the file it came from
-    # Measured per-type costs by thread count (the host only: edge_llm.devices.detect.calibrate).
+    # Measured per-type costs by thread count (the host only: edge_llm.devices.calibrate).
     calibration: dict | None = None
 
     @property
@@ -154,8 +156,6 @@ def get(name: str) -> DeviceProfile:
     if name.endswith(".toml") or os.sep in name:
         return load_file(name)
     if name == "host":
-        from edge_llm.devices.detect import host_profile
-
         return host_profile()
     files = profile_files()
     if name not in files:
@@ -168,3 +168,40 @@ def get(name: str) -> DeviceProfile:
 
 def all_profiles() -> list[DeviceProfile]:
     return [load_file(p) for p in profile_files().values()]
+
+
+@cache
+def host_profile() -> DeviceProfile:
+    """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
+    --calibrate`, edge_llm.devices.calibrate, about two minutes); without it they use the plain
+    roofline."""
+    from edge_llm.devices import detect
+    from edge_llm.devices.cpus import available_cpus
+    from edge_llm.llama.binding import cpu_kernels, supports_gpu_offload
+
+    cal = detect.cached_calibration()
+    total, avail = detect.memory_gb()
+    big, little = detect.big_little()
+    n = available_cpus()
+    bw = {int(k): v for k, v in (cal or {}).get("read_bandwidth_by_threads", {}).items()}
+    all_bw = bw.get(n) or detect.measure_read_bandwidth(n)
+    flags = " ".join(detect.simd_flags())
+    return DeviceProfile(
+        name="host",
+        description=f"this machine: {detect.cpu_model()}, {n} CPUs, llama.cpp CPU kernels"
+        f" {cpu_kernels().variant} ({flags})",
+        kind="host",
+        arch=platform.machine(),
+        big_cores=big,
+        little_cores=little,
+        ram_gb=round(total, 2),
+        app_memory_gb=round(min(avail, total), 2),
+        bandwidth_gbs=all_bw / 1e9,
+        core_bandwidth_gbs=bw.get(1, all_bw / n) / 1e9,
+        bandwidth_efficiency=min(1.0, (cal or {}).get("decode_efficiency", 0.6)),
+        cpu_gflops=(cal or {}).get("cpu_gflops", 20.0 * n),
+        power_w=15.0 * n,  # no sensor read here; the density benchmark reads RAPL where it can
+        gpu_backend="auto" if supports_gpu_offload() else "none",
+        source="detected",
+        calibration=(cal or {}).get("fit"),
+    )

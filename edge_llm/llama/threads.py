@@ -23,7 +23,7 @@ class ThreadPolicy:
 
     def __init__(self, fixed: int | None = None, *, adaptive: bool | None = None,
                  start: int | None = None):  # fmt: skip
-        from edge_llm.devices import CpuLoad, available_cpus, threads_for
+        from edge_llm.devices.cpus import CpuLoad, available_cpus, threads_for
 
         self.fixed = fixed
         if adaptive is None:
@@ -41,7 +41,7 @@ class ThreadPolicy:
     def update(self, wait: bool = False) -> int:
         """The count for the host's load now (unchanged when fixed or when nothing new is known)."""
         if self._load is not None:
-            from edge_llm.devices import available_cpus, threads_for
+            from edge_llm.devices.cpus import available_cpus, threads_for
 
             busy = self._load.others_busy(wait=wait)
             if busy is not None:
