@@ -23,36 +23,23 @@ and added tokens' lstrip/rstrip flags.
 from __future__ import annotations
 
 import json
-import re
-import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import gguf
 
+from convert import spm
 from convert.errors import ConvertError
 
-TABLE_FILE = Path(__file__).with_name("pretokenizers.toml")
+# the pre-tokenizer table (pretokenizer_table is re-exported for the tests and scripts)
+from convert.pretokenizers import components, decide_pre, pretokenizer_table
 
 # Special-token kinds read from the tokenizer files, in the order they are looked up.
 SPECIAL_KINDS = ("bos", "eos", "unk", "sep", "pad", "mask")
 # Kinds Vocab.write can store (gguf.GGUFWriter.add_<kind>_token_id).
 WRITABLE_KINDS = (*SPECIAL_KINDS, "eot", "eom")
 
-# SentencePiece ModelProto.SentencePiece.Type values -> GGUF token types (same numbers, by name).
-_SPM_TYPES = {
-    1: gguf.TokenType.NORMAL,
-    2: gguf.TokenType.UNKNOWN,
-    3: gguf.TokenType.CONTROL,
-    4: gguf.TokenType.USER_DEFINED,
-    5: gguf.TokenType.UNUSED,
-    6: gguf.TokenType.BYTE,
-}
-_SPM_BPE = 2  # TrainerSpec.ModelType: UNIGRAM=1, BPE=2, WORD=3, CHAR=4
-_SPM_MODEL_TYPES = {1: "unigram", 2: "BPE", 3: "word", 4: "char"}
 _SPM_ADDED_SCORE = -1000.0  # score of tokens added on top of tokenizer.model (as llama.cpp)
 
 
@@ -71,6 +58,36 @@ class Vocab:
     add_eos: bool | None
     chat_template: str | None
     add_space_prefix: bool | None = None  # SentencePiece add_dummy_prefix, when known
+
+    @classmethod
+    def from_gguf(cls, values: dict[str, Any]) -> Vocab:
+        """The vocabulary a GGUF's metadata (key -> value, as gguf-py reads it) describes: the
+        inverse of `write`, for export-hf."""
+        tokens = values.get("tokenizer.ggml.tokens")
+        if not tokens:
+            raise ConvertError(
+                "the GGUF has no tokenizer (tokenizer.ggml.tokens); export-hf needs one"
+            )
+        types = values.get("tokenizer.ggml.token_type") or [gguf.TokenType.NORMAL] * len(tokens)
+        keys = {kind: getattr(gguf.Keys.Tokenizer, f"{kind.upper()}_ID") for kind in WRITABLE_KINDS}
+        ids = {kind: int(values[key]) for kind, key in keys.items() if values.get(key) is not None}
+
+        def flag(key: str) -> bool | None:
+            return None if values.get(key) is None else bool(values[key])
+
+        return cls(
+            model=values.get("tokenizer.ggml.model", ""),
+            pre=values.get("tokenizer.ggml.pre"),
+            tokens=list(tokens),
+            scores=values.get("tokenizer.ggml.scores"),
+            token_types=[int(t) for t in types],
+            merges=list(values.get("tokenizer.ggml.merges") or []),
+            special_ids={k: i for k, i in ids.items() if 0 <= i < len(tokens)},
+            add_bos=flag("tokenizer.ggml.add_bos_token"),
+            add_eos=flag("tokenizer.ggml.add_eos_token"),
+            chat_template=values.get("tokenizer.chat_template"),
+            add_space_prefix=flag("tokenizer.ggml.add_space_prefix"),
+        )
 
     def write(self, w: gguf.GGUFWriter) -> None:
         """Add the tokenizer keys to ``w`` (before its header is written)."""
@@ -185,28 +202,6 @@ def _read_json(path: Path) -> dict | None:
     return data
 
 
-@cache
-def pretokenizer_table() -> dict:
-    """pretokenizers.toml, with each entry's splits resolved to canonical regexes."""
-    with TABLE_FILE.open("rb") as f:
-        table = tomllib.load(f)
-    table["equivalent"] = [(e["from"], e["to"]) for e in table.get("equivalent", [])]
-    regex = {name: canonical_regex(r, table["equivalent"]) for name, r in table["regex"].items()}
-    table["regex"] = regex
-    for entry in table["pre"]:
-        entry["regexes"] = [regex[name] for name in entry["splits"]]
-        entry.setdefault("also", [])
-    return table
-
-
-def known_pre_names() -> list[str]:
-    """Every pre-tokenizer name --pre accepts (llama.cpp's names)."""
-    table = pretokenizer_table()
-    names = list(table["known"])
-    names += [n for e in table["pre"] for n in [e["name"], *e["also"]] if n not in names]
-    return names
-
-
 # --- which tokenizer -------------------------------------------------------------------------
 
 
@@ -258,18 +253,8 @@ def _model_type(tj: dict) -> str:
     return str(model_type)
 
 
-def _components(node: Any) -> Iterator[dict]:
-    """Every typed component of a normalizer / pre-tokenizer / decoder / post-processor."""
-    if not isinstance(node, dict):
-        return
-    yield node
-    for key in ("pretokenizers", "normalizers", "decoders", "processors"):
-        for child in node.get(key) or []:
-            yield from _components(child)
-
-
 def _is_byte_level(tj: dict) -> bool:
-    parts = [*_components(tj.get("pre_tokenizer")), *_components(tj.get("decoder"))]
+    parts = [*components(tj.get("pre_tokenizer")), *components(tj.get("decoder"))]
     return any(c.get("type") == "ByteLevel" for c in parts)
 
 
@@ -278,7 +263,7 @@ def _is_sentencepiece_style(tj: dict) -> bool:
     if tj["model"].get("byte_fallback"):
         return True
     for key in ("normalizer", "pre_tokenizer", "decoder"):
-        for c in _components(tj.get(key)):
+        for c in components(tj.get(key)):
             if c.get("type") == "Metaspace" or "▁" in json.dumps(c, ensure_ascii=False):
                 return True
     return False
@@ -384,123 +369,6 @@ def bpe_merges(merges: Any) -> list[str]:
     return out
 
 
-# --- the pre-tokenizer decision --------------------------------------------------------------
-
-
-def decide_pre(tj: dict, pre: str | None) -> str:
-    """The llama.cpp pre-tokenizer name for a byte-level BPE tokenizer.json.
-
-    ``pre`` (from --pre) wins when it is a name llama.cpp knows. Otherwise the normalizer must
-    be one llama.cpp can skip, and the pre-tokenizer's splits plus the model's ignore_merges
-    must equal an entry of pretokenizers.toml.
-    """
-    if pre is not None:
-        return validate_pre(pre)
-    check_normalizer(tj.get("normalizer"))
-    splits = pre_tokenizer_splits(tj.get("pre_tokenizer"))
-    ignore_merges = bool(tj["model"].get("ignore_merges", False))
-    entries = pretokenizer_table()["pre"]
-    for entry in entries:
-        if entry["regexes"] == splits and entry["ignore_merges"] == ignore_merges:
-            return entry["name"]
-    hint = ""
-    for entry in entries:
-        if entry["regexes"] == splits:
-            hint = (
-                f" (the splits are {entry['name']}'s, which has "
-                f"ignore_merges={str(entry['ignore_merges']).lower()})"
-            )
-            break
-    found = ", ".join(f"'{s}'" for s in splits) or "none"
-    raise ConvertError(
-        f"tokenizer.json's pre-tokenizer matches no llama.cpp pre-tokenizer: splits [{found}], "
-        f"ignore_merges={str(ignore_merges).lower()}{hint}; if you know one that splits text "
-        f"the same way, pass --pre NAME with a name from convert/pretokenizers.toml "
-        f"(e.g. {', '.join(_example_names())})"
-    )
-
-
-def validate_pre(pre: str) -> str:
-    """``pre`` when llama.cpp knows the name (pretokenizers.toml `known`), else ConvertError."""
-    names = known_pre_names()
-    if pre not in names:
-        raise ConvertError(
-            f"unknown pre-tokenizer {pre!r}; llama.cpp knows {', '.join(_example_names())}, "
-            f"... ({len(names)} names, see convert/pretokenizers.toml)"
-        )
-    return pre
-
-
-def _example_names() -> list[str]:
-    return [e["name"] for e in pretokenizer_table()["pre"]][:6]
-
-
-def check_normalizer(normalizer: Any) -> None:
-    """Only normalizers llama.cpp can leave out (pretokenizers.toml accepted_normalizers)."""
-    accepted = set(pretokenizer_table()["accepted_normalizers"]) | {"Sequence"}
-    bad = [c.get("type") for c in _components(normalizer) if c.get("type") not in accepted]
-    if bad:
-        raise ConvertError(
-            f"tokenizer.json has normalizer {', '.join(map(str, bad))}, which llama.cpp's gpt2 "
-            "tokenizer does not apply; pass --pre NAME to convert anyway"
-        )
-
-
-def pre_tokenizer_splits(node: Any) -> list[str]:
-    """tokenizer.json's pre_tokenizer as the ordered list of canonical split regexes.
-
-    A step llama.cpp cannot express becomes a "<...>" marker, which matches no entry.
-    """
-    if node is None:
-        return []
-    if not isinstance(node, dict):
-        return [f"<{node!r}>"]
-    regex = pretokenizer_table()["regex"]
-    kind = node.get("type")
-    if kind == "Sequence":
-        return [s for child in node.get("pretokenizers") or [] for s in pre_tokenizer_splits(child)]
-    if kind == "ByteLevel":
-        steps = ["<ByteLevel add_prefix_space>"] if node.get("add_prefix_space") else []
-        return steps + ([regex["gpt2"]] if node.get("use_regex", True) else [])
-    if kind == "Digits":
-        return [regex["digit"] if node.get("individual_digits") else regex["digits"]]
-    if kind == "Punctuation":
-        behavior = str(node.get("behavior", "Isolated")).lower()
-        if behavior == "contiguous":
-            return [regex["punct_run"]]
-        return [regex["punct"]] if behavior == "isolated" else [f"<Punctuation {behavior}>"]
-    if kind == "Split":
-        return [_split_regex(node)]
-    return [f"<{kind}>"]
-
-
-def _split_regex(node: dict) -> str:
-    pattern = node.get("pattern") or {}
-    if "Regex" in pattern:
-        regex = canonical_regex(str(pattern["Regex"]), pretokenizer_table()["equivalent"])
-    else:
-        regex = _escape_literal(str(pattern.get("String", "")))
-    behavior = str(node.get("behavior", "Isolated"))
-    if behavior.lower() != "isolated" or node.get("invert"):
-        inverted = " inverted" if node.get("invert") else ""
-        return f"<Split {behavior}{inverted}: {regex}>"
-    return regex
-
-
-def canonical_regex(regex: str, equivalents: list[tuple[str, str]]) -> str:
-    """``regex`` with control characters escaped and known equivalent spellings unified."""
-    regex = regex.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-    for old, new in equivalents:
-        regex = regex.replace(old, new)
-    return regex
-
-
-def _escape_literal(text: str) -> str:
-    """A Split String pattern as the regex that matches it."""
-    text = re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
-    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-
-
 # --- SentencePiece ---------------------------------------------------------------------------
 
 
@@ -516,10 +384,10 @@ def sentencepiece_vocab(files: TokenizerFiles, vocab_size: int, pre: str | None)
         raise ConvertError(
             f"{files.dir} has no tokenizer.model; add it from the model's repository"
         )
-    sp = _load_sentencepiece(path)
-    proto = _sentencepiece_proto(path)
-    if proto is not None and proto.trainer_spec.model_type != _SPM_BPE:
-        kind = _SPM_MODEL_TYPES.get(proto.trainer_spec.model_type, "unknown")
+    sp = spm.load_processor(path)
+    proto = spm.load_proto(path)
+    if proto is not None and proto.trainer_spec.model_type != spm.BPE:
+        kind = spm.MODEL_TYPES.get(proto.trainer_spec.model_type, "unknown")
         raise ConvertError(
             f"tokenizer.model is a SentencePiece {kind} model; llama.cpp's SentencePiece "
             "tokenizer reproduces only BPE models, so it is not supported"
@@ -530,7 +398,7 @@ def sentencepiece_vocab(files: TokenizerFiles, vocab_size: int, pre: str | None)
     for i in range(sp.vocab_size()):
         texts[i] = sp.IdToPiece(i)
         scores[i] = sp.GetScore(i)
-        types[i] = _piece_type(sp, proto, i)
+        types[i] = spm.piece_type(sp, proto, i)
     for token_id, text, special in added_tokens(files):
         if texts.get(token_id) == text and types[token_id] != gguf.TokenType.NORMAL:
             continue  # tokenizer.model already marks it (e.g. <s> CONTROL, <unk> UNKNOWN)
@@ -562,49 +430,6 @@ def sentencepiece_vocab(files: TokenizerFiles, vocab_size: int, pre: str | None)
             bool(proto.normalizer_spec.add_dummy_prefix) if proto is not None else None
         ),
     )
-
-
-def _load_sentencepiece(path: Path) -> Any:
-    try:
-        import sentencepiece
-    except ImportError as e:
-        raise ConvertError(
-            "reading tokenizer.model needs sentencepiece: pip install sentencepiece"
-        ) from e
-    sp = sentencepiece.SentencePieceProcessor()
-    try:
-        sp.LoadFromFile(str(path))
-    except (OSError, RuntimeError) as e:
-        raise ConvertError(
-            f"tokenizer.model is not a SentencePiece model ({e}); re-download it"
-        ) from e
-    return sp
-
-
-def _sentencepiece_proto(path: Path) -> Any | None:
-    """The parsed ModelProto (piece types, model type, add_dummy_prefix), or None without
-    protobuf; then the types come from the processor and the model type is not checked."""
-    try:
-        from sentencepiece import sentencepiece_model_pb2
-    except ImportError:
-        return None
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(path.read_bytes())
-    return proto
-
-
-def _piece_type(sp: Any, proto: Any | None, i: int) -> int:
-    if proto is not None:
-        return int(_SPM_TYPES.get(proto.pieces[i].type, gguf.TokenType.NORMAL))
-    if sp.IsUnknown(i):
-        return int(gguf.TokenType.UNKNOWN)
-    if sp.IsControl(i):
-        return int(gguf.TokenType.CONTROL)
-    if sp.IsUnused(i):
-        return int(gguf.TokenType.UNUSED)
-    if sp.IsByte(i):
-        return int(gguf.TokenType.BYTE)
-    return int(gguf.TokenType.NORMAL)
 
 
 # --- special tokens, flags, chat template ----------------------------------------------------
@@ -708,7 +533,7 @@ def add_special_flags(
 def _post_processor_flags(node: Any) -> tuple[bool, bool, str | None] | None:
     """What a post-processor adds around one sequence: (bos?, eos?, leading token), or None
     when it adds nothing decisive (none, or ByteLevel only)."""
-    for c in _components(node):
+    for c in components(node):
         kind = c.get("type")
         if kind == "TemplateProcessing":
             single = c.get("single") or []

@@ -29,8 +29,9 @@ transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 import convert.export_hf as mod  # noqa: E402
+from convert.archs.llama import unpermute_rope_rows  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
-from convert.export_hf import export_hf, unpermute_rope_rows  # noqa: E402
+from convert.export_hf import export_hf  # noqa: E402
 
 GGML_TYPE_F32 = 0
 

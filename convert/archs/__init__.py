@@ -18,9 +18,9 @@ def register(arch: Architecture) -> Architecture:
 
 
 def registry() -> dict[str, Architecture]:
-    if not _REGISTRY:
-        for m in MODULES:
-            importlib.import_module(f"convert.archs.{m}")
+    # every module, even when one was imported directly (and registered itself) before
+    for m in MODULES:
+        importlib.import_module(f"convert.archs.{m}")
     return _REGISTRY
 
 

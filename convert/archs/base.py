@@ -1,8 +1,10 @@
-"""What an architecture is, as data: HF tensor names -> GGUF names, config fields -> GGUF keys,
-and the named weight transforms that llama.cpp's layout needs.
+"""What an architecture is, as data, in both directions: HF tensor names -> GGUF names, config
+fields -> GGUF keys, the named weight transforms that llama.cpp's layout needs, and (`Export`) the
+way back for export-hf: the config builder and the transforms that undo the layout changes.
 
 An architecture file (llama.py, qwen2.py, ...) builds one `Architecture` and registers it under
-the Hugging Face `architectures` names it handles.
+the Hugging Face `architectures` names it handles. The GGUF -> HF tensor names are the same table
+inverted, so the two directions cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,106 @@ from convert.errors import ConvertError
 
 Transform = Callable[[np.ndarray, dict], np.ndarray]
 MISSING = object()
+
+
+# --- a GGUF's metadata, for the way back ---------------------------------------------------------
+
+
+class Metadata:
+    """A GGUF's key/value metadata, with ``arch(key)`` for the ``{architecture}.`` keys."""
+
+    def __init__(self, values: dict[str, Any], tensor_names: set[str]):
+        self.values = values
+        self.tensor_names = tensor_names
+        self.architecture: str = values.get("general.architecture", "")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def arch(self, key: str, default: Any = None) -> Any:
+        return self.values.get(f"{self.architecture}.{key}", default)
+
+    def require(self, key: str) -> Any:
+        value = self.arch(key)
+        if value is None:
+            raise ConvertError(
+                f"the GGUF lacks {self.architecture}.{key}; it is damaged or was not written by "
+                "llama.cpp's converter"
+            )
+        return value
+
+    # hyperparameters every architecture needs
+    @property
+    def n_head(self) -> int:
+        return int(self.require("attention.head_count"))
+
+    @property
+    def n_head_kv(self) -> int:
+        return int(self.arch("attention.head_count_kv", self.n_head))
+
+    @property
+    def n_embd(self) -> int:
+        return int(self.require("embedding_length"))
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.arch("attention.key_length", self.n_embd // self.n_head))
+
+    @property
+    def tied(self) -> bool:
+        """No separate output.weight: the head reuses the embeddings (llama.cpp does the same)."""
+        return "output.weight" not in self.tensor_names
+
+
+def plain(value: Any) -> Any:
+    """A metadata value as JSON-friendly Python; float32 values in their shortest decimal form
+    (1e-05, not 9.999999747378752e-06)."""
+    if isinstance(value, float):
+        return float(str(np.float32(value)))
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def rope_parameters(meta: Metadata, theta: float, scaled: bool = True) -> dict[str, Any]:
+    """HF ``rope_parameters`` for a theta, with the GGUF's linear scaling if it has any."""
+    params: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
+    kind = meta.arch("rope.scaling.type")
+    factor = meta.arch("rope.scaling.factor")
+    if scaled and kind not in (None, "none") and factor not in (None, 0.0, 1.0):
+        if kind != "linear":
+            raise ConvertError(
+                f"the GGUF uses {kind} RoPE scaling, which export-hf cannot map back yet; "
+                "only linear scaling is supported"
+            )
+        params = {"rope_type": "linear", "rope_theta": theta, "factor": plain(factor)}
+    return params
+
+
+InverseTransform = Callable[[np.ndarray, Metadata], np.ndarray]
+
+# GGUF key (after "{arch}.") -> config.json field, for the plain one-to-one ones
+COMMON_CONFIG = {
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "block_count": "num_hidden_layers",
+    "attention.head_count": "num_attention_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+}
+
+
+@dataclass(frozen=True)
+class Export:
+    """GGUF -> Hugging Face for one architecture (export-hf)."""
+
+    model_type: str  # config.json "model_type"
+    # config.json fields that are not one key each: (metadata) -> fields
+    config: Callable[[Metadata], dict[str, Any]]
+    # GGUF tensor name pattern ("{bid}": a block number, "*": any text) -> the transform back to
+    # HF's layout, applied in float32
+    transforms: dict[str, InverseTransform] = field(default_factory=dict)
+    plain_config: dict[str, str] = field(default_factory=lambda: dict(COMMON_CONFIG))
 
 
 @dataclass(frozen=True)
@@ -45,6 +147,7 @@ class Architecture:
     # metadata that is not a plain config field: (config) -> [(key, value)]
     extra_metadata: Callable[[dict], list[tuple[str, Any]]] | None = None
     block_count_field: str = "num_hidden_layers"
+    export: Export | None = None  # the way back, for the architectures export-hf supports
 
     # --- name mapping -------------------------------------------------------------------------
     def _patterns(self) -> list[tuple[re.Pattern, str]]:
@@ -80,6 +183,25 @@ class Architecture:
     def transform_for(self, gguf_name: str) -> Transform | None:
         generic = re.sub(r"^blk\.\d+\.", "blk.{bid}.", gguf_name)
         return self.transforms.get(generic)
+
+    # --- the way back (export-hf) --------------------------------------------------------------
+    def hf_name(self, gguf_name: str) -> str:
+        """The checkpoint name of a GGUF tensor: the tensor table read backwards."""
+        for hf, gg in self.tensors.items():
+            rx = re.escape(gg).replace(r"\{bid\}", r"(?P<bid>\d+)")
+            if m := re.fullmatch(rx, gguf_name):
+                return hf.replace("{bid}", m.groupdict().get("bid") or "")
+        raise ConvertError(
+            f"tensor {gguf_name} has no Hugging Face name in export-hf's {self.gguf_arch} table; "
+            "this GGUF variant is not supported yet"
+        )
+
+    def inverse_transform(self, gguf_name: str) -> InverseTransform | None:
+        for pattern, fn in (self.export.transforms if self.export else {}).items():
+            rx = re.escape(pattern).replace(r"\{bid\}", r"\d+").replace(r"\*", r".*")
+            if re.fullmatch(rx, gguf_name):
+                return fn
+        return None
 
     # --- metadata -----------------------------------------------------------------------------
     def metadata(self, config: dict) -> list[tuple[str, Any]]:
