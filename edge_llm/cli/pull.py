@@ -26,7 +26,7 @@ Yes = Annotated[
 def _converter():
     """The checkpoint-to-GGUF function the ``edge_llm.converter`` entry point names (the convert
     package's `convert`: the runtime never imports it), or None when it is not installed."""
-    from edge_llm.cli import entry_points_of
+    from edge_llm.cli.plugins import entry_points_of
 
     for ep in entry_points_of("edge_llm.converter"):
         try:
