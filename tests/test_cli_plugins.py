@@ -80,9 +80,9 @@ def test_the_runtime_alone_has_its_own_commands_and_imports_neither_package():
     assert imported(r) == ("", "")
 
 
-def test_a_broken_plugin_is_one_warning_line_and_the_cli_still_works():
+def test_a_plugin_that_fails_to_register_is_one_warning_line_and_the_cli_still_works():
     patch = (
-        "bad = md.EntryPoint(name='broken', value='no_such_package.cli:register', "
+        "bad = md.EntryPoint(name='broken', value='json:loads', "
         "group='edge_llm.commands')\n"
         "md.entry_points = lambda **kw: [bad, *real(**kw)]"
     )
@@ -101,32 +101,22 @@ def test_a_checkout_installed_before_the_group_existed_reads_it_from_pyproject()
     assert readme_commands() <= listed
 
 
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level packages a module imports, anywhere in its code."""
+    tree = ast.parse(path.read_text())
+    mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module for n in ast.walk(tree)
+             if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}  # fmt: skip
+    return {m.split(".")[0] for m in mods}
+
+
 def test_no_runtime_module_imports_convert_or_bench_not_even_the_cli():
-    offenders = []
-    for path in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.relative_to(PKG)}: {n}" for n in names
-                          if n.split(".")[0] in ("convert", "bench")]  # fmt: skip
-    assert offenders == []
+    offenders = {str(p.relative_to(PKG)): top_level_imports(p) & {"convert", "bench"}
+                 for p in PKG.rglob("*.py")}  # fmt: skip
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_llama_cpp_is_imported_only_by_the_llama_layer():
-    offenders = []
-    for pkg in ("edge_llm", "convert", "bench"):
-        for path in (ROOT / pkg).rglob("*.py"):
-            if path.is_relative_to(PKG / "llama"):
-                continue
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                              if n.split(".")[0] == "llama_cpp"]  # fmt: skip
-    assert offenders == []
+    importers = sorted(str(p.relative_to(ROOT)) for pkg in ("edge_llm", "convert", "bench")
+                       for p in (ROOT / pkg).rglob("*.py") if "llama_cpp" in top_level_imports(p))  # fmt: skip
+    assert importers and all(p.startswith("edge_llm/llama/") for p in importers), importers

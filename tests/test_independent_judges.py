@@ -2,8 +2,8 @@
 had no test.
 
 Judges: llama-cpp-python's LLAMA_FTYPE_* constants (file types), llama.cpp's quantizer run
-without an importance matrix (which file and tensor types need one), a ChatML prompt written out
-by hand (the fallback template), the README's wording (Phi-3 LongRoPE is refused).
+without an importance matrix (which file and tensor types need one), a transcript written out by hand
+(a model without a chat template), the README's wording (Phi-3 LongRoPE is refused).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def test_tensor_types_that_need_an_imatrix_are_those_llama_cpp_refuses(f32_gguf,
     assert ok == (not t.needs_imatrix)
 
 
-def test_a_gguf_without_a_chat_template_chats_in_chatml(tmp_path):
+def test_a_gguf_without_a_chat_template_chats_in_a_plain_transcript(tmp_path):
+    """README: a GGUF without a template is a completion model; chat gives it `User: ...` /
+    `Assistant:` (not ChatML tags it never learned)."""
     import edge_llm
 
     src = make_checkpoint(tmp_path / "tiny", **DIMS)
@@ -74,10 +76,9 @@ def test_a_gguf_without_a_chat_template_chats_in_chatml(tmp_path):
     out = tmp_path / "tiny.gguf"
     convert(src, out, type="F16")
     with edge_llm.load(out, n_ctx=256, threads=1) as m:
-        assert not m.has_chat_template
+        assert not m.has_chat_template and not m.is_chat_model
         messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-        want = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-        assert m.render_chat(messages) == want
+        assert m.render_chat(messages) == "Be brief.\n\nUser: Hi\nAssistant:"
 
 
 def test_phi3_longrope_is_refused_in_one_line(tmp_path, run_cli):

@@ -38,11 +38,16 @@ def entry_points_of(group: str) -> list:
 
 def load_plugins(target: typer.Typer) -> list[str]:
     """Let every installed ``edge_llm.commands`` entry point register its commands; the names of
-    those loaded. A plugin that fails to load is reported in one line and skipped."""
+    those loaded. A plugin whose package cannot be imported is left out; one whose registration
+    fails is reported in one line and skipped."""
     loaded = []
     for ep in sorted(entry_points_of(PLUGIN_GROUP), key=lambda e: e.name):
         try:
-            ep.load()(target)
+            register = ep.load()
+        except ImportError:  # its package is not installed (or not importable): no commands
+            continue
+        try:
+            register(target)
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the runtime's CLI
             print(f"warning: the {ep.name} commands ({ep.value}) did not load: {e}", file=sys.stderr)
             continue
