@@ -244,12 +244,7 @@ class Backend:
         return Embedder(self, n_ctx)
 
     def close(self) -> None:
-        if self.ctx:
-            C.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
-            C.llama_model_free(self.model)
-            self.model = None
+        binding.free(self)
 
     def __del__(self) -> None:
         try:

@@ -131,6 +131,17 @@ def load_model(path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = Fa
     return model
 
 
+def free(owner) -> None:
+    """Free ``owner.ctx`` (a llama_context) and ``owner.model`` (a llama_model) where set, context
+    first, and clear them (safe to call twice)."""
+    if getattr(owner, "ctx", None):
+        C.llama_free(owner.ctx)
+        owner.ctx = None
+    if getattr(owner, "model", None):
+        C.llama_model_free(owner.model)
+        owner.model = None
+
+
 def tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[int]:
     """Token ids of TEXT with a llama.cpp vocabulary (`llama_model_get_vocab`)."""
     data = text.encode("utf-8")

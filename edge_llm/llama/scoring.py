@@ -157,12 +157,7 @@ class ScoringContext:
         if self.batch is not None:
             C.llama_batch_free(self.batch)
             self.batch = None
-        if self.ctx:
-            C.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
-            C.llama_model_free(self.model)
-            self.model = None
+        binding.free(self)
 
     def __enter__(self) -> ScoringContext:
         return self
