@@ -325,8 +325,10 @@ def collect(
             f"--ctx {n_ctx} is below {MIN_ROWS}: llama-imatrix collects nothing then"
         )
     collector = Collector(process_output=process_output, extra=extra)
-    with ScoringContext(model_path, n_ctx=n_ctx, threads=threads, eval_callback=collector.callback,
-                        error=ConvertError) as sc:  # fmt: skip
+    with interrupts.deferred(), ScoringContext(  # Ctrl-C: stop llama.cpp, then raise
+        model_path, n_ctx=n_ctx, threads=threads, eval_callback=collector.callback,
+        error=ConvertError,
+    ) as sc:  # fmt: skip
         tokens = sc.tokenize(text)
         if len(tokens) < 2 * n_ctx:
             raise ConvertError(

@@ -15,17 +15,19 @@ tenth of a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _requested = threading.Event()
 _signal: list[int] = []  # the last signal received
+_deferred = [0]  # > 0 while native code that calls back into Python runs (see `deferred`)
 _native: set[threading.Thread] = set()
 
 
@@ -51,7 +53,23 @@ def _exception(signum: int) -> BaseException:
 def _on_signal(signum, frame) -> None:
     _signal.append(signum)
     _requested.set()
+    if _deferred[0]:
+        return  # raised by `deferred` when the native call returns (callbacks poll `requested`)
     raise _exception(signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Native calls inside this block call back into Python (llama.cpp's log and evaluation
+    callbacks), where an exception from the signal handler would be printed and dropped by
+    ctypes. So the handler only records the signal here; callbacks poll `requested` to stop
+    llama.cpp, and the signal's exception is raised when the block ends."""
+    _deferred[0] += 1
+    try:
+        yield
+    finally:
+        _deferred[0] -= 1
+    raise_if_requested()
 
 
 def install() -> None:
