@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gguf import GGUFReader
 from test_convert_errors import assert_one_line_error, make_checkpoint
 
 from convert import ConvertError, convert, recipes
@@ -151,6 +152,14 @@ def test_imatrix_reaches_llama_cpps_quantizer(tiny, tmp_path, run_cli):
     convert(src, tmp_path / "a.gguf", type="Q4_K_M")
     convert(src, tmp_path / "b.gguf", type="Q4_K_M", imatrix=out)
     assert (tmp_path / "a.gguf").read_bytes() != (tmp_path / "b.gguf").read_bytes()
+    # ... in the quantized weights themselves, not only in the imatrix metadata it records: the
+    # same tensors of the same types, and K-quant blocks with other bytes
+    a, b = ({t.name: t for t in GGUFReader(tmp_path / n).tensors} for n in ("a.gguf", "b.gguf"))
+    assert {n: t.tensor_type for n, t in a.items()} == {n: t.tensor_type for n, t in b.items()}
+    changed = [n for n in a if not np.array_equal(np.array(a[n].data), np.array(b[n].data))]
+    assert changed and all(a[n].tensor_type.name.endswith("_K") for n in changed), changed
+    assert all(np.array_equal(np.array(a[n].data), np.array(b[n].data))
+               for n in a if a[n].tensor_type.name == "F32")  # fmt: skip
     # too short a text: one line
     r = run_cli("imatrix", str(f32), "--text", str(_write(tmp_path / "s.txt", "too short")), "-o",
                 str(tmp_path / "x.imatrix"))  # fmt: skip
