@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_llm import gguf_info
-from edge_llm.errors import InvalidModelError
+from edge_llm.errors import EdgeLLMError, InvalidModelError
 
 # llama.cpp's own limits (src/llama-hparams.h) and the values it accepts
 LLAMA_MAX_LAYERS = 512
@@ -296,7 +296,7 @@ def _probe_main(argv: list[str]) -> int:
             b.close()
         else:
             _load_model_only(path)
-    except InvalidModelError as e:
+    except EdgeLLMError as e:  # the file's fault, or the install's (no CPU backend)
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
