@@ -7,38 +7,40 @@ import pytest
 import edge_llm
 
 PROMPT = "The capital of France is"
-# SmolLM2-135M-Instruct Q4_1, greedy, 16 tokens. Read and judged sane ("Paris.") when pinned;
-# a change here means llama.cpp, the sampler chain or the tokenizer path changed behaviour.
-GOLDEN = " Paris.\n\nThe United States has a population of approximately 321"
-GOLDEN_TOKENS = [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 34, 33]
+# SmolLM2-135M-Instruct Q4_1, greedy, 14 tokens. Read and judged sane ("Paris.") when pinned;
+# a change here means llama.cpp, the sampler chain or the tokenizer path changed behaviour. The
+# 15th token is a near-tie ("2" or "1" after "approximately 3", logits 0.09 apart) that the CPU
+# kernels llama.cpp picks for the host decide (AVX2: "321", AVX512: "311"), so it is left out.
+GOLDEN = " Paris.\n\nThe United States has a population of approximately 3"
+GOLDEN_TOKENS = [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35]
 
 
 def test_golden_greedy_decode_api(fresh):
-    r = fresh.generate(PROMPT, max_tokens=16, temperature=0)
+    r = fresh.generate(PROMPT, max_tokens=14, temperature=0)
     assert r.text == GOLDEN
     assert r.tokens == GOLDEN_TOKENS
     assert r.finish_reason == "length"
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 16)
-    assert r.usage.total_tokens == 21
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 14)
+    assert r.usage.total_tokens == 19
 
 
 def test_golden_greedy_decode_cli(run_cli):
-    out = run_cli("run", "-p", PROMPT, "-n", "16", "--temp", "0")
+    out = run_cli("run", "-p", PROMPT, "-n", "14", "--temp", "0")
     assert out.returncode == 0, out.stderr
     assert out.stdout == GOLDEN + "\n"
 
 
 def test_cli_json_carries_text_usage_and_timings(run_cli):
-    out = run_cli("run", "smollm2-135m-instruct", "-p", PROMPT, "-n", "16", "--temp", "0", "--json")
+    out = run_cli("run", "smollm2-135m-instruct", "-p", PROMPT, "-n", "14", "--temp", "0", "--json")
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["text"] == GOLDEN
     assert d["finish_reason"] == "length"
     assert d["usage"] == {
         "prompt_tokens": 5,
-        "completion_tokens": 16,
+        "completion_tokens": 14,
         "cached_tokens": 0,
-        "total_tokens": 21,
+        "total_tokens": 19,
     }
     t = d["timings"]
     assert t["ttft_s"] > 0 and t["prefill_tokens_per_s"] > 0 and t["decode_tokens_per_s"] > 0
@@ -93,8 +95,8 @@ def test_max_tokens_and_end_of_generation(fresh):
 
 
 def test_prefix_cache_reuses_the_prompt_and_keeps_the_output(fresh):
-    first = fresh.generate(PROMPT, max_tokens=16, temperature=0)
-    again = fresh.generate(PROMPT, max_tokens=16, temperature=0)
+    first = fresh.generate(PROMPT, max_tokens=14, temperature=0)
+    again = fresh.generate(PROMPT, max_tokens=14, temperature=0)
     assert again.usage.cached_tokens == 4  # all but the last prompt token
     assert again.text == first.text == GOLDEN
     longer = fresh.generate(PROMPT + GOLDEN, max_tokens=4, temperature=0)
@@ -107,7 +109,7 @@ def test_prefix_cache_reuses_the_prompt_and_keeps_the_output(fresh):
 def test_token_prompt_is_used_as_given(fresh):
     ids = fresh.tokenize(PROMPT)
     assert fresh.detokenize(ids) == PROMPT
-    assert fresh.generate(ids, max_tokens=16, temperature=0).text == GOLDEN
+    assert fresh.generate(ids, max_tokens=14, temperature=0).text == GOLDEN
 
 
 def test_repeat_penalty_changes_a_repetitive_greedy_text(fresh):
@@ -136,7 +138,7 @@ def test_gemma3_by_name_from_the_cli(run_cli):
 def test_golden_text_does_not_depend_on_the_thread_count(smollm2_path, threads):
     # The default thread count follows the host's load, so the output must not depend on it.
     with edge_llm.load(smollm2_path, threads=threads, n_ctx=256) as m:
-        assert m.generate(PROMPT, max_tokens=16, temperature=0).tokens == GOLDEN_TOKENS
+        assert m.generate(PROMPT, max_tokens=14, temperature=0).tokens == GOLDEN_TOKENS
 
 
 def test_cancel_from_another_thread_stops_and_keeps_a_partial_result(fresh):
@@ -153,7 +155,7 @@ def test_cancel_from_another_thread_stops_and_keeps_a_partial_result(fresh):
     assert 3 <= r.usage.completion_tokens < 20
     assert r.text == "".join(pieces) and r.text.startswith(GOLDEN[:8])
     # the model is usable afterwards and the cache still matches what was decoded
-    assert fresh.generate(PROMPT, max_tokens=16, temperature=0).text == GOLDEN
+    assert fresh.generate(PROMPT, max_tokens=14, temperature=0).text == GOLDEN
 
 
 def test_cancel_before_prefill_and_close_mid_stream(fresh):
@@ -168,4 +170,4 @@ def test_cancel_before_prefill_and_close_mid_stream(fresh):
     next(s)
     s.close()
     assert s.result.finish_reason == "cancelled" and s.result.usage.completion_tokens == 1
-    assert fresh.generate(PROMPT, max_tokens=16, temperature=0).text == GOLDEN
+    assert fresh.generate(PROMPT, max_tokens=14, temperature=0).text == GOLDEN

@@ -22,7 +22,8 @@ from server_fixtures import Running
 MODEL_ID = "smollm2-135m-instruct"
 N_CTX = 1024
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-PARIS = " Paris.\n\nThe United States has a population of approximately 321"
+# 14 greedy tokens: the 15th is a near-tie the host's CPU kernels decide (tests/test_generate.py)
+PARIS = " Paris.\n\nThe United States has a population of approximately 3"
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +100,12 @@ def test_streamed_chat_equals_the_whole_reply(server):
 
 def test_completion(server):
     r = server.client().completions.create(
-        model=MODEL_ID, prompt="The capital of France is", max_tokens=16, temperature=0
+        model=MODEL_ID, prompt="The capital of France is", max_tokens=14, temperature=0
     )
     assert r.object == "text_completion"
     assert r.choices[0].text == PARIS
     assert r.choices[0].finish_reason == "length"
-    assert (r.usage.completion_tokens, r.usage.total_tokens) == (16, r.usage.prompt_tokens + 16)
+    assert (r.usage.completion_tokens, r.usage.total_tokens) == (14, r.usage.prompt_tokens + 14)
 
 
 def test_streamed_completion(server):
@@ -112,7 +113,7 @@ def test_streamed_completion(server):
         server.client().completions.create(
             model=MODEL_ID,
             prompt="The capital of France is",
-            max_tokens=16,
+            max_tokens=14,
             temperature=0,
             stream=True,
         )
@@ -280,7 +281,7 @@ def test_a_client_that_hangs_up_mid_stream_stops_its_generation(server):
     # The model is free again at once: the next request runs after a generation stopped early
     # (far short of its 1000 tokens).
     r = server.client().completions.create(
-        model=MODEL_ID, prompt="The capital of France is", max_tokens=16, temperature=0
+        model=MODEL_ID, prompt="The capital of France is", max_tokens=14, temperature=0
     )
     assert r.choices[0].text == PARIS
     (gone,) = _cancelled(server, before)
