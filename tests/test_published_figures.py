@@ -51,8 +51,22 @@ def test_the_synthetic_tensor_table_has_the_published_parameter_counts():
 def test_the_table_computes_a_prediction_and_a_ratio_for_every_row():
     table = pf.rows()
     assert len(table) == 6
+    # the published figures, restated here from their sources (a range counts as its middle)
+    published = {
+        ("raspberry-pi-5", "qwen3-0.6b"): 27.4,
+        ("raspberry-pi-5", "qwen3-1.7b"): 11.1,
+        ("rockchip-rk3566", "qwen3-0.6b"): 9.8,
+        ("raspberry-pi-5", "llama-3.2-3b"): (4.5 + 4.9) / 2,
+        ("phone-snapdragon-8-gen-3", "llama-3.2-1b"): 50.2,
+        ("learning-machine-high", "minicpm-2b"): 3.5,
+    }
+    assert {(r["profile"], r["model"]) for r in table} == set(published)
     for r in table:
-        assert r["predicted"] > 0 and r["ratio"] == pytest.approx(r["predicted"] / r["published_value"])
+        want = published[r["profile"], r["model"]]
+        assert r["published_value"] == pytest.approx(want)
+        assert r["predicted"] > 0 and r["ratio"] == pytest.approx(r["predicted"] / want)
+        # tokens/s x MB/token = the bandwidth the published speed needs
+        assert r["bandwidth_needed_gbs"] == pytest.approx(want * r["mb_per_token"] / 1000)
     text = pf.markdown(table)
     assert text.count("\n") == len(table) + 1 and "Rockchip RK3566 (`rockchip-rk3566`)" in text
 
@@ -62,6 +76,16 @@ def test_the_script_prints_the_table():
                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "| Raspberry Pi 5 (`raspberry-pi-5`) | qwen3-0.6b Q4_0 | llama.cpp fork | 27.4 |" in out.stdout
+    # each row's ratio column is its predicted column over the published one, up to the rounding
+    # of the printed columns (ratio to 2 decimals, predicted to 1)
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| ") and
+            line.split(" | ")[3].replace(".", "").replace("-", "").isdigit()]  # fmt: skip
+    assert len(rows) == 6
+    for cells in rows:
+        published = [float(x) for x in cells[3].split("-")]
+        published = sum(published) / len(published)
+        slack = 0.005 + 0.05 / published
+        assert float(cells[5]) == pytest.approx(float(cells[4]) / published, abs=slack)
 
 
 def test_a_broken_data_file_is_one_line(tmp_path):
