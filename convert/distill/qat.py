@@ -163,15 +163,19 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
 
 
 def _modules(model):
-    """HF parameter name -> (module, attribute) for every weight matrix."""
+    """HF parameter name -> module for every weight matrix. A parametrized weight is looked at
+    through its stored original: reading ``mod.weight`` would run the fake quantization."""
+    from torch.nn.utils import parametrize
+
     out = {}
     for mname, mod in model.named_modules():
-        w = getattr(mod, "weight", None)
-        if w is None or mod is model:
+        if mod is model:
             continue
-        if isinstance(w, np.ndarray):
-            continue
-        if getattr(w, "ndim", 0) == 2:
+        if parametrize.is_parametrized(mod, "weight"):
+            w = mod.parametrizations.weight.original
+        else:
+            w = mod._parameters.get("weight") if hasattr(mod, "_parameters") else None
+        if w is not None and getattr(w, "ndim", 0) == 2:
             out[f"{mname}.weight"] = mod
     return out
 
@@ -208,9 +212,10 @@ def latent(model, name: str):
 
 def blocks(model, quants: dict) -> dict[str, tuple[str, np.ndarray]]:
     """HF name -> (type, packed ggml blocks [rows, row_bytes]) of the trained grid."""
+    mods = _modules(model)
     out = {}
     for name, q in quants.items():
-        w = latent(model, name)
+        w = mods[name].parametrizations.weight.original
         out[name] = (q.name, FQ.pack(q.codes(w), q.name))
     return out
 
