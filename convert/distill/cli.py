@@ -110,11 +110,14 @@ def distill(
     """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""  # fmt: skip
     try:
         import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import transformers
     except ImportError:
         raise ConfigError("distillation needs torch and transformers: pip install 'edge-llm[distill]'") from None
     from convert.distill import distill as run
 
+    # edge-llm's own bar reports progress; transformers' loading bars would put lines on stderr
+    # before a one-line error (e.g. a refused --resume, found after the teacher is loaded)
+    transformers.utils.logging.disable_progress_bar()
     bar, update = progress_bar()
     quiet = as_json or not sys.stderr.isatty()
     kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
