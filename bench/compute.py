@@ -22,13 +22,11 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
+from bench.energy import Rapl, detect
 from edge_llm.gguf_info import GGUFInfo
 from edge_llm.shapes import ModelShape
 
-POWERCAP = Path("/sys/class/powercap")
 SPEED_TEXT = (
     "A learning tablet runs a small language model on two big cores and a few gigabytes of memory "
     "shared with everything else. Every decoded token reads the weights once, so the number of "
@@ -64,75 +62,6 @@ def accounting(info: GGUFInfo, context: int = 512, kv_type: str = "f16") -> dict
         "bytes_read_per_token": s.decode_bytes_per_token(context, kv_type),
         "bits_per_weight": info.bits_per_weight,
     }
-
-
-# --- energy -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Zone:
-    path: Path
-    max_uj: int
-
-
-class Rapl:
-    """Energy counters of RAPL zones (``intel-rapl:N`` packages and their DRAM subzones).
-
-    ``available`` is False (with ``reason``) where the machine has no powercap RAPL or its
-    counters cannot be read (virtual machines, containers, non-root on recent kernels). The
-    counters cover the whole package: other processes' work during a window is counted too.
-    """
-
-    def __init__(self, root: Path | str = POWERCAP):
-        self.root = Path(root)
-        self.zones: list[_Zone] = []
-        self.reason = ""
-        tops = sorted(self.root.glob("intel-rapl:*")) if self.root.is_dir() else []
-        tops = [z for z in tops if z.name.count(":") == 1]
-        if not tops:
-            self.reason = f"no RAPL energy counters under {self.root} on this machine"
-            return
-        zones = []
-        for top in tops:
-            if _read_name(top).startswith("psys"):
-                continue  # platform domain: it contains the packages
-            zones.append(top)
-            # Subzones sit inside their package's folder and (as links) beside it; DRAM is not
-            # part of the package count, core and uncore are.
-            subs = {s.name: s for s in [*top.glob(f"{top.name}:*"), *self.root.glob(f"{top.name}:*")]}
-            zones += [subs[n] for n in sorted(subs) if _read_name(subs[n]) == "dram"]
-        for z in zones:
-            try:
-                int((z / "energy_uj").read_text())
-                max_uj = int((z / "max_energy_range_uj").read_text())
-            except PermissionError:
-                self.zones = []
-                self.reason = f"RAPL counters under {self.root} are not readable by this user"
-                return
-            except (OSError, ValueError):
-                continue
-            self.zones.append(_Zone(z, max_uj))
-        if not self.zones:
-            self.reason = f"RAPL zones under {self.root} expose no readable energy counter"
-
-    @property
-    def available(self) -> bool:
-        return bool(self.zones)
-
-    def read(self) -> list[int]:
-        return [int((z.path / "energy_uj").read_text()) for z in self.zones]
-
-    def joules(self, start: list[int], end: list[int]) -> float:
-        """Energy between two readings, each counter's wrap-around undone."""
-        total = 0
-        for z, a, b in zip(self.zones, start, end):
-            total += b - a if b >= a else b + z.max_uj - a
-        return total / 1e6
-
-
-def _read_name(zone: Path) -> str:
-    try:
-        return (zone / "name").read_text().strip()
-    except OSError:
-        return ""
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -176,9 +105,7 @@ def measure_speed(model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: i
     at the end, so prefill and decode get their own joules per token.
     """
     if rapl is None:
-        from bench import energy
-
-        rapl = energy.detect()
+        rapl = detect()
     prompt = speed_prompt(model, prompt_tokens)
     if rapl.available and hasattr(rapl, "start"):
         rapl.start()  # a sampled meter's thread

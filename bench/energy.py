@@ -4,7 +4,7 @@ Joules per token is only worth printing when it was measured; a number computed 
 nominal watts is a projection, labelled so elsewhere (bench.runner.project) and never put in the
 measured columns. The meters, in the order they are tried (the first that reads wins):
 
-    powercap   /sys/class/powercap/*/energy_uj: RAPL packages and DRAM on x86 (bench.compute.Rapl),
+    powercap   /sys/class/powercap/*/energy_uj: RAPL packages and DRAM on x86 (Rapl),
                and any other powercap zone with an energy counter
     hwmon      /sys/class/hwmon/hwmon*/energy*_input: energy counters in microjoules
                (some SoC and ACPI power meters), read at the start and end of a window
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SYSFS = Path("/sys")
@@ -41,6 +42,67 @@ def _read_str(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class _Zone:
+    path: Path
+    max_uj: int
+
+
+class Rapl:
+    """Energy counters of RAPL zones (``intel-rapl:N`` packages and their DRAM subzones).
+
+    ``available`` is False (with ``reason``) where the machine has no powercap RAPL or its
+    counters cannot be read (virtual machines, containers, non-root on recent kernels). The
+    counters cover the whole package: other processes' work during a window is counted too.
+    """
+
+    def __init__(self, root: Path | str = SYSFS / "class" / "powercap"):
+        self.root = Path(root)
+        self.zones: list[_Zone] = []
+        self.reason = ""
+        tops = sorted(self.root.glob("intel-rapl:*")) if self.root.is_dir() else []
+        tops = [z for z in tops if z.name.count(":") == 1]
+        if not tops:
+            self.reason = f"no RAPL energy counters under {self.root} on this machine"
+            return
+        zones = []
+        for top in tops:
+            if _read_str(top / "name").startswith("psys"):
+                continue  # platform domain: it contains the packages
+            zones.append(top)
+            # Subzones sit inside their package's folder and (as links) beside it; DRAM is not
+            # part of the package count, core and uncore are.
+            subs = {s.name: s for s in [*top.glob(f"{top.name}:*"), *self.root.glob(f"{top.name}:*")]}
+            zones += [subs[n] for n in sorted(subs) if _read_str(subs[n] / "name") == "dram"]
+        for z in zones:
+            try:
+                int((z / "energy_uj").read_text())
+                max_uj = int((z / "max_energy_range_uj").read_text())
+            except PermissionError:
+                self.zones = []
+                self.reason = f"RAPL counters under {self.root} are not readable by this user"
+                return
+            except (OSError, ValueError):
+                continue
+            self.zones.append(_Zone(z, max_uj))
+        if not self.zones:
+            self.reason = f"RAPL zones under {self.root} expose no readable energy counter"
+
+    @property
+    def available(self) -> bool:
+        return bool(self.zones)
+
+    def read(self) -> list[int]:
+        return [int((z.path / "energy_uj").read_text()) for z in self.zones]
+
+    def joules(self, start: list[int], end: list[int]) -> float:
+        """Energy between two readings, each counter's wrap-around undone."""
+        total = 0
+        for z, a, b in zip(self.zones, start, end):
+            total += b - a if b >= a else b + z.max_uj - a
+        return total / 1e6
 
 
 class Counters:
@@ -157,8 +219,6 @@ def _battery_watts(d: Path):
 
 def detect(root: Path | str = SYSFS, interval: float = INTERVAL):
     """The first readable meter under ``root`` (a sysfs tree), or Unavailable with the reason."""
-    from bench.compute import Rapl
-
     root = Path(root)
     rapl = Rapl(root / "class" / "powercap")
     if rapl.available:
