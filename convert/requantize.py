@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from convert import budget, quantize, recipes
+from convert import quantize_job as qj
 from convert.errors import ConvertError
-from convert.hf_to_gguf import AUTO_CHUNKS, Result, _calibration, _Job, _mode, _stage
 from convert.imatrix import Imatrix
 from convert.outputs import check_output
 from convert.write import Progress, check_target
@@ -46,7 +46,7 @@ def requantize(
     target_bpw: float | None = None,
     calibration: str | Path | None = None,
     force: bool = False,
-) -> Result:
+) -> qj.Result:
     """Quantize the GGUF ``src`` to ``out`` (see hf_to_gguf.convert for the options)."""
     import gguf
 
@@ -57,7 +57,7 @@ def requantize(
     out = Path(out).absolute()
     inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
     check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
-    mode = _mode(type, recipe, target_size, target_bpw)
+    mode = qj.mode(type, recipe, target_size, target_bpw)
     if mode == "type" and type is None:
         raise ConvertError("requantizing a GGUF needs --type (or --recipe, --target-size)")
     rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
@@ -96,30 +96,30 @@ def requantize(
             "rounding errors to the new ones (quantize from an F16/F32 file when you have one)"
         )
     text, dataset = (
-        _calibration(calibration) if (imatrix == "auto" or mode == "budget") else ("", "")
+        qj.calibration(calibration) if (imatrix == "auto" or mode == "budget") else ("", "")
     )
     bits = out_type.bits if out_type is not None else 8.5
     check_target(out, int(src_bytes * min(1.0, bits / 8)) + (1 << 20))
 
-    result = Result(out, arch, out_type.name if out_type else "", len(shapes), 0, 0.0)
+    result = qj.Result(out, arch, out_type.name if out_type else "", len(shapes), 0, 0.0)
     with atomic_path(out) as tmp, work_dir(out) as scratch:
         im = extra = None
         if isinstance(imatrix, Imatrix):
             im = imatrix
         elif imatrix == "auto":
             im, extra = imx.cached_collect(
-                src, text, dataset, AUTO_CHUNKS, threads, _stage(progress)
+                src, text, dataset, qj.AUTO_CHUNKS, threads, qj.stage(progress)
             )
         if im is not None:
             _check_names(im, shapes)
-        job = _Job(src, scratch / "quantized.gguf", tmp, budget.threads_default(threads),
+        job = qj.Job(src, scratch / "quantized.gguf", tmp, budget.threads_default(threads),
                    progress, im, result, allow_requantize=bool(quantized))  # fmt: skip
         if mode == "type":
             job.fixed_mix(out_type)
         elif mode == "recipe":
             job.recipe(rec, shapes, n_layer)
         else:
-            sens = budget.analyze(src, text, im, extra, True, threads, _stage(progress))
+            sens = budget.analyze(src, text, im, extra, True, threads, qj.stage(progress))
             job.budget(sens, target, target_bpw, n_params)
     result.warnings = warnings + list(result.warnings)
     result.bytes = out.stat().st_size

@@ -117,7 +117,7 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
     import shutil
 
     from convert import budget, convert
-    from convert import hf_to_gguf as H
+    from convert import quantize_job as qj
 
     target = budget.parse_size(target_size)
     with tempfile.TemporaryDirectory(prefix=".qat-budget-") as tmp:
@@ -131,12 +131,12 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
         mid = Path(tmp) / "mid.gguf"
         convert(hf, mid, type="F32")
         if text is None:
-            text, dataset = H._calibration(None)
+            text, dataset = qj.calibration(None)
         else:
             dataset = "distillation text"
         th = budget.threads_default(threads)
-        im, extra = H._importance("auto", mid, text, dataset, th, progress)
-        sens = budget.analyze(mid, text, im, extra, False, threads, H._stage(progress))
+        im, extra = qj.importance("auto", mid, text, dataset, th, progress)
+        sens = budget.analyze(mid, text, im, extra, False, threads, qj.stage(progress))
         keep = {
             n: {t: e for t, e in errs.items() if t in FQ.TRAINABLE}
             for n, errs in sens.errors.items()
@@ -147,11 +147,11 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
                 f"{empty[0]} has no trainable type its rows fit; quantization-aware training cannot give it a type"
             )
         trainable = dataclasses.replace(sens, errors=keep)
-        data = target - sens.fixed_bytes - H._header_bytes(mid)
+        data = target - sens.fixed_bytes - qj.header_bytes(mid)
         try:
             types = budget.allocate(trainable, data)
         except ValueError:
-            need = budget.minimum_bytes(trainable) + sens.fixed_bytes + H._header_bytes(mid)
+            need = budget.minimum_bytes(trainable) + sens.fixed_bytes + qj.header_bytes(mid)
             raise ConvertError(
                 f"--target-size {target_size}: below the smallest trainable mix of this student "
                 f"({need / 1e6:.1f} MB, every matrix at Q4_0 or smaller); raise it"

@@ -1,0 +1,198 @@
+"""The quantizing half of a conversion, shared by a checkpoint (hf_to_gguf) and a GGUF (requantize).
+
+Why its own module: both front ends end the same way (an unquantized GGUF goes through
+llama.cpp's quantizer with a type, a recipe or a size budget, then the metadata saying how the
+file was made is stamped in), and each of them must be able to call the other's entry point
+without the two modules importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convert import budget, ggml_types, gguf_edit, quantize, recipes
+from convert import imatrix as imx
+from convert.errors import ConvertError
+from convert.imatrix import Imatrix
+from convert.write import Progress
+
+
+@dataclass
+class Result:
+    path: Path
+    architecture: str
+    type: str
+    tensors: int
+    bytes: int
+    seconds: float
+    tensor_types: dict[str, str] | None = None  # recipe / size budget: the type of each matrix
+    recipe: str | None = None
+    imatrix: str | None = None  # where the importance matrix came from
+    target_bytes: int | None = None  # size budget
+    predicted_kld: float | None = None  # size budget: the sensitivity model's prediction
+    warnings: list[str] = field(default_factory=list)
+
+
+def mode(type, recipe, target_size, target_bpw) -> str:
+    given = [n for n, v in (("--type", type), ("--recipe", recipe), ("--target-size", target_size),
+                            ("--target-bpw", target_bpw)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise ConvertError(f"{given[0]} and {given[1]} exclude each other; choose one")
+    if recipe is not None:
+        return "recipe"
+    if target_size is not None or target_bpw is not None:
+        return "budget"
+    return "type"
+
+
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "bench" / "data" / "calibration.txt"
+AUTO_CHUNKS = 32  # chunks of 512 tokens of the calibration text for --imatrix auto
+
+
+def calibration(path: str | Path | None) -> tuple[str, str]:
+    p = Path(path) if path else DEFAULT_CALIBRATION
+    if not p.is_file():
+        raise ConvertError(
+            f"calibration text {p} does not exist; pass --calibration FILE (a few hundred KB of "
+            "text like the model's use)"
+        )
+    return p.read_text(encoding="utf-8", errors="replace"), p.name
+
+
+def stage(progress: Progress | None):
+    if progress is None:
+        return None
+    return lambda stage, n, total: progress(stage, n, total, n, total)
+
+
+def importance(imatrix, mid: Path, text: str, dataset: str, threads: int, progress):
+    """(Imatrix or None, the output matrix's statistics or None)."""
+    if imatrix is None:
+        return None, None
+    if isinstance(imatrix, Imatrix):
+        return imatrix, None
+    return imx.cached_collect(mid, text, dataset, AUTO_CHUNKS, threads, stage(progress))
+
+
+class Job:
+    """The quantizing half of a conversion: llama.cpp quantizes the intermediate to ``q``,
+    then the metadata saying how the file was made is stamped into ``target``."""
+
+    def __init__(self, mid, q, target, threads, progress, im, result: Result, allow_requantize=False):
+        self.mid, self.q, self.target, self.threads = mid, q, target, threads
+        self.allow_requantize = allow_requantize  # mid is already quantized (requantize.py)
+        self.progress, self.im, self.result = progress, im, result
+        self.means = im.means() if im is not None else None
+        if im is not None:
+            result.imatrix = f"{', '.join(im.datasets) or 'unknown text'}, {im.chunk_count} chunks of {im.chunk_size}"
+
+    def _imatrix_keys(self) -> dict:
+        im = self.im
+        if im is None:
+            return {}
+        return {
+            "quantize.imatrix.file": im.datasets[0] if im.datasets else "imatrix",
+            "quantize.imatrix.dataset": im.datasets[0] if im.datasets else "unknown",
+            "quantize.imatrix.entries_count": len(im.names()),
+            "quantize.imatrix.chunks_count": int(im.chunk_count),
+        }
+
+    def _run(self, label: str, values: dict, **kw) -> None:
+        if self.progress:
+            self.progress(f"quantizing to {label}", 0, 1, 0, 1)
+        quantize.llama_quantize(self.mid, self.q, threads=self.threads, imatrix=self.means,
+                                allow_requantize=self.allow_requantize, **kw)  # fmt: skip
+        if values:
+            gguf_edit.stamp(self.q, self.target, values)
+            self.q.unlink()
+        else:
+            os.replace(self.q, self.target)
+        if self.progress:
+            self.progress(f"quantizing to {label}", 1, 1, 1, 1)
+
+    def fixed_mix(self, out_type: quantize.OutType) -> None:
+        self._run(out_type.name, self._imatrix_keys(), out=out_type)
+
+    def recipe(self, rec: recipes.Recipe, shapes, n_layer: int) -> None:
+        res = recipes.resolve(rec, shapes, n_layer)
+        recipes.check_imatrix(res.types, self.im is not None)
+        values = {**recipes.metadata(rec, res.types), **self._imatrix_keys(),
+                  "general.file_type": rec.ftype}  # fmt: skip
+        self._run(rec.name, values, out=None, types=res.types, ftype=quantizing_ftype(rec.ftype))
+        self.result.type, self.result.recipe = rec.name, rec.name
+        self.result.tensor_types, self.result.warnings = res.types, res.warnings()
+
+    def budget(self, sens, target: int | None, bpw: float | None, n_params: int) -> None:
+        """Allocate, check the exact size, quantize; shrink and redo if llama.cpp's file came
+        out larger than planned (it should not)."""
+        label = f"{target / 1e6:.1f} MB" if target is not None else f"{bpw:g} bpw"
+        minimum = budget.minimum_bytes(sens) + sens.fixed_bytes
+        if target is not None:
+            data = target - sens.fixed_bytes - header_bytes(self.mid)
+        else:
+            data = int(float(bpw) * n_params / 8) - sens.fixed_bytes
+        for _ in range(6):
+            try:
+                types = budget.allocate(sens, data)
+            except ValueError:
+                need = minimum + (header_bytes(self.mid) if target is not None else 0)
+                what = (
+                    f"{need / 1e6:.1f} MB"
+                    if target is not None
+                    else f"{8 * need / n_params:.2f} bpw"
+                )
+                raise ConvertError(
+                    f"the budget {label} is below the smallest this model can be quantized to "
+                    f"({what}, every matrix at its smallest candidate type); raise it"
+                ) from None
+            predicted = sens.predict(types)
+            rec = recipes.explicit(f"budget-{label.replace(' ', '')}", types,
+                                   f"size budget {label}: predicted mean KLD {predicted:.4g}")  # fmt: skip
+            ftype = dominant_ftype(sens, types)
+            values = {**recipes.metadata(rec, types), **self._imatrix_keys(),
+                      "general.file_type": ftype,
+                      "edge_llm.budget.target": label,
+                      "edge_llm.budget.predicted_kld": float(predicted)}  # fmt: skip
+            ggml_ids = {n: ggml_types.TYPES[t].ggml for n, t in types.items()}
+            if target is not None:
+                size = gguf_edit.planned_size(self.mid, ggml_ids, values)
+                if size > target:
+                    data -= size - target
+                    continue
+            self._run(label, values, out=None, types=types, ftype=quantizing_ftype(ftype))
+            actual = self.target.stat().st_size
+            if target is not None and actual > target:
+                data -= actual - target
+                continue
+            break
+        else:
+            raise ConvertError(f"could not fit the budget {label}; raise it a little")
+        r = self.result
+        r.type, r.recipe, r.tensor_types = f"budget {label}", rec.name, types
+        r.target_bytes = target if target is not None else int(float(bpw) * n_params / 8)
+        r.predicted_kld = predicted
+
+
+def header_bytes(path: Path) -> int:
+    with gguf_edit.Header(path) as h:
+        return len(h.meta_bytes()) + 64 * 1024  # room for the recipe keys; checked exactly later
+
+
+def quantizing_ftype(ftype: int) -> int:
+    """llama.cpp applies per-tensor types only when the file type's default is quantized; the
+    recorded general.file_type is stamped afterwards."""
+    return ftype if ftype not in (0, 1, 32) else quantize.TYPES["Q8_0"].ftype
+
+
+def dominant_ftype(sens, types: dict[str, str]) -> int:
+    """The file type named after the type holding most of the bytes (that names one)."""
+    by = {r.name: r for r in sens.tensors}
+    weight: dict[str, int] = {}
+    for n, t in types.items():
+        weight[t] = weight.get(t, 0) + ggml_types.TYPES[t].nbytes(by[n].n)
+    for t in sorted(weight, key=weight.get, reverse=True):
+        if recipes.ftype_for(t) is not None:
+            return recipes.ftype_for(t)
+    return quantize.TYPES["Q8_0"].ftype
