@@ -9,6 +9,7 @@ import typer
 
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
+from edge_llm.cli.report import format_stats, length_notice
 
 HELP = """commands:
   \"\"\"            begin (and end) a message of several lines
@@ -47,7 +48,6 @@ def chat(
     When stdin is not a terminal, each line is one user message and only the replies are
     printed: echo "What is 12*7?" | edge-llm chat
     """
-    from edge_llm.cli.run import format_stats
     from edge_llm.errors import EdgeLLMError
     from edge_llm.model import load
 
@@ -148,16 +148,6 @@ def chat(
         conv.add("assistant", "".join(reply))
         if last is not None and last is stream.result and last.finish_reason == "length":
             note(length_notice(last, settings["max_tokens"], m.n_ctx))
-
-
-def length_notice(result, max_tokens: int, n_ctx: int) -> str:
-    """The line shown when a reply was cut: by the token limit, or by a full context."""
-    if result.usage.completion_tokens >= max_tokens:
-        return (
-            f"(reply cut at the token limit of {max_tokens} tokens; "
-            "/set max_tokens N or --max-tokens N allows longer replies)"
-        )
-    return f"(reply cut: the context of {n_ctx} tokens is full; /reset or a larger --ctx)"
 
 
 SETTABLE = {

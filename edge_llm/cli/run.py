@@ -10,6 +10,7 @@ import typer
 
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
+from edge_llm.cli.report import format_stats, length_notice
 
 
 def run(
@@ -91,8 +92,6 @@ def run(
             sys.stdout.flush()
         sys.stdout.write("\n")
         if chat and stream.result.finish_reason == "length":
-            from edge_llm.cli.chat import length_notice
-
             n = params.get("max_tokens", 256)
             print(length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
                   file=sys.stderr)  # fmt: skip
@@ -101,13 +100,3 @@ def run(
 
         print(format_stats(stream.result), file=sys.stderr)
         measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks against it
-
-
-def format_stats(c) -> str:
-    u, t = c.usage, c.timings
-    cached = f", {u.cached_tokens} cached" if u.cached_tokens else ""
-    return (
-        f"prompt {u.prompt_tokens} tokens{cached}, {t.prefill_tokens_per_s:.1f} tok/s | "
-        f"generated {u.completion_tokens} tokens, {t.decode_tokens_per_s:.1f} tok/s | "
-        f"first token {t.ttft_s * 1000:.0f} ms | finish: {c.finish_reason}"
-    )
