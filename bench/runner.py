@@ -174,7 +174,7 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
     """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
     from edge_llm import validate
     from edge_llm.devices import CpuLoad
-    from edge_llm.registry import looks_like_path, resolve
+    from edge_llm.registry import looks_like_path, model_name, resolve
 
     clock = compute.Stopwatch()
     progress = progress or Progress()
@@ -189,7 +189,7 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
         get(device)
     for task in suite.tasks:
         S.check_options(suite, task, suite.tasks[task])
-    label = f"{info.name} {recipe(info, None)['file_type'] or path.stem}: "
+    label = f"{model_name(path, info.metadata)} {recipe(info, None)['file_type'] or path.stem}: "
     progress.label = label
     progress.note(f"{path} ({info.file_size / 1e6:.0f} MB), suite {suite.name}")
     digest = sha256_file(path)

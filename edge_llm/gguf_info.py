@@ -88,11 +88,10 @@ class GGUFInfo:
 
     @property
     def name(self) -> str:
-        """What to call the model: the short name it is registered under, else one made of the
-        GGUF's own base name, size label and fine-tune, else general.name, else the file name."""
-        from edge_llm.registry import name_for_path
-
-        return name_for_path(self.path) or display_name(self.metadata, self.path)
+        """The file's own name for the model (``display_name``); the short name it is registered
+        under, where it has one, comes from ``registry.model_name`` (this reader sits below the
+        registry and does not consult it)."""
+        return display_name(self.metadata, self.path)
 
     @property
     def n_params(self) -> int:

@@ -213,11 +213,11 @@ class Model:
         self.chat_format = chat_template.chat_format(self._template)
 
     def _display_name(self) -> str:
-        from edge_llm.registry import name_for_path
+        from edge_llm.registry import model_name
 
         keys = ("general.basename", "general.size_label", "general.finetune", "general.name")
         meta = {k: self._b.meta(k) for k in keys}
-        return name_for_path(self.path) or gguf_info.display_name(meta, self.path)
+        return model_name(self.path, meta)
 
     # --- properties -------------------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from edge_llm import store
+from edge_llm import gguf_info, store
 from edge_llm.errors import EdgeLLMError, ModelNotFoundError
 from edge_llm.fsutil import atomic_path, cache_dir, sha256_file
 
@@ -102,6 +102,12 @@ def name_for_path(path: str | Path) -> str | None:
         if s.path.resolve() == target:
             return s.name
     return None
+
+
+def model_name(path: str | Path, metadata: dict) -> str:
+    """What to call a model: the short name it is registered under, else one made of the GGUF's
+    own base name, size label and fine-tune, else general.name, else the file name."""
+    return name_for_path(path) or gguf_info.display_name(metadata, Path(path))
 
 
 def looks_like_path(arg: str) -> bool:

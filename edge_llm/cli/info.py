@@ -30,10 +30,11 @@ def info(
     if system:
         return _system(as_json)
     from edge_llm import validate
-    from edge_llm.registry import resolve
+    from edge_llm.registry import model_name, resolve
 
     path = resolve(model)
-    s = validate.check(path).summary()
+    info = validate.check(path)
+    s = {**info.summary(), "name": model_name(path, info.metadata)}
     validate.probe(path)
     if as_json:
         print(json.dumps(s, indent=2))
