@@ -36,8 +36,8 @@ __all__ = [
     "load",
 ]
 
-_LAZY = {"Completion": "model", "Model": "model", "Stream": "model", "Timings": "model",
-         "Usage": "model", "load": "model", "SamplingParams": "sampling"}  # fmt: skip
+_LAZY = {"Completion": "results", "Model": "model", "Stream": "results", "Timings": "results",
+         "Usage": "results", "load": "model", "SamplingParams": "sampling"}  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -9,7 +9,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from edge_llm.errors import ConfigError, InvalidModelError, PromptError
 from edge_llm.fsutil import atomic_path
 from edge_llm.llama import backend as _backend
 from edge_llm.llama.threads import ThreadPolicy
-from edge_llm.registry import resolve
+from edge_llm.registry import model_name, resolve
+from edge_llm.results import Completion, Stream, Timings, TokenLogprob, Usage
 from edge_llm.sampling import SamplingParams, find_stop, held_back
 
 DEFAULT_N_CTX = 4096
@@ -38,114 +38,6 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Timings:
-    ttft_s: float  # call start to the first generated token
-    prefill_s: float
-    decode_s: float  # first generated token to the last
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token with its log-probability under the model (the raw distribution,
-    before sampling's filters) and the most likely tokens at that step, best first."""
-
-    token: str
-    bytes: bytes
-    logprob: float
-    top: tuple[tuple[str, bytes, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens: list[int]
-    finish_reason: str  # "stop" (end of generation or a stop string), "length" or "cancelled"
-    usage: Usage
-    timings: Timings
-    logprobs: tuple[TokenLogprob, ...] | None = None  # when asked for (``logprobs=N``)
-
-    @property
-    def message(self) -> dict[str, str]:
-        return {"role": "assistant", "content": self.text}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["usage"]["total_tokens"] = self.usage.total_tokens
-        del d["tokens"]
-        if self.logprobs is None:
-            del d["logprobs"]
-        else:
-            d["logprobs"] = [
-                {"token": t.token, "logprob": t.logprob,
-                 "top": [{"token": s, "logprob": lp} for s, _, lp in t.top]}
-                for t in self.logprobs
-            ]  # fmt: skip
-        return d
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class Stream:
-    """Text pieces as they are generated. After the last piece, ``result`` holds the Completion.
-
-    Stopping early ends the generation: ``close()`` (or leaving a ``for`` loop) from the thread
-    that iterates, or ``cancel()`` from any thread, which also interrupts a long prefill between
-    batches. ``result`` then has ``finish_reason`` "cancelled" and the tokens made so far.
-    """
-
-    def __init__(
-        self,
-        gen: Iterator[str],
-        holder: list[Completion],
-        cancel: threading.Event,
-        logprobs: list[TokenLogprob] | None = None,
-    ):
-        self._gen = gen
-        self._holder = holder
-        self._cancel = cancel
-        # With ``logprobs=N``: one entry per token generated so far (it may run ahead of the
-        # text yielded, which holds back what could start a stop string).
-        self.logprobs = logprobs
-
-    def cancel(self) -> None:
-        """Stop the generation at the next check (safe to call from any thread)."""
-        self._cancel.set()
-
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
-
-    @property
-    def result(self) -> Completion:
-        if not self._holder:
-            raise RuntimeError("the stream has not finished; iterate it to the end first")
-        return self._holder[0]
-
-    @property
-    def text(self) -> str:
-        return self.result.text
 
 
 class Model:
@@ -213,8 +105,6 @@ class Model:
         self.chat_format = chat_template.chat_format(self._template)
 
     def _display_name(self) -> str:
-        from edge_llm.registry import model_name
-
         keys = ("general.basename", "general.size_label", "general.finetune", "general.name")
         meta = {k: self._b.meta(k) for k in keys}
         return model_name(self.path, meta)

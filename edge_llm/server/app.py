@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_llm.errors import ConfigError, EdgeLLMError, PromptError
-from edge_llm.model import Completion, Model, Stream, TokenLogprob
+from edge_llm.model import Model
+from edge_llm.results import Completion, Stream, TokenLogprob
 from edge_llm.sampling import SamplingParams
 from edge_llm.server import formats as f
 from edge_llm.server import schemas as s

@@ -21,7 +21,8 @@ from typing import Any
 
 from edge_llm.errors import PromptError
 from edge_llm.llama import backend
-from edge_llm.model import Completion, Model, TokenLogprob
+from edge_llm.model import Model
+from edge_llm.results import Completion, TokenLogprob
 from edge_llm.server.errors import RequestError
 
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"

@@ -25,7 +25,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from edge_llm.model import Completion, Model, Stream, TokenLogprob
+from edge_llm.model import Model
+from edge_llm.results import Completion, Stream, TokenLogprob
 from edge_llm.server.errors import error_event
 
 _POLL_S = 0.1  # how often a non-streaming request checks whether its client is still there
