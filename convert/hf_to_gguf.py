@@ -9,13 +9,11 @@ from pathlib import Path
 import gguf
 
 from convert import archs, budget, quantize, recipes, validate
-from convert import imatrix as imx
 from convert import quantize_job as qj
 from convert.archs.base import Architecture
 from convert.checkpoint import Checkpoint
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
-from convert.outputs import check_output
 from convert.requantize import is_gguf, requantize
 from convert.write import PlannedTensor, Progress, check_target, write_gguf
 from edge_llm.fsutil import atomic_path, work_dir
@@ -58,19 +56,26 @@ def check_source(src: str | Path, pre: str | None = None) -> Architecture:
 
     ck = Checkpoint(src)
     try:
-        arch = archs.for_config(ck.config)
-        sizes = validate.check_config(ck.config, arch)
-        shapes = {}
-        for hf_name, ref in ck.tensors.items():
-            if (name := arch.gguf_name(hf_name)) is not None:
-                shapes[name] = ref.shape
-        validate.check_tensors(shapes, sizes, arch)
+        arch, sizes, _ = _checked_tensors(ck)
         load_vocab(ck.dir, sizes["vocab"], pre=pre)
         validate.safe_metadata(arch, ck.config)
         plan_tensors(ck, arch, quantize.intermediate(ck.dtype))
         return arch
     finally:
         ck.close()
+
+
+def _checked_tensors(ck: Checkpoint) -> tuple[Architecture, dict, dict]:
+    """The checkpoint's architecture, sizes (config checked) and GGUF tensor shapes (checked
+    against the config)."""
+    arch = archs.for_config(ck.config)
+    sizes = validate.check_config(ck.config, arch)
+    shapes = {}
+    for hf_name, ref in ck.tensors.items():
+        if (name := arch.gguf_name(hf_name)) is not None:
+            shapes[name] = ref.shape
+    validate.check_tensors(shapes, sizes, arch)
+    return arch, sizes, shapes
 
 
 def _tensor_order(name: str) -> tuple:
@@ -120,25 +125,10 @@ def convert(
                           imatrix=imatrix, recipe=recipe, target_size=target_size,
                           target_bpw=target_bpw, calibration=calibration, force=force)  # fmt: skip
     start = time.perf_counter()
-    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
-    check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
-    mode = qj.mode(type, recipe, target_size, target_bpw)
-    rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
-    target = budget.parse_size(target_size) if target_size is not None else None
-    if target_bpw is not None and not 0.5 <= float(target_bpw) <= 32:
-        raise ConvertError(f"--target-bpw {target_bpw} is out of range; use e.g. 4.5 (0.5 to 32)")
-    if mode == "budget" and imatrix is None:
-        imatrix = "auto"
-    if imatrix is not None and not isinstance(imatrix, Imatrix) and str(imatrix) != "auto":
-        imatrix = imx.read(imatrix)
+    c = qj.choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force)
+    mode, rec, target, imatrix = c.mode, c.recipe, c.target, c.imatrix
     ck = Checkpoint(src)
-    arch = archs.for_config(ck.config)
-    sizes = validate.check_config(ck.config, arch)
-    shapes = {}
-    for hf_name, ref in ck.tensors.items():
-        if (name := arch.gguf_name(hf_name)) is not None:
-            shapes[name] = ref.shape
-    validate.check_tensors(shapes, sizes, arch)
+    arch, sizes, shapes = _checked_tensors(ck)
     out_type = quantize.resolve(type if mode == "type" else None, ck.dtype)
     if mode == "type":
         quantize.check_imatrix(out_type, imatrix)

@@ -16,6 +16,7 @@ from convert import budget, ggml_types, gguf_edit, quantize, recipes
 from convert import imatrix as imx
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
+from convert.outputs import check_output
 from convert.write import Progress
 
 
@@ -45,6 +46,34 @@ def mode(type, recipe, target_size, target_bpw) -> str:
     if target_size is not None or target_bpw is not None:
         return "budget"
     return "type"
+
+
+@dataclass
+class Choice:
+    """What a conversion was asked to make, checked: ``mode`` ("type", "recipe" or "budget"),
+    the loaded recipe, the size budget in bytes, and the importance matrix (read, or "auto")."""
+
+    mode: str
+    recipe: recipes.Recipe | None
+    target: int | None
+    imatrix: Imatrix | str | None
+
+
+def choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force) -> Choice:
+    """Check the options every front end takes (checkpoint or GGUF) and the output path (never
+    over an input); a budget defaults the importance matrix to "auto"."""
+    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
+    check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
+    m = mode(type, recipe, target_size, target_bpw)
+    rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
+    target = budget.parse_size(target_size) if target_size is not None else None
+    if target_bpw is not None and not 0.5 <= float(target_bpw) <= 32:
+        raise ConvertError(f"--target-bpw {target_bpw} is out of range; use e.g. 4.5 (0.5 to 32)")
+    if m == "budget" and imatrix is None:
+        imatrix = "auto"
+    if imatrix is not None and not isinstance(imatrix, Imatrix) and str(imatrix) != "auto":
+        imatrix = imx.read(imatrix)
+    return Choice(m, rec, target, imatrix)
 
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "bench" / "data" / "calibration.txt"

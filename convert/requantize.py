@@ -19,7 +19,6 @@ from convert import budget, quantize, recipes
 from convert import quantize_job as qj
 from convert.errors import ConvertError
 from convert.imatrix import Imatrix
-from convert.outputs import check_output
 from convert.write import Progress, check_target
 from edge_llm.fsutil import atomic_path, work_dir
 
@@ -55,17 +54,10 @@ def requantize(
     start = time.perf_counter()
     src = Path(src).absolute()
     out = Path(out).absolute()
-    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
-    check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
-    mode = qj.mode(type, recipe, target_size, target_bpw)
+    c = qj.choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force)
+    mode, rec, target, imatrix = c.mode, c.recipe, c.target, c.imatrix
     if mode == "type" and type is None:
         raise ConvertError("requantizing a GGUF needs --type (or --recipe, --target-size)")
-    rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
-    target = budget.parse_size(target_size) if target_size is not None else None
-    if mode == "budget" and imatrix is None:
-        imatrix = "auto"
-    if imatrix is not None and not isinstance(imatrix, Imatrix) and str(imatrix) != "auto":
-        imatrix = imx.read(imatrix)
     out_type = quantize.resolve(type, "F32") if mode == "type" else None
     if out_type is not None:
         quantize.check_imatrix(out_type, imatrix)
