@@ -24,7 +24,6 @@ renamed onto ``out_dir`` at the end; any failure removes it and leaves nothing a
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from gguf import TokenType
 from convert import archs as convert_archs
 from convert import spm
 from convert.archs.base import Architecture, Metadata, plain
-from convert.errors import ConvertError
+from convert.errors import ConvertError, check_disk_full
 from convert.hf_tokenizer import build_tokenizer
 from convert.outputs import check_output
 from convert.tokenizer import Vocab
@@ -293,9 +292,6 @@ def export_hf(
             _write_json(tmp / "tokenizer_config.json", tok_config)
             _publish_permissions(tmp)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise ConvertError(
-                f"disk full while writing {out_dir.name}; free some space and run again"
-            ) from None
+        check_disk_full(e, out_dir.name)
         raise
     return out_dir

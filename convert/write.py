@@ -8,7 +8,6 @@ memory stays near the largest tensor.
 from __future__ import annotations
 
 import collections
-import errno
 import functools
 import math
 import os
@@ -24,7 +23,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from convert.errors import ConvertError
+from convert.errors import ConvertError, check_disk_full
 
 # progress(stage, tensors_done, tensors_total, bytes_done, bytes_total)
 Progress = Callable[[str, int, int, int, int], None]
@@ -203,10 +202,7 @@ def write_gguf(
             if progress:
                 progress(stage, i + 1, len(tensors), done, total)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise ConvertError(
-                f"disk full while writing {path.name}; free some space and run again"
-            ) from None
+        check_disk_full(e, path.name)
         raise
     finally:
         pool.shutdown(cancel_futures=True)

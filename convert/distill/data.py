@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.errors import ConvertError
+from convert.errors import ConvertError, read_input
 from edge_llm.fsutil import atomic_path, cache_dir
 
 CALIBRATION = Path(__file__).resolve().parent.parent.parent / "bench" / "data" / "calibration.txt"
@@ -26,10 +26,7 @@ def read_documents(paths: list[str | Path]) -> list[str]:
     docs: list[str] = []
     for p in paths:
         p = Path(p)
-        try:
-            raw = p.read_bytes()
-        except OSError as e:
-            raise ConvertError(f"cannot read the text file {p}: {e.strerror or e}; check the path") from None
+        raw = read_input(p, "the text file")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -42,7 +42,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from convert.errors import ConvertError
+from convert.errors import ConvertError, read_input
 
 
 @dataclass
@@ -132,10 +132,7 @@ def load_recipe(path: str | Path | None) -> Recipe:
     if path is None:
         return Recipe()
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConvertError(f"cannot read the recipe {path}: {e.strerror or e}; check the path") from None
+    text = read_input(path, "the recipe").decode("utf-8", errors="replace")
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
