@@ -90,7 +90,7 @@ test:
 FUZZ_EXAMPLES ?= 10000
 fuzz:
 	EDGE_LLM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) EDGE_LLM_FUZZ_REPORT=$(CURDIR)/fuzz-report.json \
-		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider
+		$(BIN)/pytest tests/project/test_fuzz.py -p no:cacheprovider
 
 # Random SIGKILLs across convert, quantize, imatrix and distill (no partial target, no debris
 # after the next run, sources unchanged), then the server soak if scripts/soak_server.py exists.

@@ -5,7 +5,7 @@ ggml's facts (enum value, elements and bytes per block) come from gguf-py's cons
 (``GGMLQuantizationType``, ``GGML_QUANT_SIZES``), which mirror ggml.h; a type newer than the
 installed gguf-py states them in its row. llama.cpp's quantizer behaviour, which gguf-py does not
 describe (the fallback for rows a block does not divide, the types that need an importance
-matrix), is data in ``recipes/types.toml``: one row per type. tests/test_quant.py checks every
+matrix), is data in ``recipes/types.toml``: one row per type. tests/convert/test_quant_tools.py checks every
 row against ggml itself.
 """
 

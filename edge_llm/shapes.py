@@ -111,7 +111,7 @@ class ModelShape:
     def compute_buffer_bytes(self, n_ubatch: int) -> int:
         """llama.cpp's compute buffer: the logits of a micro-batch dominate, then activations.
 
-        Checked against llama.cpp's own figure (tests/test_plan.py): never below it, at most 10%
+        Checked against llama.cpp's own figure (tests/runtime/test_plan.py): never below it, at most 10%
         above, for SmolLM2 and Gemma 3 at micro-batches of 128-512.
         """
         return int(n_ubatch * (self.n_vocab * 4 + (self.n_embd + self.n_ff) * 8))

@@ -10,7 +10,7 @@ The two files are held apart:
   identifiers, topics) is split in two, one part per file, so no filled-in sentence can appear in
   both;
 - the script refuses to write if any line of 24+ characters of eval.txt also occurs in
-  calibration.txt (tests/test_quant.py checks it again).
+  calibration.txt (tests/convert/test_quant_tools.py checks it again).
 
 calibration.txt feeds importance matrices and the size-budget sensitivity probes;
 eval.txt is only for measuring (scripts/quant_quality.py, `edge-llm compare`).

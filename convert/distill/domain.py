@@ -10,7 +10,7 @@ gold text mixed with KD on the teacher (recipe [domain]), beside KD on the gener
 The built-in ``k12-math`` corpus is drawn from convert/distill/k12_train.toml: worked solutions
 in English and Chinese, numbers drawn and answers computed exactly with the benchmark's own
 generator code (bench/suites/k12_math.py), so every solution is correct by construction; its
-templates are disjoint from the benchmark's (tests/test_domain.py), in the benchmark's
+templates are disjoint from the benchmark's (tests/convert/test_domain.py), in the benchmark's
 question/answer layout, so what a student learns is the skill and the format, not the test.
 """
 

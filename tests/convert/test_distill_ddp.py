@@ -1,0 +1,105 @@
+"""distill under torchrun: two gloo processes on this CPU give the weights one process gives for
+the same global batch and seed (float tolerance), and a run interrupted under torchrun resumes
+across ranks to the same weights. torchrun (torch.distributed.run) coordinates the processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RUNNER = """
+import os, sys
+sys.path.insert(0, {root!r})
+from convert.distill import distill
+from convert.distill.recipe import recipe_from_dict
+stop = int(os.environ.get("STOP_AT", "0"))
+def on_step(n, loss):
+    if stop and n == stop:
+        raise SystemExit(3)
+r = recipe_from_dict({{"kd": {{"seq_len": 32, "batch_size": 4, "grad_accum": 2, "top_k": 16,
+                                 "lr": 3e-3, "checkpoint_every": 2}}}})
+distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=6, recipe=r, seed=5, layers=2,
+        quant=os.environ.get("QUANT") or None, resume=bool(os.environ.get("RESUME")), on_step=on_step)
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(tmp_path, nproc: int, out: Path, teacher, text, **env):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER.format(root=str(ROOT)))
+    # a cache per output: the two-process run computes its teacher top-k in shards itself
+    e = {**os.environ, "EDGE_LLM_HOME": str(tmp_path / f"home-{out.name}"), "OMP_NUM_THREADS": "1",
+         "PYTHONPATH": str(ROOT), **env}  # fmt: skip
+    args = [str(script), str(teacher), str(out), str(text)]
+    if nproc == 1:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(_port()), *args]  # fmt: skip
+    return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from tests.fixtures.tinymodels import bpe_tokenizer, save_model
+
+    out = tmp_path_factory.mktemp("teacher")
+    vocab = bpe_tokenizer(out, pre="smollm")
+    torch.manual_seed(0)
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
+               tie_word_embeddings=True)  # fmt: skip
+    save_model(
+        transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **cfg)).eval(), out
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    from tests.fixtures.tinymodels import CORPUS_LINES
+
+    p = tmp_path_factory.mktemp("text") / "train.txt"
+    p.write_text("\n".join(CORPUS_LINES * 6))
+    return p
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_two_gloo_processes_equal_one_and_resume_across_ranks(teacher, text, tmp_path):
+    one = run(tmp_path, 1, tmp_path / "one", teacher, text)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run(tmp_path, 2, tmp_path / "two", teacher, text)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    # interrupted after step 3 on both ranks (checkpoint at 2), resumed under torchrun
+    cut = run(tmp_path, 2, tmp_path / "cut", teacher, text, STOP_AT="3")
+    assert cut.returncode != 0 and not (tmp_path / "cut").exists()
+    assert (tmp_path / ".cut.distill-work" / "checkpoint.pt").is_file()
+    res = run(tmp_path, 2, tmp_path / "cut", teacher, text, RESUME="1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    c = weights(tmp_path / "cut")
+    for k in b:
+        assert torch.allclose(b[k], c[k], atol=1e-6, rtol=0), k
