@@ -47,55 +47,85 @@ app = typer.Typer(
 
 Results = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Results file to append to (default: see `bench report -h`).",
-                 show_default=False),
-]  # fmt: skip
+    typer.Option(
+        "--output",
+        "-o",
+        help="Results file to append to (default: see `bench report -h`).",
+        show_default=False,
+    ),
+]
 Family = Annotated[
     str | None,
-    typer.Option("--family", help="Reference family (TOML or JSONL) for the densing law of arXiv "
-                 "2412.04315 (effective / actual parameters); format in bench/density.py.", show_default=False),
-]  # fmt: skip
+    typer.Option(
+        "--family",
+        help="Reference family (TOML or JSONL) for the densing law of arXiv "
+        "2412.04315 (effective / actual parameters); format in bench/density.py.",
+        show_default=False,
+    ),
+]
 
 
 @app.command("run")
 def run(
     models: Annotated[
         list[str] | None,
-        typer.Argument(help="GGUF paths or model names (default: smollm2-135m-instruct).",
-                       show_default=False),
+        typer.Argument(
+            help="GGUF paths or model names (default: smollm2-135m-instruct).", show_default=False
+        ),
     ] = None,
     suite: Annotated[
-        str, typer.Option("--suite", "-s", help="quick, full, a suite .toml or a user suite .jsonl.")
+        str,
+        typer.Option("--suite", "-s", help="quick, full, a suite .toml or a user suite .jsonl."),
     ] = "quick",
     device: Annotated[
         str | None,
-        typer.Option("--device", "-d", help="Also project decode speed and density on this device "
-                     "profile (`edge-llm devices`), labelled projected.", show_default=False),
+        typer.Option(
+            "--device",
+            "-d",
+            help="Also project decode speed and density on this device "
+            "profile (`edge-llm devices`), labelled projected.",
+            show_default=False,
+        ),
     ] = None,
     reference: Annotated[
         str | None,
-        typer.Option("--reference", help="Reference model for the fidelity task (KL, top-1).",
-                     show_default=False),
+        typer.Option(
+            "--reference",
+            help="Reference model for the fidelity task (KL, top-1).",
+            show_default=False,
+        ),
     ] = None,
     reference_is: Annotated[
         str | None,
-        typer.Option("--reference-is", help="What the reference file is, for the record (e.g. "
-                     "\"Q4_1 dequantized to F16\", \"original bf16 checkpoint\").", show_default=False),
+        typer.Option(
+            "--reference-is",
+            help="What the reference file is, for the record (e.g. "
+            '"Q4_1 dequantized to F16", "original bf16 checkpoint").',
+            show_default=False,
+        ),
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option("--recipe", help="A label for how the model was made (e.g. distilled-v2).",
-                     show_default=False),
+        typer.Option(
+            "--recipe",
+            help="A label for how the model was made (e.g. distilled-v2).",
+            show_default=False,
+        ),
     ] = None,
     family: Family = None,
     prompt: Annotated[
         str,
-        typer.Option("--prompt", help="How generation tasks ask: auto (the chat template when the "
-                     "GGUF has one, as apps do), chat, or raw (plain few-shot text)."),
+        typer.Option(
+            "--prompt",
+            help="How generation tasks ask: auto (the chat template when the "
+            "GGUF has one, as apps do), chat, or raw (plain few-shot text).",
+        ),
     ] = "auto",
     threads: o.Threads = None,
     output: Results = None,
-    no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to the results file.")] = False,
+    no_save: Annotated[
+        bool, typer.Option("--no-save", help="Do not append to the results file.")
+    ] = False,
     as_json: o.Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -131,10 +161,18 @@ def run(
     out = store.default_path() if output is None else output
     records = []
     for m in models or [None]:
-        rec = run_one(m or default_model(), s, threads=threads, device=device,
-                      reference=reference, recipe_label=recipe, family=fam,
-                      progress=Progress(quiet=quiet), prompt=prompt,
-                      reference_is=reference_is)  # fmt: skip
+        rec = run_one(
+            m or default_model(),
+            s,
+            threads=threads,
+            device=device,
+            reference=reference,
+            recipe_label=recipe,
+            family=fam,
+            progress=Progress(quiet=quiet),
+            prompt=prompt,
+            reference_is=reference_is,
+        )
         if not no_save:
             store.append(out, store.save_items(out, rec))
         records.append(rec)
@@ -161,8 +199,10 @@ def summary(r: dict) -> str:
             lines.append(f"  {name:<14} {res['bpb']:.4f}{ci} bits/byte over {res['bytes']} bytes")
         elif name == "fidelity":
             ref = r.get("reference") or {}
-            lines.append(f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f} against "
-                         f"{ref.get('what', res.get('reference'))}")  # fmt: skip
+            lines.append(
+                f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f} against "
+                f"{ref.get('what', res.get('reference'))}"
+            )
         else:
             extra = f" (acc {res['acc']:.3f})" if "acc" in res else ""
             iv = res.get("ci95")
@@ -171,16 +211,25 @@ def summary(r: dict) -> str:
     if "k12-robust" in t and "skipped" not in t["k12-robust"]:
         from bench.suites.k12_robust import table
 
-        lines.append("  k12-robust     " + table(t["k12-robust"]).replace("\n", "\n                 "))
+        lines.append(
+            "  k12-robust     " + table(t["k12-robust"]).replace("\n", "\n                 ")
+        )
     if r.get("prompt"):
         lines.append("  prompt         " + ", ".join(f"{k} {v}" for k, v in r["prompt"].items()))
     e = c["energy"]
     lines += [
         f"  capability     {f(r['capability'])}"
-        + (f" [95% {r['capability_ci95'][0]:.3f} to {r['capability_ci95'][1]:.3f}]" if r.get("capability_ci95") else "")
+        + (
+            f" [95% {r['capability_ci95'][0]:.3f} to {r['capability_ci95'][1]:.3f}]"
+            if r.get("capability_ci95")
+            else ""
+        )
         + f" ({r.get('capability_composition') or 'nothing'})"
-        + (f"; smallest difference detectable against an independent run: {r['capability_mdd']:.3f}"
-           if r.get("capability_mdd") else ""),
+        + (
+            f"; smallest difference detectable against an independent run: {r['capability_mdd']:.3f}"
+            if r.get("capability_mdd")
+            else ""
+        ),
         f"  parameters     {c['params_total'] / 1e6:.1f} M total, {c['params_embedding'] / 1e6:.1f} M embedding, "
         f"{c['params_non_embedding'] / 1e6:.1f} M non-embedding",
         f"  per token      {c['flops_per_token'] / 1e9:.3f} GFLOP, {c['bytes_read_per_token'] / 1e6:.1f} MB read "
@@ -188,11 +237,15 @@ def summary(r: dict) -> str:
         f"  measured       prefill {c['prefill_tokens_per_s']:.1f} tok/s, decode {c['decode_tokens_per_s']:.1f} tok/s, "
         f"TTFT {c['ttft_s'] * 1e3:.0f} ms ({c['ttft_prompt_tokens']} tokens), peak RSS {c['peak_rss_bytes'] / 1e6:.0f} MB, "
         f"{r['device']['threads']} thread(s)",
-        "  energy         " + (f"{e['joules_per_decode_token']:.4f} J/decoded token, measured ({e.get('source', 'rapl')})" if e["available"]
-                               else f"unavailable ({e['reason']})"),
+        "  energy         "
+        + (
+            f"{e['joules_per_decode_token']:.4f} J/decoded token, measured ({e.get('source', 'rapl')})"
+            if e["available"]
+            else f"unavailable ({e['reason']})"
+        ),
         f"  density        {f(d['per_gflop'])} per GFLOP, {f(d['per_gb_read'])} per GB read, "
         + (f"{d['per_joule']:.3f} per J" if d["per_joule"] is not None else "per J unavailable"),
-    ]  # fmt: skip
+    ]
     p = r.get("projected")
     if p:
         lines.append(
@@ -200,7 +253,7 @@ def summary(r: dict) -> str:
             f"prefill {p['prefill_tokens_per_s']:.1f} tok/s, {f(p['joules_per_token'], '{:.4f}')} J/token, "
             f"{f(p['density']['per_joule'])} capability per J, {f(p['density']['per_gb_read'])} per GB read"
             + ("" if p["fits"] else " (DOES NOT FIT its memory budget)")
-        )  # fmt: skip
+        )
     dn = r.get("densing")
     if dn:
         if "error" in dn:
@@ -210,12 +263,19 @@ def summary(r: dict) -> str:
             lines.append(
                 f"  densing law    effective {dn['effective_params'] / 1e6:.1f} M of {dn['actual_params'] / 1e6:.1f} M "
                 f"{dn['params_kind']} parameters: density {dn['density']:.2f}"
-                + (f" (95%: {iv[0]:.2f}-{iv[1]:.2f}, the score's own interval included)" if iv else "")
-                + f" vs family {dn['family']}" + (" (an EXAMPLE family)" if dn.get("example_family") else "")
+                + (
+                    f" (95%: {iv[0]:.2f}-{iv[1]:.2f}, the score's own interval included)"
+                    if iv
+                    else ""
+                )
+                + f" vs family {dn['family']}"
+                + (" (an EXAMPLE family)" if dn.get("example_family") else "")
                 + (f"; {dn['note']}" if dn["note"] else "")
-            )  # fmt: skip
+            )
         else:
-            lines.append(f"  densing law    no effective size: the score is beyond the family's fit ({dn['family']})")
+            lines.append(
+                f"  densing law    no effective size: the score is beyond the family's fit ({dn['family']})"
+            )
     return "\n".join(lines)
 
 
@@ -223,21 +283,31 @@ def summary(r: dict) -> str:
 def report(
     results: Annotated[
         str | None,
-        typer.Argument(help="Results file (default: $EDGE_LLM_HOME/bench/results.jsonl or "
-                       "~/.local/share/edge-llm/bench/results.jsonl).", show_default=False),
+        typer.Argument(
+            help="Results file (default: $EDGE_LLM_HOME/bench/results.jsonl or "
+            "~/.local/share/edge-llm/bench/results.jsonl).",
+            show_default=False,
+        ),
     ] = None,
     plot: Annotated[
         str | None,
-        typer.Option("--plot", help="Draw the Pareto and history plots into this PNG.",
-                     show_default=False),
+        typer.Option(
+            "--plot", help="Draw the Pareto and history plots into this PNG.", show_default=False
+        ),
     ] = None,
     family: Family = None,
-    every: Annotated[bool, typer.Option("--all", help="Every run, not the latest of each.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every run, not the latest of each.")
+    ] = False,
     compare: Annotated[
         tuple[str, str] | None,
-        typer.Option("--compare", help="Compare run B with run A item by item (run ids or model "
-                     "names): paired differences per task and for capability, with verdicts.",
-                     metavar="A B", show_default=False),
+        typer.Option(
+            "--compare",
+            help="Compare run B with run A item by item (run ids or model "
+            "names): paired differences per task and for capability, with verdicts.",
+            metavar="A B",
+            show_default=False,
+        ),
     ] = None,
     as_json: o.Json = False,
 ) -> None:
@@ -286,7 +356,7 @@ def compare(
     threads: o.Threads = None,
     as_json: o.Json = False,
 ) -> None:
-    """Fidelity of CANDIDATE to REFERENCE: KL divergence, top-1 agreement, perplexities, Δp."""  # fmt: skip
+    """Fidelity of CANDIDATE to REFERENCE: KL divergence, top-1 agreement, perplexities, Δp."""
     import time
 
     from bench.fidelity import compare as run
@@ -313,11 +383,15 @@ def compare(
         )
         return
     p = r["kld_percentiles"]
-    print(f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}, in {r['seconds']:.1f} s")  # fmt: skip
+    print(
+        f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}, in {r['seconds']:.1f} s"
+    )
     print(f"  mean KLD      {r['mean_kld']:.6f}")
     print("  KLD           " + "  ".join(f"{k} {v:.5f}" for k, v in p.items()))
     print(f"  top-1 agree   {100 * r['top1']:.2f}%")
-    print(f"  PPL           reference {r['ppl_reference']:.4f}  candidate {r['ppl_candidate']:.4f}  ratio {r['ppl_ratio']:.4f}")  # fmt: skip
+    print(
+        f"  PPL           reference {r['ppl_reference']:.4f}  candidate {r['ppl_candidate']:.4f}  ratio {r['ppl_ratio']:.4f}"
+    )
     print(
         f"  Δp            mean {100 * r['mean_delta_p']:+.3f}%  RMS {100 * r['rms_delta_p']:.3f}%"
     )

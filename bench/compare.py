@@ -40,13 +40,21 @@ def find(records: list[dict], key: str) -> dict:
 
     def names(r: dict) -> set[str]:
         m = r["model"]
-        return {label(r), m["name"], m.get("file", ""), m.get("path", ""), m.get("arg", ""),
-                Path(m.get("path", "") or "x").stem}  # fmt: skip
+        return {
+            label(r),
+            m["name"],
+            m.get("file", ""),
+            m.get("path", ""),
+            m.get("arg", ""),
+            Path(m.get("path", "") or "x").stem,
+        }
 
     hits = [r for r in records if key in names(r)]
     if not hits:
-        raise BenchError(f"no run in the results matches {key!r}; give a run id or a model name "
-                         "from `edge-llm bench report --all`")  # fmt: skip
+        raise BenchError(
+            f"no run in the results matches {key!r}; give a run id or a model name "
+            "from `edge-llm bench report --all`"
+        )
     return max(hits, key=lambda r: r["date"])
 
 
@@ -80,8 +88,12 @@ def _rate(u: np.ndarray) -> float:
     return float(u[:, 0].sum() / u[:, 1].sum())
 
 
-def compare_items(a_items: dict[str, list[dict]], b_items: dict[str, list[dict]],
-                  chances: dict[str, float], cap_tasks: list[str]) -> dict:  # fmt: skip
+def compare_items(
+    a_items: dict[str, list[dict]],
+    b_items: dict[str, list[dict]],
+    chances: dict[str, float],
+    cap_tasks: list[str],
+) -> dict:
     """Per-task and composite paired differences (B - A) from two runs' per-item results."""
     out: dict[str, dict] = {}
     pairs, used = [], []
@@ -98,9 +110,17 @@ def compare_items(a_items: dict[str, list[dict]], b_items: dict[str, list[dict]]
             b = np.array([[y["bits"], y["bytes"]] for _, y in common])
             lo, hi, p = stats.paired_bootstrap_ci(lambda x, y: _rate(y) - _rate(x), [(a, b)])
             v = stats.verdict(-hi, -lo)  # lower bpb is better
-            out[task] = {"n": len(common), "a": _rate(a), "b": _rate(b), "difference": _rate(b) - _rate(a),
-                         "ci95": [lo, hi], "p": p, "test": "paired bootstrap over blocks",
-                         "verdict": v, "lower_is_better": True}  # fmt: skip
+            out[task] = {
+                "n": len(common),
+                "a": _rate(a),
+                "b": _rate(b),
+                "difference": _rate(b) - _rate(a),
+                "ci95": [lo, hi],
+                "p": p,
+                "test": "paired bootstrap over blocks",
+                "verdict": v,
+                "lower_is_better": True,
+            }
             continue
         if "correct" not in ia[0]:
             continue
@@ -111,10 +131,18 @@ def compare_items(a_items: dict[str, list[dict]], b_items: dict[str, list[dict]]
             lo, hi, p = stats.paired_bootstrap_ci(lambda x, y: _rate(y) - _rate(x), [(a, b)])
             n_items = int(a[:, 1].sum())
             disc = sum(bool(x["correct"]) != bool(y["correct"]) for x, y in _aligned(ia, ib))
-            out[task] = {"n": n_items, "clusters": len(a), "a": _rate(a), "b": _rate(b),
-                         "difference": _rate(b) - _rate(a), "ci95": [lo, hi], "p": p,
-                         "test": "paired bootstrap over problems", "verdict": stats.verdict(lo, hi),
-                         "mdd": stats.mdd_paired(disc / n_items, n_items)}  # fmt: skip
+            out[task] = {
+                "n": n_items,
+                "clusters": len(a),
+                "a": _rate(a),
+                "b": _rate(b),
+                "difference": _rate(b) - _rate(a),
+                "ci95": [lo, hi],
+                "p": p,
+                "test": "paired bootstrap over problems",
+                "verdict": stats.verdict(lo, hi),
+                "mdd": stats.mdd_paired(disc / n_items, n_items),
+            }
         else:
             r = stats.paired_proportion(a[:, 0] > 0, b[:, 0] > 0)
             out[task] = {**r, "a": _rate(a), "b": _rate(b)}
@@ -132,11 +160,17 @@ def compare_items(a_items: dict[str, list[dict]], b_items: dict[str, list[dict]]
         args = [u for pr in pairs for u in pr]
         diff = stat(*args)
         lo, hi, p = stats.paired_bootstrap_ci(stat, pairs)
-        out["capability"] = {"tasks": used, "difference": diff, "ci95": [lo, hi], "p": p,
-                             "test": "paired bootstrap over each task's items",
-                             "verdict": stats.verdict(lo, hi),
-                             "mdd": stats.Z80 / stats.Z95 * (hi - lo) / 2 + (hi - lo) / 2
-                             if math.isfinite(hi - lo) else None}  # fmt: skip
+        out["capability"] = {
+            "tasks": used,
+            "difference": diff,
+            "ci95": [lo, hi],
+            "p": p,
+            "test": "paired bootstrap over each task's items",
+            "verdict": stats.verdict(lo, hi),
+            "mdd": stats.Z80 / stats.Z95 * (hi - lo) / 2 + (hi - lo) / 2
+            if math.isfinite(hi - lo)
+            else None,
+        }
     return out
 
 
@@ -148,24 +182,31 @@ def _aligned(ia: list[dict], ib: list[dict]):
 def compare(results: str | Path, records: list[dict], a_key: str, b_key: str) -> dict:
     a, b = find(records, a_key), find(records, b_key)
     if a["suite"]["version"] != b["suite"]["version"]:
-        raise BenchError(f"{a_key} ran suite {a['suite']['version']} and {b_key} ran "
-                         f"{b['suite']['version']}; compare two runs of the same suite")  # fmt: skip
+        raise BenchError(
+            f"{a_key} ran suite {a['suite']['version']} and {b_key} ran "
+            f"{b['suite']['version']}; compare two runs of the same suite"
+        )
     ia, ib = store.load_items(results, a), store.load_items(results, b)
     chances = {t: r.get("chance", 0.0) for t, r in a["tasks"].items()}
     cap_tasks = a.get("capability_tasks") or []
     from bench.report import label
 
-    return {"a": {"run_id": a.get("run_id"), "model": label(a), "capability": a.get("capability")},
-            "b": {"run_id": b.get("run_id"), "model": label(b), "capability": b.get("capability")},
-            "suite": a["suite"]["version"],
-            "tasks": compare_items(ia, ib, chances, cap_tasks)}  # fmt: skip
+    return {
+        "a": {"run_id": a.get("run_id"), "model": label(a), "capability": a.get("capability")},
+        "b": {"run_id": b.get("run_id"), "model": label(b), "capability": b.get("capability")},
+        "suite": a["suite"]["version"],
+        "tasks": compare_items(ia, ib, chances, cap_tasks),
+    }
 
 
 def markdown(c: dict) -> str:
-    lines = [f"B = {c['b']['model']} ({c['b']['run_id']}) against A = {c['a']['model']} "
-             f"({c['a']['run_id']}), suite {c['suite']}", "",
-             "| task | items | A | B | B - A | 95% interval | p | test | verdict for B | min. detectable |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"B = {c['b']['model']} ({c['b']['run_id']}) against A = {c['a']['model']} "
+        f"({c['a']['run_id']}), suite {c['suite']}",
+        "",
+        "| task | items | A | B | B - A | 95% interval | p | test | verdict for B | min. detectable |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     order = [t for t in c["tasks"] if t != "capability"] + (
         ["capability"] if "capability" in c["tasks"] else []
     )
@@ -176,7 +217,9 @@ def markdown(c: dict) -> str:
         b = "—" if "b" not in r else f"{r['b']:.3f}"
         mdd = r.get("mdd")
         n = r.get("n", "—") if t != "capability" else "+".join(r["tasks"])
-        lines.append(f"| {t} | {n} | {a} | {b} | {r['difference']:+.3f} | {lo:+.3f} to {hi:+.3f} | "
-                     f"{r['p']:.3g} | {r['test']} | {r['verdict']} | "
-                     f"{'—' if mdd is None or not math.isfinite(mdd) else f'{mdd:.3f}'} |")  # fmt: skip
+        lines.append(
+            f"| {t} | {n} | {a} | {b} | {r['difference']:+.3f} | {lo:+.3f} to {hi:+.3f} | "
+            f"{r['p']:.3g} | {r['test']} | {r['verdict']} | "
+            f"{'—' if mdd is None or not math.isfinite(mdd) else f'{mdd:.3f}'} |"
+        )
     return "\n".join(lines)

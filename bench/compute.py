@@ -41,7 +41,9 @@ def accounting(info: GGUFInfo, context: int = 512, kv_type: str = "f16") -> dict
     s = ModelShape.from_info(info)
     tensors = {t.name: t for t in info.tensors}
     embedding = s.embedding_params + (
-        0 if s.tied_output or "output.weight" not in tensors else tensors["output.weight"].n_elements
+        0
+        if s.tied_output or "output.weight" not in tensors
+        else tensors["output.weight"].n_elements
     )
     attn = s.attention_flops(context)
     return {
@@ -95,8 +97,9 @@ def speed_prompt(model, n_tokens: int) -> list[int]:
     return tokens[:n_tokens]
 
 
-def measure_speed(model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: int = 3,
-                  rapl: Rapl | None = None) -> dict:  # fmt: skip
+def measure_speed(
+    model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: int = 3, rapl: Rapl | None = None
+) -> dict:
     """Prefill and decode tokens/s and time to first token of an edge_llm Model (medians of
     ``reps`` after one untimed warm-up), and energy per token when RAPL is available.
 
@@ -133,11 +136,16 @@ def measure_speed(model, prompt_tokens: int = 256, gen_tokens: int = 64, reps: i
         rapl.stop()
     med = statistics.median
     energy = (
-        {"available": True, "source": getattr(rapl, "source", "rapl"), "joules_per_prefill_token": med(e_pre),
-         "joules_per_decode_token": med(e_dec), "zones": [str(z.path) for z in rapl.zones]}
-        if e_dec else
-        {"available": False, "reason": rapl.reason or "RAPL gave no reading"}
-    )  # fmt: skip
+        {
+            "available": True,
+            "source": getattr(rapl, "source", "rapl"),
+            "joules_per_prefill_token": med(e_pre),
+            "joules_per_decode_token": med(e_dec),
+            "zones": [str(z.path) for z in rapl.zones],
+        }
+        if e_dec
+        else {"available": False, "reason": rapl.reason or "RAPL gave no reading"}
+    )
     return {
         "prompt_tokens": len(prompt),
         "gen_tokens": gen_tokens,

@@ -56,13 +56,19 @@ def normalised(score: float, chance: float) -> float:
 
 
 def capability_names(tasks: dict[str, dict]) -> list[str]:
-    return sorted(t for t, r in tasks.items()
-                  if (t in CAPABILITY_TASKS or t.startswith("user:")) and "score" in r)  # fmt: skip
+    return sorted(
+        t
+        for t, r in tasks.items()
+        if (t in CAPABILITY_TASKS or t.startswith("user:")) and "score" in r
+    )
 
 
 def composition(names: list[str]) -> str:
-    return (f"mean over {', '.join(names)} of (score - chance) / (1 - chance), unclipped"
-            if names else "no capability task ran")  # fmt: skip
+    return (
+        f"mean over {', '.join(names)} of (score - chance) / (1 - chance), unclipped"
+        if names
+        else "no capability task ran"
+    )
 
 
 def capability(tasks: dict[str, dict]) -> tuple[float | None, list[str]]:
@@ -70,8 +76,9 @@ def capability(tasks: dict[str, dict]) -> tuple[float | None, list[str]]:
     names = capability_names(tasks)
     if not names:
         return None, []
-    return float(np.mean([normalised(tasks[t]["score"], tasks[t].get("chance", 0.0))
-                          for t in names])), names  # fmt: skip
+    return float(
+        np.mean([normalised(tasks[t]["score"], tasks[t].get("chance", 0.0)) for t in names])
+    ), names
 
 
 def units(result: dict) -> np.ndarray | None:
@@ -105,15 +112,23 @@ def capability_detail(tasks: dict[str, dict]) -> dict:
     """The composite with its bootstrap interval (each task's items resampled on their own), its
     half-width, and the smallest difference from another run it can detect (stats.mdd_from_halfwidth)."""
     cap, names = capability(tasks)
-    out = {"value": cap, "tasks": names, "composition": composition(names), "ci95": None,
-           "halfwidth": None, "mdd": None}  # fmt: skip
+    out = {
+        "value": cap,
+        "tasks": names,
+        "composition": composition(names),
+        "ci95": None,
+        "halfwidth": None,
+        "mdd": None,
+    }
     us = [units(tasks[t]) for t in names]
     if cap is None or any(u is None for u in us):
         return out
     chances = [tasks[t].get("chance", 0.0) for t in names]
 
     def stat(*arrays):
-        return float(np.mean([normalised(a[:, 0].sum() / a[:, 1].sum(), c) for a, c in zip(arrays, chances)]))
+        return float(
+            np.mean([normalised(a[:, 0].sum() / a[:, 1].sum(), c) for a, c in zip(arrays, chances)])
+        )
 
     lo, hi = stats.bootstrap_ci(stat, us)
     half = (hi - lo) / 2
@@ -138,8 +153,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     for i, (c, s) in enumerate(points):
         dominated = any(
             (c2 <= c and s2 >= s) and (c2 < c or s2 > s)
-            for j, (c2, s2) in enumerate(points) if j != i
-        )  # fmt: skip
+            for j, (c2, s2) in enumerate(points)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
@@ -221,31 +237,56 @@ def load_family(path: str | Path) -> Family:
             raise BenchError(f"reference family {path} is not valid TOML: {e}") from None
     kind = data.get("params_kind", "total")
     if kind not in ("total", "non_embedding"):
-        raise BenchError(f"{path}: params_kind must be \"total\" or \"non_embedding\" (got {kind!r})")
+        raise BenchError(f'{path}: params_kind must be "total" or "non_embedding" (got {kind!r})')
     members = []
     for i, m in enumerate(data.get("model", []), 1):
         if "bpb" in m and "loss" not in m:
-            raise BenchError(f"{path}: [[model]] {i} gives bpb; the densing law needs the conditional "
-                             "answer loss (loss = tasks.mmlu.answer_loss of its record)")  # fmt: skip
+            raise BenchError(
+                f"{path}: [[model]] {i} gives bpb; the densing law needs the conditional "
+                "answer loss (loss = tasks.mmlu.answer_loss of its record)"
+            )
         try:
-            mem = Member(str(m.get("name", f"model {i}")), float(m["params"]), float(m["loss"]),
-                         float(m["score"]), m.get("items"),
-                         float(m["tokens"]) if m.get("tokens") is not None else None)  # fmt: skip
+            mem = Member(
+                str(m.get("name", f"model {i}")),
+                float(m["params"]),
+                float(m["loss"]),
+                float(m["score"]),
+                m.get("items"),
+                float(m["tokens"]) if m.get("tokens") is not None else None,
+            )
         except KeyError as e:
-            raise BenchError(f"{path}: [[model]] {i} lacks {e.args[0]!r} (needs params, loss, score)") from None
+            raise BenchError(
+                f"{path}: [[model]] {i} lacks {e.args[0]!r} (needs params, loss, score)"
+            ) from None
         except (TypeError, ValueError):
-            raise BenchError(f"{path}: [[model]] {i}: params, tokens, loss and score must be numbers") from None
-        if mem.params <= 0 or mem.loss <= 0 or not 0 <= mem.score <= 1 or (mem.tokens is not None and mem.tokens <= 0):
-            raise BenchError(f"{path}: [[model]] {i}: params, tokens and loss must be > 0, score in [0, 1]")
+            raise BenchError(
+                f"{path}: [[model]] {i}: params, tokens, loss and score must be numbers"
+            ) from None
+        if (
+            mem.params <= 0
+            or mem.loss <= 0
+            or not 0 <= mem.score <= 1
+            or (mem.tokens is not None and mem.tokens <= 0)
+        ):
+            raise BenchError(
+                f"{path}: [[model]] {i}: params, tokens and loss must be > 0, score in [0, 1]"
+            )
         members.append(mem)
     if members and len({m.tokens is None for m in members}) > 1:
         raise BenchError(f"{path}: give tokens for every model or for none")
     chance = float(data.get("chance", 0.0))
     if not 0 <= chance < 1:
         raise BenchError(f"{path}: chance must be in [0, 1)")
-    return Family(str(data.get("name", path.stem)), members, kind, str(data.get("score", "capability")),
-                  chance, str(path), str(data.get("loss", "mmlu.answer_loss")),
-                  bool(data.get("example", False)))  # fmt: skip
+    return Family(
+        str(data.get("name", path.stem)),
+        members,
+        kind,
+        str(data.get("score", "capability")),
+        chance,
+        str(path),
+        str(data.get("loss", "mmlu.answer_loss")),
+        bool(data.get("example", False)),
+    )
 
 
 @dataclass(frozen=True)
@@ -264,7 +305,9 @@ class DensingFit:
     chance: float
     rmse_loss: float
     rmse_logit: float
-    boot: np.ndarray  # (draws, 7): a, alpha, c, b, beta, gamma, l_mid refitted on resampled residuals
+    boot: (
+        np.ndarray
+    )  # (draws, 7): a, alpha, c, b, beta, gamma, l_mid refitted on resampled residuals
 
     def loss(self, n_params, a=None, alpha=None, c=None, b=None, beta=None):
         a, alpha = self.a if a is None else a, self.alpha if alpha is None else alpha
@@ -277,11 +320,22 @@ class DensingFit:
         return float(self.loss(n_params))
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "models": self.n, "form": self.form, "a": self.a,
-                "alpha": self.alpha, "c": self.c, "b": self.b, "beta": self.beta,
-                "tokens_per_param": self.ratio if self.form == "N+D" else None, "gamma": self.gamma,
-                "l_mid": self.l_mid, "chance": self.chance, "rmse_loss": self.rmse_loss,
-                "rmse_logit_score": self.rmse_logit}  # fmt: skip
+        return {
+            "family": self.family,
+            "models": self.n,
+            "form": self.form,
+            "a": self.a,
+            "alpha": self.alpha,
+            "c": self.c,
+            "b": self.b,
+            "beta": self.beta,
+            "tokens_per_param": self.ratio if self.form == "N+D" else None,
+            "gamma": self.gamma,
+            "l_mid": self.l_mid,
+            "chance": self.chance,
+            "rmse_loss": self.rmse_loss,
+            "rmse_logit_score": self.rmse_logit,
+        }
 
 
 def _logit_score(score, chance: float, items: int | None = None):
@@ -306,11 +360,25 @@ def _fit_power(n: np.ndarray, d: np.ndarray | None, loss: np.ndarray) -> np.ndar
         ok = (coef[:, 0] > 0) & ((coef[:, 1] > 0) if d is not None else True) & (sse < best)
         best[ok] = sse[ok]
         if d is None:
-            out[ok] = np.column_stack([coef[ok, 0], np.full(ok.sum(), alpha), coef[ok, 1],
-                                       np.zeros(ok.sum()), np.zeros(ok.sum())])  # fmt: skip
+            out[ok] = np.column_stack(
+                [
+                    coef[ok, 0],
+                    np.full(ok.sum(), alpha),
+                    coef[ok, 1],
+                    np.zeros(ok.sum()),
+                    np.zeros(ok.sum()),
+                ]
+            )
         else:
-            out[ok] = np.column_stack([coef[ok, 0], np.full(ok.sum(), alpha), np.zeros(ok.sum()),
-                                       coef[ok, 1], np.full(ok.sum(), beta)])  # fmt: skip
+            out[ok] = np.column_stack(
+                [
+                    coef[ok, 0],
+                    np.full(ok.sum(), alpha),
+                    np.zeros(ok.sum()),
+                    coef[ok, 1],
+                    np.full(ok.sum(), beta),
+                ]
+            )
     return out
 
 
@@ -318,8 +386,10 @@ def _fit_sigmoid(loss: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     X = np.column_stack([np.ones_like(loss), loss])
     (b0, b1), *_ = np.linalg.lstsq(X, y, rcond=None)
     if b1 >= 0:
-        raise BenchError("the family's scores do not rise as its loss falls; a sigmoid cannot be fitted "
-                         "(are the scores all at chance? use a task the family can do)")  # fmt: skip
+        raise BenchError(
+            "the family's scores do not rise as its loss falls; a sigmoid cannot be fitted "
+            "(are the scores all at chance? use a task the family can do)"
+        )
     return -float(b1), float(b0) / -float(b1)  # gamma, l_mid: logit = gamma * (l_mid - L)
 
 
@@ -341,7 +411,9 @@ def fit_family(family: Family, seed: int = 0) -> DensingFit:
     try:
         a, alpha, c, b, beta = _fit_power(n, d, loss)[0]
         if not math.isfinite(a):
-            raise BenchError("its loss does not fall as parameters grow; a power law cannot be fitted")
+            raise BenchError(
+                "its loss does not fall as parameters grow; a power law cannot be fitted"
+            )
         y = np.array([_logit_score(x.score, family.chance, x.items) for x in m])
         gamma, l_mid = _fit_sigmoid(loss, y)
     except BenchError as e:
@@ -361,9 +433,23 @@ def fit_family(family: Family, seed: int = 0) -> DensingFit:
     sig = ys @ np.linalg.pinv(X).T  # intercept, slope per draw
     keep = np.isfinite(powers[:, 0]) & (sig[:, 1] < 0)
     boot = np.column_stack([powers, -sig[:, 1], sig[:, 0] / -sig[:, 1]])[keep]
-    return DensingFit(family.name, len(m), "N+D" if with_d else "N+c", a, alpha, c, b, beta, ratio,
-                      gamma, l_mid, family.chance, float(np.sqrt(np.mean(rl**2))),
-                      float(np.sqrt(np.mean(ry**2))), boot)  # fmt: skip
+    return DensingFit(
+        family.name,
+        len(m),
+        "N+D" if with_d else "N+c",
+        a,
+        alpha,
+        c,
+        b,
+        beta,
+        ratio,
+        gamma,
+        l_mid,
+        family.chance,
+        float(np.sqrt(np.mean(rl**2))),
+        float(np.sqrt(np.mean(ry**2))),
+        boot,
+    )
 
 
 def _invert(fit: DensingFit, score: float, items, a, alpha, c, b, beta, gamma, l_mid) -> float:
@@ -383,11 +469,19 @@ def _invert(fit: DensingFit, score: float, items, a, alpha, c, b, beta, gamma, l
     return math.exp((lo + hi) / 2)
 
 
-def effective_params(fit: DensingFit, score: float, actual: float, items: int | None = None,
-                     score_ci95: list[float] | None = None, seed: int = 0) -> dict:  # fmt: skip
+def effective_params(
+    fit: DensingFit,
+    score: float,
+    actual: float,
+    items: int | None = None,
+    score_ci95: list[float] | None = None,
+    seed: int = 0,
+) -> dict:
     """Effective parameter size for ``score``, density = effective / ``actual``, 95% interval
     from the fits' bootstrap and the score's own interval (a normal with its half-width / 1.96)."""
-    n_eff = _invert(fit, score, items, fit.a, fit.alpha, fit.c, fit.b, fit.beta, fit.gamma, fit.l_mid)
+    n_eff = _invert(
+        fit, score, items, fit.a, fit.alpha, fit.c, fit.b, fit.beta, fit.gamma, fit.l_mid
+    )
     rng = np.random.default_rng(seed)
     se = (score_ci95[1] - score_ci95[0]) / 2 / 1.959964 if score_ci95 else 0.0
     draws = []
@@ -406,7 +500,9 @@ def effective_params(fit: DensingFit, score: float, actual: float, items: int | 
         "effective_params_95": [float(lo), float(hi)] if ok else None,
         "includes_score_interval": bool(score_ci95),
         "loss_for_score": float(fit.l_mid - _logit_score(score, fit.chance, items) / fit.gamma),
-        "note": "score at or below chance: the effective size is an upper bound" if score <= fit.chance else "",
+        "note": "score at or below chance: the effective size is an upper bound"
+        if score <= fit.chance
+        else "",
         "fit": fit.to_dict(),
     }
 
@@ -426,5 +522,10 @@ def densing(record: dict, family: Family, fit: DensingFit | None = None) -> dict
         )
     c = record["compute"]
     actual = c["params_total"] if family.params_kind == "total" else c["params_non_embedding"]
-    return {"family": family.name, "example_family": family.example, "score": family.score,
-            "params_kind": family.params_kind, **effective_params(fit, score, actual, items, ci)}  # fmt: skip
+    return {
+        "family": family.name,
+        "example_family": family.example,
+        "score": family.score,
+        "params_kind": family.params_kind,
+        **effective_params(fit, score, actual, items, ci),
+    }

@@ -74,7 +74,9 @@ class Rapl:
             zones.append(top)
             # Subzones sit inside their package's folder and (as links) beside it; DRAM is not
             # part of the package count, core and uncore are.
-            subs = {s.name: s for s in [*top.glob(f"{top.name}:*"), *self.root.glob(f"{top.name}:*")]}
+            subs = {
+                s.name: s for s in [*top.glob(f"{top.name}:*"), *self.root.glob(f"{top.name}:*")]
+            }
             zones += [subs[n] for n in sorted(subs) if _read_str(subs[n] / "name") == "dram"]
         for z in zones:
             try:
@@ -250,9 +252,13 @@ def detect(root: Path | str = SYSFS, interval: float = INTERVAL):
     for d in _batteries(root):
         w = _battery_watts(d)
         if _read_str(d / "status") != "Discharging":
-            return Unavailable(f"the battery {d.name} is {(_read_str(d / 'status') or 'in an unknown state').lower()}, "
-                               "not discharging: its power draw includes the charger; unplug it to measure")  # fmt: skip
+            return Unavailable(
+                f"the battery {d.name} is {(_read_str(d / 'status') or 'in an unknown state').lower()}, "
+                "not discharging: its power draw includes the charger; unplug it to measure"
+            )
         if w() is not None:
             return Sampled(w, [d], "battery (sampled)", interval)
-    return Unavailable(f"no energy meter on this machine (no RAPL or powercap counter, no hwmon energy or "
-                       f"power input, no discharging battery under {root})")  # fmt: skip
+    return Unavailable(
+        f"no energy meter on this machine (no RAPL or powercap counter, no hwmon energy or "
+        f"power input, no discharging battery under {root})"
+    )

@@ -166,9 +166,13 @@ def compare(
         if cand is not None:
             cand.close()
     return summarize(
-        np.concatenate(kld), same, np.concatenate(nll_ref), np.concatenate(nll_cand),
-        np.concatenate(dp), len(chunks),
-    )  # fmt: skip
+        np.concatenate(kld),
+        same,
+        np.concatenate(nll_ref),
+        np.concatenate(nll_cand),
+        np.concatenate(dp),
+        len(chunks),
+    )
 
 
 def _reference_rows(ref: _Model, chunks, first: int, last: int, text: str):

@@ -33,8 +33,15 @@ class Scorer(ScoringContext):
         from edge_llm import gguf_info
 
         gguf_info.check_gguf(Path(path))
-        super().__init__(path, n_ctx=n_ctx, n_batch=n_batch, n_seq=n_seq, threads=threads,
-                         kv_type="f16", flash_attn=None)  # fmt: skip
+        super().__init__(
+            path,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_seq=n_seq,
+            threads=threads,
+            kv_type="f16",
+            flash_attn=None,
+        )
         self.open()
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:

@@ -25,8 +25,12 @@ def label(r: dict) -> str:
 
 def group_key(r: dict) -> tuple:
     m = r["model"]
-    return (m["sha256"], m.get("recipe", {}).get("label", ""), r["suite"]["version"],
-            r["device"].get("profile"))  # fmt: skip
+    return (
+        m["sha256"],
+        m.get("recipe", {}).get("label", ""),
+        r["suite"]["version"],
+        r["device"].get("profile"),
+    )
 
 
 def latest(records: list[dict]) -> list[tuple[dict, int]]:
@@ -43,7 +47,9 @@ def _f(x, fmt: str = "{:.3f}", none: str = "—") -> str:
     return fmt.format(x)
 
 
-def rows(records: list[dict], family: density.Family | None = None, every: bool = False) -> list[dict]:
+def rows(
+    records: list[dict], family: density.Family | None = None, every: bool = False
+) -> list[dict]:
     """One dict per table row (JSON-ready)."""
     fit = density.fit_family(family) if family else None
     chosen = [(r, 1) for r in records] if every else latest(records)
@@ -88,15 +94,20 @@ def rows(records: list[dict], family: density.Family | None = None, every: bool 
         }
         p = r.get("projected")
         if p:
-            row.update(projected_device=p["device"],
-                       projected_decode_tokens_per_s=p["decode_tokens_per_s"],
-                       projected_per_joule=p["density"].get("per_joule"),
-                       projected_fits=p["fits"])  # fmt: skip
+            row.update(
+                projected_device=p["device"],
+                projected_decode_tokens_per_s=p["decode_tokens_per_s"],
+                projected_per_joule=p["density"].get("per_joule"),
+                projected_fits=p["fits"],
+            )
         if fit is not None:
             try:
                 dn = density.densing(r, family, fit)
-                row.update(effective_params=dn["effective_params"], densing=dn["density"],
-                           densing_95=dn["density_95"])  # fmt: skip
+                row.update(
+                    effective_params=dn["effective_params"],
+                    densing=dn["density"],
+                    densing_95=dn["density_95"],
+                )
             except BenchError:
                 row.update(effective_params=None, densing=None, densing_95=None)
         out.append(row)
@@ -105,31 +116,49 @@ def rows(records: list[dict], family: density.Family | None = None, every: bool 
 
 def markdown(table: list[dict]) -> str:
     cols = [
-        ("model", "model", "{}"), ("suite", "suite", "{}"), ("runs", "runs", "{}"),
-        ("capability", "capability", "{:.3f}"), ("capability_ci95", "capability 95%", "{}"),
-        ("k12_math", "k12-math", "{:.3f}"), ("k12_math_ci95", "k12-math 95%", "{}"),
-        ("mmlu_acc_norm", "mmlu acc_norm", "{:.3f}"), ("mmlu_ci95", "mmlu 95%", "{}"),
-        ("bpb", "bpb", "{:.3f}"), ("bpb_ci95", "bpb 95%", "{}"),
-        ("gflops_per_token", "GFLOP/tok", "{:.3f}"), ("mb_read_per_token", "MB read/tok", "{:.1f}"),
+        ("model", "model", "{}"),
+        ("suite", "suite", "{}"),
+        ("runs", "runs", "{}"),
+        ("capability", "capability", "{:.3f}"),
+        ("capability_ci95", "capability 95%", "{}"),
+        ("k12_math", "k12-math", "{:.3f}"),
+        ("k12_math_ci95", "k12-math 95%", "{}"),
+        ("mmlu_acc_norm", "mmlu acc_norm", "{:.3f}"),
+        ("mmlu_ci95", "mmlu 95%", "{}"),
+        ("bpb", "bpb", "{:.3f}"),
+        ("bpb_ci95", "bpb 95%", "{}"),
+        ("gflops_per_token", "GFLOP/tok", "{:.3f}"),
+        ("mb_read_per_token", "MB read/tok", "{:.1f}"),
         ("kv_kb_per_token", "KV KB/tok", "{:.1f}"),
         ("prefill_tokens_per_s", "prefill tok/s", "{:.1f}"),
-        ("decode_tokens_per_s", "decode tok/s", "{:.1f}"), ("ttft_ms", "TTFT ms", "{:.0f}"),
-        ("peak_rss_mb", "peak RSS MB", "{:.0f}"), ("joules_per_token", "J/tok", "{:.3f}"),
-        ("per_gflop", "cap/GFLOP", "{:.3f}"), ("per_gb_read", "cap/GB read", "{:.3f}"),
+        ("decode_tokens_per_s", "decode tok/s", "{:.1f}"),
+        ("ttft_ms", "TTFT ms", "{:.0f}"),
+        ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+        ("joules_per_token", "J/tok", "{:.3f}"),
+        ("per_gflop", "cap/GFLOP", "{:.3f}"),
+        ("per_gb_read", "cap/GB read", "{:.3f}"),
         ("per_joule", "cap/J", "{:.3f}"),
-    ]  # fmt: skip
+    ]
     if any(r.get("k12_robust") is not None for r in table):
-        cols[7:7] = [("k12_robust", "k12-robust", "{:.3f}"), ("k12_robust_ci95", "k12-robust 95%", "{}"),
-                     ("robustness", "robustness", "{:.2f}")]  # fmt: skip
+        cols[7:7] = [
+            ("k12_robust", "k12-robust", "{:.3f}"),
+            ("k12_robust_ci95", "k12-robust 95%", "{}"),
+            ("robustness", "robustness", "{:.2f}"),
+        ]
     if any("kld" in r and r["kld"] is not None for r in table):
         cols.insert(cols.index(("bpb_ci95", "bpb 95%", "{}")) + 1, ("kld", "KLD", "{:.4f}"))
     if any("projected_device" in r for r in table):
-        cols += [("projected_device", "device (projected)", "{}"),
-                 ("projected_decode_tokens_per_s", "decode tok/s (projected)", "{:.1f}"),
-                 ("projected_per_joule", "cap/J (projected)", "{:.3f}")]  # fmt: skip
+        cols += [
+            ("projected_device", "device (projected)", "{}"),
+            ("projected_decode_tokens_per_s", "decode tok/s (projected)", "{:.1f}"),
+            ("projected_per_joule", "cap/J (projected)", "{:.3f}"),
+        ]
     if any("densing" in r for r in table):
-        cols += [("effective_params", "N_eff (M)", "{:.1f}"), ("densing", "N_eff/N", "{:.2f}"),
-                 ("densing_95", "N_eff/N 95%", "{}")]  # fmt: skip
+        cols += [
+            ("effective_params", "N_eff (M)", "{:.1f}"),
+            ("densing", "N_eff/N", "{:.2f}"),
+            ("densing_95", "N_eff/N 95%", "{}"),
+        ]
     head = "| " + " | ".join(h for _, h, _ in cols) + " |"
     sep = "|" + "|".join("---" for _ in cols) + "|"
     lines = [head, sep]
@@ -159,7 +188,9 @@ def plot(records: list[dict], out: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BenchError("--plot needs matplotlib; install it with: pip install matplotlib") from None
+        raise BenchError(
+            "--plot needs matplotlib; install it with: pip install matplotlib"
+        ) from None
     from edge_llm.fsutil import atomic_path
 
     out = Path(out)
@@ -180,8 +211,14 @@ def plot(records: list[dict], out: str | Path) -> Path:
             at.setdefault((round(x, 9), round(y, 9)), []).append(name)
         for i, (x, y) in enumerate(pts):
             on = i in front
-            ax.scatter([x], [y], s=60 if on else 30, marker="o" if on else "x",
-                       color="C3" if on else "C0", zorder=3)  # fmt: skip
+            ax.scatter(
+                [x],
+                [y],
+                s=60 if on else 30,
+                marker="o" if on else "x",
+                color="C3" if on else "C0",
+                zorder=3,
+            )
         xmax = max((x for x, _ in pts), default=1) or 1
         ymax = max((y for _, y in pts), default=1) or 1
         placed: list[tuple[float, float]] = []
@@ -189,8 +226,14 @@ def plot(records: list[dict], out: str | Path) -> Path:
             # Labels of nearby points step down so they do not print over each other.
             near = sum(abs(x - px) / xmax < 0.25 and abs(y - py) / ymax < 0.08 for px, py in placed)
             placed.append((x, y))
-            ax.annotate("\n".join(names), (x, y), textcoords="offset points",
-                        xytext=(6, 4 - 11 * near * len(names)), fontsize=7, va="bottom")  # fmt: skip
+            ax.annotate(
+                "\n".join(names),
+                (x, y),
+                textcoords="offset points",
+                xytext=(6, 4 - 11 * near * len(names)),
+                fontsize=7,
+                va="bottom",
+            )
         fr = sorted(pts[i] for i in front)
         if fr:
             xs, ys = zip(*fr)

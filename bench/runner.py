@@ -58,8 +58,17 @@ class Progress:
 class Context:
     """What a task gets: the model path, lazily loaded runtime model and scorer, progress."""
 
-    def __init__(self, path: Path, base: Path, *, threads: int | None, reference: Path | None,
-                 n_ctx: int, progress: Progress, prompt: str = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        base: Path,
+        *,
+        threads: int | None,
+        reference: Path | None,
+        n_ctx: int,
+        progress: Progress,
+        prompt: str = "auto",
+    ):
         self.path, self.base, self.threads, self.reference = path, base, threads, reference
         self.n_ctx, self._progress, self.prompt = n_ctx, progress, prompt
         self._model = self._scorer = None
@@ -68,7 +77,9 @@ class Context:
         if self._model is None:
             import edge_llm
 
-            self._model = edge_llm.load(self.path, device="cpu", n_ctx=self.n_ctx, threads=self.threads)
+            self._model = edge_llm.load(
+                self.path, device="cpu", n_ctx=self.n_ctx, threads=self.threads
+            )
         return self._model
 
     def scorer(self):
@@ -93,8 +104,6 @@ class Context:
             self._scorer = None
 
 
-
-
 def versions() -> dict:
     import edge_llm
     from edge_llm.llama.binding import system_info
@@ -107,11 +116,19 @@ def versions() -> dict:
     }
     try:  # the checkout's commit, when edge-llm runs from one
         root = Path(edge_llm.__file__).resolve().parent.parent
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)  # fmt: skip
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if rev.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
             out["edge_llm_git"] = rev.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -167,10 +184,20 @@ def project(path: Path, info, profile_name: str, cap: float | None, context: int
     }
 
 
-def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str | None = None,
-        reference: str | None = None, recipe_label: str | None = None,
-        family: density.Family | None = None, progress: Progress | None = None,
-        keep_items: bool = True, prompt: str = "auto", reference_is: str | None = None) -> dict:  # fmt: skip
+def run(
+    model: str,
+    suite: S.Suite,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    reference: str | None = None,
+    recipe_label: str | None = None,
+    family: density.Family | None = None,
+    progress: Progress | None = None,
+    keep_items: bool = True,
+    prompt: str = "auto",
+    reference_is: str | None = None,
+) -> dict:
     """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
     from edge_llm import validate
     from edge_llm.devices import CpuLoad
@@ -197,8 +224,15 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
     load = CpuLoad()
     load.others_busy(wait=True)
     speed_need = suite.speed["prompt_tokens"] + suite.speed["gen_tokens"] + 16
-    ctx = Context(path, suite.base, threads=threads, reference=ref_path,
-                  n_ctx=max(1024, speed_need), progress=progress, prompt=prompt)  # fmt: skip
+    ctx = Context(
+        path,
+        suite.base,
+        threads=threads,
+        reference=ref_path,
+        n_ctx=max(1024, speed_need),
+        progress=progress,
+        prompt=prompt,
+    )
     timing, tasks = {}, {}
     try:
         # --- the runtime phase: what an app holds and does ------------------------------------
@@ -256,8 +290,11 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
         ttft_s=speed["ttft_s"],
         ttft_prompt_tokens=speed["prompt_tokens"],
         peak_rss_bytes=peak,
-        peak_rss_scope=("load, prefill and decode (peak reset before loading)" if rss_reset
-                        else "the whole process since it started (peak RSS could not be reset)"),  # fmt: skip
+        peak_rss_scope=(
+            "load, prefill and decode (peak reset before loading)"
+            if rss_reset
+            else "the whole process since it started (peak RSS could not be reset)"
+        ),
         energy=energy,
         speed=speed,
     )
@@ -276,10 +313,19 @@ def run(model: str, suite: S.Suite, *, threads: int | None = None, device: str |
             "architecture": info.architecture,
             "recipe": recipe(info, recipe_label),
         },
-        "suite": {"name": suite.name, "version": S.version(suite, ran), "context": suite.context,
-                  "tasks": ran, "skipped": {t: r["skipped"] for t, r in tasks.items() if "skipped" in r}},  # fmt: skip
-        "device": {"host": compute.host(), "threads": speed["threads"],
-                   "others_busy_cpus": None if busy is None else round(busy, 2), "profile": device},  # fmt: skip
+        "suite": {
+            "name": suite.name,
+            "version": S.version(suite, ran),
+            "context": suite.context,
+            "tasks": ran,
+            "skipped": {t: r["skipped"] for t, r in tasks.items() if "skipped" in r},
+        },
+        "device": {
+            "host": compute.host(),
+            "threads": speed["threads"],
+            "others_busy_cpus": None if busy is None else round(busy, 2),
+            "profile": device,
+        },
         "versions": versions(),
         "tasks": tasks,
         "capability": cap,
@@ -319,8 +365,10 @@ def describe_reference(path: Path, what: str | None) -> dict:
     from edge_llm import gguf_info
 
     info = gguf_info.read(path)
-    said = what or (f"{recipe(info, None)['file_type'] or 'unknown type'} GGUF of {info.name} "
-                    "(its origin not stated: pass --reference-is)")  # fmt: skip
+    said = what or (
+        f"{recipe(info, None)['file_type'] or 'unknown type'} GGUF of {info.name} "
+        "(its origin not stated: pass --reference-is)"
+    )
     return {"path": str(path), "sha256": sha256_file(path), "what": said}
 
 

@@ -43,8 +43,14 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def bootstrap_ci(stat: Callable[..., float], samples: Sequence[np.ndarray], *, draws: int = BOOTSTRAP,
-                 seed: int = SEED, level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+def bootstrap_ci(
+    stat: Callable[..., float],
+    samples: Sequence[np.ndarray],
+    *,
+    draws: int = BOOTSTRAP,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile interval of ``stat(*samples)``, each sample (items along axis 0) resampled with
     replacement on its own; ``stat`` takes arrays and returns a number."""
     rng = np.random.default_rng(seed)
@@ -58,9 +64,14 @@ def bootstrap_ci(stat: Callable[..., float], samples: Sequence[np.ndarray], *, d
     return float(lo), float(hi)
 
 
-def paired_bootstrap_ci(stat: Callable[..., float], pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
-                        draws: int = BOOTSTRAP, seed: int = SEED,
-                        level: float = 0.95) -> tuple[float, float, float]:  # fmt: skip
+def paired_bootstrap_ci(
+    stat: Callable[..., float],
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    draws: int = BOOTSTRAP,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
     """Interval of ``stat(b1 - a1, b2 - a2, ...)`` style differences: each pair (run A's and run B's
     per-item values on the same items, in the same order) is resampled with one index set, so the
     items' shared difficulty cancels. ``stat`` takes (a1, b1, a2, b2, ...). Returns (lo, hi, p), p
@@ -96,15 +107,18 @@ def mcnemar(b: int, c: int) -> float:
         return 1.0
     k = min(b, c)
     # Summed in log space: exact enough at thousands of discordant items.
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-            for i in range(k + 1)]  # fmt: skip
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+        for i in range(k + 1)
+    ]
     m = max(logs)
     tail = math.exp(m) * sum(math.exp(x - m) for x in logs)
     return min(1.0, 2 * tail)
 
 
-def paired_proportion(a: Sequence[bool], b: Sequence[bool], *, draws: int = BOOTSTRAP,
-                      seed: int = SEED) -> dict:  # fmt: skip
+def paired_proportion(
+    a: Sequence[bool], b: Sequence[bool], *, draws: int = BOOTSTRAP, seed: int = SEED
+) -> dict:
     """Run B minus run A on the same items (``a[i]``, ``b[i]``: item i right?): the difference of
     accuracies with its paired-bootstrap interval, McNemar's exact p and the verdict (from p)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -119,9 +133,17 @@ def paired_proportion(a: Sequence[bool], b: Sequence[bool], *, draws: int = BOOT
     p = mcnemar(only_a, only_b)
     word = SAME if p >= 0.05 else (BETTER if only_b > only_a else WORSE)
     n = len(a)
-    return {"n": n, "difference": diff, "ci95": [lo, hi], "p": p, "test": "McNemar exact",
-            "only_a": only_a, "only_b": only_b, "verdict": word,
-            "mdd": mdd_paired((only_a + only_b) / n if n else math.nan, n)}  # fmt: skip
+    return {
+        "n": n,
+        "difference": diff,
+        "ci95": [lo, hi],
+        "p": p,
+        "test": "McNemar exact",
+        "only_a": only_a,
+        "only_b": only_b,
+        "verdict": word,
+        "mdd": mdd_paired((only_a + only_b) / n if n else math.nan, n),
+    }
 
 
 def verdict(lo: float, hi: float) -> str:

@@ -32,7 +32,12 @@ def default_path() -> Path:
     if home:
         return Path(home) / "bench" / "results.jsonl"
     data = os.environ.get("XDG_DATA_HOME")
-    return (Path(data) if data else Path.home() / ".local" / "share") / "edge-llm" / "bench" / "results.jsonl"
+    return (
+        (Path(data) if data else Path.home() / ".local" / "share")
+        / "edge-llm"
+        / "bench"
+        / "results.jsonl"
+    )
 
 
 def append(path: str | Path, record: dict) -> Path:
@@ -45,7 +50,9 @@ def append(path: str | Path, record: dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as e:
-        raise BenchError(f"cannot write results to {path}: {e.strerror}; pick another -o path") from None
+        raise BenchError(
+            f"cannot write results to {path}: {e.strerror}; pick another -o path"
+        ) from None
     try:
         n = os.write(fd, line)
     finally:
@@ -60,7 +67,9 @@ def load(path: str | Path, warn=None) -> list[dict]:
     naming it (one bad line must not hide the history); no valid record at all is an error."""
     path = Path(path)
     if not path.is_file():
-        raise BenchError(f"no results file at {path}; run `edge-llm bench MODEL` first (or pass the file)")
+        raise BenchError(
+            f"no results file at {path}; run `edge-llm bench MODEL` first (or pass the file)"
+        )
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     records = []
     with path.open(encoding="utf-8") as f:
@@ -76,7 +85,9 @@ def load(path: str | Path, warn=None) -> list[dict]:
                 warn(f"{path}:{no} is not an edge-llm bench record; skipped")
                 continue
             if rec["schema"] > SCHEMA:
-                warn(f"{path}:{no} has schema {rec['schema']}, newer than this edge-llm ({SCHEMA}); skipped")
+                warn(
+                    f"{path}:{no} has schema {rec['schema']}, newer than this edge-llm ({SCHEMA}); skipped"
+                )
                 continue
             records.append(rec)
     if not records:
@@ -108,8 +119,9 @@ def save_items(results: str | Path, record: dict) -> dict:
             with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as f:
                 json.dump({"run_id": record["run_id"], "tasks": items}, f, ensure_ascii=False)
     except OSError as e:
-        raise BenchError(f"cannot write the per-item results to {path}: {e.strerror}; "
-                         "pick another -o path") from None  # fmt: skip
+        raise BenchError(
+            f"cannot write the per-item results to {path}: {e.strerror}; pick another -o path"
+        ) from None
     out["items_file"] = str(path.relative_to(Path(results).parent))
     return out
 
@@ -118,14 +130,18 @@ def load_items(results: str | Path, record: dict) -> dict[str, list[dict]]:
     """The per-item results of a record ({task: items}); BenchError when its sidecar is gone."""
     name = record.get("items_file")
     if not name:
-        raise BenchError(f"run {record.get('run_id', record['date'])} of {record['model']['name']} "
-                         "kept no per-item results (it predates them); rerun it to compare")  # fmt: skip
+        raise BenchError(
+            f"run {record.get('run_id', record['date'])} of {record['model']['name']} "
+            "kept no per-item results (it predates them); rerun it to compare"
+        )
     path = Path(results).parent / name
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             return json.load(f)["tasks"]
     except FileNotFoundError:
-        raise BenchError(f"the per-item results {path} of run {record['run_id']} are missing; "
-                         "keep the .items folder next to the results file") from None  # fmt: skip
+        raise BenchError(
+            f"the per-item results {path} of run {record['run_id']} are missing; "
+            "keep the .items folder next to the results file"
+        ) from None
     except (OSError, EOFError, json.JSONDecodeError, KeyError):
         raise BenchError(f"the per-item results {path} are damaged; rerun that model") from None

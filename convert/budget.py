@@ -51,8 +51,24 @@ from edge_llm.llama.scoring import ScoringContext, chunk_plan, log_softmax, toke
 from edge_llm.llama.threads import ThreadPolicy
 
 VERSION = 2  # of the sensitivity measurement (part of its cache key)
-CANDIDATES = ["F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "IQ4_NL",
-              "IQ4_XS", "Q4_0", "MXFP4", "Q3_K", "IQ3_S", "Q2_K", "Q2_0"]  # fmt: skip
+CANDIDATES = [
+    "F16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K",
+    "Q4_1",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q4_0",
+    "MXFP4",
+    "Q3_K",
+    "IQ3_S",
+    "Q2_K",
+    "Q2_0",
+]
 IMATRIX_CANDIDATES = ["IQ3_XXS", "IQ2_S"]  # llama.cpp makes these only with an imatrix
 BASE_TYPE, PROBE_TYPE = "Q8_0", "Q4_0"
 SAMPLE_WEIGHTS = 1 << 17
@@ -114,8 +130,15 @@ def roundtrip(w: np.ndarray, type_name: str, imatrix: np.ndarray | None) -> np.n
     rows, cols = w.shape
     out = np.empty(rows * (cols // t.block) * t.type_size, dtype=np.uint8)
     im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
-    lib.ggml_quantize_chunk(t.ggml, w.ctypes.data, out.ctypes.data, 0, rows, cols,
-                            None if im is None else im.ctypes.data)  # fmt: skip
+    lib.ggml_quantize_chunk(
+        t.ggml,
+        w.ctypes.data,
+        out.ctypes.data,
+        0,
+        rows,
+        cols,
+        None if im is None else im.ctypes.data,
+    )
     back = np.empty((rows, cols), dtype=np.float32)
     _to_float(t.ggml)(out.ctypes.data, back.ctypes.data, rows * cols)
     return back
@@ -241,8 +264,7 @@ class _Evaluator:
         self.reference: list[np.ndarray] = []
 
     def _logprobs(self, path: Path):
-        with ScoringContext(path, n_ctx=self.n_ctx, threads=self.threads,
-                            error=ConvertError) as sc:  # fmt: skip
+        with ScoringContext(path, n_ctx=self.n_ctx, threads=self.threads, error=ConvertError) as sc:
             n = self.last - self.first
             for chunk in self.chunks:
                 raw = sc.eval_chunk(chunk, self.first, self.last)
@@ -531,8 +553,6 @@ def _pareto(opts: list[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
 # --- the whole measurement, cached --------------------------------------------------------------
 
 
-
-
 def analyze(
     model: Path,
     text: str,
@@ -548,10 +568,20 @@ def analyze(
     from edge_llm.fsutil import atomic_path, cache_dir, work_dir
 
     key = hashlib.sha256(
-        json.dumps([VERSION, sha256_file(model), hashlib.sha256(text.encode()).hexdigest(),
-                    imatrix.digest() if imatrix else None, extra.digest() if extra else None,
-                    use_imatrix, CANDIDATES, IMATRIX_CANDIDATES, SAMPLE_WEIGHTS]).encode()
-    ).hexdigest()[:24]  # fmt: skip
+        json.dumps(
+            [
+                VERSION,
+                sha256_file(model),
+                hashlib.sha256(text.encode()).hexdigest(),
+                imatrix.digest() if imatrix else None,
+                extra.digest() if extra else None,
+                use_imatrix,
+                CANDIDATES,
+                IMATRIX_CANDIDATES,
+                SAMPLE_WEIGHTS,
+            ]
+        ).encode()
+    ).hexdigest()[:24]
     path = cache_dir() / "sensitivity" / f"{key}.json"
     if cache and path.is_file():
         with contextlib.suppress(ValueError, TypeError, KeyError):
@@ -564,9 +594,13 @@ def analyze(
         weights, refs, imatrix, extra, use_imatrix, threads_default(threads), progress
     )
     sens = Sensitivity(
-        tensors=refs, errors=errors, gains={}, fixed_bytes=weights.fixed_bytes(),
-        n_layer=weights.n_layer, use_imatrix=use_imatrix,
-    )  # fmt: skip
+        tensors=refs,
+        errors=errors,
+        gains={},
+        fixed_bytes=weights.fixed_bytes(),
+        n_layer=weights.n_layer,
+        use_imatrix=use_imatrix,
+    )
     del weights
     with work_dir(model.parent / "probes") as tmp:
         measure_gains(model, sens, text, imatrix, threads, tmp, progress=progress)

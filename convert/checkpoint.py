@@ -49,7 +49,9 @@ def _whole(v) -> bool:
 def read_header(path: Path) -> dict[str, TensorRef]:
     """Parse and validate one .safetensors file's header."""
     if not path.is_file():
-        raise ConvertError(f"{path} is not a file; the checkpoint's weights must be safetensors files")
+        raise ConvertError(
+            f"{path} is not a file; the checkpoint's weights must be safetensors files"
+        )
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -88,7 +90,9 @@ def read_header(path: Path) -> dict[str, TensorRef]:
                 "is corrupt"
             )
         if len(shape) > 4:
-            raise ConvertError(f"{path.name}: tensor {name} has {len(shape)} dimensions (at most 4)")
+            raise ConvertError(
+                f"{path.name}: tensor {name} has {len(shape)} dimensions (at most 4)"
+            )
         if not (_whole(begin) and _whole(end)):
             raise ConvertError(
                 f"{path.name}: tensor {name} has data offsets {offsets!r}, not whole numbers; "
@@ -175,7 +179,9 @@ class Checkpoint:
         files = sorted(self.dir.glob("*.safetensors"))
         folders = [f for f in files if not f.is_file()]
         if folders:
-            raise ConvertError(f"{folders[0]} is not a file; the checkpoint's weights must be safetensors files")  # fmt: skip
+            raise ConvertError(
+                f"{folders[0]} is not a file; the checkpoint's weights must be safetensors files"
+            )
         if files:
             return files
         pickles = [p.name for pat in PICKLE_PATTERNS for p in self.dir.glob(pat)]

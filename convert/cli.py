@@ -99,7 +99,7 @@ def convert(
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
-    """Convert a Hugging Face checkpoint to GGUF, or requantize a GGUF: --type, --recipe, or a size budget."""  # fmt: skip
+    """Convert a Hugging Face checkpoint to GGUF, or requantize a GGUF: --type, --recipe, or a size budget."""
     from convert import convert as run
     from convert.errors import ConvertError
 
@@ -111,9 +111,17 @@ def convert(
     from edge_llm.cli.progress import progress_bar
 
     quiet = as_json or not sys.stderr.isatty()
-    kw = dict(type=type, pre=pre, threads=threads, imatrix=imatrix, recipe=recipe,
-              target_size=target_size, target_bpw=target_bpw, calibration=calibration,
-              force=force)  # fmt: skip
+    kw = dict(
+        type=type,
+        pre=pre,
+        threads=threads,
+        imatrix=imatrix,
+        recipe=recipe,
+        target_size=target_size,
+        target_bpw=target_bpw,
+        calibration=calibration,
+        force=force,
+    )
     with progress_bar(not quiet) as update:
         result = run(src, output, progress=update, **kw)
     for w in result.warnings:
@@ -175,7 +183,7 @@ def export_hf(
     dtype: Annotated[str, typer.Option("--dtype", help="f32, f16 or bf16.")] = "f32",
     force: o.Force = False,
 ) -> None:
-    """Export a GGUF as a Hugging Face folder (dequantized weights, config, tokenizer)."""  # fmt: skip
+    """Export a GGUF as a Hugging Face folder (dequantized weights, config, tokenizer)."""
     from convert.errors import ConvertError
     from convert.export_hf import export_hf as run
     from edge_llm.registry import resolve
@@ -218,7 +226,7 @@ def imatrix(
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
-    """Compute an importance matrix (llama-imatrix's quantity and file format) over a text."""  # fmt: skip
+    """Compute an importance matrix (llama-imatrix's quantity and file format) over a text."""
     from convert.imatrix import collect
     from convert.outputs import check_output
 
@@ -231,14 +239,27 @@ def imatrix(
         if show:
             print(f"\rcomputing the importance matrix: chunk {i}/{n}", end="", file=sys.stderr)
 
-    im = collect(path, body, n_ctx=ctx, threads=threads, max_chunks=chunks,
-                 process_output=process_output, dataset=text.name, progress=step)  # fmt: skip
+    im = collect(
+        path,
+        body,
+        n_ctx=ctx,
+        threads=threads,
+        max_chunks=chunks,
+        process_output=process_output,
+        dataset=text.name,
+        progress=step,
+    )
     if show:
         print(file=sys.stderr)
     out = im.write(output)
-    summary = {"path": str(out), "entries": len(im.names()), "chunks": im.chunk_count,
-               "chunk_size": im.chunk_size, "tokens": im.chunk_count * im.chunk_size,
-               "dataset": text.name}  # fmt: skip
+    summary = {
+        "path": str(out),
+        "entries": len(im.names()),
+        "chunks": im.chunk_count,
+        "chunk_size": im.chunk_size,
+        "tokens": im.chunk_count * im.chunk_size,
+        "dataset": text.name,
+    }
     if as_json:
         print(json.dumps(summary, indent=2))
         return

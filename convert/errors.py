@@ -17,11 +17,15 @@ def read_input(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise ConvertError(f"cannot read {what} {path}: {e.strerror or e}; check the path") from None
+        raise ConvertError(
+            f"cannot read {what} {path}: {e.strerror or e}; check the path"
+        ) from None
 
 
 def check_disk_full(e: OSError, name: str) -> None:
     """Raise the one-line error for a disk that filled while writing ``name``; any other
     OSError is left for the caller to re-raise."""
     if e.errno == errno.ENOSPC:
-        raise ConvertError(f"disk full while writing {name}; free some space and run again") from None
+        raise ConvertError(
+            f"disk full while writing {name}; free some space and run again"
+        ) from None

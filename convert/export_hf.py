@@ -132,8 +132,9 @@ def _plan_shards(sizes: list[int]) -> list[int]:
     return out
 
 
-def model_config(arch: Architecture, meta: Metadata, vocab: Vocab, dtype: str,
-                 vocab_size: int) -> dict:  # fmt: skip
+def model_config(
+    arch: Architecture, meta: Metadata, vocab: Vocab, dtype: str, vocab_size: int
+) -> dict:
     config: dict[str, Any] = {
         "architectures": [arch.hf_names[0]],
         "model_type": arch.export.model_type,

@@ -28,7 +28,9 @@ class Header:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.lib = binding.lib()
-        self.ctx = self.lib.gguf_init_from_file(str(self.path).encode(), binding.GgufInitParams(True, None))
+        self.ctx = self.lib.gguf_init_from_file(
+            str(self.path).encode(), binding.GgufInitParams(True, None)
+        )
         if not self.ctx:
             raise ConvertError(f"{self.path} is not a readable GGUF; convert it again")
 

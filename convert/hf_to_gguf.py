@@ -33,11 +33,15 @@ def plan_tensors(ck: Checkpoint, arch: Architecture, out: quantize.OutType) -> l
             return fn(data, ck.config) if fn else data
 
         planned[name] = PlannedTensor(
-            name, ref.shape, quantize.tensor_type(out, name, ref.shape), load, ref.nbytes,
+            name,
+            ref.shape,
+            quantize.tensor_type(out, name, ref.shape),
+            load,
+            ref.nbytes,
             release=lambda begin=0, end=None, hf_name=hf_name: ck.release(hf_name, begin, end),
             raw=None if fn else (lambda hf_name=hf_name: ck.raw(hf_name)),
             source_dtype=ref.dtype,
-        )  # fmt: skip
+        )
     missing = [n for n in arch.required(ck.config) if n not in planned]
     if missing:
         raise ConvertError(
@@ -121,9 +125,19 @@ def convert(
             )
         if pre is not None:
             raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
-        return requantize(src, out, type=type, progress=progress, threads=threads,
-                          imatrix=imatrix, recipe=recipe, target_size=target_size,
-                          target_bpw=target_bpw, calibration=calibration, force=force)  # fmt: skip
+        return requantize(
+            src,
+            out,
+            type=type,
+            progress=progress,
+            threads=threads,
+            imatrix=imatrix,
+            recipe=recipe,
+            target_size=target_size,
+            target_bpw=target_bpw,
+            calibration=calibration,
+            force=force,
+        )
     start = time.perf_counter()
     c = qj.choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force)
     mode, rec, target, imatrix = c.mode, c.recipe, c.target, c.imatrix
@@ -181,7 +195,9 @@ def convert(
                 elif mode == "recipe":
                     job.recipe(rec, shapes, n_layer)
                 else:
-                    sens = budget.analyze(mid, text, im, im_extra, True, threads, qj.stage(progress))
+                    sens = budget.analyze(
+                        mid, text, im, im_extra, True, threads, qj.stage(progress)
+                    )
                     n_params = sum(math.prod(s) for _, s in shapes)
                     job.budget(sens, target, target_bpw, n_params)
     ck.close()

@@ -325,10 +325,16 @@ def collect(
             f"--ctx {n_ctx} is below {MIN_ROWS}: llama-imatrix collects nothing then"
         )
     collector = Collector(process_output=process_output, extra=extra)
-    with interrupts.deferred(), ScoringContext(  # Ctrl-C: stop llama.cpp, then raise
-        model_path, n_ctx=n_ctx, threads=threads, eval_callback=collector.callback,
-        error=ConvertError,
-    ) as sc:  # fmt: skip
+    with (
+        interrupts.deferred(),
+        ScoringContext(  # Ctrl-C: stop llama.cpp, then raise
+            model_path,
+            n_ctx=n_ctx,
+            threads=threads,
+            eval_callback=collector.callback,
+            error=ConvertError,
+        ) as sc,
+    ):
         tokens = sc.tokenize(text)
         if len(tokens) < 2 * n_ctx:
             raise ConvertError(
@@ -390,8 +396,16 @@ def cached_collect(
         except ConvertError:
             pass
     step = (lambda i, n: progress("computing the importance matrix", i, n)) if progress else None
-    main, extra = collect(model_path, text, n_ctx=n_ctx, threads=threads, max_chunks=max_chunks,
-                          dataset=dataset, progress=step, extra=True)  # fmt: skip
+    main, extra = collect(
+        model_path,
+        text,
+        n_ctx=n_ctx,
+        threads=threads,
+        max_chunks=max_chunks,
+        dataset=dataset,
+        progress=step,
+        extra=True,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     main.write(main_path)
     if extra.sums:

@@ -52,7 +52,9 @@ def check_output(
             )
     elif out.exists() or out.is_symlink():
         if out.is_dir():
-            raise ConvertError(f"{out} is a directory; pass a file name such as {out / 'model.gguf'}")
+            raise ConvertError(
+                f"{out} is a directory; pass a file name such as {out / 'model.gguf'}"
+            )
         if not force:
             raise ConvertError(f"{out} exists; pass --force to replace it, or choose another -o")
     return out

@@ -199,19 +199,41 @@ def hf_pre_tokenizer(name: str) -> tuple[dict, bool]:
     byte_level = False
     for split in e["splits"]:
         if split == "gpt2":
-            steps.append({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                          "use_regex": True})  # fmt: skip
+            steps.append(
+                {
+                    "type": "ByteLevel",
+                    "add_prefix_space": False,
+                    "trim_offsets": True,
+                    "use_regex": True,
+                }
+            )
             byte_level = True
         elif split in ("digit", "digits"):
             steps.append({"type": "Digits", "individual_digits": split == "digit"})
         elif split in ("punct", "punct_run"):
-            steps.append({"type": "Punctuation",
-                          "behavior": "Isolated" if split == "punct" else "Contiguous"})  # fmt: skip
+            steps.append(
+                {
+                    "type": "Punctuation",
+                    "behavior": "Isolated" if split == "punct" else "Contiguous",
+                }
+            )
         else:
-            steps.append({"type": "Split", "pattern": {"Regex": regex[split]},
-                          "behavior": "Isolated", "invert": False})  # fmt: skip
+            steps.append(
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": regex[split]},
+                    "behavior": "Isolated",
+                    "invert": False,
+                }
+            )
     if not byte_level:  # the byte mapping only
-        steps.append({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                      "use_regex": False})  # fmt: skip
+        steps.append(
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": False,
+                "trim_offsets": True,
+                "use_regex": False,
+            }
+        )
     node = steps[0] if len(steps) == 1 else {"type": "Sequence", "pretokenizers": steps}
     return node, bool(e["ignore_merges"])

@@ -123,10 +123,14 @@ def llama_quantize(
     if out is not None:
         check_imatrix(out, imatrix)
     ok = binding.quantize_file(
-        src, dst, ftype if ftype is not None else out.ftype, threads, imatrix=imatrix,
+        src,
+        dst,
+        ftype if ftype is not None else out.ftype,
+        threads,
+        imatrix=imatrix,
         tensor_types={n: GGML[t].ggml for n, t in (types or {}).items()},
         allow_requantize=allow_requantize,
-    )  # fmt: skip
+    )
     name = out.name if out is not None else "the requested types"
     if not ok:
         raise ConvertError(f"llama.cpp could not quantize to {name} (see its log above)")

@@ -37,8 +37,16 @@ class Result:
 
 
 def mode(type, recipe, target_size, target_bpw) -> str:
-    given = [n for n, v in (("--type", type), ("--recipe", recipe), ("--target-size", target_size),
-                            ("--target-bpw", target_bpw)) if v is not None]  # fmt: skip
+    given = [
+        n
+        for n, v in (
+            ("--type", type),
+            ("--recipe", recipe),
+            ("--target-size", target_size),
+            ("--target-bpw", target_bpw),
+        )
+        if v is not None
+    ]
     if len(given) > 1:
         raise ConvertError(f"{given[0]} and {given[1]} exclude each other; choose one")
     if recipe is not None:
@@ -109,7 +117,9 @@ class Job:
     """The quantizing half of a conversion: llama.cpp quantizes the intermediate to ``q``,
     then the metadata saying how the file was made is stamped into ``target``."""
 
-    def __init__(self, mid, q, target, threads, progress, im, result: Result, allow_requantize=False):
+    def __init__(
+        self, mid, q, target, threads, progress, im, result: Result, allow_requantize=False
+    ):
         self.mid, self.q, self.target, self.threads = mid, q, target, threads
         self.allow_requantize = allow_requantize  # mid is already quantized (requantize.py)
         self.progress, self.im, self.result = progress, im, result
@@ -131,8 +141,14 @@ class Job:
     def _run(self, label: str, values: dict, **kw) -> None:
         if self.progress:
             self.progress(f"quantizing to {label}", 0, 1, 0, 1)
-        quantize.llama_quantize(self.mid, self.q, threads=self.threads, imatrix=self.means,
-                                allow_requantize=self.allow_requantize, **kw)  # fmt: skip
+        quantize.llama_quantize(
+            self.mid,
+            self.q,
+            threads=self.threads,
+            imatrix=self.means,
+            allow_requantize=self.allow_requantize,
+            **kw,
+        )
         if values:
             gguf_edit.stamp(self.q, self.target, values)
             self.q.unlink()
@@ -147,8 +163,11 @@ class Job:
     def recipe(self, rec: recipes.Recipe, shapes, n_layer: int) -> None:
         res = recipes.resolve(rec, shapes, n_layer)
         recipes.check_imatrix(res.types, self.im is not None)
-        values = {**recipes.metadata(rec, res.types), **self._imatrix_keys(),
-                  "general.file_type": rec.ftype}  # fmt: skip
+        values = {
+            **recipes.metadata(rec, res.types),
+            **self._imatrix_keys(),
+            "general.file_type": rec.ftype,
+        }
         self._run(rec.name, values, out=None, types=res.types, ftype=quantizing_ftype(rec.ftype))
         self.result.type, self.result.recipe = rec.name, rec.name
         self.result.tensor_types, self.result.warnings = res.types, res.warnings()
@@ -177,13 +196,19 @@ class Job:
                     f"({what}, every matrix at its smallest candidate type); raise it"
                 ) from None
             predicted = sens.predict(types)
-            rec = recipes.explicit(f"budget-{label.replace(' ', '')}", types,
-                                   f"size budget {label}: predicted mean KLD {predicted:.4g}")  # fmt: skip
+            rec = recipes.explicit(
+                f"budget-{label.replace(' ', '')}",
+                types,
+                f"size budget {label}: predicted mean KLD {predicted:.4g}",
+            )
             ftype = dominant_ftype(sens, types)
-            values = {**recipes.metadata(rec, types), **self._imatrix_keys(),
-                      "general.file_type": ftype,
-                      "edge_llm.budget.target": label,
-                      "edge_llm.budget.predicted_kld": float(predicted)}  # fmt: skip
+            values = {
+                **recipes.metadata(rec, types),
+                **self._imatrix_keys(),
+                "general.file_type": ftype,
+                "edge_llm.budget.target": label,
+                "edge_llm.budget.predicted_kld": float(predicted),
+            }
             ggml_ids = {n: ggml_types.TYPES[t].ggml for n, t in types.items()}
             if target is not None:
                 size = gguf_edit.planned_size(self.mid, ggml_ids, values)

@@ -55,8 +55,13 @@ def layer_of(name: str) -> int | None:
 
 # --- layer ranges --------------------------------------------------------------------------------
 
-_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-        ast.Div: lambda a, b: a // b, ast.FloorDiv: lambda a, b: a // b}  # fmt: skip
+_OPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a // b,
+    ast.FloorDiv: lambda a, b: a // b,
+}
 
 
 def _eval(expr: str, n: int) -> int:
@@ -138,12 +143,32 @@ class Recipe:
         return ftype_for(self.default) or OUT["Q8_0"].ftype
 
 
-_FTYPE_OF_TYPE = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q6_K": "Q6_K",
-                  "Q5_K": "Q5_K_M", "Q5_1": "Q5_1", "Q5_0": "Q5_0", "Q4_K": "Q4_K_M",
-                  "Q4_1": "Q4_1", "Q4_0": "Q4_0", "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS",
-                  "Q3_K": "Q3_K_M", "IQ3_S": "IQ3_S", "IQ3_XXS": "IQ3_XXS", "Q2_K": "Q2_K",
-                  "IQ2_S": "IQ2_S", "IQ2_XS": "IQ2_XS", "IQ2_XXS": "IQ2_XXS", "IQ1_M": "IQ1_M",
-                  "IQ1_S": "IQ1_S", "TQ2_0": "TQ2_0", "TQ1_0": "TQ1_0"}  # fmt: skip
+_FTYPE_OF_TYPE = {
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "Q8_0": "Q8_0",
+    "Q6_K": "Q6_K",
+    "Q5_K": "Q5_K_M",
+    "Q5_1": "Q5_1",
+    "Q5_0": "Q5_0",
+    "Q4_K": "Q4_K_M",
+    "Q4_1": "Q4_1",
+    "Q4_0": "Q4_0",
+    "IQ4_NL": "IQ4_NL",
+    "IQ4_XS": "IQ4_XS",
+    "Q3_K": "Q3_K_M",
+    "IQ3_S": "IQ3_S",
+    "IQ3_XXS": "IQ3_XXS",
+    "Q2_K": "Q2_K",
+    "IQ2_S": "IQ2_S",
+    "IQ2_XS": "IQ2_XS",
+    "IQ2_XXS": "IQ2_XXS",
+    "IQ1_M": "IQ1_M",
+    "IQ1_S": "IQ1_S",
+    "TQ2_0": "TQ2_0",
+    "TQ1_0": "TQ1_0",
+}
 
 
 def ftype_for(type_name_: str) -> int | None:
@@ -226,8 +251,15 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
         if "layers" in row:
             try:
                 layers(str(row["layers"]), 24)
-            except (ValueError, SyntaxError, ZeroDivisionError, TypeError, OverflowError,
-                    RecursionError, MemoryError):  # fmt: skip
+            except (
+                ValueError,
+                SyntaxError,
+                ZeroDivisionError,
+                TypeError,
+                OverflowError,
+                RecursionError,
+                MemoryError,
+            ):
                 raise ConvertError(
                     f"{where}: layers {row['layers']!r} is not a list of start:end[:step] ranges "
                     'over n (e.g. "0:n/8, 7*n/8:n")'

@@ -104,8 +104,16 @@ def requantize(
             )
         if im is not None:
             _check_names(im, shapes)
-        job = qj.Job(src, scratch / "quantized.gguf", tmp, budget.threads_default(threads),
-                   progress, im, result, allow_requantize=bool(quantized))  # fmt: skip
+        job = qj.Job(
+            src,
+            scratch / "quantized.gguf",
+            tmp,
+            budget.threads_default(threads),
+            progress,
+            im,
+            result,
+            allow_requantize=bool(quantized),
+        )
         if mode == "type":
             job.fixed_mix(out_type)
         elif mode == "recipe":

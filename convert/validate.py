@@ -95,8 +95,15 @@ def check_config(config: dict, arch: Architecture) -> dict[str, int]:
     for key in ("tie_word_embeddings",):
         if key in config and not isinstance(config[key], bool):
             raise _bad(f"{key} is {config[key]!r}, not true or false")
-    return {"layers": layers, "hidden": hidden, "heads": heads, "kv": kv, "hd": hd, "ff": ff,
-            "vocab": vocab}  # fmt: skip
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "kv": kv,
+        "hd": hd,
+        "ff": ff,
+        "vocab": vocab,
+    }
 
 
 def expected_shape(name: str, s: dict[str, int], fused: bool) -> tuple[int, ...] | None:
@@ -128,7 +135,9 @@ def expected_shape(name: str, s: dict[str, int], fused: bool) -> tuple[int, ...]
     return table.get(generic)
 
 
-def check_tensors(shapes: dict[str, tuple[int, ...]], sizes: dict[str, int], arch: Architecture) -> None:  # fmt: skip
+def check_tensors(
+    shapes: dict[str, tuple[int, ...]], sizes: dict[str, int], arch: Architecture
+) -> None:
     """Every GGUF tensor's shape against the config's sizes; block numbers within the layers."""
     fused = "blk.{bid}.attn_qkv.weight" in arch.tensors.values()
     for name, shape in shapes.items():
@@ -139,7 +148,12 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], sizes: dict[str, int], arc
                 f"says {sizes['layers']} layers; the config does not match the weights"
             )
         want = expected_shape(name, sizes, fused)
-        if want is not None and tuple(shape) != want and name in ("token_embd.weight", "output.weight") and tuple(shape[1:]) == want[1:]:  # fmt: skip
+        if (
+            want is not None
+            and tuple(shape) != want
+            and name in ("token_embd.weight", "output.weight")
+            and tuple(shape[1:]) == want[1:]
+        ):
             raise ConvertError(
                 f"config.json's vocab_size {sizes['vocab']} does not match the {shape[0]} rows of "
                 f"{name}; the config does not match the weights"

@@ -28,8 +28,9 @@ def llama_cpp_logits(path: Path, prompts: list[list[int]], threads: int | None) 
     from convert.errors import ConvertError
 
     out = []
-    with ScoringContext(path, n_ctx=512, threads=threads or max(1, os.cpu_count() or 2),
-                        error=ConvertError) as sc:  # fmt: skip
+    with ScoringContext(
+        path, n_ctx=512, threads=threads or max(1, os.cpu_count() or 2), error=ConvertError
+    ) as sc:
         for ids in prompts:
             sc.clear()
             out.append(np.array(sc.eval(ids, first=0), dtype=np.float32))
@@ -64,9 +65,7 @@ def compare(reference: list[np.ndarray], output: list[np.ndarray]) -> tuple[floa
     return agree / n, float(np.concatenate(kls).mean()), n
 
 
-def verify(
-    src: str | Path, output: str | Path, threads: int | None = None, progress=None
-) -> dict:
+def verify(src: str | Path, output: str | Path, threads: int | None = None, progress=None) -> dict:
     """Top-1 agreement and mean KL of ``output`` against the source (``progress(msg)``: each
     step as it starts; loading transformers alone takes tens of seconds)."""
     from convert.errors import ConvertError

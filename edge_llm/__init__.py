@@ -36,8 +36,15 @@ __all__ = [
     "load",
 ]
 
-_LAZY = {"Completion": "results", "Model": "model", "Stream": "results", "Timings": "results",
-         "Usage": "results", "load": "model", "SamplingParams": "sampling"}  # fmt: skip
+_LAZY = {
+    "Completion": "results",
+    "Model": "model",
+    "Stream": "results",
+    "Timings": "results",
+    "Usage": "results",
+    "load": "model",
+    "SamplingParams": "sampling",
+}
 
 
 def __getattr__(name: str):

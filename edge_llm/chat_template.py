@@ -113,7 +113,9 @@ class _Budget:
 
     def size(self, n: int, what: str) -> None:
         if n > self.chars:
-            raise _OverBudget(f"{what} would be {n} characters or items, over the budget {self.chars}")  # fmt: skip
+            raise _OverBudget(
+                f"{what} would be {n} characters or items, over the budget {self.chars}"
+            )
 
     def clock(self) -> None:
         if time.monotonic() > self.deadline:
@@ -322,8 +324,16 @@ def render(
             f"the model's chat template went over its budget: {e}; the template is broken or "
             "hostile, use a model with a sane template"
         ) from None
-    except (TemplateError, RecursionError, MemoryError, ArithmeticError, TypeError, ValueError,
-            AttributeError, LookupError) as e:  # fmt: skip
+    except (
+        TemplateError,
+        RecursionError,
+        MemoryError,
+        ArithmeticError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        LookupError,
+    ) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InvalidModelError(f"the model's chat template failed: {reason}") from None
     finally:

@@ -138,9 +138,7 @@ def _start_time(pid: int) -> float | None:
 def _size(path: Path) -> int:
     try:
         if path.is_dir() and not path.is_symlink():
-            return sum(
-                (Path(r) / f).lstat().st_size for r, _, fs in os.walk(path) for f in fs
-            )
+            return sum((Path(r) / f).lstat().st_size for r, _, fs in os.walk(path) for f in fs)
         return path.lstat().st_size
     except OSError:
         return 0
@@ -270,4 +268,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         while block := f.read(16 << 20):
             h.update(block)
     return h.hexdigest()
-

@@ -89,7 +89,9 @@ class Model:
         )
         if isolate:  # an untrusted file: let a child process crash on it, not this one
             validate.probe(self.path, cfg)
-        self._policy = ThreadPolicy(adaptive=self.device.adaptive_threads, start=self.device.threads)
+        self._policy = ThreadPolicy(
+            adaptive=self.device.adaptive_threads, start=self.device.threads
+        )
         try:
             self._b = _backend.Backend(self.path, cfg)
         except _backend.LoadError as e:

@@ -194,5 +194,3 @@ def _assemble(entry: ModelEntry) -> Path:
                 f"assembled {entry.name} has the wrong checksum; reinstall it with: {entry.install}"
             )
     return target
-
-

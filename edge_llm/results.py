@@ -65,10 +65,13 @@ class Completion:
             del d["logprobs"]
         else:
             d["logprobs"] = [
-                {"token": t.token, "logprob": t.logprob,
-                 "top": [{"token": s, "logprob": lp} for s, _, lp in t.top]}
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "top": [{"token": s, "logprob": lp} for s, _, lp in t.top],
+                }
                 for t in self.logprobs
-            ]  # fmt: skip
+            ]
         return d
 
     def __str__(self) -> str:

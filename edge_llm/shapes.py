@@ -11,8 +11,16 @@ from dataclasses import dataclass
 from edge_llm.gguf_info import GGUFInfo
 
 # Bytes per element of the KV-cache types (ggml block sizes: q8_0 34 B / 32, q4_0 18 B / 32).
-KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32,
-                 "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32}  # fmt: skip
+KV_TYPE_BYTES = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+}
 
 
 @dataclass(frozen=True)

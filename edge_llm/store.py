@@ -118,7 +118,10 @@ def _save(all_entries: list[StoreEntry]) -> None:
     models_dir().mkdir(parents=True, exist_ok=True)
     with atomic_path(_registry_file()) as tmp:
         tmp.write_text(
-            json.dumps({"models": [e.to_dict() for e in sorted(all_entries, key=lambda e: e.name)]}, indent=2)
+            json.dumps(
+                {"models": [e.to_dict() for e in sorted(all_entries, key=lambda e: e.name)]},
+                indent=2,
+            )
             + "\n"
         )
 
@@ -279,7 +282,9 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download(repo: str, revision: str, f: _RemoteFile, dest: Path, say: Callable[[str], None]) -> None:
+def _download(
+    repo: str, revision: str, f: _RemoteFile, dest: Path, say: Callable[[str], None]
+) -> None:
     """Fetch one file to ``dest`` (atomically), resuming a partial download, checking its hash."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
@@ -289,7 +294,9 @@ def _download(repo: str, revision: str, f: _RemoteFile, dest: Path, say: Callabl
     # block of the partial download (its default, 10 MiB, would lose a small file entirely).
     constants.DOWNLOAD_CHUNK_SIZE = _CHUNK
 
-    key = f.sha256 or f.blob_id or hashlib.sha256(f"{repo}/{revision}/{f.name}".encode()).hexdigest()
+    key = (
+        f.sha256 or f.blob_id or hashlib.sha256(f"{repo}/{revision}/{f.name}".encode()).hexdigest()
+    )
     partial = models_dir() / ".partial" / key
     partial.parent.mkdir(parents=True, exist_ok=True)
     url = hf_hub_url(repo, f.name, revision=revision, endpoint=endpoint())
@@ -307,9 +314,13 @@ def _download(repo: str, revision: str, f: _RemoteFile, dest: Path, say: Callabl
         with partial.open("ab") as out:
             try:
                 http_get(
-                    meta.location, out, resume_size=have, headers=headers,
-                    expected_size=size, displayed_filename=f.name,
-                )  # fmt: skip
+                    meta.location,
+                    out,
+                    resume_size=have,
+                    headers=headers,
+                    expected_size=size,
+                    displayed_filename=f.name,
+                )
             except OSError as e:
                 if "Consistency check failed" in str(e):
                     raise DownloadError(
@@ -338,7 +349,9 @@ def _download(repo: str, revision: str, f: _RemoteFile, dest: Path, say: Callabl
 def _choose_gguf(repo: str, sel: str | None, ggufs: list[_RemoteFile]) -> _RemoteFile:
     main = [g for g in ggufs if not Path(g.name).name.lower().startswith("mmproj")]
     if sel is None:
-        picked = main if len(main) == 1 else [g for g in main if quant_in_name(g.name) == DEFAULT_QUANT]
+        picked = (
+            main if len(main) == 1 else [g for g in main if quant_in_name(g.name) == DEFAULT_QUANT]
+        )
     elif sel.lower().endswith(".gguf"):
         picked = [g for g in ggufs if g.name == sel or Path(g.name).name == sel]
     else:
@@ -368,8 +381,14 @@ def plan_pull(ref: str) -> dict[str, Any]:
     ggufs = [f for f in files if f.name.lower().endswith(".gguf")]
     if ggufs:
         g = _choose_gguf(repo, sel, ggufs)
-        return {"repo": repo, "revision": revision, "kind": "gguf", "files": [g],
-                "bytes": g.size or 0, "quant": quant_in_name(g.name)}  # fmt: skip
+        return {
+            "repo": repo,
+            "revision": revision,
+            "kind": "gguf",
+            "files": [g],
+            "bytes": g.size or 0,
+            "quant": quant_in_name(g.name),
+        }
     ckpt = [f for f in files if "/" not in f.name and _CHECKPOINT_FILES.match(f.name)]
     if not any(f.name.endswith(".safetensors") for f in ckpt) or not any(
         f.name == "config.json" for f in ckpt
@@ -382,8 +401,14 @@ def plan_pull(ref: str) -> dict[str, Any]:
         raise ModelNotFoundError(
             f"{repo} is a safetensors checkpoint; choose the GGUF type with --type (not ':{sel}')"
         )
-    return {"repo": repo, "revision": revision, "kind": "checkpoint", "files": ckpt,
-            "bytes": sum(f.size or 0 for f in ckpt), "quant": sel.upper() if sel else None}  # fmt: skip
+    return {
+        "repo": repo,
+        "revision": revision,
+        "kind": "checkpoint",
+        "files": ckpt,
+        "bytes": sum(f.size or 0 for f in ckpt),
+        "quant": sel.upper() if sel else None,
+    }
 
 
 def _is_type_name(sel: str) -> bool:
@@ -419,7 +444,9 @@ def pull(
             )
         if plan["quant"] and not opts.get("type"):
             opts["type"] = plan["quant"]
-        label = opts.get("type") or ("mixed" if opts.get("recipe") or opts.get("target_size") else None)
+        label = opts.get("type") or (
+            "mixed" if opts.get("recipe") or opts.get("target_size") else None
+        )
         if label is None:
             opts["type"] = label = DEFAULT_QUANT
     else:
@@ -429,7 +456,9 @@ def pull(
         raise EdgeLLMError(f"model name '{entry_name}' must be letters, digits, '.', '_' or '-'")
     existing = next((e for e in entries() if e.name == entry_name), None)
     if existing is not None and existing.path.is_file():
-        say(f"{entry_name} is already in the store ({existing.path}); `edge-llm rm {entry_name}` first to pull again")
+        say(
+            f"{entry_name} is already in the store ({existing.path}); `edge-llm rm {entry_name}` first to pull again"
+        )
         return existing
     target = models_dir() / f"{entry_name}.gguf"
     models_dir().mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,16 @@ INT32_MAX = (1 << 31) - 1
 # tokenizer.ggml.model values llama.cpp builds a vocabulary for (src/llama-vocab.cpp); "none" and
 # "no_vocab" load a model without one, which generation cannot use.
 TOKENIZER_MODELS = (
-    "llama", "bert", "gpt2", "hybriddna", "whitespace", "t5", "rwkv", "plamo2", "gemma4",
-)  # fmt: skip
+    "llama",
+    "bert",
+    "gpt2",
+    "hybriddna",
+    "whitespace",
+    "t5",
+    "rwkv",
+    "plamo2",
+    "gemma4",
+)
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 PROBE_TIMEOUT_S = 300
 
@@ -110,17 +118,23 @@ def problems(info: gguf_info.GGUFInfo) -> list[str]:
         out.append(f"{pre}rope.freq_base is {_num(base)} (expected a positive number)")
     scaling = num("rope.scaling.type")
     if scaling is not None and scaling not in ROPE_SCALING_TYPES:
-        out.append(f"{pre}rope.scaling.type is {scaling!r} (llama.cpp knows {', '.join(ROPE_SCALING_TYPES)})")  # fmt: skip
+        out.append(
+            f"{pre}rope.scaling.type is {scaling!r} (llama.cpp knows {', '.join(ROPE_SCALING_TYPES)})"
+        )
 
     out += _tokenizer(info)
     out += _tensor_types(info)
     emb = next((t for t in info.tensors if t.name == "token_embd.weight"), None)
     if emb is not None and len(emb.shape) == 2:
         if n_embd is not None and emb.shape[0] != n_embd:
-            out.append(f"token_embd.weight is {emb.shape[0]} wide but {pre}embedding_length is {n_embd}")  # fmt: skip
+            out.append(
+                f"token_embd.weight is {emb.shape[0]} wide but {pre}embedding_length is {n_embd}"
+            )
         n_vocab = info.vocab_size
         if n_vocab and emb.shape[1] != n_vocab:
-            out.append(f"token_embd.weight has {emb.shape[1]} rows but the vocabulary has {n_vocab} tokens")  # fmt: skip
+            out.append(
+                f"token_embd.weight has {emb.shape[1]} rows but the vocabulary has {n_vocab} tokens"
+            )
     return out
 
 

@@ -48,19 +48,44 @@ INSTALL_HINT = f"sudo apt-get install {DEBIAN_PACKAGES} (or: sudo make arm-deps)
 # Debian's arm64 packages that make the userland: Python 3.11 with its standard library, numpy and
 # its BLAS/LAPACK, and the shared libraries they (and libllama's C++) link against.
 ARM_PACKAGES = (
-    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0",
-    "liblzma5", "libssl3", "libuuid1", "libcrypt1", "libsqlite3-0",
-    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11",
-    "python3-numpy", "libblas3", "liblapack3", "libgfortran5",
-)  # fmt: skip
+    "libc6",
+    "libgcc-s1",
+    "libstdc++6",
+    "zlib1g",
+    "libexpat1",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "libssl3",
+    "libuuid1",
+    "libcrypt1",
+    "libsqlite3-0",
+    "python3.11-minimal",
+    "libpython3.11-minimal",
+    "libpython3.11-stdlib",
+    "python3.11",
+    "python3-numpy",
+    "libblas3",
+    "liblapack3",
+    "libgfortran5",
+)
 # Pure-Python packages from this venv that edge_llm and llama_cpp's bindings import.
 PURE_PACKAGES = ("jinja2", "markupsafe", "diskcache", "typing_extensions.py")
 CMAKE_FLAGS = (
-    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF",
-    "-DGGML_OPENMP=OFF", f"-DGGML_CPU_ARM_ARCH={ARM_ARCH}", "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-    "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-)  # fmt: skip
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_OPENMP=OFF",
+    f"-DGGML_CPU_ARM_ARCH={ARM_ARCH}",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -72,16 +97,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="arm_check.py", description="edge_llm on aarch64 under qemu: same text as on x86"
     )
-    ap.add_argument("--reduced", action="store_true",
-                    help=f"cross-build + one short decode ({REDUCED_TOKENS} tokens)")
-    ap.add_argument("--tokens", type=int, default=None,
-                    help=f"tokens to decode (default {DEFAULT_TOKENS})")
+    ap.add_argument(
+        "--reduced",
+        action="store_true",
+        help=f"cross-build + one short decode ({REDUCED_TOKENS} tokens)",
+    )
+    ap.add_argument(
+        "--tokens", type=int, default=None, help=f"tokens to decode (default {DEFAULT_TOKENS})"
+    )
     ap.add_argument("--prompt", default=DEFAULT_PROMPT)
-    ap.add_argument("--model", default=None,
-                    help="GGUF path (default: the default model, SmolLM2-135M-Instruct)")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="GGUF path (default: the default model, SmolLM2-135M-Instruct)",
+    )
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-llm" / "arm64")
-    ap.add_argument("--src", type=Path, default=None,
-                    help="the llama-cpp-python sdist tree (default: where make install unpacked it)")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=None,
+        help="the llama-cpp-python sdist tree (default: where make install unpacked it)",
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="build jobs")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
     args = ap.parse_args(argv)
@@ -94,7 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.prompt.strip():
         ap.error("--prompt must not be empty")
     if args.src is None:
-        args.src = Path.home() / ".cache" / "edge-llm" / "src" / f"llama_cpp_python-{LLAMA_CPP_VERSION}"
+        args.src = (
+            Path.home() / ".cache" / "edge-llm" / "src" / f"llama_cpp_python-{LLAMA_CPP_VERSION}"
+        )
     return args
 
 
@@ -117,8 +155,7 @@ def compare(x86: str, arm: str) -> tuple[bool, str]:
         return True, f"aarch64 text equals x86 text: {x86!r}"
     common = os.path.commonprefix([x86, arm])
     return False, (
-        f"aarch64 text differs from x86 from character {len(common)}: "
-        f"x86 {x86!r}, aarch64 {arm!r}"
+        f"aarch64 text differs from x86 from character {len(common)}: x86 {x86!r}, aarch64 {arm!r}"
     )
 
 
@@ -141,7 +178,9 @@ def build_libs(src: Path, cache: Path, jobs: int) -> tuple[Path, bool]:
     """The cross-built libllama.so + libggml*.so directory, and whether it was cached."""
     llama = src / "vendor" / "llama.cpp"
     if not (llama / "CMakeLists.txt").is_file():
-        raise CheckError(f"llama.cpp source not found in {src}; run make install (it unpacks the sdist)")
+        raise CheckError(
+            f"llama.cpp source not found in {src}; run make install (it unpacks the sdist)"
+        )
     out = cache / f"llama-{LLAMA_CPP_VERSION}-{build_key(src)}"
     lib = out / "lib"
     if (lib / ".built").is_file():
@@ -153,13 +192,43 @@ def build_libs(src: Path, cache: Path, jobs: int) -> tuple[Path, bool]:
     log = out / "build.log"
     out.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
-        _run(["nice", "-n", "19", cmake, "-S", str(llama), "-B", str(build),
-              "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
-              "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
-              "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++", *CMAKE_FLAGS],
-             f"cmake configure (log: {log})", stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
-        _run(["nice", "-n", "19", cmake, "--build", str(build), "--target", "llama",
-              "-j", str(jobs)], f"cross-build (log: {log})", stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+        _run(
+            [
+                "nice",
+                "-n",
+                "19",
+                cmake,
+                "-S",
+                str(llama),
+                "-B",
+                str(build),
+                "-DCMAKE_SYSTEM_NAME=Linux",
+                "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+                "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
+                "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
+                *CMAKE_FLAGS,
+            ],
+            f"cmake configure (log: {log})",
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+        _run(
+            [
+                "nice",
+                "-n",
+                "19",
+                cmake,
+                "--build",
+                str(build),
+                "--target",
+                "llama",
+                "-j",
+                str(jobs),
+            ],
+            f"cross-build (log: {log})",
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".lib-"))
     libs = sorted(build.rglob("libllama.so*")) + sorted(build.rglob("libggml*.so*"))
     for p in libs:
@@ -178,11 +247,17 @@ def userland(cache: Path) -> tuple[Path, bool]:
     root = cache / "userland"
     if (root / ".built").is_file():
         return root, True
-    if "arm64" not in subprocess.run(["dpkg", "--print-foreign-architectures"],
-                                     capture_output=True, text=True).stdout.split():  # fmt: skip
+    if (
+        "arm64"
+        not in subprocess.run(
+            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True
+        ).stdout.split()
+    ):
         if os.geteuid() != 0:
-            raise CheckError("apt has no arm64 architecture: run once as root "
-                             "dpkg --add-architecture arm64 && apt-get update")  # fmt: skip
+            raise CheckError(
+                "apt has no arm64 architecture: run once as root "
+                "dpkg --add-architecture arm64 && apt-get update"
+            )
         _run(["dpkg", "--add-architecture", "arm64"], "dpkg --add-architecture arm64")
         _run(["apt-get", "update", "-qq"], "apt-get update", stdout=subprocess.DEVNULL)
     debs = cache / "debs"
@@ -192,7 +267,9 @@ def userland(cache: Path) -> tuple[Path, bool]:
     if r.returncode != 0:
         if os.geteuid() == 0 and "Unable to locate" in r.stderr:
             _run(["apt-get", "update", "-qq"], "apt-get update", stdout=subprocess.DEVNULL)
-            r = subprocess.run(["apt-get", "download", *want], cwd=debs, capture_output=True, text=True)
+            r = subprocess.run(
+                ["apt-get", "download", *want], cwd=debs, capture_output=True, text=True
+            )
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["?"])[-1]
             raise CheckError(f"apt-get download of the arm64 packages failed: {last}")
@@ -217,9 +294,16 @@ def pure_python(cache: Path, src: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".pure-"))
     no_binaries = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "lib", "server")
     shutil.copytree(src / "llama_cpp", tmp / "llama_cpp", ignore=no_binaries)
-    venv_site = Path(subprocess.check_output(
-        [sys.executable, "-c", "import jinja2, pathlib; print(pathlib.Path(jinja2.__file__).parent.parent)"],
-        text=True).strip())  # fmt: skip
+    venv_site = Path(
+        subprocess.check_output(
+            [
+                sys.executable,
+                "-c",
+                "import jinja2, pathlib; print(pathlib.Path(jinja2.__file__).parent.parent)",
+            ],
+            text=True,
+        ).strip()
+    )
     for name in PURE_PACKAGES:
         p = venv_site / name
         if not p.exists():
@@ -271,14 +355,23 @@ def _result(proc: subprocess.CompletedProcess, where: str) -> dict:
 
 
 def worker_cmd(args: argparse.Namespace, model: str) -> list[str]:
-    return [str(Path(__file__).resolve()), "--worker", "--model", model,
-            "--prompt", args.prompt, "--tokens", str(args.tokens)]  # fmt: skip
+    return [
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--model",
+        model,
+        "--prompt",
+        args.prompt,
+        "--tokens",
+        str(args.tokens),
+    ]
 
 
 def run_x86(args: argparse.Namespace, model: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, *worker_cmd(args, model)], capture_output=True,
-                          text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, *worker_cmd(args, model)], capture_output=True, text=True, env=env
+    )
     return _result(proc, "x86")
 
 
@@ -289,13 +382,20 @@ def run_arm(args: argparse.Namespace, model: str, root: Path, lib: Path, site: P
     env.update(
         QEMU_LD_PREFIX=str(root),
         PYTHONHOME=str(root / "usr"),
-        PYTHONPATH=os.pathsep.join([str(REPO), str(site), str(root / "usr/lib/python3/dist-packages")]),
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO), str(site), str(root / "usr/lib/python3/dist-packages")]
+        ),
         PYTHONDONTWRITEBYTECODE="1",
         LLAMA_CPP_LIB_PATH=str(lib),
         LD_LIBRARY_PATH="/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu",  # paths inside -L
-    )  # fmt: skip
-    cmd = ["qemu-aarch64-static", "-L", str(root), str(root / "usr/bin/python3.11"),
-           *worker_cmd(args, model)]  # fmt: skip
+    )
+    cmd = [
+        "qemu-aarch64-static",
+        "-L",
+        str(root),
+        str(root / "usr/bin/python3.11"),
+        *worker_cmd(args, model),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return _result(proc, "aarch64 (qemu)")
 
@@ -311,21 +411,29 @@ def check(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     lib, cached = build_libs(args.src, args.cache, args.jobs)
     names = ", ".join(sorted(p.name for p in lib.glob("*.so")))
-    print(f"[build] {'cached' if cached else 'cross-built'} llama.cpp {LLAMA_CPP_VERSION} for "
-          f"aarch64 ({ARM_ARCH}, OpenMP off) in {time.perf_counter() - t:.0f} s: {lib} ({names})")  # fmt: skip
+    print(
+        f"[build] {'cached' if cached else 'cross-built'} llama.cpp {LLAMA_CPP_VERSION} for "
+        f"aarch64 ({ARM_ARCH}, OpenMP off) in {time.perf_counter() - t:.0f} s: {lib} ({names})"
+    )
     t = time.perf_counter()
     root, cached = userland(args.cache)
     site = pure_python(args.cache, args.src)
-    print(f"[userland] {'cached' if cached else 'assembled'} arm64 Debian userland (python3.11, "
-          f"numpy) in {time.perf_counter() - t:.0f} s: {root}")  # fmt: skip
+    print(
+        f"[userland] {'cached' if cached else 'assembled'} arm64 Debian userland (python3.11, "
+        f"numpy) in {time.perf_counter() - t:.0f} s: {root}"
+    )
     t = time.perf_counter()
     x86 = run_x86(args, args.model)
-    print(f"[x86] {x86['machine']}: {args.tokens} greedy tokens in {time.perf_counter() - t:.1f} s: "
-          f"{x86['text']!r}")  # fmt: skip
+    print(
+        f"[x86] {x86['machine']}: {args.tokens} greedy tokens in {time.perf_counter() - t:.1f} s: "
+        f"{x86['text']!r}"
+    )
     t = time.perf_counter()
     arm = run_arm(args, args.model, root, lib, site)
-    print(f"[aarch64] {arm['machine']} under qemu-aarch64-static: load {arm['load_s']} s, "
-          f"{args.tokens} tokens {arm['decode_s']} s: {arm['text']!r}")  # fmt: skip
+    print(
+        f"[aarch64] {arm['machine']} under qemu-aarch64-static: load {arm['load_s']} s, "
+        f"{args.tokens} tokens {arm['decode_s']} s: {arm['text']!r}"
+    )
     ok = True
     if arm["machine"] != "aarch64":
         ok = False
@@ -344,8 +452,10 @@ def check(args: argparse.Namespace) -> int:
     else:
         ok = False
         print("FAIL: does not fit: " + budget_msg)
-    print(f"{'passed' if ok else 'FAILED'} in {time.perf_counter() - t_start:.0f} s "
-          f"({'reduced' if args.reduced else 'full'} check)")  # fmt: skip
+    print(
+        f"{'passed' if ok else 'FAILED'} in {time.perf_counter() - t_start:.0f} s "
+        f"({'reduced' if args.reduced else 'full'} check)"
+    )
     return 0 if ok else 1
 
 

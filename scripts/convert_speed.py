@@ -148,7 +148,11 @@ def make_synth_1b(dst: Path, shard_bytes: int = 2_000_000_000, seed: int = 0) ->
         off = 0
         for name, shape in shard:
             nbytes = math.prod(shape) * 2
-            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + nbytes]}
+            header[name] = {
+                "dtype": "BF16",
+                "shape": list(shape),
+                "data_offsets": [off, off + nbytes],
+            }
             off += nbytes
             weight_map[name] = fname
         total += off
@@ -199,13 +203,24 @@ def llama_converter(path: str | None) -> Path:
     pattern = str(cache_dir() / "src" / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp")
     hits = sorted(glob.glob(pattern + "/convert_hf_to_gguf.py"))
     if not hits:
-        sys.exit(f"no convert_hf_to_gguf.py under {pattern}; run `make install` or pass --llama-convert")
+        sys.exit(
+            f"no convert_hf_to_gguf.py under {pattern}; run `make install` or pass --llama-convert"
+        )
     return Path(hits[-1])
 
 
 def command(tool: str, src: Path, out: Path, llama_py: Path) -> list[str]:
     if tool == "edge":
-        return [str(VENV_BIN / "edge-llm"), "convert", str(src), "-o", str(out), "--type", "F16", "--json"]
+        return [
+            str(VENV_BIN / "edge-llm"),
+            "convert",
+            str(src),
+            "-o",
+            str(out),
+            "--type",
+            "F16",
+            "--json",
+        ]
     return [sys.executable, str(llama_py), str(src), "--outfile", str(out), "--outtype", "f16"]
 
 
@@ -298,7 +313,9 @@ def compare(edge_path: Path, llama_path: Path) -> dict:
     for n in common:
         a, b = et[n], lt[n]
         if list(a.shape) != list(b.shape):
-            shape_diff.append({"name": n, "edge": list(map(int, a.shape)), "llama": list(map(int, b.shape))})
+            shape_diff.append(
+                {"name": n, "edge": list(map(int, a.shape)), "llama": list(map(int, b.shape))}
+            )
             continue
         if a.tensor_type != b.tensor_type:
             type_diff.append({"name": n, "edge": a.tensor_type.name, "llama": b.tensor_type.name})
@@ -380,8 +397,9 @@ def code_state() -> dict:
         if f.is_file() and "__pycache__" not in f.parts:
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         head = "?"
     return {"git_head": head, "convert_sha256": h.hexdigest()[:16]}
@@ -415,13 +433,20 @@ def bench_case(name: str, src: Path, work: Path, reps: int, llama_py: Path, warm
     for p in outs.values():
         p.unlink(missing_ok=True)
     os.sync()
-    return {"source": str(src), "source_bytes": dir_bytes(src), "params": n_params(src),
-            "samples": samples, "compare": cmp}  # fmt: skip
+    return {
+        "source": str(src),
+        "source_bytes": dir_bytes(src),
+        "params": n_params(src),
+        "samples": samples,
+        "compare": cmp,
+    }
 
 
 def summarize(cases: dict) -> None:
-    print("| case | converter | wall s (median) | wall min-max | CPU s | peak RSS MB (ru_maxrss) "
-          "| peak RssAnon MB (sampled) | peak RssFile MB (sampled) | output MB |")  # fmt: skip
+    print(
+        "| case | converter | wall s (median) | wall min-max | CPU s | peak RSS MB (ru_maxrss) "
+        "| peak RssAnon MB (sampled) | peak RssFile MB (sampled) | output MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c in cases.items():
         for tool, label in (("edge", "edge-llm"), ("llama", "llama.cpp")):
@@ -439,9 +464,11 @@ def summarize(cases: dict) -> None:
                 f"| {s[-1]['output_bytes'] / MB:.0f} |"
             )
     print()
-    print("| case | llama.cpp / edge time (ratio of medians) | paired median | goal >= 2x "
-          "| edge / llama.cpp peak RSS (ratio of medians) | paired median | goal <= 0.5x "
-          "| edge / llama.cpp peak RssAnon | tensors equal |")  # fmt: skip
+    print(
+        "| case | llama.cpp / edge time (ratio of medians) | paired median | goal >= 2x "
+        "| edge / llama.cpp peak RSS (ratio of medians) | paired median | goal <= 0.5x "
+        "| edge / llama.cpp peak RssAnon | tensors equal |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c in cases.items():
         e, lc = c["samples"]["edge"], c["samples"]["llama"]
@@ -452,8 +479,13 @@ def summarize(cases: dict) -> None:
         ar = med([r["sampled_peak_anon_bytes"] for r in e]) / med(
             [r["sampled_peak_anon_bytes"] for r in lc]
         )
-        c["ratios"] = {"time_llama_over_edge": tr, "time_paired": tp, "rss_edge_over_llama": mr,
-                       "rss_paired": mp, "anon_rss_edge_over_llama": ar}  # fmt: skip
+        c["ratios"] = {
+            "time_llama_over_edge": tr,
+            "time_paired": tp,
+            "rss_edge_over_llama": mr,
+            "rss_paired": mp,
+            "anon_rss_edge_over_llama": ar,
+        }
         cmp = c["compare"]
         eq = "yes" if cmp["identical_tensors"] else "no (see below)"
         print(
@@ -463,11 +495,15 @@ def summarize(cases: dict) -> None:
     print()
     for name, c in cases.items():
         cmp = c["compare"]
-        print(f"{name}: {cmp['tensors_edge']} tensors (edge-llm) vs {cmp['tensors_llama']} "
-              f"(llama.cpp); same order: {cmp['order_same']}")  # fmt: skip
+        print(
+            f"{name}: {cmp['tensors_edge']} tensors (edge-llm) vs {cmp['tensors_llama']} "
+            f"(llama.cpp); same order: {cmp['order_same']}"
+        )
         for key in ("only_edge", "only_llama", "type_differs", "shape_differs", "data_differs"):
             if cmp[key]:
-                print(f"  {key}: {len(cmp[key])}: {cmp[key][:6]}{' ...' if len(cmp[key]) > 6 else ''}")
+                print(
+                    f"  {key}: {len(cmp[key])}: {cmp[key][:6]}{' ...' if len(cmp[key]) > 6 else ''}"
+                )
         if cmp["type_differs"]:
             n = len(cmp["type_differs_but_values_equal"])
             print(f"  of the type differences, {n} hold equal values once both are read as float32")
@@ -483,9 +519,15 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-1b", action="store_true", help="only the SmolLM2 case (quick)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="where checkpoints and outputs go (default: a new temp dir, removed after)")  # fmt: skip
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (checkpoints) afterwards")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where checkpoints and outputs go (default: a new temp dir, removed after)",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the work dir (checkpoints) afterwards"
+    )
     ap.add_argument("--llama-convert", default=None, help="path of convert_hf_to_gguf.py")
     ap.add_argument("--json", type=Path, default=ROOT / "bench/results/convert_speed.json")
     args = ap.parse_args()
@@ -497,15 +539,23 @@ def main() -> int:
     need = 1.2e9 + (0 if args.skip_1b else 7.2e9)
     free = shutil.disk_usage(work).free
     if free < need:
-        sys.exit(f"{work} has {free / 1e9:.1f} GB free; this benchmark needs about {need / 1e9:.1f} GB")
+        sys.exit(
+            f"{work} has {free / 1e9:.1f} GB free; this benchmark needs about {need / 1e9:.1f} GB"
+        )
 
     host = host_info()
-    print(f"host: {host['cpu']}, {host['cpus']} CPUs ({host['available_cpus']} available), "
-          f"{host['ram_bytes'] / 2**30:.0f} GiB RAM, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"python {host['python']}, numpy {host['numpy']}, gguf {host['gguf']}; "
-          f"llama.cpp converter {llama_py}")  # fmt: skip
-    print(f"work dir {work} ({free / 1e9:.0f} GB free); {args.reps} interleaved repetitions, "
-          f"order alternating; warm-up {'off' if args.no_warmup else 'on'}\n")  # fmt: skip
+    print(
+        f"host: {host['cpu']}, {host['cpus']} CPUs ({host['available_cpus']} available), "
+        f"{host['ram_bytes'] / 2**30:.0f} GiB RAM, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"python {host['python']}, numpy {host['numpy']}, gguf {host['gguf']}; "
+        f"llama.cpp converter {llama_py}"
+    )
+    print(
+        f"work dir {work} ({free / 1e9:.0f} GB free); {args.reps} interleaved repetitions, "
+        f"order alternating; warm-up {'off' if args.no_warmup else 'on'}\n"
+    )
 
     code = code_state()
     print(f"code: git {code['git_head'][:12]}, convert/ sha256 {code['convert_sha256']}\n")
@@ -531,11 +581,15 @@ def main() -> int:
 
     code_after = code_state()
     if code_after != code:
-        print(f"WARNING: convert/ changed during the run ({code['convert_sha256']} -> "
-              f"{code_after['convert_sha256']}); the samples mix two versions, run again\n")  # fmt: skip
+        print(
+            f"WARNING: convert/ changed during the run ({code['convert_sha256']} -> "
+            f"{code_after['convert_sha256']}); the samples mix two versions, run again\n"
+        )
     for name, c in cases.items():
-        print(f"{name}: {c['params'] / 1e9:.3f} B parameters, {c['source_bytes'] / MB:.0f} MB of "
-              f"safetensors at {c['source']}")  # fmt: skip
+        print(
+            f"{name}: {c['params'] / 1e9:.3f} B parameters, {c['source_bytes'] / MB:.0f} MB of "
+            f"safetensors at {c['source']}"
+        )
     print()
     summarize(cases)
     args.json.parent.mkdir(parents=True, exist_ok=True)

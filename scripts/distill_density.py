@@ -66,14 +66,27 @@ def recipe(tokens: int, freeze: bool, domain: bool = False):
     from convert.distill.recipe import recipe_from_dict
 
     extra = {"domain": {"fraction": 0.5, "ce_weight": 0.5}} if domain else {}
-    return recipe_from_dict(extra | {
-        "kd": {"seq_len": SEQ, "batch_size": BATCH, "top_k": 64, "lr": 3e-4, "warmup": 0.05,
-               "min_lr_ratio": 0.1, "temperature": 1.0, "alpha": 0.0, "tokens": tokens,
-               "checkpoint_every": 25, "freeze_embeddings": freeze},
-        # beyond the corpus, repeat it: the probe times training and the teacher's forward, not
-        # the teacher's sampling of new sequences (slow on a CPU), so generating would overrun
-        "data": {"calibration_sequences": 16, "generate": False},
-    })  # fmt: skip
+    return recipe_from_dict(
+        extra
+        | {
+            "kd": {
+                "seq_len": SEQ,
+                "batch_size": BATCH,
+                "top_k": 64,
+                "lr": 3e-4,
+                "warmup": 0.05,
+                "min_lr_ratio": 0.1,
+                "temperature": 1.0,
+                "alpha": 0.0,
+                "tokens": tokens,
+                "checkpoint_every": 25,
+                "freeze_embeddings": freeze,
+            },
+            # beyond the corpus, repeat it: the probe times training and the teacher's forward, not
+            # the teacher's sampling of new sequences (slow on a CPU), so generating would overrun
+            "data": {"calibration_sequences": 16, "generate": False},
+        }
+    )
 
 
 def probe(teacher: Path, device: str, freeze: bool) -> tuple[float, float]:
@@ -112,8 +125,19 @@ def probe(teacher: Path, device: str, freeze: bool) -> tuple[float, float]:
 def bench(model: Path, label: str, out: Path, reference: Path | None, threads: int | None) -> dict:
     from bench import store
 
-    cmd = [sys.executable, "-m", "edge_llm", "bench", str(model), "--suite", "quick",
-           "--recipe", label, "-o", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_llm",
+        "bench",
+        str(model),
+        "--suite",
+        "quick",
+        "--recipe",
+        label,
+        "-o",
+        str(out),
+    ]
     if reference:
         cmd += ["--reference", str(reference)]
     if threads:
@@ -149,10 +173,17 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     ap.add_argument("--bench-threads", type=int, default=None)
-    ap.add_argument("--train-embeddings", action="store_true",
-                    help="train the (tied) embedding too; default: decoder layers only")  # fmt: skip
+    ap.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="train the (tied) embedding too; default: decoder layers only",
+    )
     ap.add_argument("--skip-bench", action="store_true")
-    ap.add_argument("--targeted", action="store_true", help="also (c) and (d): the K-12 targeted student and its baseline")
+    ap.add_argument(
+        "--targeted",
+        action="store_true",
+        help="also (c) and (d): the K-12 targeted student and its baseline",
+    )
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/distill_density.jsonl")
     ap.add_argument("--summary", type=Path, default=ROOT / "bench/results/distill_density.json")
@@ -176,7 +207,9 @@ def main() -> int:
     a_dir, a_gguf = args.work / f"student-a-{KEEP}", args.work / f"student-a-{KEEP}-F16.gguf"
     if not (a_dir / "config.json").is_file():
         shutil.rmtree(a_dir, ignore_errors=True)
-        ra = distill(teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze))
+        ra = distill(
+            teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze)
+        )
         print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
     if not a_gguf.is_file():
         convert(a_dir, a_gguf, type="F16")
@@ -191,9 +224,15 @@ def main() -> int:
         budget_s = max(args.minutes * 60 - 60, 30)
         tokens = int(budget_s / (1 / train_tps + 1 / fwd_tps))
         tokens = max(BATCH * SEQ, tokens // (BATCH * SEQ) * (BATCH * SEQ))
-        print(f"probe: teacher forward {fwd_tps:.0f} tok/s, student KD step {train_tps:.0f} tok/s "
-              f"-> {tokens} tokens in {args.minutes:g} min", file=sys.stderr)  # fmt: skip
-    b_dir, b_gguf = args.work / f"student-b-{KEEP}-{tokens}", args.work / f"student-b-{KEEP}-{tokens}-F16.gguf"
+        print(
+            f"probe: teacher forward {fwd_tps:.0f} tok/s, student KD step {train_tps:.0f} tok/s "
+            f"-> {tokens} tokens in {args.minutes:g} min",
+            file=sys.stderr,
+        )
+    b_dir, b_gguf = (
+        args.work / f"student-b-{KEEP}-{tokens}",
+        args.work / f"student-b-{KEEP}-{tokens}-F16.gguf",
+    )
     rb = None
     t0 = time.perf_counter()
     if not (b_dir / "config.json").is_file():
@@ -203,23 +242,52 @@ def main() -> int:
         bar, update = progress_bar()
         resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
         with bar:
-            rb = distill(teacher, b_dir, layers=KEEP, recipe=recipe(tokens, freeze), device=args.device,
-                         resume=resume, progress=update)  # fmt: skip
-        print(f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> {rb.loss_last:.4f}, "
-              f"{rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s", file=sys.stderr)  # fmt: skip
+            rb = distill(
+                teacher,
+                b_dir,
+                layers=KEEP,
+                recipe=recipe(tokens, freeze),
+                device=args.device,
+                resume=resume,
+                progress=update,
+            )
+        print(
+            f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> {rb.loss_last:.4f}, "
+            f"{rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s",
+            file=sys.stderr,
+        )
     heal_s = time.perf_counter() - t0
     if not b_gguf.is_file():
         convert(b_dir, b_gguf, type="F16")
     info_b = json.loads((b_dir / "distill.json").read_text())
 
-    summary = {"teacher": str(teacher), "keep_layers": KEEP, "tokens": tokens, "minutes": args.minutes,
-               "device": args.device, "freeze_embeddings": freeze, "seq_len": SEQ, "batch": BATCH,
-               "probe": {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps},
-               "heal": {k: info_b.get(k) for k in ("steps", "tokens", "loss_first", "loss_last",
-                                                   "tokens_per_s", "kept_layers", "block_influence",
-                                                   "params_student", "params_teacher")},
-               "heal_wall_s": heal_s if rb else None,
-               "ggufs": {"teacher": str(t_gguf), "a": str(a_gguf), "b": str(b_gguf)}}  # fmt: skip
+    summary = {
+        "teacher": str(teacher),
+        "keep_layers": KEEP,
+        "tokens": tokens,
+        "minutes": args.minutes,
+        "device": args.device,
+        "freeze_embeddings": freeze,
+        "seq_len": SEQ,
+        "batch": BATCH,
+        "probe": {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps},
+        "heal": {
+            k: info_b.get(k)
+            for k in (
+                "steps",
+                "tokens",
+                "loss_first",
+                "loss_last",
+                "tokens_per_s",
+                "kept_layers",
+                "block_influence",
+                "params_student",
+                "params_teacher",
+            )
+        },
+        "heal_wall_s": heal_s if rb else None,
+        "ggufs": {"teacher": str(t_gguf), "a": str(a_gguf), "b": str(b_gguf)},
+    }
     targeted = {}
     if args.targeted:  # (c) pruned + K-12 domain mix, (d) the teacher on the same mix
         for key, keep in (("c", KEEP), ("d", None)):
@@ -228,10 +296,20 @@ def main() -> int:
             if not (d_dir / "config.json").is_file():
                 shutil.rmtree(d_dir, ignore_errors=True)
                 resume = (args.work / f".{d_dir.name}.distill-work").is_dir()
-                rc = distill(teacher, d_dir, layers=keep, recipe=recipe(tokens, freeze, domain=True),
-                             device=args.device, resume=resume, domain="k12-math")  # fmt: skip
-                print(f"({key}) {rc.steps} steps, {rc.domain_sequences} K-12 sequences, loss "
-                      f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s", file=sys.stderr)  # fmt: skip
+                rc = distill(
+                    teacher,
+                    d_dir,
+                    layers=keep,
+                    recipe=recipe(tokens, freeze, domain=True),
+                    device=args.device,
+                    resume=resume,
+                    domain="k12-math",
+                )
+                print(
+                    f"({key}) {rc.steps} steps, {rc.domain_sequences} K-12 sequences, loss "
+                    f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s",
+                    file=sys.stderr,
+                )
             if not d_gguf.is_file():
                 convert(d_dir, d_gguf, type="F16")
             targeted[key] = d_gguf
@@ -242,11 +320,31 @@ def main() -> int:
         rows = {
             "teacher": row(bench(t_gguf, "distill teacher F16", args.out, None, env_threads)),
             "a": row(bench(a_gguf, f"distill (a) {KEEP}/30 pruned", args.out, t_gguf, env_threads)),
-            "b": row(bench(b_gguf, f"distill (b) {KEEP}/30 KD {tokens} tok", args.out, t_gguf, env_threads)),
-        }  # fmt: skip
+            "b": row(
+                bench(
+                    b_gguf, f"distill (b) {KEEP}/30 KD {tokens} tok", args.out, t_gguf, env_threads
+                )
+            ),
+        }
         if targeted:
-            rows["c"] = row(bench(targeted["c"], f"distill (c) {KEEP}/30 K-12 mix {tokens} tok", args.out, t_gguf, env_threads))
-            rows["d"] = row(bench(targeted["d"], f"distill (d) teacher K-12 mix {tokens} tok", args.out, t_gguf, env_threads))
+            rows["c"] = row(
+                bench(
+                    targeted["c"],
+                    f"distill (c) {KEEP}/30 K-12 mix {tokens} tok",
+                    args.out,
+                    t_gguf,
+                    env_threads,
+                )
+            )
+            rows["d"] = row(
+                bench(
+                    targeted["d"],
+                    f"distill (d) teacher K-12 mix {tokens} tok",
+                    args.out,
+                    t_gguf,
+                    env_threads,
+                )
+            )
         summary["results"] = rows
         t, a, b = rows["teacher"], rows["a"], rows["b"]
         gap = a["bpb"] - t["bpb"]
@@ -255,7 +353,10 @@ def main() -> int:
         def ratio(x, y):
             return x / y if y else float("inf") if x else float("nan")
 
-        d_t, d_a = ratio(b["density_per_gflop"], t["density_per_gflop"]), ratio(b["density_per_gflop"], a["density_per_gflop"])
+        d_t, d_a = (
+            ratio(b["density_per_gflop"], t["density_per_gflop"]),
+            ratio(b["density_per_gflop"], a["density_per_gflop"]),
+        )
         goals = {
             "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
             "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
@@ -264,32 +365,53 @@ def main() -> int:
         if targeted:
             c = rows["c"]
             d_c = ratio(c["density_per_gflop"], t["density_per_gflop"])
-            goals["targeted_density_vs_teacher"] = {"value": d_c, "goal": 1.3, "met": d_c >= 1.3 and c["k12_math"] > t["k12_math"]}
-            goals["targeted_k12_vs_finetuned_teacher"] = {"value": ratio(c["k12_math"], rows["d"]["k12_math"]), "goal": 1.0,
-                                                          "met": c["k12_math"] >= rows["d"]["k12_math"]}  # fmt: skip
+            goals["targeted_density_vs_teacher"] = {
+                "value": d_c,
+                "goal": 1.3,
+                "met": d_c >= 1.3 and c["k12_math"] > t["k12_math"],
+            }
+            goals["targeted_k12_vs_finetuned_teacher"] = {
+                "value": ratio(c["k12_math"], rows["d"]["k12_math"]),
+                "goal": 1.0,
+                "met": c["k12_math"] >= rows["d"]["k12_math"],
+            }
         summary["goals"] = goals
         print("\n## Distillation: SmolLM2-135M-Instruct, 20 of 30 layers\n")
-        print("| model | params | GFLOP/token | bpb (eval) | k12-math | mmlu | capability | "
-              "density /GFLOP | KL to teacher | top-1 |\n|---|---|---|---|---|---|---|---|---|---|")
-        names = {"teacher": "teacher (30 layers)", "a": "(a) pruned 20, no healing",
-                 "b": f"(b) pruned 20 + KD, {tokens} tokens", "c": f"(c) pruned 20 + K-12 mix, {tokens} tokens",
-                 "d": f"(d) teacher + K-12 mix, {tokens} tokens"}  # fmt: skip
+        print(
+            "| model | params | GFLOP/token | bpb (eval) | k12-math | mmlu | capability | "
+            "density /GFLOP | KL to teacher | top-1 |\n|---|---|---|---|---|---|---|---|---|---|"
+        )
+        names = {
+            "teacher": "teacher (30 layers)",
+            "a": "(a) pruned 20, no healing",
+            "b": f"(b) pruned 20 + KD, {tokens} tokens",
+            "c": f"(c) pruned 20 + K-12 mix, {tokens} tokens",
+            "d": f"(d) teacher + K-12 mix, {tokens} tokens",
+        }
         for key, r in rows.items():
             f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
-            print(f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | {f(r['bpb'], 4)} | "
-                  f"{f(r['k12_math'])} | {f(r['mmlu'])} | {f(r['capability'])} | {f(r['density_per_gflop'])} | "
-                  f"{f(r['mean_kld'])} | {f(r['top1'])} |")  # fmt: skip
+            print(
+                f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | {f(r['bpb'], 4)} | "
+                f"{f(r['k12_math'])} | {f(r['mmlu'])} | {f(r['capability'])} | {f(r['density_per_gflop'])} | "
+                f"{f(r['mean_kld'])} | {f(r['top1'])} |"
+            )
         print()
         for name, g in goals.items():
-            print(f"- {name}: {g['value']:.3f} (goal >= {g['goal']}): {'met' if g['met'] else 'NOT met'}")
+            print(
+                f"- {name}: {g['value']:.3f} (goal >= {g['goal']}): {'met' if g['met'] else 'NOT met'}"
+            )
         # Paired verdicts on the same items (bench report --compare): each student against the teacher.
         from bench import compare, store
 
         summary["paired"] = {}
         for key in [k for k in rows if k != "teacher"]:
-            c = compare.compare(args.out, store.load(args.out), rows["teacher"]["run_id"], rows[key]["run_id"])
-            summary["paired"][key] = {t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
-                                      for t, v in c["tasks"].items()}  # fmt: skip
+            c = compare.compare(
+                args.out, store.load(args.out), rows["teacher"]["run_id"], rows[key]["run_id"]
+            )
+            summary["paired"][key] = {
+                t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
+                for t, v in c["tasks"].items()
+            }
             print(f"\n### {names[key]} against the teacher\n\n" + compare.markdown(c))
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.summary.with_suffix(".json.part")

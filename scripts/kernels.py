@@ -33,10 +33,18 @@ from pathlib import Path
 LLAMA_CPP_VERSION = "0.3.36"
 N_PREFILL, N_DECODE = 256, 64
 REPO = Path(__file__).resolve().parent.parent
-NATIVE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=ON",
-                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
-                "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_CURL=OFF",
-                "-DLLAMA_OPENSSL=OFF")  # fmt: skip
+NATIVE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DGGML_NATIVE=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+)
 # -march=native turns on AMX where the CPU has it, and this llama.cpp's AMX matmul crashes when GCC
 # builds it (see README, Building llama.cpp for your hardware): the baseline is -march=native
 # without the AMX tiles, the best this llama.cpp can do here.
@@ -61,8 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time this llama_cpp/lib folder (another wheel's libraries)",
     )
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-llm" / "native")
-    ap.add_argument("--src", type=Path, default=Path.home() / ".cache" / "edge-llm" / "src"
-                    / f"llama_cpp_python-{LLAMA_CPP_VERSION}")  # fmt: skip
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=Path.home()
+        / ".cache"
+        / "edge-llm"
+        / "src"
+        / f"llama_cpp_python-{LLAMA_CPP_VERSION}",
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -106,8 +121,10 @@ def native_libs(src: Path, cache: Path, jobs: int) -> Path:
         f"building llama.cpp {LLAMA_CPP_VERSION} with -march=native (once; log: {log})", flush=True
     )
     with log.open("w") as f:
-        for cmd in (["cmake", "-S", str(llama), "-B", str(build), *NATIVE_FLAGS],
-                    ["cmake", "--build", str(build), "--target", "llama", "-j", str(jobs)]):  # fmt: skip
+        for cmd in (
+            ["cmake", "-S", str(llama), "-B", str(build), *NATIVE_FLAGS],
+            ["cmake", "--build", str(build), "--target", "llama", "-j", str(jobs)],
+        ):
             if subprocess.run(
                 ["nice", "-n", "10", *cmd], stdout=f, stderr=subprocess.STDOUT
             ).returncode:
@@ -135,8 +152,12 @@ def worker() -> int:
         req = json.loads(line)
         b = contexts.get(req["model"])
         if b is None:
-            cfg = backend.ContextConfig(n_ctx=512, n_threads=req["threads"],
-                                        n_threads_batch=req["threads"], n_batch=N_PREFILL)  # fmt: skip
+            cfg = backend.ContextConfig(
+                n_ctx=512,
+                n_threads=req["threads"],
+                n_threads_batch=req["threads"],
+                n_batch=N_PREFILL,
+            )
             b = contexts[req["model"]] = backend.Backend(resolve(req["model"]), cfg)
         b.set_threads(req["threads"], req["threads"])
         ids = [(1000 + 7919 * i) % b.n_vocab for i in range(N_PREFILL)]
@@ -159,9 +180,13 @@ class Worker:
         if lib is not None:
             env["LLAMA_CPP_LIB_PATH"] = str(lib)
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         hello = self.proc.stdout.readline()
         if not hello:
             raise BenchError(f"the {name} worker did not start (exit {self.proc.wait()})")
@@ -212,23 +237,46 @@ def run(args: argparse.Namespace) -> dict:
     for (model, threads, test), by in tps.items():
         med = {n: statistics.median(v) for n, v in by.items()}
         paired = [i / n for i, n in zip(by["installed"], by["native"], strict=True)]
-        out.append({"model": model, "threads": threads, "test": test, "median_tps": med,
-                    "installed_over_native": med["installed"] / med["native"],
-                    "median_paired_ratio": statistics.median(paired), "tps": by})  # fmt: skip
-    return {"builds": {w.name: w.info for w in workers.values()}, "reps": args.reps,
-            "cpu": platform.processor() or platform.machine(), "rows": out}  # fmt: skip
+        out.append(
+            {
+                "model": model,
+                "threads": threads,
+                "test": test,
+                "median_tps": med,
+                "installed_over_native": med["installed"] / med["native"],
+                "median_paired_ratio": statistics.median(paired),
+                "tps": by,
+            }
+        )
+    return {
+        "builds": {w.name: w.info for w in workers.values()},
+        "reps": args.reps,
+        "cpu": platform.processor() or platform.machine(),
+        "rows": out,
+    }
 
 
 def report(res: dict) -> None:
     names = list(res["builds"])
-    head = ["model", "threads", "test", *(f"{n} t/s" for n in names), "installed / native",
-            "paired median"]  # fmt: skip
+    head = [
+        "model",
+        "threads",
+        "test",
+        *(f"{n} t/s" for n in names),
+        "installed / native",
+        "paired median",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in res["rows"]:
-        cells = [r["model"], str(r["threads"]), f"{r['test']} {N_PREFILL if r['test'] == 'prefill' else N_DECODE}",
-                 *(f"{r['median_tps'][n]:.1f}" for n in names),
-                 f"{r['installed_over_native']:.3f}", f"{r['median_paired_ratio']:.3f}"]  # fmt: skip
+        cells = [
+            r["model"],
+            str(r["threads"]),
+            f"{r['test']} {N_PREFILL if r['test'] == 'prefill' else N_DECODE}",
+            *(f"{r['median_tps'][n]:.1f}" for n in names),
+            f"{r['installed_over_native']:.3f}",
+            f"{r['median_paired_ratio']:.3f}",
+        ]
         print("| " + " | ".join(cells) + " |")
     worst = min(min(r["installed_over_native"], r["median_paired_ratio"]) for r in res["rows"])
     print(f"lowest installed/native ratio: {worst:.3f} (goal >= 0.95)")

@@ -84,7 +84,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--suite", default="quick")
-    ap.add_argument("--full", action="store_true", help="also run the full suite on the default model")
+    ap.add_argument(
+        "--full", action="store_true", help="also run the full suite on the default model"
+    )
     ap.add_argument("--device", default="learning-machine-entry")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/knowledge_density.jsonl")
     ap.add_argument("--plot", type=Path, default=ROOT / "bench/results/knowledge_density.png")
@@ -113,8 +115,21 @@ def main() -> int:
     if args.full:
         jobs.append((0, "smollm2-135m-instruct", "shipped Q4_1", None, None, "full"))
     for run, model, label, reference, ref_is, suite in jobs:
-        cmd = [sys.executable, "-m", "edge_llm", "bench", model, "--suite", suite, "--device", args.device,
-               "--recipe", label, "-o", str(args.out)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_llm",
+            "bench",
+            model,
+            "--suite",
+            suite,
+            "--device",
+            args.device,
+            "--recipe",
+            label,
+            "-o",
+            str(args.out),
+        ]
         if reference:
             cmd += ["--reference", reference, "--reference-is", ref_is]
         if args.threads:
@@ -125,7 +140,11 @@ def main() -> int:
     print("\n## Knowledge density (this invocation's runs)\n")
     print(report.markdown(report.rows(records, every=True)))
     for r in records:
-        if r["suite"]["name"] == args.suite and "k12-robust" in r["tasks"] and "score" in r["tasks"]["k12-robust"]:
+        if (
+            r["suite"]["name"] == args.suite
+            and "k12-robust" in r["tasks"]
+            and "score" in r["tasks"]["k12-robust"]
+        ):
             print(f"\n### k12-robust: {report.label(r)}\n")
             print(table(r["tasks"]["k12-robust"]))
     print("\n## Paired verdicts against the shipped Q4_1 (same suite, same items)\n")
@@ -145,10 +164,14 @@ def main() -> int:
             dec = [a["compute"]["decode_tokens_per_s"], b["compute"]["decode_tokens_per_s"]]
             print(f"- {report.label(a)}: {verdicts}; decode tok/s {dec[0]:.1f} / {dec[1]:.1f}")
     print("\n## Cost of each run (process start to exit; CPU = user + system of the child)\n")
-    print("| run | model | suite | wall s | CPU s | load avg before / after |\n|---|---|---|---|---|---|")
+    print(
+        "| run | model | suite | wall s | CPU s | load avg before / after |\n|---|---|---|---|---|---|"
+    )
     for model, label, run, suite, c in costs:
-        print(f"| {run + 1} | {Path(model).name} ({label}) | {suite} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | "
-              f"{c['load_before']:.2f} / {c['load_after']:.2f} |")  # fmt: skip
+        print(
+            f"| {run + 1} | {Path(model).name} ({label}) | {suite} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | "
+            f"{c['load_before']:.2f} / {c['load_after']:.2f} |"
+        )
     report.plot(store.load(args.out), args.plot)
     print(f"\nplot: {args.plot}; records: {args.out}")
     return 0

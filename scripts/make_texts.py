@@ -53,64 +53,165 @@ def story_en(rng, pool) -> str:
     name, other = rng.sample(pool["names"], 2)
     place, job = pick(rng, pool["places"]), pick(rng, pool["jobs"])
     hour = rng.randint(5, 8)
-    opening = pick(rng, [
-        f"{name} lived in {place} and worked as a {job}.",
-        f"In the small town of {place} there was a {job} called {name}.",
-        f"Everyone in {place} knew {name}, the {job} who always arrived early.",
-    ])  # fmt: skip
-    morning = pick(rng, [
-        f"Every morning {name} woke up at {hour} o'clock, made a pot of tea and read for a while.",
-        f"Each day began the same way: a short walk by the river, then breakfast at {hour} sharp.",
-        f"{name} liked the quiet hour before the town woke up and used it to plan the day.",
-    ])  # fmt: skip
-    event = pick(rng, [
-        f"One rainy afternoon {other} knocked on the door with a strange request.",
-        f"Then one spring a letter arrived from {other}, an old friend who had moved away years ago.",
-        f"But one winter the bridge into {place} was closed, and nothing went as planned.",
-        f"One day {other} asked for help with a problem nobody else had been able to solve.",
-    ])  # fmt: skip
-    middle = pick(rng, [
-        f"At first {name} was not sure what to do. After thinking it over, {name} decided to "
-        f"ask the neighbours, and together they worked out a plan.",
-        f"{name} wrote down everything that was known, drew a small map, and set off before noon.",
-        f"It took three long days, two broken tools and a great deal of patience, but {name} did "
-        f"not give up.",
-    ])  # fmt: skip
-    ending = pick(rng, [
-        f"In the end the problem was solved, and {other} said it was the best help anyone had ever given.",
-        f"By the end of the week the whole town was talking about it, and {name} simply smiled.",
-        f"Years later, {other} still told the story to anyone who would listen.",
-    ])  # fmt: skip
+    opening = pick(
+        rng,
+        [
+            f"{name} lived in {place} and worked as a {job}.",
+            f"In the small town of {place} there was a {job} called {name}.",
+            f"Everyone in {place} knew {name}, the {job} who always arrived early.",
+        ],
+    )
+    morning = pick(
+        rng,
+        [
+            f"Every morning {name} woke up at {hour} o'clock, made a pot of tea and read for a while.",
+            f"Each day began the same way: a short walk by the river, then breakfast at {hour} sharp.",
+            f"{name} liked the quiet hour before the town woke up and used it to plan the day.",
+        ],
+    )
+    event = pick(
+        rng,
+        [
+            f"One rainy afternoon {other} knocked on the door with a strange request.",
+            f"Then one spring a letter arrived from {other}, an old friend who had moved away years ago.",
+            f"But one winter the bridge into {place} was closed, and nothing went as planned.",
+            f"One day {other} asked for help with a problem nobody else had been able to solve.",
+        ],
+    )
+    middle = pick(
+        rng,
+        [
+            f"At first {name} was not sure what to do. After thinking it over, {name} decided to "
+            f"ask the neighbours, and together they worked out a plan.",
+            f"{name} wrote down everything that was known, drew a small map, and set off before noon.",
+            f"It took three long days, two broken tools and a great deal of patience, but {name} did "
+            f"not give up.",
+        ],
+    )
+    ending = pick(
+        rng,
+        [
+            f"In the end the problem was solved, and {other} said it was the best help anyone had ever given.",
+            f"By the end of the week the whole town was talking about it, and {name} simply smiled.",
+            f"Years later, {other} still told the story to anyone who would listen.",
+        ],
+    )
     return " ".join([opening, morning, event, middle, ending])
 
 
 HOWTO = [
-    ("keep a small vegetable garden", ["choose a sunny spot", "loosen the soil and mix in compost",
-     "plant seeds at the depth shown on the packet", "water in the morning rather than at night",
-     "pull weeds while they are still small"]),
-    ("prepare for a long bike ride", ["check the tyre pressure", "pack water and a snack",
-     "bring a spare tube and a small pump", "tell someone your route", "start slowly and keep a steady pace"]),
-    ("write a clear email", ["put the request in the first sentence", "keep paragraphs short",
-     "say exactly what you need and by when", "read it once aloud before sending"]),
-    ("learn new vocabulary", ["write each word in a sentence of your own", "review the list after one day, then after a week",
-     "group words by topic", "use the new words in conversation"]),
-    ("save money on groceries", ["plan meals for the week", "write a list and stick to it",
-     "compare prices per kilogram", "cook larger batches and freeze portions"]),
-    ("give a short presentation", ["know your first and last sentence by heart", "use few words on each slide",
-     "practise with a timer", "look at the audience, not at the screen"]),
-    ("fix a slow computer", ["close programs you are not using", "free some disk space",
-     "check which apps start automatically", "install pending updates", "restart it once in a while"]),
-    ("make a simple tomato soup", ["soften an onion in a little oil", "add chopped tomatoes and a pinch of salt",
-     "simmer for twenty minutes", "blend until smooth and taste before serving"]),
-    ("take care of a houseplant", ["find out how much light it likes", "water only when the top of the soil is dry",
-     "turn the pot every few weeks", "repot it when the roots fill the pot"]),
-    ("study for a math test", ["redo the homework problems without looking at the answers",
-     "write down every formula on one page", "time yourself on a practice test", "sleep well the night before"]),
-    ("back up your photos", ["copy them to an external drive", "keep a second copy in another place",
-     "check once a month that the copies open", "name folders by year and month"]),
-    ("train for a five kilometre run", ["alternate running and walking at first",
-     "add a few minutes of running each week", "rest at least one day between runs", "stretch after each run"]),
-]  # fmt: skip
+    (
+        "keep a small vegetable garden",
+        [
+            "choose a sunny spot",
+            "loosen the soil and mix in compost",
+            "plant seeds at the depth shown on the packet",
+            "water in the morning rather than at night",
+            "pull weeds while they are still small",
+        ],
+    ),
+    (
+        "prepare for a long bike ride",
+        [
+            "check the tyre pressure",
+            "pack water and a snack",
+            "bring a spare tube and a small pump",
+            "tell someone your route",
+            "start slowly and keep a steady pace",
+        ],
+    ),
+    (
+        "write a clear email",
+        [
+            "put the request in the first sentence",
+            "keep paragraphs short",
+            "say exactly what you need and by when",
+            "read it once aloud before sending",
+        ],
+    ),
+    (
+        "learn new vocabulary",
+        [
+            "write each word in a sentence of your own",
+            "review the list after one day, then after a week",
+            "group words by topic",
+            "use the new words in conversation",
+        ],
+    ),
+    (
+        "save money on groceries",
+        [
+            "plan meals for the week",
+            "write a list and stick to it",
+            "compare prices per kilogram",
+            "cook larger batches and freeze portions",
+        ],
+    ),
+    (
+        "give a short presentation",
+        [
+            "know your first and last sentence by heart",
+            "use few words on each slide",
+            "practise with a timer",
+            "look at the audience, not at the screen",
+        ],
+    ),
+    (
+        "fix a slow computer",
+        [
+            "close programs you are not using",
+            "free some disk space",
+            "check which apps start automatically",
+            "install pending updates",
+            "restart it once in a while",
+        ],
+    ),
+    (
+        "make a simple tomato soup",
+        [
+            "soften an onion in a little oil",
+            "add chopped tomatoes and a pinch of salt",
+            "simmer for twenty minutes",
+            "blend until smooth and taste before serving",
+        ],
+    ),
+    (
+        "take care of a houseplant",
+        [
+            "find out how much light it likes",
+            "water only when the top of the soil is dry",
+            "turn the pot every few weeks",
+            "repot it when the roots fill the pot",
+        ],
+    ),
+    (
+        "study for a math test",
+        [
+            "redo the homework problems without looking at the answers",
+            "write down every formula on one page",
+            "time yourself on a practice test",
+            "sleep well the night before",
+        ],
+    ),
+    (
+        "back up your photos",
+        [
+            "copy them to an external drive",
+            "keep a second copy in another place",
+            "check once a month that the copies open",
+            "name folders by year and month",
+        ],
+    ),
+    (
+        "train for a five kilometre run",
+        [
+            "alternate running and walking at first",
+            "add a few minutes of running each week",
+            "rest at least one day between runs",
+            "stretch after each run",
+        ],
+    ),
+]
 
 
 def howto_en(rng, pool) -> str:
@@ -255,16 +356,31 @@ def story_cn(rng, pool) -> str:
     place = pick(rng, pool["cn_places"])
     hour = rng.randint(6, 9)
     parts = [
-        pick(rng, [f"星期天早上{hour}点，{a}和{b}约好一起去{place}。",
-                   f"放学以后，{a}背着书包来到了{place}。",
-                   f"今天天气很好，{a}的妈妈带着{a}去{place}玩。"]),
-        pick(rng, [f"路上，{a}看见一位老奶奶提着很重的东西，就主动上前帮忙。",
-                   f"到了{place}，{a}发现那里的人特别多，大家都在排队。",
-                   f"{b}说：“我们先把作业做完，再好好地玩吧！”"]),
-        pick(rng, ["虽然有点累，但是大家都很开心。",
-                   "这件事让我明白了，帮助别人也是一种快乐。",
-                   "回家的路上，天边挂着一道美丽的彩虹。"]),
-    ]  # fmt: skip
+        pick(
+            rng,
+            [
+                f"星期天早上{hour}点，{a}和{b}约好一起去{place}。",
+                f"放学以后，{a}背着书包来到了{place}。",
+                f"今天天气很好，{a}的妈妈带着{a}去{place}玩。",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"路上，{a}看见一位老奶奶提着很重的东西，就主动上前帮忙。",
+                f"到了{place}，{a}发现那里的人特别多，大家都在排队。",
+                f"{b}说：“我们先把作业做完，再好好地玩吧！”",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                "虽然有点累，但是大家都很开心。",
+                "这件事让我明白了，帮助别人也是一种快乐。",
+                "回家的路上，天边挂着一道美丽的彩虹。",
+            ],
+        ),
+    ]
     return "".join(parts)
 
 
@@ -411,16 +527,27 @@ def code(rng, pool) -> str:
     verb = pick(rng, ["find", "compute", "get", "make", "load", "build", "check", "count"])
     fn = f"{verb}_{pick(rng, ids)}" if "function" not in tpl else f"{verb}{pick(rng, ids).title()}"
     return tpl.format(
-        fn=fn, xs=xs, x=xs[:-1] if xs.endswith("s") else "v", cls=xs.title().rstrip("s") + "Window",
-        k=rng.randint(2, 9), col=pick(rng, ["city", "grade", "category", "author"]),
-        table=pick(rng, ids), ctx=pick(rng, [512, 1024, 2048, 4096]),
-    )  # fmt: skip
+        fn=fn,
+        xs=xs,
+        x=xs[:-1] if xs.endswith("s") else "v",
+        cls=xs.title().rstrip("s") + "Window",
+        k=rng.randint(2, 9),
+        col=pick(rng, ["city", "grade", "category", "author"]),
+        table=pick(rng, ids),
+        ctx=pick(rng, [512, 1024, 2048, 4096]),
+    )
 
 
 GENERATORS = [
-    (story_en, 3), (howto_en, 2), (math_en, 3), (math_cn, 2), (story_cn, 2), (code, 3),
-    ("para_en", 2), ("para_cn", 1),
-]  # fmt: skip
+    (story_en, 3),
+    (howto_en, 2),
+    (math_en, 3),
+    (math_cn, 2),
+    (story_cn, 2),
+    (code, 3),
+    ("para_en", 2),
+    ("para_cn", 1),
+]
 
 
 def split_pool(xs: list, part: int) -> list:

@@ -28,8 +28,11 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", type=Path, default=Path("bench/results/plan_accuracy.json"))
-    ap.add_argument("--busy-ok", action="store_true",
-                    help="calibrate even when other processes keep the CPUs busy (load recorded)")
+    ap.add_argument(
+        "--busy-ok",
+        action="store_true",
+        help="calibrate even when other processes keep the CPUs busy (load recorded)",
+    )
     args = ap.parse_args()
 
     import edge_llm
@@ -39,7 +42,6 @@ def main() -> int:
     from edge_llm.devices.plan import Config, predict
     from edge_llm.registry import resolve
     from edge_llm.shapes import ModelShape
-
 
     cal = calibrate(progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok)
     host = profile.host_profile()
@@ -51,10 +53,12 @@ def main() -> int:
     )
     for t, f in cal["fit"].items():
         d, p = f["decode"], f["prefill"]
-        print(f"fit at {t} thread(s): decode {d['layer_ms']:.3f} ms/layer + ms/MB "
-              + ", ".join(f"{k} {v:.4f}" for k, v in d["per_type"].items())
-              + f"; prefill {p['layer_ms']:.4f} ms/layer + ms/GFLOP "
-              + ", ".join(f"{k} {v:.2f}" for k, v in p["per_type"].items()))  # fmt: skip
+        print(
+            f"fit at {t} thread(s): decode {d['layer_ms']:.3f} ms/layer + ms/MB "
+            + ", ".join(f"{k} {v:.4f}" for k, v in d["per_type"].items())
+            + f"; prefill {p['layer_ms']:.4f} ms/layer + ms/GFLOP "
+            + ", ".join(f"{k} {v:.2f}" for k, v in p["per_type"].items())
+        )
     print()
 
     threads = [t for t in args.threads if t <= available_cpus()]
@@ -89,13 +93,20 @@ def main() -> int:
                 dec = statistics.median(samples[t]["decode"])
                 pre = statistics.median(samples[t]["prefill"])
                 bytes_tok = shape.decode_bytes_per_token(position, kv)
-                rows.append({
-                    "model": name, "kv": kv, "threads": t,
-                    "decode_measured": dec, "decode_predicted": pred_dec,
-                    "prefill_measured": pre, "prefill_predicted": pred_pre,
-                    "bytes_per_token": bytes_tok, "achieved_bandwidth": dec * bytes_tok,
-                    "roofline_fraction": dec * bytes_tok / bw[t],
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "model": name,
+                        "kv": kv,
+                        "threads": t,
+                        "decode_measured": dec,
+                        "decode_predicted": pred_dec,
+                        "prefill_measured": pre,
+                        "prefill_predicted": pred_pre,
+                        "bytes_per_token": bytes_tok,
+                        "achieved_bandwidth": dec * bytes_tok,
+                        "roofline_fraction": dec * bytes_tok / bw[t],
+                    }
+                )
 
     print(
         "| model | KV | threads | decode measured | predicted | ratio | prefill measured | predicted | ratio | MB read/token | GB/s achieved | roofline fraction |"

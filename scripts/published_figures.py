@@ -30,9 +30,15 @@ DATA = Path(__file__).resolve().parent / "published_figures.toml"
 
 # ggml's block sizes: (elements per block, bytes per block).
 TYPE_BLOCKS = {
-    "F32": (1, 4), "F16": (1, 2), "Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20),
-    "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
-}  # fmt: skip
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "Q8_0": (32, 34),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
+    "Q6_K": (256, 210),
+}
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -96,23 +102,38 @@ def synthetic_info(model: dict, recipe: str) -> GGUFInfo:
     """A GGUFInfo with ``model``'s tensor table (names, types, sizes) and metadata, no file."""
     rule = QUANT_RECIPES[recipe]
     arch, L, d = model["architecture"], model["n_layer"], model["n_embd"]
-    hd, nh, nkv, ff, vocab = model["head_dim"], model["n_head"], model["n_head_kv"], model["n_ff"], model["n_vocab"]  # fmt: skip
+    hd, nh, nkv, ff, vocab = (
+        model["head_dim"],
+        model["n_head"],
+        model["n_head_kv"],
+        model["n_ff"],
+        model["n_vocab"],
+    )
     tensors = [_tensor("token_embd.weight", rule("token_embd", 0, L), vocab * d)]
     if not model.get("tied", True):
         tensors.append(_tensor("output.weight", rule("output", 0, L), vocab * d))
     tensors.append(_tensor("output_norm.weight", "F32", d))
     mats = {
-        "attn_q": d * nh * hd, "attn_k": d * nkv * hd, "attn_v": d * nkv * hd,
-        "attn_output": nh * hd * d, "ffn_gate": d * ff, "ffn_up": d * ff, "ffn_down": ff * d,
-    }  # fmt: skip
+        "attn_q": d * nh * hd,
+        "attn_k": d * nkv * hd,
+        "attn_v": d * nkv * hd,
+        "attn_output": nh * hd * d,
+        "ffn_gate": d * ff,
+        "ffn_up": d * ff,
+        "ffn_down": ff * d,
+    }
     for i in range(L):
         for name, n in mats.items():
             tensors.append(_tensor(f"blk.{i}.{name}.weight", rule(name, i, L), n))
-        tensors += [_tensor(f"blk.{i}.attn_norm.weight", "F32", d),
-                    _tensor(f"blk.{i}.ffn_norm.weight", "F32", d)]  # fmt: skip
+        tensors += [
+            _tensor(f"blk.{i}.attn_norm.weight", "F32", d),
+            _tensor(f"blk.{i}.ffn_norm.weight", "F32", d),
+        ]
         if model.get("qk_norm"):
-            tensors += [_tensor(f"blk.{i}.attn_q_norm.weight", "F32", hd),
-                        _tensor(f"blk.{i}.attn_k_norm.weight", "F32", hd)]  # fmt: skip
+            tensors += [
+                _tensor(f"blk.{i}.attn_q_norm.weight", "F32", hd),
+                _tensor(f"blk.{i}.attn_k_norm.weight", "F32", hd),
+            ]
     meta = {
         "general.architecture": arch,
         f"{arch}.block_count": L,
@@ -125,9 +146,14 @@ def synthetic_info(model: dict, recipe: str) -> GGUFInfo:
         f"{arch}.context_length": 4096,
     }
     return GGUFInfo(
-        path=Path(f"{model.get('name', arch)}.gguf"), file_size=0, version=3, data_offset=0,
-        metadata=meta, array_lengths={"tokenizer.ggml.tokens": vocab}, tensors=tensors,
-    )  # fmt: skip
+        path=Path(f"{model.get('name', arch)}.gguf"),
+        file_size=0,
+        version=3,
+        data_offset=0,
+        metadata=meta,
+        array_lengths={"tokenizer.ggml.tokens": vocab},
+        tensors=tensors,
+    )
 
 
 def predict_row(fig: dict, models: dict, position: int | None = None) -> dict:
@@ -135,7 +161,9 @@ def predict_row(fig: dict, models: dict, position: int | None = None) -> dict:
     prof = profiles.get(fig["profile"])
     recipe = fig.get("recipe", fig["quant"])
     if recipe not in QUANT_RECIPES:
-        raise ValueError(f"unknown quantization recipe {recipe!r}; known: {', '.join(QUANT_RECIPES)}")
+        raise ValueError(
+            f"unknown quantization recipe {recipe!r}; known: {', '.join(QUANT_RECIPES)}"
+        )
     model = models[fig["model"]]
     info = synthetic_info(model, recipe)
     shape = ModelShape.from_info(info)
@@ -192,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="the rows as JSON")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--position", type=int, default=None,
-                    help="context position of the decoded tokens (default: each figure's own)")
+    ap.add_argument(
+        "--position",
+        type=int,
+        default=None,
+        help="context position of the decoded tokens (default: each figure's own)",
+    )
     args = ap.parse_args(argv)
     if args.position is not None and args.position < 0:
         ap.error(f"--position must not be negative (got {args.position})")

@@ -74,8 +74,11 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-5, help="QAT learning rate")
     ap.add_argument("--budget", action="store_true", help="also the size budget at Q4_0's size")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", default="q4_0,imatrix,budget,qat",
-                    help="which rows to make now (others are kept from an earlier run's results file)")  # fmt: skip
+    ap.add_argument(
+        "--methods",
+        default="q4_0,imatrix,budget,qat",
+        help="which rows to make now (others are kept from an earlier run's results file)",
+    )
     args = ap.parse_args()
     methods = set(args.methods.split(","))
     if not args.budget:
@@ -101,12 +104,22 @@ def main() -> int:
             ref, path, text, n_ctx=512, threads=args.threads, max_chunks=args.chunks
         )
         info = gguf_info.read(path)
-        row = {"file": label, "method": method, "bytes": info.file_size, "bpw": info.bits_per_weight,
-               "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), **r, **extra}  # fmt: skip
+        row = {
+            "file": label,
+            "method": method,
+            "bytes": info.file_size,
+            "bpw": info.bits_per_weight,
+            "cpu_s": round(cpu, 1),
+            "wall_s": round(wall, 1),
+            **r,
+            **extra,
+        }
         rows.append(row)
         save()
-        log(f"{label}: {row['bytes'] / 1e6:.1f} MB KLD {row['mean_kld']:.5f} top-1 {100 * row['top1']:.2f}% "
-            f"PPL ratio {row['ppl_ratio']:.4f} ({cpu:.0f} CPU s)")  # fmt: skip
+        log(
+            f"{label}: {row['bytes'] / 1e6:.1f} MB KLD {row['mean_kld']:.5f} top-1 {100 * row['top1']:.2f}% "
+            f"PPL ratio {row['ppl_ratio']:.4f} ({cpu:.0f} CPU s)"
+        )
 
     def made(key, label, method, fn, **extra):
         if key not in methods:
@@ -131,16 +144,36 @@ def main() -> int:
             "llama.cpp",
             lambda: convert(hf, work / "q4_0.gguf", type="Q4_0", force=True).path,
         )
-        made("imatrix", "Q4_0+imatrix", "llama.cpp + imatrix",
-             lambda: convert(hf, work / "q4_0-im.gguf", type="Q4_0", imatrix="auto", force=True).path)  # fmt: skip
+        made(
+            "imatrix",
+            "Q4_0+imatrix",
+            "llama.cpp + imatrix",
+            lambda: (
+                convert(hf, work / "q4_0-im.gguf", type="Q4_0", imatrix="auto", force=True).path
+            ),
+        )
         size = (work / "q4_0.gguf").stat().st_size
-        made("budget", "budget@Q4_0", "edge-llm budget",
-             lambda: convert(hf, work / "budget.gguf", target_size=size, force=True).path)  # fmt: skip
+        made(
+            "budget",
+            "budget@Q4_0",
+            "edge-llm budget",
+            lambda: convert(hf, work / "budget.gguf", target_size=size, force=True).path,
+        )
         from convert.distill import distill
         from convert.distill.recipe import recipe_from_dict
 
-        r = recipe_from_dict({"kd": {"seq_len": 256, "batch_size": 4, "top_k": 64, "lr": args.lr,
-                                     "warmup": 0.05, "checkpoint_every": 25}})  # fmt: skip
+        r = recipe_from_dict(
+            {
+                "kd": {
+                    "seq_len": 256,
+                    "batch_size": 4,
+                    "top_k": 64,
+                    "lr": args.lr,
+                    "warmup": 0.05,
+                    "checkpoint_every": 25,
+                }
+            }
+        )
         out = work / "qat-q4_0"
         if out.exists():
             import shutil
@@ -149,10 +182,24 @@ def main() -> int:
         info = {}
 
         def qat():
-            res = distill(hf, out, recipe=r, quant="Q4_0", minutes=args.minutes, device=args.device,
-                          gguf=work / "qat-q4_0.gguf", threads=args.threads, force=True)  # fmt: skip
-            info.update(steps=res.steps, tokens=res.tokens, step_seconds=res.step_seconds,
-                        loss_first=res.loss_first, loss_last=res.loss_last)  # fmt: skip
+            res = distill(
+                hf,
+                out,
+                recipe=r,
+                quant="Q4_0",
+                minutes=args.minutes,
+                device=args.device,
+                gguf=work / "qat-q4_0.gguf",
+                threads=args.threads,
+                force=True,
+            )
+            info.update(
+                steps=res.steps,
+                tokens=res.tokens,
+                step_seconds=res.step_seconds,
+                loss_first=res.loss_first,
+                loss_last=res.loss_last,
+            )
             return res.gguf
 
         made(
@@ -170,20 +217,35 @@ def main() -> int:
         "|" + "---|" * 9,
     ]
     for x in rows:
-        lines.append(f"| {x['file']} | {x['method']} | {x['bytes'] / 1e6:.2f} | {x['bpw']:.2f} | {x['mean_kld']:.5f} | "
-                     f"{x['kld_percentiles']['p99']:.4f} | {100 * x['top1']:.2f} | {x['ppl_ratio']:.4f} | {x['cpu_s']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {x['file']} | {x['method']} | {x['bytes'] / 1e6:.2f} | {x['bpw']:.2f} | {x['mean_kld']:.5f} | "
+            f"{x['kld_percentiles']['p99']:.4f} | {100 * x['top1']:.2f} | {x['ppl_ratio']:.4f} | {x['cpu_s']:.0f} |"
+        )
     print("\n".join(lines))
     verdict = "no verdict: a QAT row and a llama.cpp row are both needed"
     if q and others:
         best = min(others, key=lambda x: x["mean_kld"])
         ratio = q["mean_kld"] / best["mean_kld"]
-        verdict = (f"QAT Q4_0 KLD = {ratio:.2f}x the best of llama.cpp/budget at Q4_0's size ({best['file']}); "
-                   f"goal <= 0.5x: {'met' if ratio <= 0.5 else 'NOT met'}")  # fmt: skip
+        verdict = (
+            f"QAT Q4_0 KLD = {ratio:.2f}x the best of llama.cpp/budget at Q4_0's size ({best['file']}); "
+            f"goal <= 0.5x: {'met' if ratio <= 0.5 else 'NOT met'}"
+        )
         if base:
             verdict += f"; size {q['bytes'] / base['bytes']:.3f}x llama.cpp's Q4_0"
     print(verdict)
-    out_json.write_text(json.dumps({"model": MODEL, "args": vars(args), "rows": rows, "verdict": verdict,
-                                    "scored_tokens": (q or base or {}).get("tokens")}, indent=1, default=str))  # fmt: skip
+    out_json.write_text(
+        json.dumps(
+            {
+                "model": MODEL,
+                "args": vars(args),
+                "rows": rows,
+                "verdict": verdict,
+                "scored_tokens": (q or base or {}).get("tokens"),
+            },
+            indent=1,
+            default=str,
+        )
+    )
     return 0
 
 

@@ -46,8 +46,18 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
 MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
 LOW_BPW = 3.0
-BITS = {"Q4_0": 4, "Q4_1": 4, "Q5_0": 5, "Q5_1": 5, "Q8_0": 8, "Q2_K": 2, "Q3_K": 3, "Q4_K": 4,
-        "Q5_K": 5, "Q6_K": 6}  # fmt: skip
+BITS = {
+    "Q4_0": 4,
+    "Q4_1": 4,
+    "Q5_0": 5,
+    "Q5_1": 5,
+    "Q8_0": 8,
+    "Q2_K": 2,
+    "Q3_K": 3,
+    "Q4_K": 4,
+    "Q5_K": 5,
+    "Q6_K": 6,
+}
 
 
 def log(msg: str) -> None:
@@ -137,8 +147,10 @@ def run_model(model: str, args, text: str) -> list[dict]:
             row["target_bytes"] = res.target_bytes
         rows.append(row)
         path.unlink()
-        log(f"{model} {label}: {row['bytes'] / 1e6:.1f} MB {row['bpw']:.2f} bpw KLD {row['mean_kld']:.5f} "
-            f"top-1 {100 * row['top1']:.1f}% ({made:.0f} s + {row['measure_s']:.0f} s)")  # fmt: skip
+        log(
+            f"{model} {label}: {row['bytes'] / 1e6:.1f} MB {row['bpw']:.2f} bpw KLD {row['mean_kld']:.5f} "
+            f"top-1 {100 * row['top1']:.1f}% ({made:.0f} s + {row['measure_s']:.0f} s)"
+        )
         return row
 
     with fidelity.cached_references():
@@ -164,15 +176,19 @@ def goals(rows: list[dict]) -> list[str]:
         b, q, qi = by.get("budget@Q4_K_M"), by.get("Q4_K_M"), by.get("Q4_K_M+imatrix")
         if b and q and qi:
             r1, r2 = b["mean_kld"] / q["mean_kld"], b["mean_kld"] / qi["mean_kld"]
-            out.append(f"{model}: at Q4_K_M's size ({q['bytes'] / 1e6:.1f} MB; budget file "
-                       f"{b['bytes'] / 1e6:.1f} MB) KLD {b['mean_kld']:.5f} = {r1:.2f}x Q4_K_M "
-                       f"(goal <= 0.70: {'met' if r1 <= 0.7 else 'NOT met'}), {r2:.2f}x "
-                       f"Q4_K_M+imatrix (goal <= 0.85: {'met' if r2 <= 0.85 else 'NOT met'})")  # fmt: skip
+            out.append(
+                f"{model}: at Q4_K_M's size ({q['bytes'] / 1e6:.1f} MB; budget file "
+                f"{b['bytes'] / 1e6:.1f} MB) KLD {b['mean_kld']:.5f} = {r1:.2f}x Q4_K_M "
+                f"(goal <= 0.70: {'met' if r1 <= 0.7 else 'NOT met'}), {r2:.2f}x "
+                f"Q4_K_M+imatrix (goal <= 0.85: {'met' if r2 <= 0.85 else 'NOT met'})"
+            )
         low = by.get(f"budget@{LOW_BPW}bpw")
         if low:
             ok = low["top1"] >= 0.85
-            out.append(f"{model}: at {low['bpw']:.2f} bpw top-1 {100 * low['top1']:.1f}% "
-                       f"(goal >= 85%: {'met' if ok else 'NOT met'})")  # fmt: skip
+            out.append(
+                f"{model}: at {low['bpw']:.2f} bpw top-1 {100 * low['top1']:.1f}% "
+                f"(goal >= 85%: {'met' if ok else 'NOT met'})"
+            )
         else:
             out.append(f"{model}: no file at {LOW_BPW} bpw (goal top-1 >= 85%: NOT met)")
     return out
@@ -205,8 +221,11 @@ def plot(rows: list[dict], path: Path) -> None:
             ("llama.cpp + imatrix", "s--"),
             ("edge-llm budget", "^-"),
         ):
-            pts = sorted((r["bytes"] / 1e6, r["mean_kld"], r["file"]) for r in rows
-                         if r["model"] == model and r["method"] == method)  # fmt: skip
+            pts = sorted(
+                (r["bytes"] / 1e6, r["mean_kld"], r["file"])
+                for r in rows
+                if r["model"] == model and r["method"] == method
+            )
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], style, label=method)
@@ -267,8 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         f"\nscored tokens per file: {', '.join(f'{m} {t}' for m, t in tokens)}; {minutes:.1f} min"
     )
     plot(rows, out.with_suffix(".png"))
-    out.write_text(json.dumps({"rows": rows, "goals": goals(rows), "minutes": round(minutes, 1),
-                               "args": {**vars(args), "out": str(out)}}, indent=1, default=str))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "goals": goals(rows),
+                "minutes": round(minutes, 1),
+                "args": {**vars(args), "out": str(out)},
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -48,20 +48,64 @@ def cli(*args: str) -> list[str]:
 def jobs(work: Path, src: Path, gguf: Path) -> dict[str, dict]:
     out = work / "out"
     return {
-        "convert": {"cmd": cli("convert", str(src), "-o", str(out / "f16.gguf"), "--type", "F16"),
-                    "targets": [out / "f16.gguf"], "sources": [src]},
-        "quantize": {"cmd": cli("convert", str(src), "-o", str(out / "q4km.gguf"), "--type",
-                                "Q4_K_M", "--threads", "2"),
-                     "targets": [out / "q4km.gguf"], "sources": [src]},
-        "imatrix": {"cmd": cli("imatrix", str(gguf), "-o", str(out / "im.gguf"), "--chunks", "3",
-                               "--ctx", "128", "--threads", "2"),
-                    "targets": [out / "im.gguf"], "sources": [gguf]},
-        "distill": {"cmd": cli("distill", str(src), "-o", str(out / "student"), "--layers", "4",
-                               "--steps", "1", "--threads", "2", "--text", str(work / "text.txt"),
-                               "--gguf",
-                               str(out / "student.gguf"), "--type", "F16"),
-                    "targets": [out / "student", out / "student.gguf"], "sources": [src]},
-    }  # fmt: skip
+        "convert": {
+            "cmd": cli("convert", str(src), "-o", str(out / "f16.gguf"), "--type", "F16"),
+            "targets": [out / "f16.gguf"],
+            "sources": [src],
+        },
+        "quantize": {
+            "cmd": cli(
+                "convert",
+                str(src),
+                "-o",
+                str(out / "q4km.gguf"),
+                "--type",
+                "Q4_K_M",
+                "--threads",
+                "2",
+            ),
+            "targets": [out / "q4km.gguf"],
+            "sources": [src],
+        },
+        "imatrix": {
+            "cmd": cli(
+                "imatrix",
+                str(gguf),
+                "-o",
+                str(out / "im.gguf"),
+                "--chunks",
+                "3",
+                "--ctx",
+                "128",
+                "--threads",
+                "2",
+            ),
+            "targets": [out / "im.gguf"],
+            "sources": [gguf],
+        },
+        "distill": {
+            "cmd": cli(
+                "distill",
+                str(src),
+                "-o",
+                str(out / "student"),
+                "--layers",
+                "4",
+                "--steps",
+                "1",
+                "--threads",
+                "2",
+                "--text",
+                str(work / "text.txt"),
+                "--gguf",
+                str(out / "student.gguf"),
+                "--type",
+                "F16",
+            ),
+            "targets": [out / "student", out / "student.gguf"],
+            "sources": [src],
+        },
+    }
 
 
 def complete(target: Path) -> str | None:
@@ -93,8 +137,9 @@ def run(cmd: list[str], kill_after: float | None = None) -> tuple[int, float, in
     Returns (exit code, seconds, pid)."""
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                         start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     try:
         p.wait(timeout=kill_after)
     except subprocess.TimeoutExpired:
@@ -110,8 +155,9 @@ def interrupt(cmd: list[str], ready, limit: float = 600) -> dict:
     """Run ``cmd``, send Ctrl-C (SIGINT) once ``ready()`` is true; the exit code and how long
     the process took to exit after the signal."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                         start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     t0 = time.perf_counter()
     while not ready() and p.poll() is None and time.perf_counter() - t0 < limit:
         time.sleep(0.05)
@@ -213,10 +259,21 @@ def main() -> None:
         debris = [d for d in find_debris([out]) if d.pid == pid]
         left += len(debris)
         left_bytes += sum(d.bytes for d in debris)
-        kills.append({"job": n, "at_s": round(at, 2), "killed": killed, "debris": len(debris),
-                      "partial": bad, "pid": pid})  # fmt: skip
-        print(f"[{i + 1}/{len(order)}] {n}: killed at {at:.1f} s ({'killed' if killed else f'finished, {code}'}), "
-              f"{len(debris)} temporaries left, partial target: {bad or 'none'}", flush=True)  # fmt: skip
+        kills.append(
+            {
+                "job": n,
+                "at_s": round(at, 2),
+                "killed": killed,
+                "debris": len(debris),
+                "partial": bad,
+                "pid": pid,
+            }
+        )
+        print(
+            f"[{i + 1}/{len(order)}] {n}: killed at {at:.1f} s ({'killed' if killed else f'finished, {code}'}), "
+            f"{len(debris)} temporaries left, partial target: {bad or 'none'}",
+            flush=True,
+        )
 
     # Ctrl-C while llama.cpp works: its quantizer (no progress callback) and the imatrix pass
     ctrl_c = {}
@@ -225,19 +282,24 @@ def main() -> None:
         clear_targets(job)
 
         def quantizing() -> bool:
-            return any((d / "quantized.gguf").exists() for d in out.glob(".q4km.gguf.edge-llm-*.work"))
+            return any(
+                (d / "quantized.gguf").exists() for d in out.glob(".q4km.gguf.edge-llm-*.work")
+            )
 
         ctrl_c["quantize"] = interrupt(job["cmd"], quantizing)
     if "imatrix" in names:
         job = all_jobs["imatrix"]
         clear_targets(job)
         start = time.perf_counter()
-        ctrl_c["imatrix"] = interrupt(job["cmd"], lambda: time.perf_counter() - start > 0.6 * duration["imatrix"])  # fmt: skip
+        ctrl_c["imatrix"] = interrupt(
+            job["cmd"], lambda: time.perf_counter() - start > 0.6 * duration["imatrix"]
+        )
     print(f"Ctrl-C: {ctrl_c}", flush=True)
     templates = template_budgets()
     print(f"hostile chat templates refused after (s): {templates}", flush=True)
-    debris_after_ctrl_c = [str(d.path) for d in find_debris([out])
-                           if d.pid not in {k.get("pid") for k in kills}]  # fmt: skip
+    debris_after_ctrl_c = [
+        str(d.path) for d in find_debris([out]) if d.pid not in {k.get("pid") for k in kills}
+    ]
 
     # the next run of each job sweeps what the kills left in its folder
     before_next = {str(d.path) for d in find_debris([out])}

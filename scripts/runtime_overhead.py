@@ -205,8 +205,10 @@ def main() -> int:
     path = resolve(args.model)
     tokens = prompt_tokens(path)
     print(f"model {path.name}, prompt {len(tokens)} tokens, {N_GEN} generated, ctx {N_CTX}")
-    print(f"host {platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}, {args.reps} interleaved repetitions\n")  # fmt: skip
+    print(
+        f"host {platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}, {args.reps} interleaved repetitions\n"
+    )
     over = overhead(path, tokens, args.threads, args.reps)
     print()
     choice = thread_choice(path, tokens, args.reps)

@@ -197,8 +197,9 @@ def main() -> int:
                             print(f"request {i} ({plan[i]}): {type(e).__name__}", file=sys.stderr)
                         except httpx.HTTPError as e:
                             status = -1
-                            print(f"request {i} ({plan[i]}): {type(e).__name__}: {e}",
-                                  file=sys.stderr)  # fmt: skip
+                            print(
+                                f"request {i} ({plan[i]}): {type(e).__name__}: {e}", file=sys.stderr
+                            )
                         with lock:
                             results.append((plan[i], status, time.perf_counter() - t0))
 

@@ -28,7 +28,11 @@ from bench.errors import BenchError
 HERE = Path(__file__).parent
 BUILTIN = ("quick", "full")
 TASKS = ("k12-math", "k12-robust", "mmlu", "bpb", "fidelity")
-CAPABILITY = ("k12-math", "k12-robust", "mmlu")  # plus every user suite; bpb and fidelity are reported beside
+CAPABILITY = (
+    "k12-math",
+    "k12-robust",
+    "mmlu",
+)  # plus every user suite; bpb and fidelity are reported beside
 SPEED_DEFAULTS = {"prompt_tokens": 256, "gen_tokens": 64, "reps": 3}
 
 
@@ -52,8 +56,13 @@ class Suite:
 def _task_module(name: str):
     from bench.suites import bpb, fidelity, k12_math, k12_robust, mmlu
 
-    return {"k12-math": k12_math, "k12-robust": k12_robust, "mmlu": mmlu, "bpb": bpb,
-            "fidelity": fidelity}[name]
+    return {
+        "k12-math": k12_math,
+        "k12-robust": k12_robust,
+        "mmlu": mmlu,
+        "bpb": bpb,
+        "fidelity": fidelity,
+    }[name]
 
 
 def load(arg: str) -> Suite:
@@ -110,9 +119,13 @@ def _from_toml(path: Path) -> Suite:
         raise BenchError(f'{path}: user suites are [[user]] tables with path = "FILE.jsonl"')
     speed = {**SPEED_DEFAULTS, **data.get("speed", {})}
     bad = sorted(set(speed) - set(SPEED_DEFAULTS))
-    if bad or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in speed.values()):  # fmt: skip
-        raise BenchError(f"{path}: [speed] takes whole numbers >= 1 for "
-                         f"{', '.join(SPEED_DEFAULTS)}{' (not ' + ', '.join(bad) + ')' if bad else ''}")  # fmt: skip
+    if bad or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in speed.values()
+    ):
+        raise BenchError(
+            f"{path}: [speed] takes whole numbers >= 1 for "
+            f"{', '.join(SPEED_DEFAULTS)}{' (not ' + ', '.join(bad) + ')' if bad else ''}"
+        )
     tasks = {t: dict(data[t]) for t in TASKS if t in data}
     users = []
     for u in data.get("user", []):

@@ -116,7 +116,11 @@ def bits_per_byte(scorer, documents: list[str], n_ctx: int = 512, progress=None)
     # The interval: bpb over blocks of BLOCK tokens resampled (a block bootstrap, as neighbouring
     # tokens are not independent), scaled to the bytes of the text (pieces may differ by a space).
     ratio = u[:, 0].sum() / u[:, 1].sum() if len(u) and u[:, 1].sum() > 0 else math.nan
-    lo, hi = stats.bootstrap_ci(lambda x: x[:, 0].sum() / x[:, 1].sum(), [u]) if len(u) > 1 else (math.nan,) * 2
+    lo, hi = (
+        stats.bootstrap_ci(lambda x: x[:, 0].sum() / x[:, 1].sum(), [u])
+        if len(u) > 1
+        else (math.nan,) * 2
+    )
     scale = (bits / n_bytes) / ratio if math.isfinite(ratio) and ratio > 0 else math.nan
     return {
         "bpb": bits / n_bytes,
@@ -147,10 +151,16 @@ def fingerprint(file: str = "../data/eval.txt", bytes: int = 0, n_ctx: int = 512
 def run(ctx, file: str = "../data/eval.txt", bytes: int = 0, n_ctx: int = 512) -> dict:
     path = resolve_text(file, ctx.base)
     if not path.is_file():
-        return {"skipped": f"no evaluation text at {path} (bench/data/eval.txt comes with the "
-                           "quantization work; any held-out UTF-8 text works)"}  # fmt: skip
+        return {
+            "skipped": f"no evaluation text at {path} (bench/data/eval.txt comes with the "
+            "quantization work; any held-out UTF-8 text works)"
+        }
     text = path.read_text(encoding="utf-8")
     docs = excerpts(text, bytes)
     r = bits_per_byte(ctx.scorer(), docs, n_ctx, lambda k, n: ctx.progress("bpb", k, n))
-    return {**r, "file": str(path), "documents": len(docs),
-            "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}  # fmt: skip
+    return {
+        **r,
+        "file": str(path),
+        "documents": len(docs),
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }

@@ -151,7 +151,9 @@ def load(path: Path = DATA) -> tuple[list[Template], dict, dict[str, list[str]]]
         if t.grade not in GRADES:
             raise BenchError(f"{where}: grade {t.grade} is not one of 1-6")
         if any(len(o) != 3 for o in t.objects):
-            raise BenchError(f"{where}: each object is [English plural, Chinese noun, measure word]")
+            raise BenchError(
+                f"{where}: each object is [English plural, Chinese noun, measure word]"
+            )
         if t.id in {x.id for x in templates}:
             raise BenchError(f"{where}: id {t.id!r} is used twice")
         for lang, text in t.text.items():
@@ -238,8 +240,15 @@ _DONE = re.compile(
 )
 
 
-def solve(ctx, problems: list[Problem], *, shots: int, max_tokens: int, task: str,
-          prompt_mode: str = "raw") -> list[dict]:  # fmt: skip
+def solve(
+    ctx,
+    problems: list[Problem],
+    *,
+    shots: int,
+    max_tokens: int,
+    task: str,
+    prompt_mode: str = "raw",
+) -> list[dict]:
     """Greedy answers from ``ctx.model`` (an edge_llm Model) to ``problems``, one item each.
 
     ``prompt_mode`` "chat": the model's chat template with the examples as turns (as an app asks
@@ -258,10 +267,15 @@ def solve(ctx, problems: list[Problem], *, shots: int, max_tokens: int, task: st
             text = _until_answer(model, prompt(p, shots), max_tokens, stop=["\n"])
         got = answers.extract(text)
         items[i] = {
-            "id": p.id, "grade": p.grade, "language": p.language, "kind": p.kind,
-            "answer": p.answer_text, "output": text,
-            "extracted": None if got is None else answers.show(got), "correct": got == p.answer,
-        }  # fmt: skip
+            "id": p.id,
+            "grade": p.grade,
+            "language": p.language,
+            "kind": p.kind,
+            "answer": p.answer_text,
+            "output": text,
+            "extracted": None if got is None else answers.show(got),
+            "correct": got == p.answer,
+        }
         ctx.progress(task, k, len(problems))
     return items
 
@@ -277,7 +291,7 @@ def _until_answer(model, prompt, max_tokens: int, stop: list[str]) -> str:
 
 
 def prompt_mode(ctx, asked: str) -> str:
-    """"chat" for a model with a chat template unless "raw" was asked; "raw" otherwise."""
+    """ "chat" for a model with a chat template unless "raw" was asked; "raw" otherwise."""
     if asked not in ("auto", "chat", "raw"):
         raise BenchError(f"prompt must be auto, chat or raw (got {asked!r})")
     if asked == "auto":
@@ -285,21 +299,34 @@ def prompt_mode(ctx, asked: str) -> str:
     return asked
 
 
-def run(ctx, n: int = 48, seed: int = 0, shots: int = 3, max_tokens: int = 32,
-        grades: list[int] | None = None, languages: list[str] | None = None) -> dict:  # fmt: skip
+def run(
+    ctx,
+    n: int = 48,
+    seed: int = 0,
+    shots: int = 3,
+    max_tokens: int = 32,
+    grades: list[int] | None = None,
+    languages: list[str] | None = None,
+) -> dict:
     """Greedy answers from ``ctx.model`` (an edge_llm Model); accuracy overall and by group."""
     problems = generate(n, seed, tuple(grades or GRADES), tuple(languages or LANGUAGES))
     mode = prompt_mode(ctx, getattr(ctx, "prompt", "auto"))
-    items = solve(ctx, problems, shots=shots, max_tokens=max_tokens, task="k12-math", prompt_mode=mode)
+    items = solve(
+        ctx, problems, shots=shots, max_tokens=max_tokens, task="k12-math", prompt_mode=mode
+    )
     return {
         "score": _mean(x["correct"] for x in items),
         "chance": 0.0,
         "prompt": mode,
         "n": len(items),
-        "by_grade": {str(g): _mean(x["correct"] for x in items if x["grade"] == g)
-                     for g in sorted({x["grade"] for x in items})},  # fmt: skip
-        "by_language": {lang: _mean(x["correct"] for x in items if x["language"] == lang)
-                        for lang in sorted({x["language"] for x in items})},  # fmt: skip
+        "by_grade": {
+            str(g): _mean(x["correct"] for x in items if x["grade"] == g)
+            for g in sorted({x["grade"] for x in items})
+        },
+        "by_language": {
+            lang: _mean(x["correct"] for x in items if x["language"] == lang)
+            for lang in sorted({x["language"] for x in items})
+        },
         "items": items,
     }
 

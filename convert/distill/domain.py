@@ -82,9 +82,13 @@ def k12_templates(path: Path = K12_TRAIN) -> tuple[list[TrainTemplate], dict, di
         if tid in seen:
             raise ConvertError(f"{path}: template id {tid} is used twice")
         seen.add(tid)
-        t = K.Template(grade=int(raw["grade"]), kind=str(raw["kind"]),
-                       text={lang: str(raw[lang]) for lang in K.LANGUAGES},
-                       vars={k: str(v) for k, v in raw["vars"].items()}, answer=str(raw["answer"]))  # fmt: skip
+        t = K.Template(
+            grade=int(raw["grade"]),
+            kind=str(raw["kind"]),
+            text={lang: str(raw[lang]) for lang in K.LANGUAGES},
+            vars={k: str(v) for k, v in raw["vars"].items()},
+            answer=str(raw["answer"]),
+        )
         sol = {lang: str(raw[f"solution_{lang}"]) for lang in K.LANGUAGES}
         out.append(TrainTemplate(tid, t, sol))
     split = Path(K.__file__).with_name("k12_split.toml")  # the benchmark's template split
@@ -139,8 +143,18 @@ def k12_problems(n: int, seed: int = 0, path: Path = K12_TRAIN) -> list[dict]:
         p = prompts[lang]
         sep = "" if lang == "zh" else " "
         text = f"{p['question']}{question}\n{p['answer']}{sep}{solution}"
-        out.append({"id": f"{tt.id}:{seed}:{i}", "template": tt.id, "grade": grade, "language": lang,
-                    "question": question, "solution": solution, "answer": answer, "text": text})  # fmt: skip
+        out.append(
+            {
+                "id": f"{tt.id}:{seed}:{i}",
+                "template": tt.id,
+                "grade": grade,
+                "language": lang,
+                "question": question,
+                "solution": solution,
+                "answer": answer,
+                "text": text,
+            }
+        )
     return out
 
 

@@ -37,8 +37,16 @@ LEGACY = {"Q8_0": 32, "Q4_0": 32, "Q4_1": 32, "Q5_0": 32, "Q5_1": 32}
 KQUANTS = {"Q4_K": 256, "Q5_K": 256, "Q6_K": 256}
 TRAINABLE = tuple(LEGACY) + tuple(KQUANTS)
 BLOCK = {**LEGACY, **KQUANTS}
-TYPE_SIZE = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24,
-             "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}  # fmt: skip
+TYPE_SIZE = {
+    "Q8_0": 34,
+    "Q4_0": 18,
+    "Q4_1": 20,
+    "Q5_0": 22,
+    "Q5_1": 24,
+    "Q4_K": 144,
+    "Q5_K": 176,
+    "Q6_K": 210,
+}
 
 
 def check_type(name: str, cols: int, tensor: str = "") -> None:
@@ -385,8 +393,9 @@ def pack(c: dict, name: str) -> np.ndarray:
             a, b, c3, c4 = (Lh[..., 32 * k : 32 * k + 32] for k in range(4))
             ql[..., 64 * h : 64 * h + 32] = _nibbles(a, c3)
             ql[..., 64 * h + 32 : 64 * h + 64] = _nibbles(b, c4)
-            qh[..., 32 * h : 32 * h + 32] = ((a >> 4) | ((b >> 4) << 2) | ((c3 >> 4) << 4)
-                                             | ((c4 >> 4) << 6)).astype(np.uint8)  # fmt: skip
+            qh[..., 32 * h : 32 * h + 32] = (
+                (a >> 4) | ((b >> 4) << 2) | ((c3 >> 4) << 4) | ((c4 >> 4) << 6)
+            ).astype(np.uint8)
         scales = sc.astype(np.int8).view(np.uint8)
         d = _half_bytes(c["d"]).reshape(rows, n, 2)
         return np.concatenate([ql, qh, scales, d], axis=-1).reshape(rows, -1)

@@ -35,10 +35,15 @@ def kd_loss(logits, idx, t_logp, t_rest, *, temperature: float, alpha=0.0, token
     kl = (p_k * (t_logp - s_k)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
     if torch.is_tensor(alpha):
         b = logits.shape[0]
-        ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-            reduction="none",
-        ).view(b, -1).mean(-1)  # fmt: skip
+        ce = (
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                tokens[:, 1:].reshape(-1),
+                reduction="none",
+            )
+            .view(b, -1)
+            .mean(-1)
+        )
         per = (1 - alpha) * kl.mean(-1) * temperature**2 + alpha * ce
         return per.mean()
     loss = kl.mean() * temperature**2
@@ -76,8 +81,11 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 def _rng_state() -> dict:
     import torch
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}  # fmt: skip
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,8 +126,21 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint: Path,
-          meta: dict, resume: bool, progress=None, on_step=None, seed: int = 0) -> dict:  # fmt: skip
+def train(
+    student,
+    data,
+    *,
+    kd,
+    steps: int,
+    device: str,
+    dtype: str,
+    checkpoint: Path,
+    meta: dict,
+    resume: bool,
+    progress=None,
+    on_step=None,
+    seed: int = 0,
+) -> dict:
     """Run ``steps`` optimizer steps of KD on ``data`` (a data.Dataset). Returns the loss log.
 
     Under torch.distributed (torchrun) the model is wrapped in DistributedDataParallel and each
@@ -133,8 +154,9 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
     local = kd.batch_size // size
     order = data.order(steps * per_step)
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay,
-                            foreach=False)  # fmt: skip
+    opt = torch.optim.AdamW(
+        params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay, foreach=False
+    )
     warmup = int(kd.warmup * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, warmup, kd.min_lr_ratio)
@@ -172,8 +194,18 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
             x, idx, logp, rest, alpha = data.batch(order[lo : lo + local], device)
             with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
                 logits = model(x, use_cache=False).logits
-            loss = kd_loss(logits, idx, logp, rest, temperature=kd.temperature,
-                           alpha=kd.alpha if alpha is None else alpha, tokens=x) / kd.grad_accum  # fmt: skip
+            loss = (
+                kd_loss(
+                    logits,
+                    idx,
+                    logp,
+                    rest,
+                    temperature=kd.temperature,
+                    alpha=kd.alpha if alpha is None else alpha,
+                    tokens=x,
+                )
+                / kd.grad_accum
+            )
             loss.backward()
             total += loss.item()
         if size > 1:  # the logged loss is the global batch's
@@ -188,22 +220,37 @@ def train(student, data, *, kd, steps: int, device: str, dtype: str, checkpoint:
         losses.append(total)
         n = step + 1
         if n % kd.checkpoint_every == 0 and n < steps and rank == 0:
-            state = {"model": student.state_dict(), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "rng": _rng_state(), "step": n,
-                     "position": n * per_step, "losses": losses, "meta": meta}  # fmt: skip
+            state = {
+                "model": student.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": _rng_state(),
+                "step": n,
+                "position": n * per_step,
+                "losses": losses,
+                "meta": meta,
+            }
             with atomic_path(checkpoint) as tmp:
                 torch.save(state, tmp)
         if progress:
             dt = time.perf_counter() - t0
             tps = (n - done0) * per_step * seq_tokens / dt if dt > 0 else 0.0
-            progress("train", n, steps, {"loss": total, "tokens_per_s": tps,
-                                         "lr": sched.get_last_lr()[0]})  # fmt: skip
+            progress(
+                "train",
+                n,
+                steps,
+                {"loss": total, "tokens_per_s": tps, "lr": sched.get_last_lr()[0]},
+            )
         if on_step:
             on_step(n, total)
     student.eval()
     dt = time.perf_counter() - t0
-    return {"losses": losses, "seconds": dt, "start_step": start,
-            "tokens_per_s": (steps - start) * per_step * seq_tokens / dt if dt > 0 else 0.0}  # fmt: skip
+    return {
+        "losses": losses,
+        "seconds": dt,
+        "start_step": start,
+        "tokens_per_s": (steps - start) * per_step * seq_tokens / dt if dt > 0 else 0.0,
+    }
 
 
 def step_seconds(student, *, kd, vocab: int, device: str, dtype: str, steps: int = 3) -> float:
@@ -235,7 +282,9 @@ def step_seconds(student, *, kd, vocab: int, device: str, dtype: str, steps: int
         for _ in range(kd.grad_accum):
             with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
                 logits = student(x, use_cache=False).logits
-            kd_loss(logits, idx, logp, rest, temperature=kd.temperature, alpha=kd.alpha, tokens=x).backward()
+            kd_loss(
+                logits, idx, logp, rest, temperature=kd.temperature, alpha=kd.alpha, tokens=x
+            ).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.startswith("cuda"):

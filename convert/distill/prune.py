@@ -153,7 +153,9 @@ def width_targets(config: dict, prune) -> tuple[int, int]:
             f"recipe prune.intermediate_size = {want_i}; the teacher has {inter}: choose 1..{inter}"
         )
     if not 1 <= want_kv <= kv:
-        raise ConvertError(f"recipe prune.kv_heads = {want_kv}; the teacher has {kv}: choose 1..{kv}")
+        raise ConvertError(
+            f"recipe prune.kv_heads = {want_kv}; the teacher has {kv}: choose 1..{kv}"
+        )
     return want_i, want_kv
 
 
@@ -170,9 +172,7 @@ def plan(config: dict, prune, layers: int | None, imp: Importance | None) -> Pla
     rep = heads // kv
     p = Plan(keep_layers=keep)
     if want_i < inter:
-        p.intermediate = [
-            sorted(torch.topk(imp.mlp[t], want_i).indices.tolist()) for t in keep
-        ]
+        p.intermediate = [sorted(torch.topk(imp.mlp[t], want_i).indices.tolist()) for t in keep]
     if want_kv < kv:
         p.kv_groups = []
         for t in keep:

@@ -25,8 +25,16 @@ from convert import recipes
 from convert.distill import fakequant as FQ
 from convert.errors import ConvertError
 
-FTYPE = {"Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": "Q5_1",
-         "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q6_K": "Q6_K"}  # fmt: skip
+FTYPE = {
+    "Q8_0": "Q8_0",
+    "Q4_0": "Q4_0",
+    "Q4_1": "Q4_1",
+    "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1",
+    "Q4_K": "Q4_K_M",
+    "Q5_K": "Q5_K_M",
+    "Q6_K": "Q6_K",
+}
 
 
 def single_type_recipe(name: str) -> recipes.Recipe:
@@ -34,9 +42,17 @@ def single_type_recipe(name: str) -> recipes.Recipe:
     file types of one type do (Q8_0 keeps it at Q8_0)."""
     lines = [f'name = "{name}"', f'default = "{name}"', f'file_type = "{FTYPE[name]}"']
     if name != "Q8_0":
-        lines += ["[[rule]]", "tensor = '^output\\.weight$'", 'type = "Q6_K"', "optional = true",
-                  "[[rule]]", "tensor = '^token_embd\\.weight$'", "tied = true", 'type = "Q6_K"',
-                  "optional = true"]  # fmt: skip
+        lines += [
+            "[[rule]]",
+            "tensor = '^output\\.weight$'",
+            'type = "Q6_K"',
+            "optional = true",
+            "[[rule]]",
+            "tensor = '^token_embd\\.weight$'",
+            "tied = true",
+            'type = "Q6_K"',
+            "optional = true",
+        ]
     return recipes.parse("\n".join(lines) + "\n", source=f"--quant {name}")
 
 
@@ -105,8 +121,14 @@ def plan_types(quant, config: dict, state_shapes: dict[str, tuple]):
     return hf_types, gguf_types, rec
 
 
-def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, progress=None,
-                  text: str | None = None):  # fmt: skip
+def budget_recipe(
+    student,
+    teacher_dir: Path,
+    target_size,
+    threads: int | None,
+    progress=None,
+    text: str | None = None,
+):
     """The size budget's mix for the (pruned, untrained) student restricted to the trainable
     types: convert/budget.py's measured sensitivities and knapsack on an F32 conversion of the
     student with an importance matrix, as `convert --target-size` does, choosing among Q8_0,
@@ -157,9 +179,12 @@ def budget_recipe(student, teacher_dir: Path, target_size, threads: int | None, 
                 f"({need / 1e6:.1f} MB, every matrix at Q4_0 or smaller); raise it"
             ) from None
     label = f"{target / 1e6:.1f}MB"
-    return recipes.explicit(f"qat-budget-{label}", types,
-                            f"size budget {label} over the trainable types: predicted mean KLD "
-                            f"{trainable.predict(types):.4g} before training")  # fmt: skip
+    return recipes.explicit(
+        f"qat-budget-{label}",
+        types,
+        f"size budget {label} over the trainable types: predicted mean KLD "
+        f"{trainable.predict(types):.4g} before training",
+    )
 
 
 def _modules(model):
@@ -278,8 +303,11 @@ def write_gguf(hf_dir: Path, packed: dict[str, tuple[str, np.ndarray]], out: Pat
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        values = {**recipes.metadata(rec, types), "edge_llm.qat": True,
-                  "general.file_type": rec.ftype}  # fmt: skip
+        values = {
+            **recipes.metadata(rec, types),
+            "edge_llm.qat": True,
+            "general.file_type": rec.ftype,
+        }
         with atomic_path(out) as dst:
             gguf_edit.assemble(dst, base, {g: side for g in types}, values)
     return out

@@ -119,7 +119,11 @@ def recipe_from_dict(d: dict, where: str = "recipe") -> Recipe:
             default = getattr(cls(), key)
             if isinstance(default, bool) and not isinstance(value, bool):
                 raise ConvertError(f"{where}: {name}.{key} must be true or false")
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            if (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
                 section[key] = float(value)
         parts[name] = cls(**section)
     recipe = Recipe(**parts)
@@ -142,9 +146,14 @@ def load_recipe(path: str | Path | None) -> Recipe:
 
 def check(r: Recipe, where: str = "recipe") -> None:
     k, p, d = r.kd, r.prune, r.data
-    positive = {"kd.top_k": k.top_k, "kd.batch_size": k.batch_size, "kd.grad_accum": k.grad_accum,
-                "kd.seq_len": k.seq_len, "kd.checkpoint_every": k.checkpoint_every,
-                "data.calibration_sequences": d.calibration_sequences}  # fmt: skip
+    positive = {
+        "kd.top_k": k.top_k,
+        "kd.batch_size": k.batch_size,
+        "kd.grad_accum": k.grad_accum,
+        "kd.seq_len": k.seq_len,
+        "kd.checkpoint_every": k.checkpoint_every,
+        "data.calibration_sequences": d.calibration_sequences,
+    }
     for name, v in positive.items():
         if not isinstance(v, int) or v < 1:
             raise ConvertError(f"{where}: {name} = {v!r}; it must be a positive integer")
@@ -155,7 +164,9 @@ def check(r: Recipe, where: str = "recipe") -> None:
     if k.lr <= 0:
         raise ConvertError(f"{where}: kd.lr = {k.lr}; it must be > 0")
     if not 0.0 <= k.warmup < 1.0:
-        raise ConvertError(f"{where}: kd.warmup = {k.warmup}; it is a fraction of the steps in [0, 1)")
+        raise ConvertError(
+            f"{where}: kd.warmup = {k.warmup}; it is a fraction of the steps in [0, 1)"
+        )
     if k.tokens < 0:
         raise ConvertError(f"{where}: kd.tokens = {k.tokens}; it must be >= 0 (0: one pass)")
     if d.generate and not 0 < d.prompt_tokens < k.seq_len:
@@ -165,7 +176,11 @@ def check(r: Recipe, where: str = "recipe") -> None:
     if not 0.0 < r.domain.fraction <= 1.0:
         raise ConvertError(f"{where}: domain.fraction = {r.domain.fraction}; it must be in (0, 1]")
     if not 0.0 <= r.domain.ce_weight <= 1.0:
-        raise ConvertError(f"{where}: domain.ce_weight = {r.domain.ce_weight}; it must be between 0 and 1")
+        raise ConvertError(
+            f"{where}: domain.ce_weight = {r.domain.ce_weight}; it must be between 0 and 1"
+        )
     given = [n for n in ("layers", "drop", "keep") if getattr(p, n) is not None]
     if len(given) > 1:
-        raise ConvertError(f"{where}: give one of prune.layers, prune.drop and prune.keep, not {' and '.join(given)}")
+        raise ConvertError(
+            f"{where}: give one of prune.layers, prune.drop and prune.keep, not {' and '.join(given)}"
+        )

@@ -52,9 +52,14 @@ def chat(
     from edge_llm.model import load
 
     params = o.sampling(
-        max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, seed=seed,
-    )  # fmt: skip
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+    )
     from edge_llm.cli.pull import ensure_model
 
     model = ensure_model(model, yes)
@@ -151,9 +156,15 @@ def chat(
 
 
 SETTABLE = {
-    "temperature": float, "temp": float, "top_k": int, "top_p": float, "min_p": float,
-    "repeat_penalty": float, "seed": int, "max_tokens": int,
-}  # fmt: skip
+    "temperature": float,
+    "temp": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repeat_penalty": float,
+    "seed": int,
+    "max_tokens": int,
+}
 
 
 def _set(settings: dict, arg: str) -> str:
@@ -168,7 +179,9 @@ def _set(settings: dict, arg: str) -> str:
         return "  ".join(f"{n}={getattr(p, n)}" for n in names)
     name = parts[0].lower().replace("-", "_")
     if name not in SETTABLE or len(parts) != 2:
-        return f"usage: /set NAME VALUE, NAME one of {', '.join(n for n in SETTABLE if n != 'temp')}"
+        return (
+            f"usage: /set NAME VALUE, NAME one of {', '.join(n for n in SETTABLE if n != 'temp')}"
+        )
     name = "temperature" if name == "temp" else name
     try:
         value = SETTABLE[name](parts[1])

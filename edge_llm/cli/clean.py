@@ -69,4 +69,6 @@ def clean(
     elif yes:
         print(f"removed {len(removed)} of {len(stale)} stale temporaries ({total:.1f} MiB)")
     else:
-        print(f"{len(stale)} stale temporaries ({total:.1f} MiB); `edge-llm clean --yes` removes them")
+        print(
+            f"{len(stale)} stale temporaries ({total:.1f} MiB); `edge-llm clean --yes` removes them"
+        )

@@ -43,10 +43,14 @@ def devices(
         busy = max(cal.get("load_before") or 0, cal.get("load_during_max") or 0)
         print(
             f"calibrated in {cal['seconds']:.0f} s"
-            + (f"; other processes kept up to {busy:.1f} CPUs busy meanwhile, so the figures "
-               "are pessimistic" if busy > detect.BUSY_CPUS else "")
-            , file=sys.stderr,
-        )  # fmt: skip
+            + (
+                f"; other processes kept up to {busy:.1f} CPUs busy meanwhile, so the figures "
+                "are pessimistic"
+                if busy > detect.BUSY_CPUS
+                else ""
+            ),
+            file=sys.stderr,
+        )
     profiles = [profile.host_profile(), *profile.all_profiles()]
     if as_json:
         rows = [p.to_dict() for p in profiles]

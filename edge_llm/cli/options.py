@@ -89,9 +89,10 @@ def sampling(**kwargs):
 
 Chunks = Annotated[
     int | None,
-    typer.Option("--chunks", help="Use at most this many chunks (default: all)", min=1,
-                 show_default=False),
-]  # fmt: skip
+    typer.Option(
+        "--chunks", help="Use at most this many chunks (default: all)", min=1, show_default=False
+    ),
+]
 
 
 def model_path(model: str) -> Path:

@@ -59,9 +59,13 @@ def plan(
     if not one_model:
         plans = planning.rank(plans)
     if as_json:
-        out = {"device": profile.to_dict(), "plans": [p.to_dict() for p in plans],
-               "same_model": one_model, "min_decode_tokens_per_s": floor,
-               "best": best.model if best else None}  # fmt: skip
+        out = {
+            "device": profile.to_dict(),
+            "plans": [p.to_dict() for p in plans],
+            "same_model": one_model,
+            "min_decode_tokens_per_s": floor,
+            "best": best.model if best else None,
+        }
         print(json.dumps(out, indent=2))
     else:
         for i, p in enumerate(plans):

@@ -49,7 +49,9 @@ def load_plugins(target: typer.Typer) -> list[str]:
         try:
             register(target)
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the runtime's CLI
-            print(f"warning: the {ep.name} commands ({ep.value}) did not load: {e}", file=sys.stderr)
+            print(
+                f"warning: the {ep.name} commands ({ep.value}) did not load: {e}", file=sys.stderr
+            )
             continue
         loaded.append(ep.name)
     return loaded

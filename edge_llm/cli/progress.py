@@ -65,8 +65,12 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[..., None]]:
         text = amount(stage, n, total, done, size)
         if stage not in tasks:
             tasks[stage] = bar.add_task(stage, total=None if opaque else size, amount=text)
-        bar.update(tasks[stage], completed=0 if opaque else done,
-                   total=None if opaque else size, amount=text)  # fmt: skip
+        bar.update(
+            tasks[stage],
+            completed=0 if opaque else done,
+            total=None if opaque else size,
+            amount=text,
+        )
 
     with bar:
         yield update

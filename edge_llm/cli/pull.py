@@ -46,23 +46,43 @@ def pull(
     ],
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Short name to register it under [default: from the repository and quant]", show_default=False),
+        typer.Option(
+            "--name",
+            help="Short name to register it under [default: from the repository and quant]",
+            show_default=False,
+        ),
     ] = None,
     type: Annotated[
         str | None,
-        typer.Option("--type", help="For a safetensors repository: the GGUF type (Q4_K_M, Q8_0, F16, ...) [default: Q4_K_M]", show_default=False),
+        typer.Option(
+            "--type",
+            help="For a safetensors repository: the GGUF type (Q4_K_M, Q8_0, F16, ...) [default: Q4_K_M]",
+            show_default=False,
+        ),
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option("--recipe", help="For a safetensors repository: per-tensor types from a recipe (a preset or a TOML file).", show_default=False),
+        typer.Option(
+            "--recipe",
+            help="For a safetensors repository: per-tensor types from a recipe (a preset or a TOML file).",
+            show_default=False,
+        ),
     ] = None,
     target_size: Annotated[
         str | None,
-        typer.Option("--target-size", help="For a safetensors repository: a size budget (e.g. 80MB).", show_default=False),
+        typer.Option(
+            "--target-size",
+            help="For a safetensors repository: a size budget (e.g. 80MB).",
+            show_default=False,
+        ),
     ] = None,
     imatrix: Annotated[
         str | None,
-        typer.Option("--imatrix", help="For a safetensors repository: an importance matrix file or 'auto'.", show_default=False),
+        typer.Option(
+            "--imatrix",
+            help="For a safetensors repository: an importance matrix file or 'auto'.",
+            show_default=False,
+        ),
     ] = None,
     as_json: o.Json = False,
 ) -> None:
@@ -77,9 +97,16 @@ def pull(
     """
     from edge_llm import store
 
-    entry = _pull(reference, name=name, convert_options={
-        "type": type, "recipe": recipe, "target_size": target_size, "imatrix": imatrix,
-    })  # fmt: skip
+    entry = _pull(
+        reference,
+        name=name,
+        convert_options={
+            "type": type,
+            "recipe": recipe,
+            "target_size": target_size,
+            "imatrix": imatrix,
+        },
+    )
     if as_json:
         print(json.dumps(entry.to_dict(), indent=2))
         return
@@ -99,7 +126,9 @@ def _pull(reference: str, *, name: str | None = None, convert_options=None, plan
     converter = _converter() if plan["kind"] == "checkpoint" else None
     if plan["kind"] == "gguf" and opts:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in opts)
-        raise _bad(f"{flags} apply to safetensors repositories; {plan['repo']} has GGUF files (choose one with :QUANT)")
+        raise _bad(
+            f"{flags} apply to safetensors repositories; {plan['repo']} has GGUF files (choose one with :QUANT)"
+        )
     return store.pull(reference, name=name, converter=converter, convert_options=opts, plan=plan)
 
 
@@ -110,7 +139,10 @@ def _bad(message: str):
 
 
 def rm(
-    name: Annotated[str, typer.Argument(help="A pulled model's name (see `edge-llm models`).", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(help="A pulled model's name (see `edge-llm models`).", show_default=False),
+    ],
 ) -> None:
     """Remove a pulled model: its file and its entry in the store."""
     from edge_llm import registry, store
@@ -141,8 +173,10 @@ def ensure_model(model: str | None, yes: bool) -> str | None:
             raise registry.NotPulledError(model) from None
         print(
             f"{model} is not in the model store: {what} {store.human_size(plan['bytes'])} from {store.endpoint()}? [y/N] ",
-            end="", file=sys.stderr, flush=True,
-        )  # fmt: skip
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         if input().strip().lower() not in ("y", "yes"):
             raise registry.NotPulledError(model)
     entry = _pull(model, plan=plan)

@@ -65,9 +65,16 @@ def run(
     if not prompt.strip():
         raise PromptError("the prompt is empty; pass some text with -p TEXT or on stdin")
     params = o.sampling(
-        max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos or None,
-    )  # fmt: skip
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+        stop=stop,
+        ignore_eos=ignore_eos or None,
+    )
     from edge_llm.cli.pull import ensure_model
 
     model = ensure_model(model, yes)
@@ -93,8 +100,10 @@ def run(
         sys.stdout.write("\n")
         if chat and stream.result.finish_reason == "length":
             n = params.get("max_tokens", 256)
-            print(length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
-                  file=sys.stderr)  # fmt: skip
+            print(
+                length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
+                file=sys.stderr,
+            )
     if stats:
         from edge_llm.devices import measured_runs
 

@@ -74,15 +74,27 @@ def resolve_device(
         raise ConfigError("a device profile needs the model to plan for")
     p = planning.require_fit(
         planning.plan(
-            model_path, profile, n_ctx=n_ctx, kv_type=kv_type, n_batch=n_batch,
+            model_path,
+            profile,
+            n_ctx=n_ctx,
+            kv_type=kv_type,
+            n_batch=n_batch,
             overhead=planning.process_rss() + 20_000_000,  # what this process holds, for real
         )
-    )  # fmt: skip
+    )
     c = p.config
     adaptive = threads is None and profile.name == "host"
     n = threads or min(c.threads, available_cpus())
     layers = c.n_gpu_layers if gpu else 0
     return DeviceConfig(
-        profile.name, n, n, layers, adaptive_threads=adaptive, n_ctx=c.n_ctx,
-        kv_type=c.kv_type, n_batch=c.n_batch, use_mlock=c.use_mlock, plan=p,
-    )  # fmt: skip
+        profile.name,
+        n,
+        n,
+        layers,
+        adaptive_threads=adaptive,
+        n_ctx=c.n_ctx,
+        kv_type=c.kv_type,
+        n_batch=c.n_batch,
+        use_mlock=c.use_mlock,
+        plan=p,
+    )

@@ -114,8 +114,10 @@ def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) 
             dec_rows, pre_rows = [], []
             for f in files:
                 done += 1
-                say(f"calibrating [{done}/{total}]: {f.name} at {t} thread(s), "
-                    f"{time.perf_counter() - t_start:.0f} s so far")  # fmt: skip
+                say(
+                    f"calibrating [{done}/{total}]: {f.name} at {t} thread(s), "
+                    f"{time.perf_counter() - t_start:.0f} s so far"
+                )
                 info = gguf_info.read(f)
                 shape = ModelShape.from_info(info)
                 dec_ms, pre_ms = _measure(f, t)
@@ -126,11 +128,16 @@ def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) 
                 gflop = {k: v / 1e9 for k, v in matmul_flops_by_type(info, PROMPT).items()}
                 dec_rows.append((shape.n_layer, mb, dec_ms - kv_ms))
                 pre_rows.append((shape.n_layer, gflop, pre_ms))
-                samples.append({
-                    "file": f.name, "threads": t, "decode_ms": dec_ms, "prefill_ms": pre_ms,
-                    "decode_bytes": shape.decode_bytes_per_token(PROMPT + GENERATE // 2),
-                    "prefill_flops": shape.prefill_flops_per_token(PROMPT),
-                })  # fmt: skip
+                samples.append(
+                    {
+                        "file": f.name,
+                        "threads": t,
+                        "decode_ms": dec_ms,
+                        "prefill_ms": pre_ms,
+                        "decode_bytes": shape.decode_bytes_per_token(PROMPT + GENERATE // 2),
+                        "prefill_flops": shape.prefill_flops_per_token(PROMPT),
+                    }
+                )
             # decode: ms per token = layer_ms * layers + ms/MB of each type's weights (+ KV read);
             # prefill: ms per prompt token = layer_ms * layers + ms/GFLOP of each type's matmuls
             fit[str(t)] = {"decode": _fit(dec_rows), "prefill": _fit(pre_rows)}

@@ -16,8 +16,16 @@ import numpy as np
 
 from edge_llm.llama.binding import EVAL_CALLBACK, Tensor, lib
 
-__all__ = ["EVAL_CALLBACK", "Tensor", "array", "array_i32", "check_layout", "op_name",
-           "weight_name", "LayoutError"]  # fmt: skip
+__all__ = [
+    "EVAL_CALLBACK",
+    "Tensor",
+    "array",
+    "array_i32",
+    "check_layout",
+    "op_name",
+    "weight_name",
+    "LayoutError",
+]
 
 
 class LayoutError(RuntimeError):

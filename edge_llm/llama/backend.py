@@ -16,12 +16,18 @@ import numpy as np
 from edge_llm.llama import binding
 from edge_llm.llama.binding import KV_TYPES, C, LoadError, take_recent_errors, tokenize
 
-__all__ = ["Backend", "ContextConfig", "LoadError", "Sampler", "KV_TYPES", "take_recent_errors",
-           "tokenize"]  # fmt: skip
+__all__ = [
+    "Backend",
+    "ContextConfig",
+    "LoadError",
+    "Sampler",
+    "KV_TYPES",
+    "take_recent_errors",
+    "tokenize",
+]
 
 system_info = binding.system_info
 supports_gpu_offload = binding.supports_gpu_offload
-
 
 
 @dataclass(frozen=True)
@@ -257,8 +263,11 @@ class Embedder:
     """A context in embedding mode on a loaded model (its weights are shared, its KV cache is
     its own); pooling as ``Backend.pooling`` says. One input at a time, in one batch."""
 
-    _POOLING = {"mean": C.LLAMA_POOLING_TYPE_MEAN, "cls": C.LLAMA_POOLING_TYPE_CLS,
-                "last": C.LLAMA_POOLING_TYPE_LAST}  # fmt: skip
+    _POOLING = {
+        "mean": C.LLAMA_POOLING_TYPE_MEAN,
+        "cls": C.LLAMA_POOLING_TYPE_CLS,
+        "last": C.LLAMA_POOLING_TYPE_LAST,
+    }
 
     def __init__(self, backend: Backend, n_ctx: int):
         self.backend = backend

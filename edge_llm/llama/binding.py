@@ -91,8 +91,10 @@ def registered_backends() -> list[str]:
     was built with them), by ggml's own names."""
     init()
     g = _bound()
-    return [g.ggml_backend_reg_name(g.ggml_backend_reg_get(i)).decode()
-            for i in range(g.ggml_backend_reg_count())]  # fmt: skip
+    return [
+        g.ggml_backend_reg_name(g.ggml_backend_reg_get(i)).decode()
+        for i in range(g.ggml_backend_reg_count())
+    ]
 
 
 # KV-cache element types by name (ggml_type values).
@@ -107,8 +109,13 @@ class LoadError(Exception):
         self.details = details
 
 
-def load_model(path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False,
-               load_mode: int | None = None):  # fmt: skip
+def load_model(
+    path: str | Path,
+    *,
+    n_gpu_layers: int = 0,
+    vocab_only: bool = False,
+    load_mode: int | None = None,
+):
     """A ``llama_model *`` for the GGUF at ``path`` (free it with ``C.llama_model_free``);
     LoadError with llama.cpp's log lines if it refuses."""
     init()
@@ -164,10 +171,17 @@ def token_to_piece(vocab, token: int, special: bool = False) -> bytes:
     return buf.raw[:n]
 
 
-def quantize_file(src: str | Path, dst: str | Path, ftype: int, nthread: int, *,
-                  imatrix: dict[str, np.ndarray] | None = None,
-                  tensor_types: dict[str, int] | None = None,
-                  pure: bool = False, allow_requantize: bool = False) -> bool:  # fmt: skip
+def quantize_file(
+    src: str | Path,
+    dst: str | Path,
+    ftype: int,
+    nthread: int,
+    *,
+    imatrix: dict[str, np.ndarray] | None = None,
+    tensor_types: dict[str, int] | None = None,
+    pure: bool = False,
+    allow_requantize: bool = False,
+) -> bool:
     """llama.cpp's quantizer (`llama_model_quantize`), True on success.
 
     ``imatrix``: per weight, the mean squared activation of each input column (what
@@ -242,10 +256,15 @@ class TypeTraits(ctypes.Structure):
     """struct ggml_type_traits (ggml.h); `type_traits` checks it against ggml_blck_size and
     ggml_type_size."""
 
-    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
-                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
-                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
-                ("from_float_ref", ctypes.c_void_p)]  # fmt: skip
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
 
 
 # bool (*ggml_backend_sched_eval_callback)(struct ggml_tensor * t, bool ask, void * user_data)
@@ -253,7 +272,13 @@ EVAL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, 
 # void (*ggml_to_float_t)(const void * x, float * y, int64_t k)
 TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 
-_p, _s, _i64, _sz, _int = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_size_t, ctypes.c_int
+_p, _s, _i64, _sz, _int = (
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_int64,
+    ctypes.c_size_t,
+    ctypes.c_int,
+)
 _SIGNATURES = {
     # gguf.h: headers
     "gguf_init_from_file": ([_s, GgufInitParams], _p),
@@ -365,8 +390,12 @@ def type_traits(ggml_type: int) -> TypeTraits:
 
 
 class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]  # fmt: skip
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
 
 
 class _Feature(ctypes.Structure):  # struct ggml_backend_feature

@@ -103,10 +103,19 @@ class ScoringContext:
     models can be loaded and checked before either allocates its cache.
     """
 
-    def __init__(self, path: str | Path, *, n_ctx: int = 512, n_batch: int | None = None,
-                 n_seq: int = 1, threads: int | ThreadPolicy | None = None,
-                 kv_type: str | None = "f32", flash_attn: bool | None = False,
-                 eval_callback=None, error: type[Exception] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 512,
+        n_batch: int | None = None,
+        n_seq: int = 1,
+        threads: int | ThreadPolicy | None = None,
+        kv_type: str | None = "f32",
+        flash_attn: bool | None = False,
+        eval_callback=None,
+        error: type[Exception] | None = None,
+    ):
         from edge_llm import gguf_info
         from edge_llm.errors import InvalidModelError
 
@@ -138,8 +147,9 @@ class ScoringContext:
         if kv_type is not None:
             cp.type_k = cp.type_v = KV_TYPES[kv_type]
         if flash_attn is not None:
-            cp.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
-                                  else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)  # fmt: skip
+            cp.flash_attn_type = (
+                C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         if callback is not None:
             cp.cb_eval, cp.cb_eval_user_data = callback, None
         cp.no_perf = True
@@ -172,7 +182,9 @@ class ScoringContext:
             pass
 
     # --- vocabulary ---------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         return binding.tokenize(self.vocab, text, add_special, parse_special)
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
@@ -211,8 +223,9 @@ class ScoringContext:
         return self.threads.apply(self.open().ctx)
 
     # --- evaluation ---------------------------------------------------------------------------
-    def eval_entries(self, tokens: Sequence[int], pos: Sequence[int], seq: Sequence[int],
-                     want: Sequence[bool]) -> np.ndarray:  # fmt: skip
+    def eval_entries(
+        self, tokens: Sequence[int], pos: Sequence[int], seq: Sequence[int], want: Sequence[bool]
+    ) -> np.ndarray:
         """Evaluate one batch (at most ``n_batch`` tokens): token i at position ``pos[i]`` of
         sequence ``seq[i]``; the logits of the tokens with ``want[i]``, in order, as a view
         [n_wanted, n_vocab] of llama.cpp's buffer (valid until the next evaluation)."""
@@ -229,22 +242,32 @@ class ScoringContext:
         b.n_tokens = n
         rc = C.llama_decode(self.ctx, b)
         if rc != 0:
-            raise self.error(f"llama.cpp failed to evaluate a batch of {self.path.name} (code {rc})")
+            raise self.error(
+                f"llama.cpp failed to evaluate a batch of {self.path.name} (code {rc})"
+            )
         if n_out == 0:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         ptr = C.llama_get_logits(self.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_out * self.n_vocab,)).reshape(n_out, -1)
 
-    def eval(self, tokens: Sequence[int], *, pos0: int = 0, seq: int = 0,
-             first: int | None = None, last: int | None = None) -> np.ndarray:  # fmt: skip
+    def eval(
+        self,
+        tokens: Sequence[int],
+        *,
+        pos0: int = 0,
+        seq: int = 0,
+        first: int | None = None,
+        last: int | None = None,
+    ) -> np.ndarray:
         """Evaluate ``tokens`` (one batch) at positions pos0.. of ``seq``; the logits of tokens
         ``first .. last-1`` (default: the last token only) as a view [rows, n_vocab]."""
         n = len(tokens)
         if first is None:
             first, last = n - 1, n
         last = n if last is None else last
-        return self.eval_entries(tokens, range(pos0, pos0 + n), [seq] * n,
-                                 [first <= k < last for k in range(n)])  # fmt: skip
+        return self.eval_entries(
+            tokens, range(pos0, pos0 + n), [seq] * n, [first <= k < last for k in range(n)]
+        )
 
     def eval_chunk(self, tokens: Sequence[int], first: int = 0, last: int | None = None):
         """One chunk from an empty cache (threads adapted first): the logits of tokens
@@ -253,8 +276,9 @@ class ScoringContext:
         self.clear()
         return self.eval(tokens, first=first, last=len(tokens) if last is None else last)
 
-    def target_logprobs(self, tokens: Sequence[int], targets: Sequence[int] | None, *,
-                        pos0: int = 0, seq: int = 0) -> np.ndarray:  # fmt: skip
+    def target_logprobs(
+        self, tokens: Sequence[int], targets: Sequence[int] | None, *, pos0: int = 0, seq: int = 0
+    ) -> np.ndarray:
         """Evaluate ``tokens`` (any number, ``n_batch`` at a time) at positions pos0.. of
         ``seq``; with ``targets`` (one per token), log P(targets[i] | ..tokens[i]) for every i,
         else nothing (only the cache is filled, and the last token's logits requested)."""
@@ -264,11 +288,16 @@ class ScoringContext:
             n = len(chunk)
             if targets is None:
                 last = start + n == len(tokens)
-                self.eval_entries(chunk, range(pos0 + start, pos0 + start + n), [seq] * n,
-                                  [last and k == n - 1 for k in range(n)])  # fmt: skip
+                self.eval_entries(
+                    chunk,
+                    range(pos0 + start, pos0 + start + n),
+                    [seq] * n,
+                    [last and k == n - 1 for k in range(n)],
+                )
                 continue
-            logits = self.eval_entries(chunk, range(pos0 + start, pos0 + start + n), [seq] * n,
-                                       [True] * n)  # fmt: skip
+            logits = self.eval_entries(
+                chunk, range(pos0 + start, pos0 + start + n), [seq] * n, [True] * n
+            )
             out[start : start + n] = target_logprobs(logits, np.asarray(targets[start : start + n]))
         return out
 
@@ -303,8 +332,9 @@ class ScoringContext:
         self._cache = list(tokens)
         return self.last_logprobs()
 
-    def continuations(self, prefix: Sequence[int], options: Sequence[Sequence[int]],
-                      parallel: bool = False) -> list[np.ndarray]:  # fmt: skip
+    def continuations(
+        self, prefix: Sequence[int], options: Sequence[Sequence[int]], parallel: bool = False
+    ) -> list[np.ndarray]:
         """Per-token log-probabilities of each option's tokens after ``prefix``.
 
         The prefix is evaluated once (reusing the cache's common prefix with the previous call).
@@ -361,8 +391,9 @@ class ScoringContext:
         vals = np.empty(len(entries), dtype=np.float64)
         for a in range(0, len(entries), self.n_batch):
             part = entries[a : a + self.n_batch]
-            logits = self.eval_entries([e[0] for e in part], [e[1] for e in part],
-                                       [e[2] for e in part], [True] * len(part))  # fmt: skip
+            logits = self.eval_entries(
+                [e[0] for e in part], [e[1] for e in part], [e[2] for e in part], [True] * len(part)
+            )
             vals[a : a + len(part)] = target_logprobs(logits, np.array([e[3] for e in part]))
         for j, i in enumerate(group):
             out[i] = vals[[k for k, e in enumerate(entries) if e[4] == i]]

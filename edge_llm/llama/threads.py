@@ -21,8 +21,9 @@ class ThreadPolicy:
     llama.cpp context.
     """
 
-    def __init__(self, fixed: int | None = None, *, adaptive: bool | None = None,
-                 start: int | None = None):  # fmt: skip
+    def __init__(
+        self, fixed: int | None = None, *, adaptive: bool | None = None, start: int | None = None
+    ):
         from edge_llm.devices.cpus import CpuLoad, available_cpus, threads_for
 
         self.fixed = fixed

@@ -186,8 +186,9 @@ def create_app(
     ) -> Any:
         loop = asyncio.get_running_loop() if stream else None
         info = request.scope.setdefault(LOG_KEY, {})
-        job = Job(model, start, endpoint=endpoint, stream=stream, records=records, info=info,
-                  loop=loop)  # fmt: skip
+        job = Job(
+            model, start, endpoint=endpoint, stream=stream, records=records, info=info, loop=loop
+        )
         jobs.add(job)
         task = asyncio.ensure_future(execute(lock, job))
         task.add_done_callback(lambda _: jobs.discard(job))
@@ -219,8 +220,14 @@ def create_app(
 
     def envelope(ident: tuple[str, int], obj: str, choices: list[Any], **extra: Any) -> dict:
         cid, now = ident  # the same id and creation time in every chunk of a response
-        return {"id": cid, "object": obj, "created": now, "model": model_id,
-                "choices": choices, **extra}  # fmt: skip
+        return {
+            "id": cid,
+            "object": obj,
+            "created": now,
+            "model": model_id,
+            "choices": choices,
+            **extra,
+        }
 
     # Routes.
     @app.get("/health")
@@ -262,9 +269,10 @@ def create_app(
         grammar = f.response_grammar(body.response_format)
         if grammar and forced:
             raise RequestError(
-                400, "response_format cannot be combined with a required tool call",
+                400,
+                "response_format cannot be combined with a required tool call",
                 param="response_format",
-            )  # fmt: skip
+            )
         if grammar or forced:
             kwargs["grammar"] = forced or grammar
         messages = [f.template_message(i, m) for i, m in enumerate(body.messages)]
@@ -298,13 +306,20 @@ def create_app(
         start = lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs)  # noqa: E731
         if tools and stream:
             # A tool call is known once the reply is whole: generate it, then stream it.
-            answer = await run(request, start, endpoint="chat.completions", stream=False,
-                               first=None, piece=piece, last=whole, usage=None,
-                               whole=lambda c: c)  # fmt: skip
+            answer = await run(
+                request,
+                start,
+                endpoint="chat.completions",
+                stream=False,
+                first=None,
+                piece=piece,
+                last=whole,
+                usage=None,
+                whole=lambda c: c,
+            )
             if not isinstance(answer, Completion):
                 return answer
-            return EventStream(_replay_tool_reply(answer, reply, chunk, usage_chunk,
-                                                  include_usage))  # fmt: skip
+            return EventStream(_replay_tool_reply(answer, reply, chunk, usage_chunk, include_usage))
         return await run(
             request,
             start,
@@ -374,18 +389,20 @@ def create_app(
             raise RequestError(400, "input is empty; give at least one text", param="input")
         if len(inputs) > MAX_EMBEDDING_INPUTS:
             raise RequestError(
-                400, f"input holds {len(inputs)} texts; send at most {MAX_EMBEDDING_INPUTS} "
-                "per request", param="input",
-            )  # fmt: skip
+                400,
+                f"input holds {len(inputs)} texts; send at most {MAX_EMBEDDING_INPUTS} per request",
+                param="input",
+            )
         for i, x in enumerate(inputs):
             if not (x.strip() if isinstance(x, str) else x):
                 raise RequestError(400, f"input[{i}] is empty", param="input")
         fmt = body.encoding_format or "float"
         if fmt not in ("float", "base64"):
             raise RequestError(
-                400, f"encoding_format must be 'float' or 'base64' (got {fmt!r})",
+                400,
+                f"encoding_format must be 'float' or 'base64' (got {fmt!r})",
                 param="encoding_format",
-            )  # fmt: skip
+            )
 
         def work() -> tuple[list[Any], int]:
             vectors = [model.embed(x) for x in inputs]
@@ -396,15 +413,20 @@ def create_app(
         request.scope.setdefault(LOG_KEY, {})["tokens"] = (n_tokens, 0)
         if body.dimensions is not None and body.dimensions != len(vectors[0]):
             raise RequestError(
-                400, f"dimensions must be this model's {len(vectors[0])} (got {body.dimensions})",
+                400,
+                f"dimensions must be this model's {len(vectors[0])} (got {body.dimensions})",
                 param="dimensions",
-            )  # fmt: skip
+            )
         data = [
-            {"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
-             if fmt == "base64" else v.tolist()}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if fmt == "base64"
+                else v.tolist(),
+            }
             for i, v in enumerate(vectors)
-        ]  # fmt: skip
+        ]
         return {
             "object": "list",
             "data": data,

@@ -30,9 +30,12 @@ class RequestError(Exception):
 
 
 def error_body(
-    message: str, *, param: str | None = None, type: str = "invalid_request_error",
+    message: str,
+    *,
+    param: str | None = None,
+    type: str = "invalid_request_error",
     code: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 

@@ -200,14 +200,18 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             continue
         args = obj.get("arguments", obj.get("parameters", {}))
-        calls.append({
-            "id": f"call_{uuid.uuid4().hex[:24]}",
-            "type": "function",
-            "function": {
-                "name": obj["name"],
-                "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
-            },
-        })  # fmt: skip
+        calls.append(
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {
+                    "name": obj["name"],
+                    "arguments": args
+                    if isinstance(args, str)
+                    else json.dumps(args, ensure_ascii=False),
+                },
+            }
+        )
         kept.append(text[at : m.start()])
         at = m.end()
     if not calls:

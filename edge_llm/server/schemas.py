@@ -124,7 +124,7 @@ EXPECTED = {
     **dict.fromkeys(
         ("max_tokens", "max_completion_tokens", "seed", "n", "top_k", "top_logprobs", "dimensions"),
         "an integer",
-    ),  # fmt: skip
+    ),
 }
 # "logprobs" is a boolean on chat and an integer on completions.
 EXPECTED_CHAT = {**EXPECTED, "logprobs": "a boolean"}
@@ -204,9 +204,10 @@ def check_ranges(body: _Body) -> None:
             raise RequestError(400, f"{name} must be a finite number (got {value})", param=name)
     if body.temperature is not None and not 0 <= body.temperature <= 2:
         raise RequestError(
-            400, f"temperature must be in [0, 2], 0 for greedy (got {body.temperature})",
+            400,
+            f"temperature must be in [0, 2], 0 for greedy (got {body.temperature})",
             param="temperature",
-        )  # fmt: skip
+        )
     if body.top_k is not None and not 0 <= body.top_k < 2**31:
         raise RequestError(400, f"top_k must be >= 0 (got {body.top_k})", param="top_k")
     if body.n is not None and body.n != 1:

@@ -52,13 +52,32 @@ def test_items_pair_by_id_not_by_position():
 
 
 def fake_record(name, run_id, outcomes):
-    return {"schema": 1, "run_id": run_id, "date": f"2026-11-30T07:{run_id[-2:]}:00+00:00",
-            "model": {"name": name, "file": f"{name}.gguf", "sha256": run_id * 4, "recipe": {"label": ""}},
-            "suite": {"name": "quick", "version": "quick-1"}, "device": {"threads": 1, "profile": None},
-            "versions": {}, "tasks": {"k12-math": {"score": float(np.mean(outcomes)), "chance": 0.0,
-                                                   "n": len(outcomes), "items": items(outcomes)}},
-            "capability": float(np.mean(outcomes)), "capability_tasks": ["k12-math"],
-            "compute": {}, "density": {}}  # fmt: skip
+    return {
+        "schema": 1,
+        "run_id": run_id,
+        "date": f"2026-11-30T07:{run_id[-2:]}:00+00:00",
+        "model": {
+            "name": name,
+            "file": f"{name}.gguf",
+            "sha256": run_id * 4,
+            "recipe": {"label": ""},
+        },
+        "suite": {"name": "quick", "version": "quick-1"},
+        "device": {"threads": 1, "profile": None},
+        "versions": {},
+        "tasks": {
+            "k12-math": {
+                "score": float(np.mean(outcomes)),
+                "chance": 0.0,
+                "n": len(outcomes),
+                "items": items(outcomes),
+            }
+        },
+        "capability": float(np.mean(outcomes)),
+        "capability_tasks": ["k12-math"],
+        "compute": {},
+        "density": {},
+    }
 
 
 def test_report_compare_reads_the_sidecars(tmp_path):

@@ -107,13 +107,19 @@ def test_no_rapl_means_energy_unavailable(tmp_path, smollm2):
     assert s["decode_tokens_per_s"] > 0 and s["prefill_tokens_per_s"] > 0 and s["ttft_s"] > 0
     from bench import density
 
-    assert density.metrics(0.5, compute.accounting(gguf_info.read(smollm2.path)), None)["per_joule"] is None
+    assert (
+        density.metrics(0.5, compute.accounting(gguf_info.read(smollm2.path)), None)["per_joule"]
+        is None
+    )
 
 
 def test_rapl_counters_are_read_summed_and_unwrapped(tmp_path):
     root = fake_rapl(tmp_path / "powercap", 999_000)
     rapl = compute.Rapl(root)
-    assert rapl.available and [z.path.name for z in rapl.zones] == ["intel-rapl:0", "intel-rapl:0:1"]
+    assert rapl.available and [z.path.name for z in rapl.zones] == [
+        "intel-rapl:0",
+        "intel-rapl:0:1",
+    ]
     start = rapl.read()
     assert start == [999_000, 100]
     (root / "intel-rapl:0" / "energy_uj").write_text("4000\n")  # wrapped past 1,000,000

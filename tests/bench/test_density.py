@@ -28,8 +28,14 @@ def test_capability_is_the_mean_chance_normalised_score_of_capability_tasks():
 def test_capability_interval_is_a_bootstrap_over_each_tasks_items():
     # 30/100 right at chance 0 and 40/80 at chance 0.25: the normal approximation of the composite
     # mean's interval, (sum of each normalised score's variance) / 4, is the bootstrap's judge.
-    tasks = {"k12-math": {"score": 0.3, "chance": 0.0, "items": [{"correct": i < 30} for i in range(100)]},
-             "mmlu": {"score": 0.5, "chance": 0.25, "items": [{"correct": i < 40} for i in range(80)]}}  # fmt: skip
+    tasks = {
+        "k12-math": {
+            "score": 0.3,
+            "chance": 0.0,
+            "items": [{"correct": i < 30} for i in range(100)],
+        },
+        "mmlu": {"score": 0.5, "chance": 0.25, "items": [{"correct": i < 40} for i in range(80)]},
+    }
     d = density.capability_detail(tasks)
     cap = (0.3 + (0.5 - 0.25) / 0.75) / 2
     assert d["value"] == pytest.approx(cap)
@@ -46,8 +52,11 @@ def test_capability_interval_is_a_bootstrap_over_each_tasks_items():
 def test_density_metrics_divide_by_the_counted_compute():
     compute = {"flops_per_token": 3e8, "bytes_read_per_token": 1.5e8}
     d = density.metrics(0.3, compute, 0.02)
-    assert d == {"per_gflop": pytest.approx(1.0), "per_gb_read": pytest.approx(2.0),
-                 "per_joule": pytest.approx(15.0)}  # fmt: skip
+    assert d == {
+        "per_gflop": pytest.approx(1.0),
+        "per_gb_read": pytest.approx(2.0),
+        "per_joule": pytest.approx(15.0),
+    }
     assert density.metrics(0.3, compute, None)["per_joule"] is None
 
 
@@ -62,8 +71,20 @@ def test_pareto_front_matches_brute_force_dominance():
     assert density.pareto_front([(1.0, 0.1), (2.0, 0.5), (3.0, 0.4)]) == [0, 1]
 
 
-def synthetic_family(sizes, a=400.0, alpha=0.3, c=1.2, gamma=4.0, l_mid=2.6, chance=0.0, noise=0.0,
-                     seed=0, tokens_per_param=None, b=0.0, beta=0.0):  # fmt: skip
+def synthetic_family(
+    sizes,
+    a=400.0,
+    alpha=0.3,
+    c=1.2,
+    gamma=4.0,
+    l_mid=2.6,
+    chance=0.0,
+    noise=0.0,
+    seed=0,
+    tokens_per_param=None,
+    b=0.0,
+    beta=0.0,
+):
     """A family on known laws: L = a N^-alpha + c (or + b D^-beta), S = sigmoid(gamma (l_mid - L))."""
     rng = np.random.default_rng(seed)
     members = []
@@ -128,8 +149,10 @@ def test_an_underdetermined_family_is_refused(sizes):
 
 def test_a_family_whose_scores_do_not_follow_its_loss_is_refused():
     fam = synthetic_family([1e8, 3e8, 1e9, 3e9])
-    flipped = [density.Member(m.name, m.params, m.loss, s.score)
-               for m, s in zip(fam.members, fam.members[::-1])]  # fmt: skip
+    flipped = [
+        density.Member(m.name, m.params, m.loss, s.score)
+        for m, s in zip(fam.members, fam.members[::-1])
+    ]
     with pytest.raises(BenchError, match="scores do not rise"):
         density.fit_family(density.Family("f", flipped, "total", "capability", 0.0))
     growing = [density.Member(m.name, m.params, 1 / m.loss, m.score) for m in fam.members]
@@ -141,29 +164,47 @@ def test_family_file_formats_are_documented_and_load(tmp_path):
     path = tmp_path / "family.toml"
     path.write_text(density.FAMILY_FORMAT)
     fam = density.load_family(path)
-    assert fam.members[0].params == 100e6 and fam.members[0].items == 108 and fam.members[0].tokens == 2e12
+    assert (
+        fam.members[0].params == 100e6
+        and fam.members[0].items == 108
+        and fam.members[0].tokens == 2e12
+    )
     assert fam.example is False and fam.loss == "mmlu.answer_loss"
     jl = tmp_path / "family.jsonl"
-    jl.write_text(json.dumps({"family": {"name": "j", "example": True, "chance": 0.0}}) + "\n" + "".join(
-        json.dumps({"name": f"m{i}", "params": p, "loss": 3 - i * 0.2, "score": 0.1 + 0.1 * i}) + "\n"
-        for i, p in enumerate([1e8, 2e8, 4e8, 8e8])))  # fmt: skip
+    jl.write_text(
+        json.dumps({"family": {"name": "j", "example": True, "chance": 0.0}})
+        + "\n"
+        + "".join(
+            json.dumps({"name": f"m{i}", "params": p, "loss": 3 - i * 0.2, "score": 0.1 + 0.1 * i})
+            + "\n"
+            for i, p in enumerate([1e8, 2e8, 4e8, 8e8])
+        )
+    )
     fam = density.load_family(jl)
     assert fam.example and len(fam.members) == 4 and density.fit_family(fam).n == 4
-    path.write_text('[[model]]\nparams = 1e8\nbpb = 1.1\nscore = 0.1\n')
+    path.write_text("[[model]]\nparams = 1e8\nbpb = 1.1\nscore = 0.1\n")
     with pytest.raises(BenchError, match="conditional answer loss"):
         density.load_family(path)
-    path.write_text('[[model]]\nparams = 1e8\nscore = 0.1\n')
+    path.write_text("[[model]]\nparams = 1e8\nscore = 0.1\n")
     with pytest.raises(BenchError, match=r"\[\[model\]\] 1 lacks 'loss'"):
         density.load_family(path)
 
 
 def test_densing_uses_the_params_kind_the_family_declares():
     fam = synthetic_family([5e7, 1.5e8, 5e8, 1.5e9])
-    record = {"capability": 0.5, "tasks": {}, "model": {"name": "x"},
-              "compute": {"params_total": 2e8, "params_non_embedding": 1.5e8}}  # fmt: skip
+    record = {
+        "capability": 0.5,
+        "tasks": {},
+        "model": {"name": "x"},
+        "compute": {"params_total": 2e8, "params_non_embedding": 1.5e8},
+    }
     total = density.densing(record, fam)
-    non_emb = density.densing(record, density.Family(*[getattr(fam, f) for f in (
-        "name", "members")], "non_embedding", "capability", 0.0))  # fmt: skip
+    non_emb = density.densing(
+        record,
+        density.Family(
+            *[getattr(fam, f) for f in ("name", "members")], "non_embedding", "capability", 0.0
+        ),
+    )
     assert total["actual_params"] == 2e8 and non_emb["actual_params"] == 1.5e8
     assert total["effective_params"] == pytest.approx(non_emb["effective_params"])
     assert total["density"] == pytest.approx(total["effective_params"] / 2e8)

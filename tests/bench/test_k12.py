@@ -20,8 +20,13 @@ def test_same_seed_same_problems_in_any_process_and_other_seeds_differ():
         "import json; from bench.suites import k12_math\n"
         "print(json.dumps([[p.id, p.question, str(p.answer)] for p in k12_math.generate(36, seed=7)]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONHASHSEED": "12345", "PATH": ""}, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        check=True,
+    )
     assert json.loads(out.stdout) == [[p.id, p.question, str(p.answer)] for p in a]
     b = k12_math.generate(36, seed=8)
     assert [p.question for p in a] != [p.question for p in b]
@@ -154,7 +159,12 @@ def test_answers_compare_exactly():
     assert answers.is_correct("答案是0.75", "3/4")
     assert not answers.is_correct("The answer is 0.33", "1/3")  # no rounding
     assert not answers.is_correct("The answer is 41", 42)
-    assert [answers.show(Fraction(x)) for x in ("7", "13/4", "2/3", "-1/2")] == ["7", "3.25", "2/3", "-0.5"]
+    assert [answers.show(Fraction(x)) for x in ("7", "13/4", "2/3", "-1/2")] == [
+        "7",
+        "3.25",
+        "2/3",
+        "-0.5",
+    ]
 
 
 def test_a_bad_template_file_is_refused_with_the_template_named(tmp_path):
@@ -164,7 +174,11 @@ def test_a_bad_template_file_is_refused_with_the_template_named(tmp_path):
     path.write_text(bad, encoding="utf-8")
     with pytest.raises(BenchError, match=r"template 3 \(en\) uses undefined c"):
         k12_math.load(path)
-    path.write_text(good.replace('vars = { a = "10..19", b = "1..9" }',
-                                 'vars = { a = "10..19", b = "a+1..9" }', 1), encoding="utf-8")  # fmt: skip
+    path.write_text(
+        good.replace(
+            'vars = { a = "10..19", b = "1..9" }', 'vars = { a = "10..19", b = "a+1..9" }', 1
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(BenchError, match="template 2: range 'a\\+1..9' of b is empty"):
         k12_math.load(path)

@@ -18,8 +18,9 @@ NUM = re.compile(r"\d+(?:\.\d+)?")
 
 
 def dump(pairs) -> bytes:
-    return json.dumps([[p.id, p.language, p.question, p.answer_text, m] for p, m in pairs],
-                      ensure_ascii=False).encode()  # fmt: skip
+    return json.dumps(
+        [[p.id, p.language, p.question, p.answer_text, m] for p, m in pairs], ensure_ascii=False
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def test_variants_of_one_problem_share_the_answer_and_differ_in_surface(variants
                 assert p.question != base.question
                 # The answer logic is the template's: recomputing it from the numbers in the base
                 # question is what the variant's answer is too (checked through the template).
-                assert p.answer == K.evaluate(t.answer, K.draw(t, __import__("random").Random(
-                    f"k12-robust:0:{t.id}:0")))  # fmt: skip
+                assert p.answer == K.evaluate(
+                    t.answer, K.draw(t, __import__("random").Random(f"k12-robust:0:{t.id}:0"))
+                )
         if "names" in vs:  # same numbers, other name or object
             p, _ = vs["names"]
             assert sorted(NUM.findall(p.question)) == sorted(NUM.findall(base.question))
@@ -111,8 +113,12 @@ def test_english_and_chinese_items_are_translations_of_the_same_numbers(variants
 def test_the_digits_grid_is_exact_and_has_the_digits_it_says(variants):
     grid = [(p, m) for p, m in variants if m["variant"] == "grid" and p.language == "en"]
     assert len(grid) == 4 * 4 * 4 * 2
-    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "×": lambda a, b: a * b,
-           "÷": lambda a, b: Fraction(a, b)}  # fmt: skip
+    ops = {
+        "+": lambda a, b: a + b,
+        "-": lambda a, b: a - b,
+        "×": lambda a, b: a * b,
+        "÷": lambda a, b: Fraction(a, b),
+    }
     for p, m in grid:
         a, sym, b = re.fullmatch(r"What is (\d+) (\S) (\d+)\?", p.question).groups()
         a, b = int(a), int(b)
@@ -160,8 +166,16 @@ def test_summary_counts_paired_flips_and_robustness():
     # 4 problems (clusters), each base + distractor in en; base right on 3, distractor flips 2
     for i, (b, d) in enumerate([(1, 0), (1, 0), (1, 1), (0, 0)]):
         for v, ok in (("base", b), ("distractor", d)):
-            items.append({"id": f"{i}-{v}", "cluster": f"t{i}/0", "language": "en", "variant": v,
-                          "set": 0, "correct": bool(ok)})  # fmt: skip
+            items.append(
+                {
+                    "id": f"{i}-{v}",
+                    "cluster": f"t{i}/0",
+                    "language": "en",
+                    "variant": v,
+                    "set": 0,
+                    "correct": bool(ok),
+                }
+            )
     s = R.summarise(items)
     assert s["base"] == 0.75 and s["all_variants"] == 0.5
     assert s["robustness"] == pytest.approx(0.5 / 0.75)

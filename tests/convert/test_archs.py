@@ -24,8 +24,15 @@ PROMPTS = [
 ]
 TOLERANCE = 1e-4
 
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2)  # fmt: skip
+SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    initializer_range=0.2,
+)
 
 
 def _llama(vocab):
@@ -54,9 +61,13 @@ def _qwen3(vocab):
 
 def _gemma3(vocab):
     return transformers.Gemma3TextConfig(
-        vocab_size=vocab, head_dim=32, sliding_window=8, query_pre_attn_scalar=32,
-        layer_types=["sliding_attention", "full_attention"], **SMALL,
-    )  # fmt: skip
+        vocab_size=vocab,
+        head_dim=32,
+        sliding_window=8,
+        query_pre_attn_scalar=32,
+        layer_types=["sliding_attention", "full_attention"],
+        **SMALL,
+    )
 
 
 def _phi3(vocab):

@@ -12,14 +12,19 @@ from tests.fixtures.checkpoints import assert_one_line_error, make_checkpoint
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("cli") / "tiny", hidden_size=256,
-                           intermediate_size=512, num_key_value_heads=2)  # fmt: skip
+    return make_checkpoint(
+        tmp_path_factory.mktemp("cli") / "tiny",
+        hidden_size=256,
+        intermediate_size=512,
+        num_key_value_heads=2,
+    )
 
 
 def test_convert_verify_f32_is_exact(src, tmp_path, run_cli):
     pytest.importorskip("transformers")
-    r = run_cli("convert", str(src), "-o", str(tmp_path / "f32.gguf"), "--type", "F32",
-                "--verify", "--json")  # fmt: skip
+    r = run_cli(
+        "convert", str(src), "-o", str(tmp_path / "f32.gguf"), "--type", "F32", "--verify", "--json"
+    )
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)["verify"]
     assert v["reference"].startswith("transformers")

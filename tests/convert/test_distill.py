@@ -60,8 +60,10 @@ def test_depth_and_width_pruning_give_a_loadable_student(teacher, text, tmp_path
     d = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "d").state_dict()
     keep = json.loads((tmp_path / "d" / "distill.json").read_text())["kept_layers"]
     for j, i in enumerate(keep):
-        assert torch.equal(d[f"model.layers.{j}.self_attn.q_proj.weight"],
-                           t[f"model.layers.{i}.self_attn.q_proj.weight"])  # fmt: skip
+        assert torch.equal(
+            d[f"model.layers.{j}.self_attn.q_proj.weight"],
+            t[f"model.layers.{i}.self_attn.q_proj.weight"],
+        )
 
 
 def test_block_influence_equals_an_independent_computation(teacher, text, tmp_path):
@@ -171,13 +173,22 @@ def test_student_converts_and_llama_cpp_logits_match_transformers(teacher, text,
     r = fast()
     r.prune.intermediate_size = 96
     r.prune.kv_heads = 1
-    res = distill(teacher, tmp_path / "s", recipe=r, layers=3, texts=[text], steps=2,
-                  gguf=tmp_path / "s.gguf", type="F32")  # fmt: skip
+    res = distill(
+        teacher,
+        tmp_path / "s",
+        recipe=r,
+        layers=3,
+        texts=[text],
+        steps=2,
+        gguf=tmp_path / "s.gguf",
+        type="F32",
+    )
     assert res.gguf == tmp_path / "s.gguf"
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "s")
-    llm = Llama(str(res.gguf), n_ctx=128, logits_all=True, n_threads=1, verbose=False,
-                type_k=0, type_v=0)  # fmt: skip
+    llm = Llama(
+        str(res.gguf), n_ctx=128, logits_all=True, n_threads=1, verbose=False, type_k=0, type_v=0
+    )
     try:
         for prompt in ("The quick brown fox jumps over the lazy dog.", "def main(argv):\n    for"):
             ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -232,9 +243,26 @@ def test_cli_end_to_end(teacher, text, tmp_path, run_cli):
     recipe = tmp_path / "distill.toml"
     recipe.write_text("[kd]\nseq_len = 32\nbatch_size = 2\ntop_k = 8\n[data]\nprompt_tokens = 8\n")
     env = {"EDGE_LLM_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
-    out = run_cli("distill", str(teacher), "-o", str(tmp_path / "s"), "--layers", "3",
-                  "--recipe", str(recipe), "--text", str(text), "--steps", "2",
-                  "--gguf", str(tmp_path / "s.gguf"), "--type", "F32", "--json", env=env)  # fmt: skip
+    out = run_cli(
+        "distill",
+        str(teacher),
+        "-o",
+        str(tmp_path / "s"),
+        "--layers",
+        "3",
+        "--recipe",
+        str(recipe),
+        "--text",
+        str(text),
+        "--steps",
+        "2",
+        "--gguf",
+        str(tmp_path / "s.gguf"),
+        "--type",
+        "F32",
+        "--json",
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["config"]["num_hidden_layers"] == 3 and summary["steps"] == 2

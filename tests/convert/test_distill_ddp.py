@@ -43,14 +43,29 @@ def run(tmp_path, nproc: int, out: Path, teacher, text, **env):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(root=str(ROOT)))
     # a cache per output: the two-process run computes its teacher top-k in shards itself
-    e = {**os.environ, "EDGE_LLM_HOME": str(tmp_path / f"home-{out.name}"), "OMP_NUM_THREADS": "1",
-         "PYTHONPATH": str(ROOT), **env}  # fmt: skip
+    e = {
+        **os.environ,
+        "EDGE_LLM_HOME": str(tmp_path / f"home-{out.name}"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
     args = [str(script), str(teacher), str(out), str(text)]
     if nproc == 1:
         cmd = [sys.executable, *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(_port()), *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_port()),
+            *args,
+        ]
     return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600)
 
 
@@ -61,9 +76,16 @@ def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
     vocab = bpe_tokenizer(out, pre="smollm")
     torch.manual_seed(0)
-    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
-               tie_word_embeddings=True)  # fmt: skip
+    cfg = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+    )
     save_model(
         transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **cfg)).eval(), out
     )

@@ -60,12 +60,27 @@ def test_resume_refuses_a_checkpoint_made_with_another_recipe(teacher, text, tmp
     assert ckpt.read_bytes() == before  # the refused checkpoint is left as it was
     # the same refusal from the CLI: exit 2, one line on stderr
     recipe = tmp_path / "other.toml"
-    recipe.write_text("[kd]\nseq_len = 32\nbatch_size = 2\ntop_k = 16\nlr = 0.001\n"
-                      "checkpoint_every = 2\ngrad_accum = 2\n[data]\nprompt_tokens = 8\n"
-                      "calibration_sequences = 8\n")  # fmt: skip
-    r = run_cli("distill", str(teacher), "-o", str(tmp_path / "cut"), "--layers", "3", "--text",
-                str(text), "--steps", "6", "--recipe", str(recipe), "--resume",
-                env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    recipe.write_text(
+        "[kd]\nseq_len = 32\nbatch_size = 2\ntop_k = 16\nlr = 0.001\n"
+        "checkpoint_every = 2\ngrad_accum = 2\n[data]\nprompt_tokens = 8\n"
+        "calibration_sequences = 8\n"
+    )
+    r = run_cli(
+        "distill",
+        str(teacher),
+        "-o",
+        str(tmp_path / "cut"),
+        "--layers",
+        "3",
+        "--text",
+        str(text),
+        "--steps",
+        "6",
+        "--recipe",
+        str(recipe),
+        "--resume",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "run without --resume" in lines[0]
@@ -122,16 +137,28 @@ def test_widths_beyond_the_teachers_are_refused(teacher, text, tmp_path, prune, 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
 def test_device_cuda_without_cuda_is_one_line(teacher, text, tmp_path):
     with pytest.raises(ConvertError) as e:
-        distill(teacher, tmp_path / "s", layers=3, texts=[text], steps=1, recipe=fast(),
-                device="cuda")  # fmt: skip
+        distill(
+            teacher, tmp_path / "s", layers=3, texts=[text], steps=1, recipe=fast(), device="cuda"
+        )
     one_line(e, "--device cuda: no CUDA device", "--device cpu")
     assert not (tmp_path / "s").exists()
 
 
 def test_the_summary_names_no_json_when_refused(teacher, text, tmp_path, run_cli):
     """A refused run prints no JSON summary on stdout (only the error on stderr)."""
-    r = run_cli("distill", str(teacher), "-o", str(tmp_path / "s"), "--layers", "3", "--text",
-                str(text), "--tokens", "0", "--json")  # fmt: skip
+    r = run_cli(
+        "distill",
+        str(teacher),
+        "-o",
+        str(tmp_path / "s"),
+        "--layers",
+        "3",
+        "--text",
+        str(text),
+        "--tokens",
+        "0",
+        "--json",
+    )
     assert r.returncode == 2
     assert r.stdout.strip() == "" and len(r.stderr.strip().splitlines()) == 1
     with pytest.raises(json.JSONDecodeError):

@@ -75,8 +75,10 @@ def test_worked_solutions_are_correct_by_construction():
         assert answers.extract(p["solution"]) == answers.parse(p["answer"]), p
         # every equation chain written in the working is true (evaluated exactly, x% = x/100)
         for chain in _CHAIN.findall(p["solution"]):
-            sides = [re.sub(r"(\d+(?:\.\d+)?)%", r"(\1/100)", x).replace("×", "*").replace("÷", "/")
-                     for x in chain.strip().rstrip(".").split("=")]  # fmt: skip
+            sides = [
+                re.sub(r"(\d+(?:\.\d+)?)%", r"(\1/100)", x).replace("×", "*").replace("÷", "/")
+                for x in chain.strip().rstrip(".").split("=")
+            ]
             values = {K.evaluate(x, {}) for x in sides}
             assert len(values) == 1, (p["solution"], chain)
             checked += 1
@@ -88,8 +90,16 @@ def test_worked_solutions_are_correct_by_construction():
 
 def test_tagged_jsonl(tmp_path):
     f = tmp_path / "c.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in [
-        {"text": "general words"}, {"text": "1 + 1 = 2", "domain": "k12-math"}, {"text": "  "}]))  # fmt: skip
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"text": "general words"},
+                {"text": "1 + 1 = 2", "domain": "k12-math"},
+                {"text": "  "},
+            ]
+        )
+    )
     docs = DM.read_tagged([f])
     assert [(d.text, d.domain) for d in docs] == [
         ("general words", None),
@@ -111,8 +121,15 @@ def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
     vocab = bpe_tokenizer(out, pre="smollm")
     torch.manual_seed(0)
-    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)  # fmt: skip
+    cfg = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     save_model(
         transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **cfg)).eval(), out
     )
@@ -142,8 +159,10 @@ def test_domain_mix_teaches_the_gold_solutions(teacher, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     text = tmp_path / "general.txt"
     text.write_text("\n".join(CORPUS_LINES * 6))
-    r = {"kd": {"seq_len": 32, "batch_size": 4, "top_k": 16, "lr": 3e-3, "warmup": 0.1},
-         "domain": {"fraction": 0.5, "ce_weight": 0.9}}  # fmt: skip
+    r = {
+        "kd": {"seq_len": 32, "batch_size": 4, "top_k": 16, "lr": 3e-3, "warmup": 0.1},
+        "domain": {"fraction": 0.5, "ce_weight": 0.9},
+    }
     kw = dict(texts=[text], steps=30, recipe=recipe_from_dict(r))
     dom = distill(teacher, tmp_path / "dom", domain="k12-math", **kw)
     distill(teacher, tmp_path / "kd", **kw)  # the same steps, KD only

@@ -99,11 +99,20 @@ def test_bad_checkpoints_get_one_line_errors(good, tmp_path, run_cli, breakage, 
     elif breakage == "unknown-arch":
         cfg["architectures"] = ["FooForCausalLM"]
     elif breakage == "offset-past-end":
-        rewrite_header(st, lambda h: h | {"model.norm.weight": {**h["model.norm.weight"], "data_offsets": [0, 10**9]}})  # fmt: skip
+        rewrite_header(
+            st,
+            lambda h: (
+                h | {"model.norm.weight": {**h["model.norm.weight"], "data_offsets": [0, 10**9]}}
+            ),
+        )
     elif breakage == "wrong-dtype":
-        rewrite_header(st, lambda h: h | {"model.norm.weight": {**h["model.norm.weight"], "dtype": "I64"}})  # fmt: skip
+        rewrite_header(
+            st, lambda h: h | {"model.norm.weight": {**h["model.norm.weight"], "dtype": "I64"}}
+        )
     elif breakage == "shape-mismatch":
-        rewrite_header(st, lambda h: h | {"model.norm.weight": {**h["model.norm.weight"], "shape": [7]}})  # fmt: skip
+        rewrite_header(
+            st, lambda h: h | {"model.norm.weight": {**h["model.norm.weight"], "shape": [7]}}
+        )
     elif breakage == "header-too-long":
         data = st.read_bytes()
         st.write_bytes(struct.pack("<Q", len(data) * 2) + data[8:])
@@ -188,8 +197,14 @@ def test_disk_full_is_reported_and_leaves_nothing(good, tmp_path, monkeypatch):
 
 def test_a_killed_conversion_leaves_nothing_at_the_target(tmp_path):
     # big enough to take a moment: ~40 MB of f32
-    src = make_checkpoint(tmp_path / "big", hidden_size=512, intermediate_size=2048,
-                          num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)  # fmt: skip
+    src = make_checkpoint(
+        tmp_path / "big",
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+    )
     out = tmp_path / "out.gguf"
     p = subprocess.Popen(
         [sys.executable, "-m", "edge_llm", "convert", str(src), "-o", str(out), "--type", "F32"],

@@ -18,11 +18,25 @@ from tests.fixtures.tinymodels import MIXED, llama_tensors, spm_tokenizer
 
 LLAMA_CPP_VERSION = "0.3.36"
 
-CONFIG = dict(architectures=["MiniCPMForCausalLM"], model_type="minicpm", hidden_size=64,
-              intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-              rope_theta=10000.0, scale_emb=12, scale_depth=1.4, dim_model_base=32,
-              tie_word_embeddings=True, torch_dtype="float32", bos_token_id=1, eos_token_id=2)  # fmt: skip
+CONFIG = dict(
+    architectures=["MiniCPMForCausalLM"],
+    model_type="minicpm",
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    scale_emb=12,
+    scale_depth=1.4,
+    dim_model_base=32,
+    tie_word_embeddings=True,
+    torch_dtype="float32",
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 
 def llama_cpp_source() -> Path:
@@ -50,10 +64,19 @@ def both(tmp_path_factory):
     ours, theirs = src / "ours.gguf", src / "theirs.gguf"
     convert(src, ours, type="F32")
     r = subprocess.run(
-        [sys.executable, str(llama_cpp_source() / "convert_hf_to_gguf.py"), str(src),
-         "--outfile", str(theirs), "--outtype", "f32"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(llama_cpp_source() / "convert_hf_to_gguf.py"),
+            str(src),
+            "--outfile",
+            str(theirs),
+            "--outtype",
+            "f32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return ours, theirs
 
@@ -66,7 +89,11 @@ def fields(path) -> dict:
         if name.startswith("GGUF."):
             continue
         v = f.contents()
-        out[name] = [round(x, 6) if isinstance(x, float) else x for x in v] if isinstance(v, list) else (round(v, 6) if isinstance(v, float) else v)  # fmt: skip
+        out[name] = (
+            [round(x, 6) if isinstance(x, float) else x for x in v]
+            if isinstance(v, list)
+            else (round(v, 6) if isinstance(v, float) else v)
+        )
     return out
 
 
@@ -85,8 +112,15 @@ def test_tensors_equal_llama_cpp_converter(both):
 def test_metadata_equals_llama_cpp_converter(both):
     ours, theirs = (fields(p) for p in both)
     # Descriptive keys llama.cpp derives from the folder name and its own version differ by design.
-    skip = {"general.name", "general.basename", "general.size_label", "general.finetune",
-            "general.type", "general.quantized_by", "general.version"}  # fmt: skip
+    skip = {
+        "general.name",
+        "general.basename",
+        "general.size_label",
+        "general.finetune",
+        "general.type",
+        "general.quantized_by",
+        "general.version",
+    }
     model_keys = [k for k in theirs if k not in skip]
     missing = [k for k in model_keys if k not in ours]
     assert not missing, f"keys llama.cpp writes and edge-llm does not: {missing}"

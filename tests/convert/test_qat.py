@@ -21,12 +21,26 @@ from convert.distill import distill  # noqa: E402
 from convert.distill.recipe import recipe_from_dict  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
 
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
-             tie_word_embeddings=True)  # fmt: skip
-WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.05,
-            tie_word_embeddings=True)  # fmt: skip
+SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    initializer_range=0.2,
+    tie_word_embeddings=True,
+)
+WIDE = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    initializer_range=0.05,
+    tie_word_embeddings=True,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +76,14 @@ def text(tmp_path_factory):
 
 
 def fast(**kd):
-    base = {"seq_len": 32, "batch_size": 4, "top_k": 32, "lr": 1e-3, "warmup": 0.1,
-            "checkpoint_every": 2}  # fmt: skip
+    base = {
+        "seq_len": 32,
+        "batch_size": 4,
+        "top_k": 32,
+        "lr": 1e-3,
+        "warmup": 0.1,
+        "checkpoint_every": 2,
+    }
     return recipe_from_dict(
         {"kd": base | kd, "data": {"prompt_tokens": 8, "calibration_sequences": 8}}
     )
@@ -137,8 +157,15 @@ def nmse(ref, got) -> float:
 
 @pytest.mark.parametrize("quant", ["Q4_0", "Q5_1"])
 def test_written_grid_is_the_trained_grid_and_llama_cpp_agrees(teacher, text, tmp_path, quant):
-    res = distill(teacher, tmp_path / "s", texts=[text], steps=4, recipe=fast(), quant=quant,
-                  gguf=tmp_path / "s.gguf")  # fmt: skip
+    res = distill(
+        teacher,
+        tmp_path / "s",
+        texts=[text],
+        steps=4,
+        recipe=fast(),
+        quant=quant,
+        gguf=tmp_path / "s.gguf",
+    )
     assert set(res.tensor_types.values()) == {quant, "Q8_0"}  # tied 64-wide embedding: Q6_K -> Q8_0
     # dequantizing the file gives the student folder's (fake-quantized) weights bit for bit; the
     # F32 conversion of the folder applies the converter's own permutations
@@ -163,8 +190,15 @@ def test_written_grid_is_the_trained_grid_and_llama_cpp_agrees(teacher, text, tm
 
 
 def test_qat_at_q4_0_beats_converting_the_teacher_straight_to_q4_0(teacher, text, tmp_path):
-    res = distill(teacher, tmp_path / "s", texts=[text], steps=40, recipe=fast(), quant="Q4_0",
-                  gguf=tmp_path / "qat.gguf")  # fmt: skip
+    res = distill(
+        teacher,
+        tmp_path / "s",
+        texts=[text],
+        steps=40,
+        recipe=fast(),
+        quant="Q4_0",
+        gguf=tmp_path / "qat.gguf",
+    )
     ptq = convert(teacher, tmp_path / "ptq.gguf", type="Q4_0").path
     seqs = token_seqs(teacher)
     ref = torch_logits(teacher, seqs)
@@ -207,8 +241,15 @@ def test_k_quant_resume_equals_uninterrupted(wide, text, tmp_path):
 
 
 def test_a_recipe_mix_gives_llama_cpps_own_types(wide, text, tmp_path):
-    res = distill(wide, tmp_path / "s", texts=[text], steps=1, recipe=fast(batch_size=2),
-                  quant="Q4_K_M", gguf=tmp_path / "s.gguf")  # fmt: skip
+    res = distill(
+        wide,
+        tmp_path / "s",
+        texts=[text],
+        steps=1,
+        recipe=fast(batch_size=2),
+        quant="Q4_K_M",
+        gguf=tmp_path / "s.gguf",
+    )
     mine = {n: t for n, (t, _) in gguf_tensors(res.gguf).items()}
     theirs = {
         n: t
@@ -224,8 +265,15 @@ def test_a_size_budget_mix_is_trained_and_fits(wide, text, tmp_path):
     q4 = convert(wide, tmp_path / "q4.gguf", type="Q4_0").path.stat().st_size
     q8 = convert(wide, tmp_path / "q8.gguf", type="Q8_0").path.stat().st_size
     target = (q4 + q8) // 2
-    res = distill(wide, tmp_path / "s", texts=[text], steps=2, recipe=fast(batch_size=2),
-                  target_size=target, gguf=tmp_path / "s.gguf")  # fmt: skip
+    res = distill(
+        wide,
+        tmp_path / "s",
+        texts=[text],
+        steps=2,
+        recipe=fast(batch_size=2),
+        target_size=target,
+        gguf=tmp_path / "s.gguf",
+    )
     kinds = set(res.tensor_types.values())
     assert len(kinds) > 1 and kinds <= {
         "Q8_0",
@@ -273,9 +321,24 @@ def test_cli_quant(teacher, text, tmp_path, run_cli):
     recipe = tmp_path / "distill.toml"
     recipe.write_text("[kd]\nseq_len = 32\nbatch_size = 2\ntop_k = 8\n")
     env = {"EDGE_LLM_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
-    out = run_cli("distill", str(teacher), "-o", str(tmp_path / "s"), "--recipe", str(recipe),
-                  "--text", str(text), "--steps", "2", "--quant", "Q8_0", "--gguf", str(tmp_path / "s.gguf"),
-                  "--json", env=env)  # fmt: skip
+    out = run_cli(
+        "distill",
+        str(teacher),
+        "-o",
+        str(tmp_path / "s"),
+        "--recipe",
+        str(recipe),
+        "--text",
+        str(text),
+        "--steps",
+        "2",
+        "--quant",
+        "Q8_0",
+        "--gguf",
+        str(tmp_path / "s.gguf"),
+        "--json",
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["quant"] == "Q8_0" and set(summary["tensor_types"].values()) == {"Q8_0"}

@@ -141,8 +141,17 @@ def test_imatrix_equals_transformers_hooks_and_reads_back(case, tmp_path):
 def test_imatrix_reaches_llama_cpps_quantizer(tiny, tmp_path, run_cli):
     src, f32 = tiny
     out = tmp_path / "tiny.imatrix"
-    r = run_cli("imatrix", str(f32), "--text", str(_write(tmp_path / "t.txt", TEXT)), "-o", str(out),
-                "--ctx", str(N_CTX), "--json")  # fmt: skip
+    r = run_cli(
+        "imatrix",
+        str(f32),
+        "--text",
+        str(_write(tmp_path / "t.txt", TEXT)),
+        "-o",
+        str(out),
+        "--ctx",
+        str(N_CTX),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["entries"] == 8 * 7
     # IQ2_XXS needs an importance matrix: with this one llama.cpp makes it
@@ -158,11 +167,20 @@ def test_imatrix_reaches_llama_cpps_quantizer(tiny, tmp_path, run_cli):
     assert {n: t.tensor_type for n, t in a.items()} == {n: t.tensor_type for n, t in b.items()}
     changed = [n for n in a if not np.array_equal(np.array(a[n].data), np.array(b[n].data))]
     assert changed and all(a[n].tensor_type.name.endswith("_K") for n in changed), changed
-    assert all(np.array_equal(np.array(a[n].data), np.array(b[n].data))
-               for n in a if a[n].tensor_type.name == "F32")  # fmt: skip
+    assert all(
+        np.array_equal(np.array(a[n].data), np.array(b[n].data))
+        for n in a
+        if a[n].tensor_type.name == "F32"
+    )
     # too short a text: one line
-    r = run_cli("imatrix", str(f32), "--text", str(_write(tmp_path / "s.txt", "too short")), "-o",
-                str(tmp_path / "x.imatrix"))  # fmt: skip
+    r = run_cli(
+        "imatrix",
+        str(f32),
+        "--text",
+        str(_write(tmp_path / "s.txt", "too short")),
+        "-o",
+        str(tmp_path / "x.imatrix"),
+    )
     assert_one_line_error(r, "needs at least")
     assert not (tmp_path / "x.imatrix").exists()
 
@@ -189,8 +207,14 @@ def test_layer_ranges_express_llama_cpps_use_more_bits(n):
 @pytest.mark.parametrize("preset", ["Q4_K_M", "Q3_K_M"])
 @pytest.mark.parametrize("hidden", [256, 96])  # 96: rows no 256-block divides (fallbacks)
 def test_presets_reproduce_llama_cpps_mixes(preset, hidden, tmp_path):
-    src = make_checkpoint(tmp_path / "src", num_hidden_layers=16, hidden_size=hidden,
-                          intermediate_size=2 * hidden, num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    src = make_checkpoint(
+        tmp_path / "src",
+        num_hidden_layers=16,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     convert(src, tmp_path / "llama.gguf", type=preset)
     res = convert(src, tmp_path / "recipe.gguf", recipe=preset.lower())
     want, got = types_of(tmp_path / "llama.gguf"), types_of(tmp_path / "recipe.gguf")
@@ -278,8 +302,14 @@ def test_recipe_round_trips_into_gguf_metadata(tiny, tmp_path, run_cli):
 )
 def test_bad_recipes_get_one_line_errors(tiny, tmp_path, run_cli, body, needle):
     src, _ = tiny
-    r = run_cli("convert", str(src), "-o", str(tmp_path / "x.gguf"), "--recipe",
-                str(_write(tmp_path / "bad.toml", body)))  # fmt: skip
+    r = run_cli(
+        "convert",
+        str(src),
+        "-o",
+        str(tmp_path / "x.gguf"),
+        "--recipe",
+        str(_write(tmp_path / "bad.toml", body)),
+    )
     assert_one_line_error(r, needle)
     assert not (tmp_path / "x.gguf").exists()
 
@@ -386,8 +416,18 @@ def numpy_fidelity(ref: Path, cand: Path, text: str, n_ctx: int) -> dict:
     from llama_cpp import Llama
 
     def logits(path, chunks):
-        llm = Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False,
-                    type_k=0, type_v=0, flash_attn=False, n_threads=1, n_threads_batch=1)  # fmt: skip
+        llm = Llama(
+            str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            logits_all=True,
+            verbose=False,
+            type_k=0,
+            type_v=0,
+            flash_attn=False,
+            n_threads=1,
+            n_threads_batch=1,
+        )
         out = []
         for c in chunks:
             llm.reset()
@@ -414,8 +454,14 @@ def numpy_fidelity(ref: Path, cand: Path, text: str, n_ctx: int) -> dict:
         nr.append(-la[np.arange(len(nxt)), nxt])
         nc.append(-lb[np.arange(len(nxt)), nxt])
     kl, nr, nc = np.concatenate(kl), np.concatenate(nr), np.concatenate(nc)
-    return {"kl": kl, "top1": same / kl.size, "ppl_r": np.exp(nr.mean()), "ppl_c": np.exp(nc.mean()),
-            "dp": np.exp(-nc) - np.exp(-nr), "chunks": len(chunks)}  # fmt: skip
+    return {
+        "kl": kl,
+        "top1": same / kl.size,
+        "ppl_r": np.exp(nr.mean()),
+        "ppl_c": np.exp(nc.mean()),
+        "dp": np.exp(-nc) - np.exp(-nr),
+        "chunks": len(chunks),
+    }
 
 
 def test_compare_equals_numpy_on_all_position_logits(tiny, tmp_path):
@@ -443,8 +489,16 @@ def test_compare_equals_numpy_on_all_position_logits(tiny, tmp_path):
 
 def test_compare_identical_files_and_vocab_mismatch(tiny, tmp_path, run_cli):
     src, f32 = tiny
-    r = run_cli("compare", str(f32), str(f32), "--text", str(_write(tmp_path / "t.txt", TEXT)),
-                "--ctx", str(N_CTX), "--json")  # fmt: skip
+    r = run_cli(
+        "compare",
+        str(f32),
+        str(f32),
+        "--text",
+        str(_write(tmp_path / "t.txt", TEXT)),
+        "--ctx",
+        str(N_CTX),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["mean_kld"] == 0.0 and got["kld_percentiles"]["max"] == 0.0
@@ -484,7 +538,9 @@ def test_calibration_and_evaluation_texts_are_apart_and_reproducible():
     assert 200_000 < len(cal.encode()) < 1_000_000 and len(ev.encode()) > 20_000
     assert any("\u4e00" <= ch <= "\u9fff" for ch in ev) and "def " in cal and "Solution:" in ev
     r = subprocess.run(
-        [sys.executable, "-m", "scripts.make_texts", "--check"], capture_output=True, text=True,
+        [sys.executable, "-m", "scripts.make_texts", "--check"],
+        capture_output=True,
+        text=True,
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -29,8 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "edge_llm", *args], capture_output=True,
-                          text=True, timeout=300, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "edge_llm", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -103,7 +108,9 @@ def test_existing_output_needs_force(src, tmp_path):
 def test_export_hf_and_imatrix_refuse_their_source(smollm2_path, tmp_path):
     copy = tmp_path / "m" / "model.gguf"
     copy.parent.mkdir()
-    os.link(smollm2_path, copy) if os.stat(smollm2_path).st_dev == os.stat(tmp_path).st_dev else shutil.copy(smollm2_path, copy)  # fmt: skip
+    os.link(smollm2_path, copy) if os.stat(smollm2_path).st_dev == os.stat(
+        tmp_path
+    ).st_dev else shutil.copy(smollm2_path, copy)
     line = one_line_error(run_cli("export-hf", str(copy), "-o", str(copy.parent), "--force"))
     assert "holds the source" in line
     line = one_line_error(run_cli("imatrix", str(copy), "-o", str(copy), "--force"))
@@ -149,9 +156,15 @@ CONFIGS = {
     "eps_nan": ({"rms_norm_eps": float("nan")}, "rms_norm_eps is nan"),
     "hidden_list": ({"hidden_size": [32]}, "hidden_size is [32]"),
     "heads_0": ({"num_attention_heads": 0}, "num_attention_heads is 0"),
-    "heads_not_dividing": ({"num_attention_heads": 5, "num_key_value_heads": 5}, "not a multiple of num_attention_heads 5"),
+    "heads_not_dividing": (
+        {"num_attention_heads": 5, "num_key_value_heads": 5},
+        "not a multiple of num_attention_heads 5",
+    ),
     "context_1e30": ({"max_position_embeddings": 1e30}, "max_position_embeddings"),
-    "hidden_65": ({"hidden_size": 65, "num_attention_heads": 5, "num_key_value_heads": 5}, "even head size"),
+    "hidden_65": (
+        {"hidden_size": 65, "num_attention_heads": 5, "num_key_value_heads": 5},
+        "even head size",
+    ),
     "kv_heads_0": ({"num_key_value_heads": 0}, "num_key_value_heads is 0"),
     "head_dim_7": ({"head_dim": 7}, "even head size"),
     "intermediate_contradicts_tensors": ({"intermediate_size": 48}, "config.json implies"),
@@ -174,10 +187,14 @@ def test_malformed_config_is_a_one_line_error(src, tmp_path, name):
     assert not (tmp_path / "out.gguf").exists() and tree_hash(src) == before
 
 
-@pytest.mark.parametrize("name", ["layers_string", "heads_not_dividing", "layers_1e12", "fewer_layers_than_tensors"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["layers_string", "heads_not_dividing", "layers_1e12", "fewer_layers_than_tensors"]
+)
 def test_malformed_config_cli_exit_2(src, tmp_path, name):
     edit_config(src, **CONFIGS[name][0])
-    assert CONFIGS[name][1] in one_line_error(run_cli("convert", str(src), "-o", str(tmp_path / "o.gguf")))  # fmt: skip
+    assert CONFIGS[name][1] in one_line_error(
+        run_cli("convert", str(src), "-o", str(tmp_path / "o.gguf"))
+    )
 
 
 def edit_header(src: Path, fn) -> None:
@@ -201,11 +218,19 @@ def _set(name, key, value):
 UP = "model.layers.0.mlp.up_proj.weight"
 HEADERS = {
     "string_offsets": (_set(UP, "data_offsets", ["0", "8192"]), "not whole numbers"),
-    "float_offsets": (lambda h: (_entry(h).update(data_offsets=[float(x) for x in _entry(h)["data_offsets"]]), h)[1], "not whole numbers"),  # fmt: skip
+    "float_offsets": (
+        lambda h: (_entry(h).update(data_offsets=[float(x) for x in _entry(h)["data_offsets"]]), h)[
+            1
+        ],
+        "not whole numbers",
+    ),
     "list_dtype": (_set(UP, "dtype", ["F32"]), "dtype ['F32']"),
     "negative_shape": (_set(UP, "shape", [-64, -32]), "shape [-64, -32]"),
     "three_d_shape": (_set(UP, "shape", [2, 32, 32]), "implies [64, 32]"),
-    "extra_layer_tensor": (lambda h: {**h, "model.layers.2.mlp.up_proj.weight": dict(_entry(h))}, "tensor for layer 2"),  # fmt: skip
+    "extra_layer_tensor": (
+        lambda h: {**h, "model.layers.2.mlp.up_proj.weight": dict(_entry(h))},
+        "tensor for layer 2",
+    ),
     "not_an_object": (lambda h: [1, 2], "not a JSON object"),
 }
 
@@ -239,7 +264,13 @@ def sharded(tmp_path) -> Path:
         (["model-00001-of-00002.safetensors"], "no weight_map object"),
         ({"model.norm.weight": 3}, "not a .safetensors file"),
         ({"model.norm.weight": "../../etc/passwd.safetensors"}, "outside the checkpoint"),
-        ({"model.norm.weight": "model-00001-of-00002.safetensors", "x": "model-00002-of-00002.safetensors"}, "does not hold it"),  # fmt: skip
+        (
+            {
+                "model.norm.weight": "model-00001-of-00002.safetensors",
+                "x": "model-00002-of-00002.safetensors",
+            },
+            "does not hold it",
+        ),
     ],
 )
 def test_malformed_index_is_a_one_line_error(sharded, weight_map, phrase):

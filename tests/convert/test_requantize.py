@@ -98,9 +98,11 @@ def test_bad_requantize_inputs_are_one_line_errors(f32, tmp_path, run_cli):
         (("convert", str(notgguf), "-o", str(tmp_path / "o.gguf"), "--type", "Q4_0"), "not a GGUF"),
         (("convert", str(f32), "-o", str(tmp_path / "o.gguf")), "needs --type"),
         (("convert", str(f32), "-o", str(f32), "--type", "Q4_0"), "is the source"),
-        (("convert", str(f32), "-o", str(tmp_path / "o.gguf"), "--type", "Q4_0", "--verify"),
-         "edge-llm compare"),
-    ]  # fmt: skip
+        (
+            ("convert", str(f32), "-o", str(tmp_path / "o.gguf"), "--type", "Q4_0", "--verify"),
+            "edge-llm compare",
+        ),
+    ]
     for args, needle in cases:
         r = run_cli(*args)
         assert r.returncode == 2, (args, r.stderr)

@@ -131,10 +131,21 @@ SINGLE = [
 # what was measured in Nov 2026: F16 4e-9, BF16 2e-7, Q8_0 3e-6, Q6_K 2e-5, Q5_x 7e-5,
 # Q4_x/IQ4_x 3e-4, IQ3_S 9e-4, TQx_0 1.4e-2 -- random weights are not ternary).
 KL_BOUND = {
-    "F32": 0.0, "F16": 1e-7, "BF16": 3e-6, "Q8_0": 3e-5, "Q6_K": 2e-4, "Q5_0": 7e-4, "Q5_1": 7e-4,
-    "Q4_0": 3e-3, "Q4_1": 3e-3, "IQ4_NL": 3e-3, "IQ4_XS": 3e-3, "IQ3_S": 1e-2, "TQ1_0": 0.15,
+    "F32": 0.0,
+    "F16": 1e-7,
+    "BF16": 3e-6,
+    "Q8_0": 3e-5,
+    "Q6_K": 2e-4,
+    "Q5_0": 7e-4,
+    "Q5_1": 7e-4,
+    "Q4_0": 3e-3,
+    "Q4_1": 3e-3,
+    "IQ4_NL": 3e-3,
+    "IQ4_XS": 3e-3,
+    "IQ3_S": 1e-2,
+    "TQ1_0": 0.15,
     "TQ2_0": 0.15,
-}  # fmt: skip
+}
 
 
 def llama_cpp_types(src_gguf, dst, ftype: int, pure: bool) -> dict[str, str]:
@@ -184,8 +195,13 @@ def odd_rows(tmp_path_factory):
     """Rows of 160: a multiple of 32 (Q4_0 .. Q8_0, IQ4_NL blocks) but not of 256 (K, IQ4_XS,
     TQ blocks), so llama.cpp must fall back to another type for those."""
     d = tmp_path_factory.mktemp("odd")
-    src = make_checkpoint(d / "tiny", hidden_size=160, intermediate_size=320,
-                          num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    src = make_checkpoint(
+        d / "tiny",
+        hidden_size=160,
+        intermediate_size=320,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     convert(src, d / "F32.gguf", type="F32")
     return src, d / "F32.gguf"
 

@@ -38,8 +38,13 @@ sys.exit(code)
 
 
 def run(args, patch=""):
-    return subprocess.run([sys.executable, "-c", RUN.format(patch=patch, args=list(args))],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", RUN.format(patch=patch, args=list(args))],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def imported(r) -> tuple[str, str]:
@@ -70,8 +75,10 @@ def test_help_lists_every_command_the_readme_documents_without_heavy_imports():
 
 
 def test_the_runtime_alone_has_its_own_commands_and_imports_neither_package():
-    patch = ("md.entry_points = lambda **kw: []\n"
-             "import edge_llm.cli.plugins as p; p._source_entry_points = lambda *a: []")
+    patch = (
+        "md.entry_points = lambda **kw: []\n"
+        "import edge_llm.cli.plugins as p; p._source_entry_points = lambda *a: []"
+    )
     r = run(["--help"], patch=patch)
     assert r.returncode == 0, r.stderr
     listed = set(re.findall(r"^│ ([a-z][a-z-]+) ", r.stdout, re.M))
@@ -105,18 +112,27 @@ def top_level_imports(path: Path) -> set[str]:
     """The top-level packages a module imports, anywhere in its code."""
     tree = ast.parse(path.read_text())
     mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    mods |= {n.module for n in ast.walk(tree)
-             if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}  # fmt: skip
+    mods |= {
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
+    }
     return {m.split(".")[0] for m in mods}
 
 
 def test_no_runtime_module_imports_convert_or_bench_not_even_the_cli():
-    offenders = {str(p.relative_to(PKG)): top_level_imports(p) & {"convert", "bench"}
-                 for p in PKG.rglob("*.py")}  # fmt: skip
+    offenders = {
+        str(p.relative_to(PKG)): top_level_imports(p) & {"convert", "bench"}
+        for p in PKG.rglob("*.py")
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_llama_cpp_is_imported_only_by_the_llama_layer():
-    importers = sorted(str(p.relative_to(ROOT)) for pkg in ("edge_llm", "convert", "bench")
-                       for p in (ROOT / pkg).rglob("*.py") if "llama_cpp" in top_level_imports(p))  # fmt: skip
+    importers = sorted(
+        str(p.relative_to(ROOT))
+        for pkg in ("edge_llm", "convert", "bench")
+        for p in (ROOT / pkg).rglob("*.py")
+        if "llama_cpp" in top_level_imports(p)
+    )
     assert importers and all(p.startswith("edge_llm/llama/") for p in importers), importers

@@ -49,7 +49,9 @@ FUZZ = settings(
     derandomize=not FULL,
     database=None,
     suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.generate, Phase.shrink] if FULL else [Phase.explicit, Phase.generate],  # fmt: skip
+    phases=[Phase.explicit, Phase.generate, Phase.shrink]
+    if FULL
+    else [Phase.explicit, Phase.generate],
 )
 STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
@@ -108,8 +110,26 @@ def report():
 
 # --- values a mutation puts anywhere ------------------------------------------------------
 
-EDGE_INTS = [0, 1, -1, 2, 7, 65, 512, 513, 1000, 4096, 2**31 - 1, 2**31, 2**32 - 1, 2**32,
-             2**63 - 1, -(2**31), -(2**63), 10**12]  # fmt: skip
+EDGE_INTS = [
+    0,
+    1,
+    -1,
+    2,
+    7,
+    65,
+    512,
+    513,
+    1000,
+    4096,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**63 - 1,
+    -(2**31),
+    -(2**63),
+    10**12,
+]
 EDGE_FLOATS = [0.0, -0.0, -1e-5, 1e-30, 1e30, 1e308, float("nan"), float("inf"), float("-inf")]
 scalars = st.one_of(
     st.sampled_from(EDGE_INTS),
@@ -121,8 +141,15 @@ scalars = st.one_of(
     st.sampled_from(["", "none", "no_vocab", "llama", "gpt2", "F16", "Q4_0", "yarn", "\ud800"]),
 )
 json_values = st.recursive(
-    scalars.filter(lambda v: not (isinstance(v, str) and "\ud800" in v) and not (isinstance(v, int) and abs(v) > 2**64)),  # fmt: skip
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),  # fmt: skip
+    scalars.filter(
+        lambda v: (
+            not (isinstance(v, str) and "\ud800" in v)
+            and not (isinstance(v, int) and abs(v) > 2**64)
+        )
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -141,8 +168,14 @@ def mutate_doc(draw, doc):
             old = old[k]
         if kind == "near" and isinstance(old, int | float) and not isinstance(old, bool):
             op = draw(st.sampled_from(["neg", "zero", "double", "plus1", "huge", "float"]))
-            value = {"neg": -old, "zero": 0, "double": old * 2, "plus1": old + 1, "huge": old * 10**9,
-                     "float": float(old) + 0.5}[op]  # fmt: skip
+            value = {
+                "neg": -old,
+                "zero": 0,
+                "double": old * 2,
+                "plus1": old + 1,
+                "huge": old * 10**9,
+                "float": float(old) + 0.5,
+            }[op]
         else:
             value = draw(json_values)
         doc = set_path(doc, path, value)
@@ -171,21 +204,46 @@ TYPES = [int(t) for t in gguf.GGMLQuantizationType]
 def gguf_mutations(draw, seed: Seed):
     out = []
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["set", "set", "set", "delete", "rename_key", "bad_utf8_key",
-                                   "bad_utf8_value", "tensor_type", "tensor_name",
-                                   "bad_utf8_tensor", "drop_tensor", "swap_tensors"]))  # fmt: skip
+        op = draw(
+            st.sampled_from(
+                [
+                    "set",
+                    "set",
+                    "set",
+                    "delete",
+                    "rename_key",
+                    "bad_utf8_key",
+                    "bad_utf8_value",
+                    "tensor_type",
+                    "tensor_name",
+                    "bad_utf8_tensor",
+                    "drop_tensor",
+                    "swap_tensors",
+                ]
+            )
+        )
         key = draw(st.sampled_from(seed.keys))
         i = draw(st.integers(0, len(seed.tensors) - 1))
         if op == "set":
-            value = draw(st.one_of(scalars, st.lists(scalars, max_size=4).filter(
-                lambda v: len({type(x) for x in v}) <= 1)))  # fmt: skip
+            value = draw(
+                st.one_of(
+                    scalars,
+                    st.lists(scalars, max_size=4).filter(lambda v: len({type(x) for x in v}) <= 1),
+                )
+            )
             if isinstance(value, str) and "\ud800" in value:
                 value = value.replace("\ud800", "?")
             if isinstance(value, list) and value and isinstance(value[0], str):
                 value = [x.replace("\ud800", "?") for x in value]
             if isinstance(value, int) and not -(2**63) <= value < 2**64:
                 value = 0
-            if isinstance(value, list) and any(isinstance(x, int) and not isinstance(x, bool) and x < 0 for x in value) and any(isinstance(x, int) and not isinstance(x, bool) and x >= 2**63 for x in value):  # fmt: skip
+            if (
+                isinstance(value, list)
+                and any(isinstance(x, int) and not isinstance(x, bool) and x < 0 for x in value)
+                and any(
+                    isinstance(x, int) and not isinstance(x, bool) and x >= 2**63 for x in value
+                )
+            ):
                 value = [0]
             out.append(("set", key, value))
         elif op == "rename_key":
@@ -453,16 +511,39 @@ def test_fuzz_bench_suites(tmp_path):
 
 BODIES = [
     {"model": "fuzz", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
-    {"model": "fuzz", "messages": [{"role": "system", "content": "Be brief."},
-                                   {"role": "user", "content": "Name a color."}],
-     "max_tokens": 3, "temperature": 0.7, "top_p": 0.9, "seed": 1, "stop": ["\n"]},  # fmt: skip
-    {"model": "fuzz", "messages": [{"role": "user", "content": "Count"}], "max_tokens": 4,
-     "stream": True, "stream_options": {"include_usage": True}},  # fmt: skip
+    {
+        "model": "fuzz",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a color."},
+        ],
+        "max_tokens": 3,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": 1,
+        "stop": ["\n"],
+    },
+    {
+        "model": "fuzz",
+        "messages": [{"role": "user", "content": "Count"}],
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
     {"model": "fuzz", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0},
     {"model": "fuzz", "prompt": "Once", "max_tokens": 2, "stream": True, "logprobs": None},
 ]
-RAW = [b"", b"{", b"null", b"[]", b'{"messages": "\\ud800"}', b"\xff\xfe", b'{"model": 1e999}',
-       b'{"prompt": "\\udc00x", "max_tokens": 2}', b'{"model":"fuzz","prompt":"a","max_tokens":NaN}']  # fmt: skip
+RAW = [
+    b"",
+    b"{",
+    b"null",
+    b"[]",
+    b'{"messages": "\\ud800"}',
+    b"\xff\xfe",
+    b'{"model": 1e999}',
+    b'{"prompt": "\\udc00x", "max_tokens": 2}',
+    b'{"model":"fuzz","prompt":"a","max_tokens":NaN}',
+]
 
 
 @pytest.fixture(scope="module")
@@ -504,4 +585,3 @@ def test_fuzz_server_bodies(server_client):
             assert isinstance(err, dict) and isinstance(err.get("message"), str), text[:300]
 
     run()
-

@@ -45,8 +45,22 @@ def test_needs_imatrix_is_what_llama_cpps_quantizer_enforces(f32_gguf, tmp_path,
     assert ok == (not out_type.needs_imatrix)
 
 
-@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q2_K", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_S",
-                                  "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Q4_0",
+        "Q4_K",
+        "Q2_K",
+        "IQ4_XS",
+        "IQ3_S",
+        "IQ3_XXS",
+        "IQ2_S",
+        "IQ2_XS",
+        "IQ2_XXS",
+        "IQ1_M",
+        "IQ1_S",
+    ],
+)
 def test_tensor_types_that_need_an_imatrix_are_those_llama_cpp_refuses(f32_gguf, tmp_path, name):
     """Every block matrix forced to the type (llama.cpp's tensor-type overrides), no imatrix."""
     from gguf import GGUFReader
@@ -55,10 +69,12 @@ def test_tensor_types_that_need_an_imatrix_are_those_llama_cpp_refuses(f32_gguf,
     from edge_llm.llama.binding import quantize_file
 
     t = GGML[name]
-    blocks = {x.name: t.ggml for x in GGUFReader(f32_gguf).tensors
-              if x.name.startswith("blk.") and len(x.shape) == 2}  # fmt: skip
-    ok = quantize_file(f32_gguf, tmp_path / "out.gguf", TYPES["Q8_0"].ftype, 1,
-                       tensor_types=blocks)  # fmt: skip
+    blocks = {
+        x.name: t.ggml
+        for x in GGUFReader(f32_gguf).tensors
+        if x.name.startswith("blk.") and len(x.shape) == 2
+    }
+    ok = quantize_file(f32_gguf, tmp_path / "out.gguf", TYPES["Q8_0"].ftype, 1, tensor_types=blocks)
     assert ok == (not t.needs_imatrix)
 
 
@@ -89,16 +105,20 @@ def test_phi3_longrope_is_refused_in_one_line(tmp_path, run_cli):
     w = load_file(str(src / "model.safetensors"))
     for key in [k for k in w if k.endswith("self_attn.q_proj.weight")]:  # Phi-3's fused layout
         pre = key.removesuffix("q_proj.weight")
-        w[pre + "qkv_proj.weight"] = np.concatenate([w.pop(pre + p + "_proj.weight") for p in "qkv"])
+        w[pre + "qkv_proj.weight"] = np.concatenate(
+            [w.pop(pre + p + "_proj.weight") for p in "qkv"]
+        )
         mlp = pre.replace("self_attn.", "mlp.")
         w[mlp + "gate_up_proj.weight"] = np.concatenate(
             [w.pop(mlp + "gate_proj.weight"), w.pop(mlp + "up_proj.weight")]
         )
     save_file(w, str(src / "model.safetensors"))
     cfg = json.loads((src / "config.json").read_text())
-    cfg.update(architectures=["Phi3ForCausalLM"], model_type="phi3",
-               rope_scaling={"type": "longrope", "short_factor": [1.0] * 32,
-                             "long_factor": [1.0] * 32})  # fmt: skip
+    cfg.update(
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        rope_scaling={"type": "longrope", "short_factor": [1.0] * 32, "long_factor": [1.0] * 32},
+    )
     (src / "config.json").write_text(json.dumps(cfg))
     r = run_cli("convert", str(src), "-o", str(tmp_path / "phi.gguf"))
     assert r.returncode == 2, r.stderr

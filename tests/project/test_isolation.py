@@ -45,4 +45,9 @@ def test_no_runtime_module_mentions_convert_or_bench_in_an_import():
 
 def test_the_walk_sees_the_cli_modules():
     names = {m.name for m in pkgutil.walk_packages(edge_llm.__path__, "edge_llm.")}
-    assert {"edge_llm.cli.run", "edge_llm.cli.chat", "edge_llm.model", "edge_llm.llama.backend"} <= names
+    assert {
+        "edge_llm.cli.run",
+        "edge_llm.cli.chat",
+        "edge_llm.model",
+        "edge_llm.llama.backend",
+    } <= names

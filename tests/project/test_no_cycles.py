@@ -59,8 +59,7 @@ def imports_of(mod: str, path: Path, known: set[str]) -> set[str]:
             # `from pkg import sub` imports the submodule when there is one,
             # and otherwise takes a name from the package itself.
             names = [
-                f"{head}.{a.name}" if f"{head}.{a.name}" in known else head
-                for a in node.names
+                f"{head}.{a.name}" if f"{head}.{a.name}" in known else head for a in node.names
             ]
         for name in names:
             target = resolve(name, known)

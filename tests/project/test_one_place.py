@@ -10,7 +10,9 @@ import pytest
 
 from convert import pretokenizers
 
-NAMES = sorted({n for e in pretokenizers.pretokenizer_table()["pre"] for n in [e["name"], *e["also"]]})
+NAMES = sorted(
+    {n for e in pretokenizers.pretokenizer_table()["pre"] for n in [e["name"], *e["also"]]}
+)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -18,15 +20,32 @@ def test_every_pre_tokenizer_exports_to_a_tokenizer_json_that_converts_back(name
     tokenizers = pytest.importorskip("tokenizers")
     pre, ignore_merges = pretokenizers.hf_pre_tokenizer(name)
     tj = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-        "normalizer": None, "pre_tokenizer": pre, "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                    "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": ignore_merges,
-                  "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
-    }  # fmt: skip
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": pre,
+        "post_processor": None,
+        "decoder": {
+            "type": "ByteLevel",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "use_regex": True,
+        },
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": ignore_merges,
+            "vocab": {"a": 0, "b": 1, "ab": 2},
+            "merges": ["a b"],
+        },
+    }
     tok = tokenizers.Tokenizer.from_str(json.dumps(tj))  # the library accepts it
     assert tok.pre_tokenizer.pre_tokenize_str("ab 12") != []
     entry = pretokenizers.entry(name)

@@ -24,14 +24,26 @@ from edge_llm.llama import binding
 LLAMA_CPP_VERSION = "0.3.36"
 # ggml's feature names (ggml_add_cpu_backend_variant) -> the /proc/cpuinfo flags they need
 CPUINFO_FLAGS = {
-    "SSE42": {"sse4_2"}, "AVX": {"avx"}, "F16C": {"f16c"}, "FMA": {"fma"}, "AVX2": {"avx2"},
-    "BMI2": {"bmi2"}, "AVX_VNNI": {"avx_vnni"},
+    "SSE42": {"sse4_2"},
+    "AVX": {"avx"},
+    "F16C": {"f16c"},
+    "FMA": {"fma"},
+    "AVX2": {"avx2"},
+    "BMI2": {"bmi2"},
+    "AVX_VNNI": {"avx_vnni"},
     "AVX512": {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"},
-    "AVX512_VBMI": {"avx512vbmi"}, "AVX512_VNNI": {"avx512_vnni"}, "AVX512_BF16": {"avx512_bf16"},
-    "AMX_TILE": {"amx_tile"}, "AMX_INT8": {"amx_int8"},
-    "DOTPROD": {"asimddp"}, "FP16_VECTOR_ARITHMETIC": {"asimdhp"}, "SVE": {"sve"},
-    "MATMUL_INT8": {"i8mm"}, "SVE2": {"sve2"}, "SME": {"sme"},
-}  # fmt: skip
+    "AVX512_VBMI": {"avx512vbmi"},
+    "AVX512_VNNI": {"avx512_vnni"},
+    "AVX512_BF16": {"avx512_bf16"},
+    "AMX_TILE": {"amx_tile"},
+    "AMX_INT8": {"amx_int8"},
+    "DOTPROD": {"asimddp"},
+    "FP16_VECTOR_ARITHMETIC": {"asimdhp"},
+    "SVE": {"sve"},
+    "MATMUL_INT8": {"i8mm"},
+    "SVE2": {"sve2"},
+    "SME": {"sme"},
+}
 
 
 def declared_variants() -> dict[str, list[str]]:
@@ -138,8 +150,13 @@ def _damaged_copy(tmp_path: Path, drop: set[str]) -> Path:
 
 def _run_on(lib: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LLAMA_CPP_LIB_PATH": str(lib)}
-    return subprocess.run([sys.executable, "-m", "edge_llm", *args], capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "edge_llm", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_a_missing_variant_falls_back_with_one_warning(kernels, tmp_path):
@@ -230,7 +247,11 @@ def test_the_amx_variant_left_out_crashes_on_its_own(kernels, smollm2_path):
     if not kernels.left_out:
         pytest.skip("no AMX variant runs on this CPU")
     amx = Path(kernels.directory) / kernels.left_out[0]
-    r = subprocess.run([sys.executable, "-c", AMX_ALONE, str(amx), str(smollm2_path)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", AMX_ALONE, str(amx), str(smollm2_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -4, (r.returncode, r.stdout, r.stderr[-500:])  # SIGILL
     assert "decoded" not in r.stdout

@@ -14,11 +14,23 @@ from edge_llm.errors import ConfigError
 @pytest.mark.parametrize(
     "n_cpus, busy, expected",
     [
-        (2, 0.0, 2), (2, 0.1, 2), (2, 0.5, 1), (2, 1.0, 1), (2, 2.0, 1), (2, None, 2),
-        (1, 0.0, 1), (1, None, 1), (4, 0.0, 4), (4, 1.0, 3), (4, 1.3, 2), (4, None, 3),
-        (16, 0.0, 8), (16, None, 8), (16, 12.0, 4),
+        (2, 0.0, 2),
+        (2, 0.1, 2),
+        (2, 0.5, 1),
+        (2, 1.0, 1),
+        (2, 2.0, 1),
+        (2, None, 2),
+        (1, 0.0, 1),
+        (1, None, 1),
+        (4, 0.0, 4),
+        (4, 1.0, 3),
+        (4, 1.3, 2),
+        (4, None, 3),
+        (16, 0.0, 8),
+        (16, None, 8),
+        (16, 12.0, 4),
     ],
-)  # fmt: skip
+)
 def test_threads_for_load(n_cpus, busy, expected):
     assert threads_for(n_cpus, busy) == expected
 

@@ -23,9 +23,18 @@ OPTIONS = [" Mars", " Venus", " the planet Jupiter", " Saturn", " Mercury, the s
 
 @pytest.fixture(scope="module")
 def judge(smollm2_path):
-    llm = llama_cpp.Llama(str(smollm2_path), n_ctx=512, n_batch=1, n_ubatch=1, n_threads=1,
-                          logits_all=True, flash_attn=False, type_k=0, type_v=0,
-                          verbose=False)  # fmt: skip
+    llm = llama_cpp.Llama(
+        str(smollm2_path),
+        n_ctx=512,
+        n_batch=1,
+        n_ubatch=1,
+        n_threads=1,
+        logits_all=True,
+        flash_attn=False,
+        type_k=0,
+        type_v=0,
+        verbose=False,
+    )
     yield llm
     llm.close()
 
@@ -37,7 +46,10 @@ def plain_loglik(llm, prefix: list[int], option: list[int]) -> list[float]:
     llm.eval(seq)
     scores = np.asarray(llm.scores[: len(seq)], dtype=np.float64)
     rows = scores[len(prefix) - 1 : len(seq) - 1]
-    lp = rows - (rows.max(-1, keepdims=True) + np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1, keepdims=True)))
+    lp = rows - (
+        rows.max(-1, keepdims=True)
+        + np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    )
     return [lp[i, t] for i, t in enumerate(option)]
 
 
@@ -89,8 +101,9 @@ def test_reductions_against_scipy_and_a_full_sort():
     special = pytest.importorskip("scipy.special")
     rng = np.random.default_rng(0)
     x = rng.normal(scale=8, size=(5, 1000)).astype(np.float32)
-    np.testing.assert_allclose(log_softmax(x), special.log_softmax(x.astype(np.float64), axis=-1),
-                               rtol=0, atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        log_softmax(x), special.log_softmax(x.astype(np.float64), axis=-1), rtol=0, atol=1e-12
+    )
     t = rng.integers(0, 1000, size=5)
     want = special.log_softmax(x.astype(np.float64), axis=-1)[np.arange(5), t]
     np.testing.assert_allclose(target_logprobs(x, t), want, rtol=0, atol=1e-6)

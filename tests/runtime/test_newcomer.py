@@ -38,8 +38,9 @@ def test_a_gguf_without_a_template_is_a_completion_model():
 def test_base_model_chat_ends_cleanly_without_template_tags(gemma_path, run_cli):
     import edge_llm
 
-    r = run_cli("run", "gemma3-270m", "--chat", "-p", "What is 12*7?", "--temp", "0", "-n", "64",
-                "--json")  # fmt: skip
+    r = run_cli(
+        "run", "gemma3-270m", "--chat", "-p", "What is 12*7?", "--temp", "0", "-n", "64", "--json"
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     notices = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -72,8 +73,9 @@ def test_chat_multiline_input_and_set(run_cli, fresh):
     )
     r = run_cli("chat", "--temp", "0", "-n", "64", input=script)
     assert r.returncode == 0, r.stderr
-    api = fresh.chat([{"role": "user", "content": "Name three\ncolors."}], max_tokens=64,
-                     temperature=0)  # fmt: skip
+    api = fresh.chat(
+        [{"role": "user", "content": "Name three\ncolors."}], max_tokens=64, temperature=0
+    )
     assert r.stdout.startswith(api.text + "\n"), (r.stdout, api.text)
     assert "(max_tokens = 3)" in r.stderr
     assert "error: temperature takes a number" in r.stderr
@@ -99,8 +101,11 @@ def test_device_names_are_never_truncated_at_100_columns(run_cli):
     r = run_cli("devices", env={"COLUMNS": "100"})
     assert r.returncode == 0, r.stderr
     for name in ["host", *profile.profile_files()]:
-        assert any(line.split("│")[1].strip() == name for line in r.stdout.splitlines()
-                   if line.count("│") > 2), name  # fmt: skip
+        assert any(
+            line.split("│")[1].strip() == name
+            for line in r.stdout.splitlines()
+            if line.count("│") > 2
+        ), name
     assert "this llama.cpp build" in r.stdout and "backends CPU" in r.stdout
 
 
@@ -129,10 +134,16 @@ def test_model_names_come_from_the_registry_or_the_ggufs_own_base_name(smollm2_p
 
     assert gguf_info.read(smollm2_path).name == "smollm2-135m-instruct"
     copy = tmp_path / "copy.gguf"
-    gguf_edit.stamp(smollm2_path, copy, {
-        "general.name": "Smollm2 135M 8k Lc100K Mix1 Ep2", "general.basename": "SmolLM2",
-        "general.size_label": "135M", "general.finetune": "Instruct",
-    })  # fmt: skip
+    gguf_edit.stamp(
+        smollm2_path,
+        copy,
+        {
+            "general.name": "Smollm2 135M 8k Lc100K Mix1 Ep2",
+            "general.basename": "SmolLM2",
+            "general.size_label": "135M",
+            "general.finetune": "Instruct",
+        },
+    )
     assert gguf_info.read(copy).name == "SmolLM2-135M-Instruct"
     with edge_llm.load(copy, n_ctx=256) as m:
         assert m.name == "SmolLM2-135M-Instruct"
@@ -164,7 +175,13 @@ def test_compare_reports_each_chunk(smollm2_path):
 
     calls = []
     eval_text = (Path(__file__).parents[2] / "bench" / "data" / "eval.txt").read_text()
-    r = compare(smollm2_path, smollm2_path, eval_text, n_ctx=128, max_chunks=3,
-                progress=lambda *a: calls.append(a))  # fmt: skip
+    r = compare(
+        smollm2_path,
+        smollm2_path,
+        eval_text,
+        n_ctx=128,
+        max_chunks=3,
+        progress=lambda *a: calls.append(a),
+    )
     assert r["chunks"] == 3
     assert calls == [("comparing", i, 3) for i in range(4)]

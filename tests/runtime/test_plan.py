@@ -15,11 +15,28 @@ from edge_llm.devices import profile
 from edge_llm.errors import ConfigError
 from edge_llm.shapes import ModelShape
 
-BUILTIN = ["desktop-x86", "laptop-gpu-8gb", "apple-m2", "raspberry-pi-5", "phone-snapdragon-8-gen-3",
-           "learning-machine-entry", "learning-machine-mid", "learning-machine-high"]  # fmt: skip
+BUILTIN = [
+    "desktop-x86",
+    "laptop-gpu-8gb",
+    "apple-m2",
+    "raspberry-pi-5",
+    "phone-snapdragon-8-gen-3",
+    "learning-machine-entry",
+    "learning-machine-mid",
+    "learning-machine-high",
+]
 
-TINY = dict(name="tiny", description="t", big_cores=2, little_cores=0, ram_gb=2.0,
-            app_memory_gb=0.3, bandwidth_gbs=10.0, cpu_gflops=20.0, power_w=3.0)  # fmt: skip
+TINY = dict(
+    name="tiny",
+    description="t",
+    big_cores=2,
+    little_cores=0,
+    ram_gb=2.0,
+    app_memory_gb=0.3,
+    bandwidth_gbs=10.0,
+    cpu_gflops=20.0,
+    power_w=3.0,
+)
 
 
 def write_profile(tmp_path, **fields):
@@ -108,8 +125,13 @@ def test_compute_buffer_estimate_against_llama_cpp(model, n_ubatch):
     from edge_llm.registry import resolve
 
     code = f"import edge_llm; edge_llm.load({model!r}, n_ctx=1024, n_batch={n_ubatch}, threads=1)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**__import__("os").environ, "EDGE_LLM_DEBUG": "1"}, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "EDGE_LLM_DEBUG": "1"},
+        timeout=120,
+    )
     found = re.findall(r"CPU compute buffer size = +([\d.]+) MiB", out.stderr)
     assert found, out.stderr[-2000:]
     llama_cpp_mib = float(found[-1])
@@ -206,9 +228,13 @@ def test_calibration_fit_recovers_known_costs():
 
     truth = {"Q4_0": 0.11, "Q8_0": 0.07, "F32": 0.002}
     rows = []
-    for n_layer, amounts in [(30, {"Q4_0": 80, "F32": 3}), (30, {"Q8_0": 140, "F32": 3}),
-                             (18, {"Q8_0": 280, "F32": 1}), (18, {"Q4_0": 150, "F32": 1}),
-                             (30, {"Q4_0": 40, "Q8_0": 60, "F32": 2})]:  # fmt: skip
+    for n_layer, amounts in [
+        (30, {"Q4_0": 80, "F32": 3}),
+        (30, {"Q8_0": 140, "F32": 3}),
+        (18, {"Q8_0": 280, "F32": 1}),
+        (18, {"Q4_0": 150, "F32": 1}),
+        (30, {"Q4_0": 40, "Q8_0": 60, "F32": 2}),
+    ]:
         ms = 0.08 * n_layer + sum(truth[t] * a for t, a in amounts.items())
         rows.append((n_layer, amounts, ms))
     fit = _fit(rows)
@@ -223,8 +249,10 @@ def test_calibrated_prediction_prices_each_weight_type(smollm2_path):
     info = gguf_info.read(smollm2_path)
     types = {t.type for t in info.tensors}
     stage = {"layer_ms": 0.0, "per_type": dict.fromkeys(types, 0.1)}
-    host = profile.DeviceProfile(**{**TINY, "bandwidth_gbs": 1e9, "core_bandwidth_gbs": 1e9},
-                                 calibration={"2": {"decode": stage, "prefill": stage}})  # fmt: skip
+    host = profile.DeviceProfile(
+        **{**TINY, "bandwidth_gbs": 1e9, "core_bandwidth_gbs": 1e9},
+        calibration={"2": {"decode": stage, "prefill": stage}},
+    )
     cfg = planning.Config(threads=2, n_ctx=1024, kv_type="f16", n_batch=512, n_gpu_layers=0)
     decode, prefill = planning.predict(info, cfg, host)
     total_mb = sum(t.n_bytes for t in info.tensors) / 1e6

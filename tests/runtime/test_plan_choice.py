@@ -62,8 +62,9 @@ def test_among_files_of_one_model_plan_picks_the_most_capable_that_is_fast_enoug
 
 
 def test_plan_does_not_choose_between_different_models(smollm2_path, gemma_path, run_cli):
-    r = run_cli("plan", str(smollm2_path), str(gemma_path), "--device", "learning-machine-entry",
-                "--json")  # fmt: skip
+    r = run_cli(
+        "plan", str(smollm2_path), str(gemma_path), "--device", "learning-machine-entry", "--json"
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["same_model"] is False and d["best"] is None
@@ -76,8 +77,20 @@ def test_plan_does_not_choose_between_different_models(smollm2_path, gemma_path,
 
 def test_a_prediction_far_from_a_measured_run_is_flagged(smollm2_path, run_cli, tmp_path):
     env = {"EDGE_LLM_HOME": str(tmp_path)}
-    r = run_cli("run", str(smollm2_path), "-p", "Once upon a time", "-n", "32", "--temp", "0",
-                "--ignore-eos", "--stats", "--json", env=env)  # fmt: skip
+    r = run_cli(
+        "run",
+        str(smollm2_path),
+        "-p",
+        "Once upon a time",
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--stats",
+        "--json",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     measured = json.loads(r.stdout)["timings"]["decode_tokens_per_s"]
     rows = [json.loads(x) for x in (tmp_path / "measured-runs.jsonl").read_text().splitlines()]
@@ -98,9 +111,10 @@ def test_a_prediction_far_from_a_measured_run_is_flagged(smollm2_path, run_cli, 
     # a rewritten file does not inherit the records of the old one
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(smollm2_path.read_bytes())
-    assert json.loads(run_cli("plan", str(copy), "--json", env=env).stdout)["plans"][0][
-        "measured"
-    ] is None
+    assert (
+        json.loads(run_cli("plan", str(copy), "--json", env=env).stdout)["plans"][0]["measured"]
+        is None
+    )
 
 
 def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
@@ -115,7 +129,9 @@ def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
         load = detect.host_load(1.0)
         assert load is not None and load > detect.BUSY_CPUS
         t0 = time.perf_counter()
-        with pytest.raises(ConfigError, match=r"this host is busy: other processes kept .* --busy-ok"):
+        with pytest.raises(
+            ConfigError, match=r"this host is busy: other processes kept .* --busy-ok"
+        ):
             calibrate()
         assert time.perf_counter() - t0 < 10  # refused before measuring anything
     finally:

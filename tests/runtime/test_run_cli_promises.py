@@ -35,15 +35,17 @@ def test_run_reads_the_prompt_from_stdin(run_cli, judge):
 
 def test_run_chat_with_a_system_prompt_uses_the_models_template(run_cli, judge):
     system, user = "You answer in French.", "What is the capital of Italy?"
-    r = run_cli("run", "--chat", "--system", system, "-p", user, "-n", "24", "--temp", "0",
-                "--json")  # fmt: skip
+    r = run_cli(
+        "run", "--chat", "--system", system, "-p", user, "-n", "24", "--temp", "0", "--json"
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     judge.reset()
     want = judge.create_chat_completion(
         [{"role": "system", "content": system}, {"role": "user", "content": user}],
-        max_tokens=24, temperature=0,
-    )  # fmt: skip
+        max_tokens=24,
+        temperature=0,
+    )
     assert got["text"] == want["choices"][0]["message"]["content"]
     assert got["usage"]["prompt_tokens"] == want["usage"]["prompt_tokens"]
     assert got["usage"]["completion_tokens"] == want["usage"]["completion_tokens"]
@@ -64,8 +66,11 @@ def test_run_stats_prints_usage_and_speed_to_stderr_only(run_cli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == plain.stdout  # stdout keeps only the text
     line = r.stderr.strip().splitlines()[-1]
-    m = re.fullmatch(r"prompt (\d+) tokens, ([\d.]+) tok/s \| generated (\d+) tokens, "
-                     r"([\d.]+) tok/s \| first token (\d+) ms \| finish: (\w+)", line)  # fmt: skip
+    m = re.fullmatch(
+        r"prompt (\d+) tokens, ([\d.]+) tok/s \| generated (\d+) tokens, "
+        r"([\d.]+) tok/s \| first token (\d+) ms \| finish: (\w+)",
+        line,
+    )
     assert m, line
     # hand count: "The capital of France is" is 5 SmolLM2 tokens; 8 asked for, no stop
     assert (int(m[1]), int(m[3]), m[6]) == (5, 8, "length")

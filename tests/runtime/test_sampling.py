@@ -12,9 +12,19 @@ def test_defaults_and_from_kwargs_ignores_none():
 
 
 @pytest.mark.parametrize(
-    "kw", [{"max_tokens": 0}, {"temperature": -0.1}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5},
-           {"min_p": 2}, {"repeat_penalty": 0}, {"seed": -1}, {"stop": [""]}]
-)  # fmt: skip
+    "kw",
+    [
+        {"max_tokens": 0},
+        {"temperature": -0.1},
+        {"top_k": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"min_p": 2},
+        {"repeat_penalty": 0},
+        {"seed": -1},
+        {"stop": [""]},
+    ],
+)
 def test_out_of_range_values_are_config_errors(kw):
     with pytest.raises(ConfigError):
         SamplingParams(**kw)

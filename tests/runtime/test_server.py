@@ -350,11 +350,13 @@ def test_stopping_the_server_ends_queued_requests_too(model):
             next(lines)  # this stream holds the model; the next four wait their turn
             futures = [
                 pool.submit(
-                    httpx.post, f"{s.url}/v1/completions", json={**queued, "stream": i % 2 == 1},
+                    httpx.post,
+                    f"{s.url}/v1/completions",
+                    json={**queued, "stream": i % 2 == 1},
                     timeout=30,
                 )
                 for i in range(4)
-            ]  # fmt: skip
+            ]
             for _ in range(600):  # until all four are queued (at most 30 s)
                 if len(s.app.state.jobs) == 5:
                     break

@@ -84,13 +84,16 @@ def test_the_limit_is_configurable(model):
 @pytest.mark.parametrize(
     ("path", "raw", "param"),
     [
-        ("chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
-         "messages[0].content"),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages[0].content",
+        ),
         ("completions", b'{"prompt": "abc \\udfff def"}', "prompt"),
         ("embeddings", b'{"input": ["ok", "\\ud83d"]}', "input[1]"),
         ("completions", b'{"prompt": "Hi", "stop": ["\\ud800"]}', "stop[0]"),
     ],
-)  # fmt: skip
+)
 def test_a_lone_surrogate_is_a_400_not_a_500(server, path, raw, param):
     err = assert_openai_error(post(server, path, raw), 400, "invalid Unicode")
     assert err["param"] == param
@@ -121,15 +124,18 @@ def test_bytes_that_are_not_utf8_are_a_400(server):
         (b"[" * 100000 + b"]" * 100000, "nests too deeply"),
         (b"", "the request body is empty"),
     ],
-)  # fmt: skip
+)
 def test_non_finite_and_out_of_range_values_are_400s(server, raw, says):
     assert_openai_error(post(server, "completions", raw), 400, says)
 
 
 def test_chat_ranges(server):
     bad = {"messages": QUESTION, "top_logprobs": 50, "logprobs": True}
-    assert_openai_error(post(server, "chat/completions", json.dumps(bad).encode()), 400,
-                        "top_logprobs must be in [0, 20]")  # fmt: skip
+    assert_openai_error(
+        post(server, "chat/completions", json.dumps(bad).encode()),
+        400,
+        "top_logprobs must be in [0, 20]",
+    )
     with pytest.raises(openai.BadRequestError, match="temperature must be in"):
         server.client().chat.completions.create(
             model=MODEL_ID, messages=QUESTION, temperature=1e308, max_tokens=2

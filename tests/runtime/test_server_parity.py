@@ -53,9 +53,12 @@ def test_embeddings_are_mean_pooled_and_normalized_as_llama_cpp_makes_them(serve
     r = client.embeddings.create(model=MODEL_ID, input=TEXTS)  # the client asks for base64
     floats = client.embeddings.create(model=MODEL_ID, input=TEXTS, encoding_format="float")
     judge = Llama(
-        str(smollm2_path), embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=512,
+        str(smollm2_path),
+        embedding=True,
+        pooling_type=LLAMA_POOLING_TYPE_MEAN,
+        n_ctx=512,
         verbose=False,
-    )  # fmt: skip
+    )
     try:
         expected = [np.array(judge.embed(t, normalize=True)) for t in TEXTS]
         n_tokens = sum(len(judge.tokenize(t.encode())) for t in TEXTS)
@@ -136,9 +139,13 @@ def test_completion_logprobs_are_the_models_own(server, model, smollm2_path):
 def test_chat_logprobs_streamed_and_whole(server):
     client = server.client()
     whole = client.chat.completions.create(
-        model=MODEL_ID, messages=QUESTION, max_tokens=10, temperature=0,
-        logprobs=True, top_logprobs=2,
-    )  # fmt: skip
+        model=MODEL_ID,
+        messages=QUESTION,
+        max_tokens=10,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
     content = whole.choices[0].logprobs.content
     assert "".join(t.token for t in content) == whole.choices[0].message.content
     for t in content:
@@ -147,12 +154,21 @@ def test_chat_logprobs_streamed_and_whole(server):
         assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
     chunks = list(
         client.chat.completions.create(
-            model=MODEL_ID, messages=QUESTION, max_tokens=10, temperature=0,
-            logprobs=True, top_logprobs=2, stream=True,
+            model=MODEL_ID,
+            messages=QUESTION,
+            max_tokens=10,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=2,
+            stream=True,
         )
-    )  # fmt: skip
-    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in
-                c.choices[0].logprobs.content]  # fmt: skip
+    )
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content
+    ]
     assert [(t.token, round(t.logprob, 4)) for t in streamed] == [
         (t.token, round(t.logprob, 4)) for t in content
     ]
@@ -214,9 +230,11 @@ def test_response_format_errors(server):
         client.chat.completions.create(
             model=MODEL_ID,
             messages=QUESTION,
-            response_format={"type": "json_schema",
-                             "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}},
-        )  # fmt: skip
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}},
+            },
+        )
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -283,8 +301,14 @@ def tool_model(smollm2_path, tmp_path_factory):
     import sys
 
     argv = sys.argv
-    sys.argv = ["gguf_new_metadata", str(smollm2_path), str(out), "--chat-template",
-                TOOL_TEMPLATE, "--force"]  # fmt: skip
+    sys.argv = [
+        "gguf_new_metadata",
+        str(smollm2_path),
+        str(out),
+        "--chat-template",
+        TOOL_TEMPLATE,
+        "--force",
+    ]
     try:
         gguf_new_metadata.main()
     finally:
@@ -306,9 +330,13 @@ def test_a_tool_call_round_trip(tool_server, tool_model):
     client = tool_server.client()
     messages = [{"role": "user", "content": "What is the weather like in Paris?"}]
     r = client.chat.completions.create(
-        model="smollm2-tools", messages=messages, tools=[WEATHER], tool_choice="required",
-        max_tokens=80, temperature=0,
-    )  # fmt: skip
+        model="smollm2-tools",
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=80,
+        temperature=0,
+    )
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls
@@ -329,9 +357,24 @@ def test_a_tool_call_round_trip(tool_server, tool_model):
     assert not any(tag in r2.choices[0].message.content for tag in TAGS)
     # What the model was shown: the template rendered by Jinja2 itself, with the call's
     # arguments as an object and the tool's answer in <tool_response>.
-    shown = [{**m, "tool_calls": [{**c, "function": {**c["function"],
-              "arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]]}
-             if m.get("tool_calls") else m for m in messages]  # fmt: skip
+    shown = [
+        {
+            **m,
+            "tool_calls": [
+                {
+                    **c,
+                    "function": {
+                        **c["function"],
+                        "arguments": json.loads(c["function"]["arguments"]),
+                    },
+                }
+                for c in m["tool_calls"]
+            ],
+        }
+        if m.get("tool_calls")
+        else m
+        for m in messages
+    ]
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
     prompt = env.from_string(TOOL_TEMPLATE).render(
@@ -353,8 +396,12 @@ def test_a_named_tool_choice_streams_its_call(tool_server):
             stream=True,
         )
     )
-    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls
-             for tc in c.choices[0].delta.tool_calls]  # fmt: skip
+    calls = [
+        tc
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+        for tc in c.choices[0].delta.tool_calls
+    ]
     assert len(calls) == 1 and calls[0].function.name == "get_weather"
     jsonschema.validate(json.loads(calls[0].function.arguments), WEATHER["function"]["parameters"])
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -397,8 +444,10 @@ def test_chat_with_a_base_model_says_it_is_a_completion_model(gemma_path):
         r = client.completions.create(
             model="gemma3-270m", prompt="The capital of France is", max_tokens=8, temperature=0
         )
-        assert r.choices[0].text == m.generate("The capital of France is", max_tokens=8,
-                                               temperature=0).text  # fmt: skip
+        assert (
+            r.choices[0].text
+            == m.generate("The capital of France is", max_tokens=8, temperature=0).text
+        )
     finally:
         s.stop()
         m.close()
@@ -419,8 +468,9 @@ def test_one_log_line_per_request(server, log_lines):
     client = server.client()
     del log_lines[:]
     r = client.completions.create(model=MODEL_ID, prompt="Hello", max_tokens=3, temperature=0)
-    list(client.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=2,
-                                        stream=True))  # fmt: skip
+    list(
+        client.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=2, stream=True)
+    )
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL_ID, prompt="Hello", max_tokens=0)
     client.models.list()

@@ -5,8 +5,11 @@ import pytest
 import edge_llm
 from edge_llm.errors import ConfigError
 
-SYSTEM = {"role": "system", "content": "You are a careful tutor for primary school students. "
-          "Answer in one short sentence and check your arithmetic twice."}  # fmt: skip
+SYSTEM = {
+    "role": "system",
+    "content": "You are a careful tutor for primary school students. "
+    "Answer in one short sentence and check your arithmetic twice.",
+}
 
 
 def test_turn_n_prefills_only_its_new_tokens(fresh):

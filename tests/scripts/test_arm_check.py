@@ -14,12 +14,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_defaults_and_options(tmp_path):
     a = arm_check.parse_args([])
-    assert (a.reduced, a.tokens, a.prompt) == (False, arm_check.DEFAULT_TOKENS, arm_check.DEFAULT_PROMPT)
+    assert (a.reduced, a.tokens, a.prompt) == (
+        False,
+        arm_check.DEFAULT_TOKENS,
+        arm_check.DEFAULT_PROMPT,
+    )
     assert a.cache == Path.home() / ".cache" / "edge-llm" / "arm64" and a.jobs >= 1
     assert a.src.name == f"llama_cpp_python-{arm_check.LLAMA_CPP_VERSION}"
     assert arm_check.parse_args(["--reduced"]).tokens == arm_check.REDUCED_TOKENS
-    a = arm_check.parse_args(["--reduced", "--tokens", "7", "--prompt", "Hi", "--cache", str(tmp_path),
-                              "--jobs", "3"])  # fmt: skip
+    a = arm_check.parse_args(
+        ["--reduced", "--tokens", "7", "--prompt", "Hi", "--cache", str(tmp_path), "--jobs", "3"]
+    )
     assert (a.tokens, a.prompt, a.cache, a.jobs) == (7, "Hi", tmp_path, 3)
 
 
@@ -47,7 +52,10 @@ def test_equal_texts_pass():
 def test_differing_texts_fail_and_say_where():
     ok, msg = arm_check.compare(" Paris is 321", " Paris is 311")
     assert not ok
-    assert msg == "aarch64 text differs from x86 from character 11: x86 ' Paris is 321', aarch64 ' Paris is 311'"
+    assert (
+        msg
+        == "aarch64 text differs from x86 from character 11: x86 ' Paris is 321', aarch64 ' Paris is 311'"
+    )
     ok, msg = arm_check.compare(" Paris", "")
     assert not ok and "from character 0" in msg
 
@@ -66,8 +74,20 @@ def test_missing_cross_compiler_or_qemu_is_one_clear_line(tmp_path):
     # A PATH with python only: no aarch64-linux-gnu-gcc/g++, no qemu-aarch64-static.
     (tmp_path / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": str(tmp_path)}
-    out = subprocess.run([str(tmp_path / "python"), "-m", "scripts.arm_check", "--reduced", "--cache", str(tmp_path / "c")],
-                         capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    out = subprocess.run(
+        [
+            str(tmp_path / "python"),
+            "-m",
+            "scripts.arm_check",
+            "--reduced",
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -82,7 +102,10 @@ def test_the_build_key_follows_the_flags_and_the_source(tmp_path):
     assert a == arm_check.build_key(tmp_path / "llama_cpp_python-0.3.36")
     assert a != arm_check.build_key(tmp_path / "llama_cpp_python-0.3.37")
     assert f"-DGGML_CPU_ARM_ARCH={arm_check.ARM_ARCH}" in arm_check.CMAKE_FLAGS
-    assert "-DGGML_OPENMP=OFF" in arm_check.CMAKE_FLAGS and "-DBUILD_SHARED_LIBS=ON" in arm_check.CMAKE_FLAGS
+    assert (
+        "-DGGML_OPENMP=OFF" in arm_check.CMAKE_FLAGS
+        and "-DBUILD_SHARED_LIBS=ON" in arm_check.CMAKE_FLAGS
+    )
 
 
 def test_a_missing_llama_source_is_a_clear_error(tmp_path):

@@ -72,14 +72,25 @@ def test_the_table_computes_a_prediction_and_a_ratio_for_every_row():
 
 
 def test_the_script_prints_the_table():
-    out = subprocess.run([sys.executable, "-m", "scripts.published_figures"],
-                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.published_figures"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
-    assert "| Raspberry Pi 5 (`raspberry-pi-5`) | qwen3-0.6b Q4_0 | llama.cpp fork | 27.4 |" in out.stdout
+    assert (
+        "| Raspberry Pi 5 (`raspberry-pi-5`) | qwen3-0.6b Q4_0 | llama.cpp fork | 27.4 |"
+        in out.stdout
+    )
     # each row's ratio column is its predicted column over the published one, up to the rounding
     # of the printed columns (ratio to 2 decimals, predicted to 1)
-    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| ") and
-            line.split(" | ")[3].replace(".", "").replace("-", "").isdigit()]  # fmt: skip
+    rows = [
+        line.split(" | ")
+        for line in out.stdout.splitlines()
+        if line.startswith("| ")
+        and line.split(" | ")[3].replace(".", "").replace("-", "").isdigit()
+    ]
     assert len(rows) == 6
     for cells in rows:
         published = [float(x) for x in cells[3].split("-")]
@@ -91,6 +102,12 @@ def test_the_script_prints_the_table():
 def test_a_broken_data_file_is_one_line(tmp_path):
     bad = tmp_path / "figures.toml"
     bad.write_text("[[figures]]\nprofile = 'raspberry-pi-5'\n")
-    out = subprocess.run([sys.executable, "-m", "scripts.published_figures", "--data", str(bad)],
-                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
-    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.published_figures", "--data", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert (
+        out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    )
