@@ -133,7 +133,9 @@ arm-deps:
 	apt-get update
 	apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static cmake
 
+# Formatting and lint, both checked (CI runs this): `ruff format .` fixes the first.
 lint:
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 clean:
