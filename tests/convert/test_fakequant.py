@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from convert import budget, recipes  # noqa: E402
+from convert import ggml_quant, recipes  # noqa: E402
 from convert.distill import fakequant as FQ  # noqa: E402
 
 
@@ -19,7 +19,7 @@ def ggml_dequant(raw: np.ndarray, name: str, shape) -> np.ndarray:
     """ggml's dequantizer (its type traits' to_float) on packed blocks."""
     raw = np.ascontiguousarray(raw)
     out = np.empty(shape, dtype=np.float32)
-    budget._to_float(recipes.type_info(name).ggml)(raw.ctypes.data, out.ctypes.data, out.size)
+    ggml_quant.to_float(recipes.type_info(name).ggml)(raw.ctypes.data, out.ctypes.data, out.size)
     return out
 
 
@@ -44,7 +44,7 @@ def tensors(cols: int):
 def test_legacy_types_equal_ggml_bit_for_bit(name):
     for w in tensors(256):
         got = FQ.fake_quantize(torch.from_numpy(w), name).detach().numpy()
-        want = budget.roundtrip(w, name, None)
+        want = ggml_quant.roundtrip(w, name, None)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), name
         # the packed blocks are ggml's bytes, and ggml reads them back as the fake weights
         raw = FQ.pack(FQ.legacy_codes(torch.from_numpy(w), name), name)
@@ -73,7 +73,7 @@ def test_k_quants_start_at_ggml_and_pack_to_what_was_trained(name):
         # step 0: ggml's own quantization (its scales, its rounding of the codes); equal values,
         # where a sub-block's scale underflows to 0 the sign of its zeros may differ (ggml keeps
         # stale codes there)
-        assert np.array_equal(got, budget.roundtrip(w, name, None))
+        assert np.array_equal(got, ggml_quant.roundtrip(w, name, None))
         # a trained state: scales, mins and weights moved; ggml's dequantizer is the judge
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -88,7 +88,7 @@ def test_k_quants_start_at_ggml_and_pack_to_what_was_trained(name):
         assert raw.shape == (w.shape[0], w.shape[1] // 256 * FQ.TYPE_SIZE[name])
         back = ggml_dequant(raw, name, w.shape)
         assert np.array_equal(back.view(np.uint32), got.view(np.uint32)), name
-        assert not np.array_equal(got, budget.roundtrip(w, name, None))  # it did move
+        assert not np.array_equal(got, ggml_quant.roundtrip(w, name, None))  # it did move
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q4_K", "Q6_K"])

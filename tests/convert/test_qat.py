@@ -16,7 +16,7 @@ from tests.fixtures.tinymodels import CORPUS_LINES, MIXED, bpe_tokenizer, save_m
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from convert import budget, convert, recipes  # noqa: E402
+from convert import convert, ggml_quant, recipes  # noqa: E402
 from convert.distill import distill  # noqa: E402
 from convert.distill.recipe import recipe_from_dict  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
@@ -102,7 +102,9 @@ def gguf_tensors(path) -> dict[str, tuple[str, np.ndarray]]:
             continue
         raw = np.ascontiguousarray(t.data)
         vals = np.empty(shape, np.float32)
-        budget._to_float(recipes.type_info(name).ggml)(raw.ctypes.data, vals.ctypes.data, vals.size)
+        ggml_quant.to_float(recipes.type_info(name).ggml)(
+            raw.ctypes.data, vals.ctypes.data, vals.size
+        )
         out[t.name] = (name, vals)
     return out
 
