@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from convert.distill import domain as DM
 from convert.distill import kd as K
 from convert.distill import prune as P
 from convert.distill import qat as Q
+from convert.distill import ranks as R
 from convert.distill.recipe import Recipe, load_recipe
 from convert.errors import ConvertError
 from convert.outputs import check_output
@@ -118,33 +118,6 @@ def _read_config(teacher_dir: Path) -> dict:
 
 def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.distill-work"
-
-
-def _init_distributed(device: str):
-    """torch.distributed from torchrun's environment (WORLD_SIZE > 1): gloo on CPU, NCCL on
-    CUDA (each rank on its LOCAL_RANK's GPU). Returns (rank, size, device, initialised here)."""
-    import torch
-    import torch.distributed as dist
-
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return 0, 1, device, False
-    mine = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        mine = True
-    if device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    return dist.get_rank(), dist.get_world_size(), device, mine
-
-
-def _barrier(size: int) -> None:
-    if size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def distill(
@@ -249,7 +222,7 @@ def distill(
 
     import torch
 
-    rank, size, device, own_pg = _init_distributed(device)
+    rank, size, device, own_pg = R.init_distributed(device)
     if kd.batch_size % size:
         raise ConvertError(
             f"kd.batch_size = {kd.batch_size} is the global micro-batch; {size} processes need a multiple of {size}"
@@ -272,7 +245,7 @@ def distill(
             if not resume and work.exists():
                 shutil.rmtree(work)
             work.mkdir(parents=True, exist_ok=True)
-        _barrier(size)
+        R.barrier(size)
 
         from transformers import AutoModelForCausalLM
 
@@ -424,7 +397,7 @@ def distill(
                         progress=progress,
                     )
                     D.save_npz(gpath, seqs=gen)
-                _barrier(size)
+                R.barrier(size)
                 gen = np.load(gpath)["seqs"]
                 seqs = np.concatenate([corpus, gen])
             n_general_seqs = len(seqs)
@@ -434,7 +407,7 @@ def distill(
             tpath = D.store_dir() / f"topk-{tkey}"
             cache_name = str(tpath)
             if not tpath.is_dir():
-                _teacher_topk_sharded(
+                R.teacher_topk_sharded(
                     teacher,
                     seqs,
                     tpath,
@@ -538,7 +511,7 @@ def distill(
 
                 result.gguf = convert(out, gguf, type=type or "F16", force=force).path
         result.packed = None
-        _barrier(size)
+        R.barrier(size)
     finally:
         if own_pg:
             import torch.distributed as dist
@@ -546,53 +519,6 @@ def distill(
             dist.destroy_process_group()
     result.seconds = time.perf_counter() - t_start
     return result
-
-
-def _teacher_topk_sharded(
-    teacher, seqs, tpath: Path, *, k, kd, dev, rank: int, size: int, progress
-) -> None:
-    """The teacher's top-k over ``seqs`` into the cache folder ``tpath``: each rank computes
-    its shard (every size-th sequence), rank 0 joins them."""
-    if size == 1:
-        top = D.teacher_topk(
-            teacher,
-            seqs,
-            k=k,
-            temperature=kd.temperature,
-            batch=kd.batch_size,
-            device=dev,
-            progress=progress,
-        )
-        D.save_topk(tpath, top)
-        return
-    part = tpath.parent / f"{tpath.name}.part{rank}of{size}.npz"
-    top = D.teacher_topk(
-        teacher,
-        seqs[rank::size],
-        k=k,
-        temperature=kd.temperature,
-        batch=max(1, kd.batch_size // size),
-        device=dev,
-        progress=progress,
-    )
-    D.save_npz(part, **top)
-    _barrier(size)
-    if rank == 0:
-        n, length = seqs.shape
-        full = {
-            "idx": np.zeros((n, length, k), np.int32),
-            "logp": np.zeros((n, length, k), np.float32),
-            "rest": np.zeros((n, length), np.float32),
-        }
-        parts = [tpath.parent / f"{tpath.name}.part{r}of{size}.npz" for r in range(size)]
-        for r, pth in enumerate(parts):
-            with np.load(pth) as z:
-                for name in full:
-                    full[name][r::size] = z[name]
-        D.save_topk(tpath, full)
-        for pth in parts:
-            pth.unlink(missing_ok=True)
-    _barrier(size)
 
 
 def _save(
