@@ -61,7 +61,8 @@ def both(tmp_path_factory):
     cfg = {**CONFIG, "vocab_size": vocab}
     (src / "config.json").write_text(json.dumps(cfg))
     save_file(llama_tensors(cfg, vocab), str(src / "model.safetensors"))
-    ours, theirs = src / "ours.gguf", src / "theirs.gguf"
+    # outside the checkpoint: the converter refuses an output inside its source
+    ours, theirs = src.parent / f"{src.name}-ours.gguf", src.parent / f"{src.name}-theirs.gguf"
     convert(src, ours, type="F32")
     r = subprocess.run(
         [
@@ -133,7 +134,9 @@ def test_the_output_runs_and_tokenizes_like_sentencepiece(both):
     from llama_cpp import Llama
 
     ours, _ = both
-    sp = spm.SentencePieceProcessor(model_file=str(ours.parent / "tokenizer.model"))
+    sp = spm.SentencePieceProcessor(
+        model_file=str(ours.parent / ours.name.removesuffix("-ours.gguf") / "tokenizer.model")
+    )
     llm = Llama(str(ours), n_ctx=128, verbose=False)
     for text in MIXED:
         assert llm.tokenize(text.encode(), add_bos=False) == sp.encode(text), text
