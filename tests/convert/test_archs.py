@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.fixtures.tinymodels import MIXED, bpe_tokenizer, save_model, spm_tokenizer
+from tests.fixtures.tinymodels import MIXED
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+from tests.fixtures.archs import CASES, build  # noqa: E402  (needs torch)
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -23,98 +25,6 @@ PROMPTS = [
     "学习机是一种平板电脑 1234567",
 ]
 TOLERANCE = 1e-4
-
-SMALL = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    initializer_range=0.2,
-)
-
-
-def _llama(vocab):
-    return transformers.LlamaConfig(vocab_size=vocab, tie_word_embeddings=False, **SMALL)
-
-
-def _llama_tied(vocab):
-    return transformers.LlamaConfig(
-        vocab_size=vocab, tie_word_embeddings=True, rope_theta=5e5, **SMALL
-    )
-
-
-def _mistral(vocab):
-    return transformers.MistralConfig(vocab_size=vocab, sliding_window=None, **SMALL)
-
-
-def _qwen2(vocab):
-    return transformers.Qwen2Config(vocab_size=vocab, tie_word_embeddings=True, **SMALL)
-
-
-def _qwen3(vocab):
-    return transformers.Qwen3Config(
-        vocab_size=vocab, head_dim=32, tie_word_embeddings=True, **SMALL
-    )
-
-
-def _gemma3(vocab):
-    return transformers.Gemma3TextConfig(
-        vocab_size=vocab,
-        head_dim=32,
-        sliding_window=8,
-        query_pre_attn_scalar=32,
-        layer_types=["sliding_attention", "full_attention"],
-        **SMALL,
-    )
-
-
-def _phi3(vocab):
-    cfg = dict(SMALL)
-    return transformers.Phi3Config(vocab_size=vocab, pad_token_id=0, **cfg)
-
-
-# name: (config builder, model class, tokenizer kind)
-CASES = {
-    "LlamaForCausalLM": (_llama, "LlamaForCausalLM", "smollm"),
-    "LlamaForCausalLM-tied-spm": (_llama_tied, "LlamaForCausalLM", "spm"),
-    "MistralForCausalLM": (_mistral, "MistralForCausalLM", "spm"),
-    "Qwen2ForCausalLM": (_qwen2, "Qwen2ForCausalLM", "qwen2"),
-    "Qwen3ForCausalLM": (_qwen3, "Qwen3ForCausalLM", "qwen2"),
-    "Gemma3ForCausalLM": (_gemma3, "Gemma3ForCausalLM", "spm"),
-    "Phi3ForCausalLM": (_phi3, "Phi3ForCausalLM", "spm"),
-}
-
-
-PHI3_ADDED = ("<|endoftext|>", "<|assistant|>", "<|end|>", "<|user|>")
-
-
-def build(case: str, out):
-    make_config, model_cls, tok = CASES[case]
-    if tok == "spm":
-        vocab = spm_tokenizer(out, added=PHI3_ADDED if case.startswith("Phi3") else ())
-    else:
-        vocab = bpe_tokenizer(out, pre=tok)
-    config = make_config(vocab)
-    torch.manual_seed(0)
-    model = getattr(transformers, model_cls)(config).eval()
-    save_model(model, out)
-    if case.startswith("Gemma3"):
-        for layer in model.model.layers:
-            layer.mlp.act_fn = F16TableGelu()
-    return model
-
-
-class F16TableGelu(torch.nn.Module):
-    """GELU as ggml computes it on the CPU: looked up in a table indexed by the input rounded to
-    f16, the result stored as f16. Without this the reference differs from llama.cpp by ~1.5e-3
-    on Gemma's logits: the table's rounding, not a conversion error (an independent check of
-    that claim: swap this back for the exact GELU and the difference returns)."""
-
-    def forward(self, x):
-        g = torch.nn.functional.gelu(x.half().float(), approximate="tanh")
-        return g.half().float()
 
 
 class Judge:

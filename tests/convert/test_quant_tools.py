@@ -96,7 +96,7 @@ def test_imatrix_equals_transformers_hooks_and_reads_back(case, tmp_path):
         src = make_checkpoint(tmp_path / "src", hidden_size=64, intermediate_size=128)
         model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     else:
-        from test_convert_archs import build
+        from tests.fixtures.archs import build
 
         src = tmp_path / "src"
         src.mkdir()

@@ -130,9 +130,11 @@ def test_models_lists_paths_and_sizes(run_cli, smollm2_path):
 def test_model_names_come_from_the_registry_or_the_ggufs_own_base_name(smollm2_path, tmp_path):
     import edge_llm
     from convert import gguf_edit
-    from edge_llm import gguf_info
+    from edge_llm import gguf_info, registry
 
-    assert gguf_info.read(smollm2_path).name == "smollm2-135m-instruct"
+    # the registered file: its short name (registry.model_name, what Model, info and bench show)
+    meta = gguf_info.read(smollm2_path).metadata
+    assert registry.model_name(smollm2_path, meta) == "smollm2-135m-instruct"
     copy = tmp_path / "copy.gguf"
     gguf_edit.stamp(
         smollm2_path,
