@@ -314,6 +314,31 @@ class Embedder:
             pass
 
 
+# Integer ranges up to this many values become enums (a grammar of literal alternatives).
+MAX_INTEGER_ENUM = 1024
+
+
+def bounded_integers_as_enums(schema):
+    """The schema with each integer that has both ``minimum`` and ``maximum`` (a range of at most
+    MAX_INTEGER_ENUM values) written as an ``enum`` of those integers: llama-cpp-python's copy of
+    the converter ignores numeric bounds, so without this a grammar admits any integer."""
+    if isinstance(schema, list):
+        return [bounded_integers_as_enums(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded_integers_as_enums(v) for k, v in schema.items()}
+    lo, hi = out.get("minimum"), out.get("maximum")
+    if (
+        out.get("type") == "integer"
+        and "enum" not in out
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+        and 0 <= hi - lo < MAX_INTEGER_ENUM
+    ):
+        out = {k: v for k, v in out.items() if k not in ("type", "minimum", "maximum")}
+        out["enum"] = list(range(lo, hi + 1))
+    return out
+
+
 def json_grammar(schema: dict | None = None) -> str:
     """A GBNF grammar (llama.cpp's own converter, shipped with llama-cpp-python) for any JSON
     object (``schema`` None) or for JSON that validates against ``schema``. Raises ValueError
@@ -325,7 +350,7 @@ def json_grammar(schema: dict | None = None) -> str:
     if schema is None:
         return llama_grammar.JSON_GBNF
     try:
-        return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+        return llama_grammar.json_schema_to_gbnf(json.dumps(bounded_integers_as_enums(schema)))
     except (ValueError, KeyError, TypeError, AssertionError, NotImplementedError) as e:
         raise ValueError(str(e) or type(e).__name__) from None
 
