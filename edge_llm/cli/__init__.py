@@ -64,12 +64,21 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _click_exceptions() -> tuple[type[Exception], tuple[type[BaseException], ...]]:
+    """Typer's usage-error base class and its Abort classes. Typer 0.12-0.16 raise click's own;
+    later typers vendor click (typer._click), whose exceptions are not click's: ask typer's own
+    BadParameter which ClickException it derives from."""
+    error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    vendored = sys.modules[error.__module__]
+    return error, tuple({typer.Abort, getattr(vendored, "Abort", typer.Abort)})
+
+
 def main() -> None:
     """Run the CLI: one-line errors with exit 2, Ctrl-C exits 130 and SIGTERM 143 after their
     cleanups (click's own handling would print "Aborted!" and exit 1)."""
-    import click
-
     from edge_llm import interrupts
+
+    click_error, click_abort = _click_exceptions()
 
     interrupts.install()
     code: int = 0
@@ -79,10 +88,10 @@ def main() -> None:
     except EdgeLLMError as e:
         print(f"error: {e}", file=sys.stderr)
         code = e.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort) as e:
+    except (KeyboardInterrupt, *click_abort) as e:
         print(file=sys.stderr)
         code = 1 if isinstance(e.__cause__, EOFError) else 130
-    except click.ClickException as e:
+    except click_error as e:
         e.show()
         code = e.exit_code
     except BrokenPipeError:  # `edge-llm run ... | head`

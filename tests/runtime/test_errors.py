@@ -118,3 +118,21 @@ def test_bad_options_through_the_api(fresh, smollm2_path):
 def test_chat_with_a_too_long_message_fails_cleanly_when_piped(run_cli):
     out = run_cli("chat", "--ctx", "256", input="word " * 1000 + "\n")
     assert_user_error(out, "context holds 256")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--no-such-option"], "No such option: --no-such-option"),
+        (["bench", "run", "--out", "x"], "No such option: --out"),
+        (["run", "--max-tokens", "abc", "hi"], "Invalid value for '--max-tokens'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_click_messages_not_tracebacks(run_cli, args, fragment):
+    # Typer from 0.17 on vendors click (typer._click): its usage errors are not click's classes,
+    # and main() once let them through as a traceback with exit 1.
+    out = run_cli(*args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert f"Error: {fragment}" in out.stderr
