@@ -248,23 +248,36 @@ def solve(
     max_tokens: int,
     task: str,
     prompt_mode: str = "raw",
+    batch: int = 1,
 ) -> list[dict]:
     """Greedy answers from ``ctx.model`` (an edge_llm Model) to ``problems``, one item each.
 
     ``prompt_mode`` "chat": the model's chat template with the examples as turns (as an app asks
     it); "raw": the examples and question as plain text. Generation stops at the first answer.
+    ``batch`` > 1: that many problems decoded together (`edge_llm.llama.batched`, F32 KV cache;
+    the same stop rules, so the same answers up to the kernels' rounding); 1: one at a time
+    through the runtime's ``Model.stream``.
     """
+    if batch < 1:
+        raise BenchError(f"{task}: batch must be at least 1 (got {batch})")
     # One language at a time: consecutive prompts share the few-shot prefix in the KV cache.
     order = sorted(range(len(problems)), key=lambda i: (problems[i].language, i))
     items: list[dict] = [{} for _ in problems]
     model = ctx.model()
-    for k, i in enumerate(order, 1):
+    stop = [] if prompt_mode == "chat" else ["\n"]
+    if prompt_mode == "chat":
+        prompts = [model.chat_tokens(messages(problems[i], shots)) for i in order]
+    else:
+        prompts = [prompt(problems[i], shots) for i in order]
+    if batch > 1:
+        texts = _batched(ctx, model, prompts, max_tokens, stop, batch, task)
+    else:
+        texts = []
+        for k, pr in enumerate(prompts, 1):
+            texts.append(_until_answer(model, pr, max_tokens, stop=stop))
+            ctx.progress(task, k, len(problems))
+    for i, text in zip(order, texts):
         p = problems[i]
-        if prompt_mode == "chat":
-            tokens = model.chat_tokens(messages(p, shots))
-            text = _until_answer(model, tokens, max_tokens, stop=[])
-        else:
-            text = _until_answer(model, prompt(p, shots), max_tokens, stop=["\n"])
         got = answers.extract(text)
         items[i] = {
             "id": p.id,
@@ -276,8 +289,24 @@ def solve(
             "extracted": None if got is None else answers.show(got),
             "correct": got == p.answer,
         }
-        ctx.progress(task, k, len(problems))
     return items
+
+
+def _batched(ctx, model, prompts, max_tokens: int, stop: list[str], batch: int, task: str):
+    from edge_llm.llama.batched import BatchedGreedy
+
+    tokens = [model.tokenize(p) if isinstance(p, str) else p for p in prompts]
+    longest = max((len(t) for t in tokens), default=0)
+    n_ctx = -(-(longest + batch * (max_tokens + 96)) // 256) * 256
+    with BatchedGreedy(ctx.path, n_seq=batch, n_ctx=n_ctx, threads=ctx.threads) as g:
+        out = g.generate(
+            tokens,
+            max_tokens=max_tokens,
+            stop=stop,
+            done=lambda text: _DONE.search(text) is not None,
+            progress=lambda k: ctx.progress(task, k, len(prompts)),
+        )
+    return [x.text for x in out]
 
 
 def _until_answer(model, prompt, max_tokens: int, stop: list[str]) -> str:
@@ -307,12 +336,19 @@ def run(
     max_tokens: int = 32,
     grades: list[int] | None = None,
     languages: list[str] | None = None,
+    batch: int = 1,
 ) -> dict:
     """Greedy answers from ``ctx.model`` (an edge_llm Model); accuracy overall and by group."""
     problems = generate(n, seed, tuple(grades or GRADES), tuple(languages or LANGUAGES))
     mode = prompt_mode(ctx, getattr(ctx, "prompt", "auto"))
     items = solve(
-        ctx, problems, shots=shots, max_tokens=max_tokens, task="k12-math", prompt_mode=mode
+        ctx,
+        problems,
+        shots=shots,
+        max_tokens=max_tokens,
+        task="k12-math",
+        prompt_mode=mode,
+        batch=batch,
     )
     return {
         "score": _mean(x["correct"] for x in items),

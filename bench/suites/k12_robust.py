@@ -320,6 +320,7 @@ def run(
     max_tokens: int = 32,
     languages: list[str] | None = None,
     grid_languages: list[str] | None = None,
+    batch: int = 1,
 ) -> dict:
     langs = tuple(languages or K.LANGUAGES)
     pairs = generate(seed, sets, grid, langs, tuple(grid_languages) if grid_languages else None)
@@ -331,6 +332,7 @@ def run(
         max_tokens=max_tokens,
         task="k12-robust",
         prompt_mode=mode,
+        batch=batch,
     )
     for it, (_, meta) in zip(items, pairs):
         it.update(meta)

@@ -200,6 +200,10 @@ class ScoringContext:
     def eos(self) -> int:
         return C.llama_vocab_eos(self.vocab)
 
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends a generation (EOS, EOT, <|im_end|>...)."""
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
     def chunk_bos(self) -> int | None:
         """The token a chunk starts with (`chunk_plan`): BOS when the vocabulary adds one."""
         return C.llama_vocab_bos(self.vocab) if self.add_bos() else None
