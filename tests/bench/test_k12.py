@@ -182,3 +182,33 @@ def test_a_bad_template_file_is_refused_with_the_template_named(tmp_path):
     )
     with pytest.raises(BenchError, match="template 2: range 'a\\+1..9' of b is empty"):
         k12_math.load(path)
+
+
+def test_batched_solve_keeps_the_item_records(smollm2_path, smollm2):
+    """solve(batch=4) answers through edge_llm.llama.batched: the same records, item for item
+    (ids, fields, the answer read from its own output); the outputs themselves are compared
+    with the sequential path in tests/runtime/test_batched.py and scripts/batch_speed.py."""
+
+    class Ctx:
+        path, threads = smollm2_path, 2
+
+        def model(self):
+            return smollm2
+
+        def progress(self, *_):
+            pass
+
+    problems = k12_math.generate(6, 0)
+    one = k12_math.solve(
+        Ctx(), problems, shots=3, max_tokens=8, task="k12-math", prompt_mode="chat"
+    )
+    four = k12_math.solve(
+        Ctx(), problems, shots=3, max_tokens=8, task="k12-math", prompt_mode="chat", batch=4
+    )
+    assert [x["id"] for x in four] == [p.id for p in problems] == [x["id"] for x in one]
+    assert all(set(a) == set(b) for a, b in zip(one, four))
+    for x in four:
+        got = answers.extract(x["output"])
+        assert x["extracted"] == (None if got is None else answers.show(got))
+    with pytest.raises(BenchError, match="batch must be at least 1"):
+        k12_math.solve(Ctx(), problems, shots=3, max_tokens=8, task="k12-math", batch=0)
