@@ -1,17 +1,23 @@
 """`make arm-check`: edge_llm on aarch64, under emulation, gives exactly the x86 text.
 
 1. Cross-builds the shared libraries of the pinned llama-cpp-python's vendored llama.cpp
-   (libllama.so, libggml*.so) for aarch64: armv8.2-a+dotprod (a Cortex-A55/A76 learning tablet),
-   OpenMP off, no examples, tests, tools or server. Cached in ``--cache`` (default
-   ~/.cache/edge-llm/arm64) under a key of the llama.cpp version and the flags.
+   (libllama.so, libggml*.so) for aarch64 the way `make install` builds them for x86-64: the CPU
+   backend as runtime-selected variants (GGML_BACKEND_DL, GGML_CPU_ALL_VARIANTS: armv8.0 up to
+   dotprod, fp16, SVE, i8mm, SVE2), OpenMP off, no examples, tests, tools or server. Variants the
+   cross compiler cannot build (armv9.2 + SME needs GCC 14; Debian 12 has 12, llama.cpp issue
+   17403) are left out of the variant list of a hard-linked copy of the source. Cached in
+   ``--cache`` (default ~/.cache/edge-llm/arm64) under a key of the llama.cpp version and flags.
 2. Assembles an arm64 userland from Debian's arm64 packages (Python 3.11, numpy and the libraries
    they link), downloaded with ``apt-get download`` and unpacked with ``dpkg-deb -x``: no chroot.
    The pure-Python packages edge_llm needs (llama_cpp's bindings from the sdist, jinja2, markupsafe,
    diskcache, typing_extensions) go on PYTHONPATH; ``LLAMA_CPP_LIB_PATH`` names the arm64 libraries.
-3. Runs edge_llm's own API under ``qemu-aarch64-static -L USERLAND``: loads the default model
-   (SmolLM2-135M-Instruct, 4-bit) with ``device="learning-machine-entry"`` (the plan must say it
-   fits that profile's budget), then a greedy decode of a fixed prompt; the same worker runs on x86
-   with this venv's Python, and the two texts must be equal.
+3. Runs edge_llm's own API under ``qemu-aarch64-static -L USERLAND`` for each emulated CPU model
+   (``--cpus``; default a Cortex-A76 like the learning tablets, qemu's ``max`` with SVE2 and i8mm,
+   and an armv8.0 Cortex-A53): loads the default model (SmolLM2-135M-Instruct, 4-bit) with
+   ``device="learning-machine-entry"`` (the plan must say it fits that profile's budget), then a
+   greedy decode of a fixed prompt; the same worker runs on x86 with this venv's Python, and the
+   texts must be equal. Each run reports the CPU variant edge_llm loaded, which must be the one
+   the emulated CPU's HWCAPs call for.
 
 Prints what it checked; exit 0: all checks passed, 1: a check failed, 2: something to fix first
 (a missing tool, a failed build or download), with one ``error:`` line.
@@ -26,6 +32,8 @@ import argparse
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +49,9 @@ DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_TOKENS = 12
 REDUCED_TOKENS = 4
 DEVICE = "learning-machine-entry"
-ARM_ARCH = "armv8.2-a+dotprod"
+# qemu CPU models: a learning tablet's dotprod + fp16 core, everything qemu has, armv8.0 only
+DEFAULT_CPUS = ("cortex-a76", "max", "cortex-a53")
+REDUCED_CPUS = ("cortex-a76",)
 TOOLS = ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "qemu-aarch64-static")
 DEBIAN_PACKAGES = "gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static"
 INSTALL_HINT = f"sudo apt-get install {DEBIAN_PACKAGES} (or: sudo make arm-deps)"
@@ -76,7 +86,8 @@ CMAKE_FLAGS = (
     "-DBUILD_SHARED_LIBS=ON",
     "-DGGML_NATIVE=OFF",
     "-DGGML_OPENMP=OFF",
-    f"-DGGML_CPU_ARM_ARCH={ARM_ARCH}",
+    "-DGGML_BACKEND_DL=ON",
+    "-DGGML_CPU_ALL_VARIANTS=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_TOOLS=OFF",
@@ -107,6 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--prompt", default=DEFAULT_PROMPT)
     ap.add_argument(
+        "--cpus",
+        default=None,
+        help="qemu CPU models to run on, comma-separated (default "
+        f"{','.join(DEFAULT_CPUS)}; --reduced: {','.join(REDUCED_CPUS)})",
+    )
+    ap.add_argument(
         "--model",
         default=None,
         help="GGUF path (default: the default model, SmolLM2-135M-Instruct)",
@@ -123,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.tokens is None:
         args.tokens = REDUCED_TOKENS if args.reduced else DEFAULT_TOKENS
+    if args.cpus is None:
+        args.cpus = REDUCED_CPUS if args.reduced else DEFAULT_CPUS
+    else:
+        args.cpus = tuple(c.strip() for c in args.cpus.split(",") if c.strip())
+        if not args.cpus:
+            ap.error("--cpus must name at least one qemu CPU model (qemu-aarch64-static -cpu help)")
     if args.tokens < 1:
         ap.error(f"--tokens must be at least 1 (got {args.tokens})")
     if args.jobs < 1:
@@ -159,9 +182,61 @@ def compare(x86: str, arm: str) -> tuple[bool, str]:
     )
 
 
-def build_key(src: Path) -> str:
-    flags = " ".join(CMAKE_FLAGS) + " " + src.name
+def build_key(src: Path, dropped: tuple[str, ...] = ()) -> str:
+    flags = " ".join(CMAKE_FLAGS) + " " + src.name + " without " + ",".join(dropped)
     return hashlib.sha1(flags.encode()).hexdigest()[:12]
+
+
+VARIANT_RE = re.compile(r"^\s*ggml_add_cpu_backend_variant\(\s*([\w.]+)([^)]*)\)", re.M)
+
+
+def arm_variants(cmake_text: str) -> dict[str, list[str]]:
+    """The Linux aarch64 CPU variants llama.cpp declares (ggml/src/CMakeLists.txt): name -> features."""
+    start = cmake_text.index(
+        'GGML_SYSTEM_ARCH STREQUAL "ARM"', cmake_text.index("GGML_CPU_ALL_VARIANTS)")
+    )
+    block = cmake_text[start : cmake_text.index("elseif", start + 40)]
+    return {m.group(1): m.group(2).split() for m in VARIANT_RE.finditer(block)}
+
+
+def without_variants(cmake_text: str, feature: str) -> tuple[str, tuple[str, ...]]:
+    """The CMake text without the Linux aarch64 variants that need ``feature``, and their names."""
+    linux = arm_variants(cmake_text)
+    dropped = []
+
+    def drop(m: re.Match) -> str:
+        if m.group(1) in linux and feature in m.group(2).split():
+            dropped.append(m.group(1))
+            return f"# {m.group(0).strip()}  (edge-llm arm-check: the cross compiler lacks it)"
+        return m.group(0)
+
+    return VARIANT_RE.sub(drop, cmake_text), tuple(dropped)
+
+
+# HWCAP bits (linux/arch/arm64/include/uapi/asm/hwcap.h) of the features ggml's variants need,
+# named as the kernel names them in /proc/cpuinfo.
+HWCAP = {"asimdhp": 1 << 10, "asimddp": 1 << 20, "sve": 1 << 22}
+HWCAP2 = {"sve2": 1 << 1, "i8mm": 1 << 13, "sme": 1 << 23}
+FEATURE_HWCAP = {
+    "DOTPROD": "asimddp",
+    "FP16_VECTOR_ARITHMETIC": "asimdhp",
+    "SVE": "sve",
+    "MATMUL_INT8": "i8mm",
+    "SVE2": "sve2",
+    "SME": "sme",
+}
+
+
+def expected_variant(
+    variants: dict[str, list[str]], built: set[str], hwcaps: set[str]
+) -> str | None:
+    """The built variant whose features the CPU has, needing the most of them (ggml's choice)."""
+    usable = [
+        (len(f), name)
+        for name, f in variants.items()
+        if name in built and all(FEATURE_HWCAP[x] in hwcaps for x in f)
+    ]
+    return max(usable)[1] if usable else None
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -174,23 +249,66 @@ def _run(cmd: list[str], what: str, **kw) -> None:
         raise CheckError(f"{what} failed (exit {e.returncode}): {' '.join(cmd[:6])} ...") from None
 
 
-def build_libs(src: Path, cache: Path, jobs: int) -> tuple[Path, bool]:
-    """The cross-built libllama.so + libggml*.so directory, and whether it was cached."""
+def compiler_has(march: str) -> bool:
+    """Whether the cross compiler accepts ``-march=MARCH``."""
+    try:
+        r = subprocess.run(
+            ["aarch64-linux-gnu-gcc", f"-march={march}", "-x", "c", "-c", "-", "-o", os.devnull],
+            input="int x;\n",
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        return False
+    return r.returncode == 0
+
+
+def source_tree(llama: Path, out: Path) -> tuple[Path, tuple[str, ...]]:
+    """The llama.cpp tree to build and the variants left out: the source itself when the cross
+    compiler builds every variant; else a hard-linked copy whose variant list lacks the SME ones."""
+    if compiler_has("armv9.2-a+sme"):
+        return llama, ()
+    text, dropped = without_variants((llama / "ggml/src/CMakeLists.txt").read_text(), "SME")
+    tree = out / "src"
+    if not tree.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".src-"))
+        try:
+            shutil.copytree(llama, tmp / "t", copy_function=os.link, symlinks=True)
+        except OSError:  # another file system: a plain copy
+            shutil.rmtree(tmp / "t", ignore_errors=True)
+            shutil.copytree(llama, tmp / "t", symlinks=True)
+        cmake = tmp / "t/ggml/src/CMakeLists.txt"
+        cmake.unlink()  # a hard link: never write through it into the unpacked sdist
+        cmake.write_text(text)
+        (tmp / "t").rename(tree)
+        tmp.rmdir()
+    return tree, dropped
+
+
+def build_libs(src: Path, cache: Path, jobs: int) -> tuple[Path, bool, tuple[str, ...]]:
+    """The cross-built libllama.so + libggml*.so directory, whether it was cached, and the CPU
+    variants left out because the cross compiler cannot build them."""
     llama = src / "vendor" / "llama.cpp"
     if not (llama / "CMakeLists.txt").is_file():
         raise CheckError(
             f"llama.cpp source not found in {src}; run make install (it unpacks the sdist)"
         )
-    out = cache / f"llama-{LLAMA_CPP_VERSION}-{build_key(src)}"
+    dropped = (
+        ()
+        if compiler_has("armv9.2-a+sme")
+        else without_variants((llama / "ggml/src/CMakeLists.txt").read_text(), "SME")[1]
+    )
+    out = cache / f"llama-{LLAMA_CPP_VERSION}-{build_key(src, dropped)}"
     lib = out / "lib"
     if (lib / ".built").is_file():
-        return lib, True
+        return lib, True, dropped
     build = out / "build"
     cmake = shutil.which("cmake")
     if cmake is None:
         raise CheckError("cmake not found: sudo apt-get install cmake")
     log = out / "build.log"
     out.mkdir(parents=True, exist_ok=True)
+    llama, dropped = source_tree(llama, out)
     with log.open("w") as f:
         _run(
             [
@@ -235,11 +353,15 @@ def build_libs(src: Path, cache: Path, jobs: int) -> tuple[Path, bool]:
         shutil.copy2(p, tmp / p.name, follow_symlinks=True)
     if not (tmp / "libllama.so").is_file():
         raise CheckError(f"the cross-build made no libllama.so (log: {log})")
-    (tmp / ".built").write_text(json.dumps({"flags": CMAKE_FLAGS, "src": str(src)}) + "\n")
+    if not list(tmp.glob("libggml-cpu-*.so")):
+        raise CheckError(f"the cross-build made no libggml-cpu-*.so variants (log: {log})")
+    (tmp / ".built").write_text(
+        json.dumps({"flags": CMAKE_FLAGS, "src": str(src), "dropped": dropped}) + "\n"
+    )
     if lib.exists():
         shutil.rmtree(lib)
     tmp.rename(lib)
-    return lib, False
+    return lib, False, dropped
 
 
 def userland(cache: Path) -> tuple[Path, bool]:
@@ -320,10 +442,9 @@ def pure_python(cache: Path, src: Path) -> Path:
 
 # --- the worker: edge_llm's API, run by either interpreter ---------------------------------------
 def worker(args: argparse.Namespace) -> int:
-    import platform
-
     import edge_llm
     from edge_llm.devices.plan import process_rss
+    from edge_llm.llama.binding import cpu_kernels
 
     t0 = time.perf_counter()
     with edge_llm.load(args.model, device=DEVICE) as m:
@@ -341,9 +462,25 @@ def worker(args: argparse.Namespace) -> int:
             "threads": m.threads,
             "n_ctx": m.n_ctx,
             "vmhwm_bytes": process_rss("VmHWM"),
+            "cpu_variant": cpu_kernels().variant,
+            "hwcaps": hwcaps(),
         }
     print("ARM_CHECK_RESULT " + json.dumps(out), flush=True)
     return 0
+
+
+def hwcaps() -> list[str]:
+    """The features of HWCAP/HWCAP2 that ggml's aarch64 variants need (empty elsewhere)."""
+    if platform.machine() != "aarch64":
+        return []
+    import ctypes
+
+    getauxval = ctypes.CDLL(None).getauxval
+    getauxval.argtypes, getauxval.restype = [ctypes.c_ulong], ctypes.c_ulong
+    hw, hw2 = getauxval(16), getauxval(26)  # AT_HWCAP, AT_HWCAP2
+    return sorted(
+        [n for n, b in HWCAP.items() if hw & b] + [n for n, b in HWCAP2.items() if hw2 & b]
+    )
 
 
 def _result(proc: subprocess.CompletedProcess, where: str) -> dict:
@@ -375,7 +512,9 @@ def run_x86(args: argparse.Namespace, model: str) -> dict:
     return _result(proc, "x86")
 
 
-def run_arm(args: argparse.Namespace, model: str, root: Path, lib: Path, site: Path) -> dict:
+def run_arm(
+    args: argparse.Namespace, model: str, root: Path, lib: Path, site: Path, cpu: str
+) -> dict:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LD_", "VIRTUAL_ENV"))
     }
@@ -391,13 +530,15 @@ def run_arm(args: argparse.Namespace, model: str, root: Path, lib: Path, site: P
     )
     cmd = [
         "qemu-aarch64-static",
+        "-cpu",
+        cpu,
         "-L",
         str(root),
         str(root / "usr/bin/python3.11"),
         *worker_cmd(args, model),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    return _result(proc, "aarch64 (qemu)")
+    return _result(proc, f"aarch64 (qemu -cpu {cpu})")
 
 
 def check(args: argparse.Namespace) -> int:
@@ -409,11 +550,14 @@ def check(args: argparse.Namespace) -> int:
 
         args.model = str(resolve("smollm2-135m-instruct"))
     t = time.perf_counter()
-    lib, cached = build_libs(args.src, args.cache, args.jobs)
-    names = ", ".join(sorted(p.name for p in lib.glob("*.so")))
+    lib, cached, dropped = build_libs(args.src, args.cache, args.jobs)
+    built = {p.name[len("libggml-cpu-") : -len(".so")] for p in lib.glob("libggml-cpu-*.so")}
+    variants = arm_variants((args.src / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text())
+    left_out = f"; left out (the cross compiler lacks SME): {', '.join(dropped)}" if dropped else ""
     print(
         f"[build] {'cached' if cached else 'cross-built'} llama.cpp {LLAMA_CPP_VERSION} for "
-        f"aarch64 ({ARM_ARCH}, OpenMP off) in {time.perf_counter() - t:.0f} s: {lib} ({names})"
+        f"aarch64 (CPU variants chosen at run time, OpenMP off) in {time.perf_counter() - t:.0f} s: "
+        f"{lib}; variants {', '.join(sorted(built))}{left_out}"
     )
     t = time.perf_counter()
     root, cached = userland(args.cache)
@@ -428,19 +572,27 @@ def check(args: argparse.Namespace) -> int:
         f"[x86] {x86['machine']}: {args.tokens} greedy tokens in {time.perf_counter() - t:.1f} s: "
         f"{x86['text']!r}"
     )
-    t = time.perf_counter()
-    arm = run_arm(args, args.model, root, lib, site)
-    print(
-        f"[aarch64] {arm['machine']} under qemu-aarch64-static: load {arm['load_s']} s, "
-        f"{args.tokens} tokens {arm['decode_s']} s: {arm['text']!r}"
-    )
     ok = True
-    if arm["machine"] != "aarch64":
-        ok = False
-        print(f"FAIL: the emulated run reports machine {arm['machine']!r}, not aarch64")
-    same, msg = compare(x86["text"], arm["text"])
-    print(("ok: " if same else "FAIL: ") + msg)
-    ok &= same
+    for cpu in args.cpus:
+        t = time.perf_counter()
+        arm = run_arm(args, args.model, root, lib, site, cpu)
+        print(
+            f"[aarch64] {arm['machine']} under qemu-aarch64-static -cpu {cpu} "
+            f"({' '.join(arm['hwcaps']) or 'armv8.0'}): CPU kernels {arm['cpu_variant']}, "
+            f"load {arm['load_s']} s, {args.tokens} tokens {arm['decode_s']} s: {arm['text']!r}"
+        )
+        if arm["machine"] != "aarch64":
+            ok = False
+            print(f"FAIL: the emulated run reports machine {arm['machine']!r}, not aarch64")
+        want = expected_variant(variants, built, set(arm["hwcaps"]))
+        if arm["cpu_variant"] == want:
+            print(f"ok: {cpu} runs the {want} kernels, the best built variant its HWCAPs allow")
+        else:
+            ok = False
+            print(f"FAIL: {cpu} runs the {arm['cpu_variant']} kernels; its HWCAPs call for {want}")
+        same, msg = compare(x86["text"], arm["text"])
+        print(("ok: " if same else "FAIL: ") + f"{cpu}: " + msg)
+        ok &= same
     mb = 1e6
     budget_msg = (
         f"{Path(args.model).name} on {DEVICE}: plan {arm['planned_bytes'] / mb:.0f} MB "
