@@ -150,8 +150,9 @@ def main() -> int:
     print("\n## Paired verdicts against the shipped Q4_1 (same suite, same items)\n")
     first = [r for r in records if r["suite"]["name"] == args.suite][: len(plan)]
     base = next((r for r in first if r["model"]["arg"] == "smollm2-135m-instruct"), None)
+    smollm2_files = {str(p) for p in conv.values()}  # general.name differs: match on the file
     for r in first:
-        if base is None or r is base or r["model"]["name"] != base["model"]["name"]:
+        if base is None or r["model"]["arg"] not in smollm2_files:
             continue
         c = compare.compare(args.out, store.load(args.out), base["run_id"], r["run_id"])
         print(compare.markdown(c) + "\n")

@@ -162,9 +162,12 @@ def fingerprint(suite: Suite, task: str, options: dict) -> str:
 
 def version(suite: Suite, ran: list[str]) -> str:
     """``NAME-HASH``: the definition, and the data and code version of each task that ran, so two
-    records compare only when they measured the same things (a skipped task changes it)."""
+    records compare only when they measured the same things (a skipped task changes it). Fidelity
+    is left out: it measures a model against its --reference, not on the suite's items, so a run
+    with a reference stays comparable item by item with one without (the record names the
+    reference either way)."""
     h = hashlib.sha256(suite.definition_bytes())
-    for task in sorted(ran):
+    for task in sorted(t for t in ran if t != "fidelity"):
         opts = suite.tasks.get(task, {})
         if task.startswith("user:"):
             opts = {"path": next(p for p in suite.users if _user_task(p) == task)}

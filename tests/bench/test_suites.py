@@ -27,6 +27,9 @@ def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):
     v1 = suites.version(q, ["k12-math", "mmlu", "bpb"])
     assert v1 == suites.version(q, ["bpb", "mmlu", "k12-math"]) and v1.startswith("quick-")
     assert suites.version(q, ["k12-math", "bpb"]) != v1  # mmlu skipped: not comparable
+    # a run with --reference (fidelity) still pairs item by item with one without (make bench
+    # compares the Q4_K_M, measured against its F16, with the shipped Q4_1)
+    assert suites.version(q, ["k12-math", "mmlu", "bpb", "fidelity"]) == v1
     path = tmp_path / "mine.toml"
     path.write_text((suites.HERE / "quick.toml").read_text().replace("n = 96", "n = 24"))
     mine = suites.load(str(path))
