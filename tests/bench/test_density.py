@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,18 @@ def test_densing_uses_the_params_kind_the_family_declares():
     assert total["effective_params"] == pytest.approx(non_emb["effective_params"])
     assert total["density"] == pytest.approx(total["effective_params"] / 2e8)
     assert list(itertools.islice(total["fit"], 2)) == ["family", "models"]
+
+
+def test_the_shipped_example_family_is_labelled_an_example_and_fits():
+    # bench/data/densing_example.toml, written by scripts/densing_example.py from measured runs:
+    # a family the fit accepts (five sizes, more models than parameters), marked as an example
+    # so `bench` never presents an effective size on it as a reference.
+    path = Path(density.__file__).parent / "data" / "densing_example.toml"
+    fam = density.load_family(path)
+    assert fam.example and fam.score == "mmlu" and fam.chance == 0.25
+    sizes = sorted(m.params for m in fam.members)
+    assert len(set(sizes)) == 5 and sizes[-1] > 1.5 * sizes[0]
+    losses = [m.loss for m in sorted(fam.members, key=lambda m: m.params)]
+    assert losses == sorted(losses, reverse=True)  # the pruned copies lose more
+    fit = density.fit_family(fam)
+    assert fit.n == 5 and fit.form == "N+c"
