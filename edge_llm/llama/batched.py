@@ -24,6 +24,7 @@ choice; tests/runtime/test_batched.py measures how often.
 from __future__ import annotations
 
 import codecs
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,16 +235,8 @@ class BatchedGreedy:
 
 
 def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([list(a), list(b)]))
 
 
 def _common_all(seqs: list[list[int]]) -> int:
-    n = len(seqs[0])
-    for s in seqs[1:]:
-        n = min(n, _common(seqs[0], s))
-    return n
+    return len(os.path.commonprefix([list(x) for x in seqs]))

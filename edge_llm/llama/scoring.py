@@ -19,6 +19,7 @@ options' tokens are evaluated together, each on its own sequence.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -324,11 +325,7 @@ class ScoringContext:
         """Make ``tokens`` the content of sequence 0 (reusing the cached common prefix) and
         return the log-probs of the next token."""
         self.adapt_threads()
-        keep = 0
-        for a, b in zip(self._cache, tokens[:-1]):
-            if a != b:
-                break
-            keep += 1
+        keep = len(os.path.commonprefix([list(self._cache), list(tokens[:-1])]))
         if not self.seq_rm(0, keep, -1):
             self.clear()
             keep = 0
