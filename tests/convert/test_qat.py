@@ -11,35 +11,23 @@ import json
 import numpy as np
 import pytest
 
-from tests.fixtures.tinymodels import CORPUS_LINES, MIXED, bpe_tokenizer, save_model
+from tests.fixtures.distill import fast as shared_fast
+from tests.fixtures.distill import make_teacher, make_text
+from tests.fixtures.tinymodels import MIXED
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from convert import convert, ggml_quant, recipes  # noqa: E402
 from convert.distill import distill  # noqa: E402
-from convert.distill.recipe import recipe_from_dict  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
 
-SMALL = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    initializer_range=0.2,
-    tie_word_embeddings=True,
-)
+SMALL = dict(num_hidden_layers=3)  # over the shared teacher's configuration
 WIDE = dict(
     hidden_size=256,
     intermediate_size=512,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
     initializer_range=0.05,
-    tie_word_embeddings=True,
 )
 
 
@@ -49,44 +37,23 @@ def _isolate(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
-def _teacher(tmp_path_factory, name, cfg):
-    out = tmp_path_factory.mktemp(name)
-    vocab = bpe_tokenizer(out, pre="smollm")
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **cfg))
-    save_model(model.eval(), out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    return _teacher(tmp_path_factory, "teacher", SMALL)
+    return make_teacher(tmp_path_factory, "teacher", **SMALL)
 
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
-    return _teacher(tmp_path_factory, "wide", WIDE)
+    return make_teacher(tmp_path_factory, "wide", **WIDE)
 
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory):
-    p = tmp_path_factory.mktemp("text") / "train.txt"
-    p.write_text("\n".join(CORPUS_LINES * 6))
-    return p
+    return make_text(tmp_path_factory)
 
 
 def fast(**kd):
-    base = {
-        "seq_len": 32,
-        "batch_size": 4,
-        "top_k": 32,
-        "lr": 1e-3,
-        "warmup": 0.1,
-        "checkpoint_every": 2,
-    }
-    return recipe_from_dict(
-        {"kd": base | kd, "data": {"prompt_tokens": 8, "calibration_sequences": 8}}
-    )
+    return shared_fast(**({"batch_size": 4, "top_k": 32, "lr": 1e-3} | kd))
 
 
 def gguf_tensors(path) -> dict[str, tuple[str, np.ndarray]]:
