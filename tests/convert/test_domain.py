@@ -116,24 +116,9 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    from tests.fixtures.tinymodels import bpe_tokenizer, save_model
+    from tests.fixtures.distill import make_teacher
 
-    out = tmp_path_factory.mktemp("teacher")
-    vocab = bpe_tokenizer(out, pre="smollm")
-    torch.manual_seed(0)
-    cfg = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    save_model(
-        transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **cfg)).eval(), out
-    )
-    return out
+    return make_teacher(tmp_path_factory, num_hidden_layers=2, initializer_range=0.02)
 
 
 def gold_ce(model_dir, problems) -> float:
