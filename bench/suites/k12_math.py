@@ -254,9 +254,9 @@ def solve(
 
     ``prompt_mode`` "chat": the model's chat template with the examples as turns (as an app asks
     it); "raw": the examples and question as plain text. Generation stops at the first answer.
-    ``batch`` > 1: that many problems decoded together (`edge_llm.llama.batched`, F32 KV cache;
-    the same stop rules, so the same answers up to the kernels' rounding); 1: one at a time
-    through the runtime's ``Model.stream``.
+    ``batch`` > 1: that many problems decoded together (`edge_llm.llama.batched`, the runtime's
+    KV cache; the same stop rules, so the same answers up to the kernels' rounding); 1: one at a
+    time through the runtime's ``Model.stream``.
     """
     if batch < 1:
         raise BenchError(f"{task}: batch must be at least 1 (got {batch})")

@@ -15,10 +15,13 @@ stream consumer would on each piece shown (the text less what might begin a stop
 ends it like ``Stream.cancel()``. Pieces are decoded incrementally as UTF-8, so a character split
 over tokens (Chinese) comes out whole.
 
-Numerics: the context is a `ScoringContext` (F32 KV cache, flash attention off). Rows of one batch
-go through the same kernels as a single row but the matmul's blocking can differ, so logits differ
-from a one-prompt run in the last bits, and a near-tie between two tokens can flip the greedy
-choice; tests/runtime/test_batched.py measures how often.
+Numerics: the context is a `ScoringContext` with the runtime's cache settings (F16 KV cache,
+flash attention as llama.cpp decides: `edge_llm.llama.backend`'s defaults), so a wave of one is the
+runtime's greedy output. (An F32 cache with flash attention off, the scoring defaults, made waves
+slower than one prompt at a time: attention then reads every cell of the shared cache in F32.)
+Rows of one batch go through the same kernels as a single row but the matmul's blocking can
+differ, so logits differ from a one-prompt run in the last bits, and a near-tie between two tokens
+can flip the greedy choice; tests/runtime/test_batched.py measures how often.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class BatchedGreedy:
 
     ``n_seq``: prompts generated together (a wave); ``n_ctx``: KV cells for a whole wave (the
     shared prefix once, then each prompt's tail and answer); ``threads``: a count or None (follow
-    the host's load).
+    the host's load); ``kv_type`` and ``flash_attn``: the cache (default: the runtime's).
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class BatchedGreedy:
         n_ctx: int = 4096,
         n_batch: int = 512,
         threads: int | ThreadPolicy | None = None,
+        kv_type: str = "f16",
+        flash_attn: bool | None = None,
         error: type[Exception] | None = None,
     ):
         self.sc = ScoringContext(
@@ -80,8 +85,8 @@ class BatchedGreedy:
             n_batch=n_batch,
             n_seq=max(n_seq, 2),
             threads=threads,
-            kv_type="f32",
-            flash_attn=False,
+            kv_type=kv_type,
+            flash_attn=flash_attn,
             error=error,
         )
         self.n_seq = n_seq

@@ -1,8 +1,8 @@
 """Batched greedy generation (edge_llm.llama.batched) against llama-cpp-python's own ``Llama``.
 
 The judge evaluates each prompt in one batch and then one token per ``eval``, argmax in numpy,
-with the same F32 KV cache and flash attention off. A wave of one prompt goes through the same
-kernels, so it must equal the judge token for token. In a wave of many, each step's tokens are
+with the runtime's cache (F16 KV, flash attention on: what llama.cpp's "auto" picks on a CPU). A
+wave of one prompt goes through the same kernels, so it must equal the judge token for token. In a wave of many, each step's tokens are
 rows of one matmul, and llama.cpp's CPU kernels round a multi-row product differently from a
 one-row one (measured on SmolLM2 Q4_1: up to ~0.65 in a logit for the same prompt evaluated in
 one batch or token by token; evaluating the last token alone or among other sequences' rows gives
@@ -29,9 +29,9 @@ def judge(smollm2_path):
         n_ctx=1024,
         n_batch=512,
         n_threads=2,
-        flash_attn=False,
-        type_k=0,
-        type_v=0,
+        flash_attn=True,
+        type_k=1,
+        type_v=1,
         verbose=False,
     )
     yield llm
