@@ -142,24 +142,26 @@ def run(ctx, n: int = 60, seed: int = 0) -> dict:
     except Unavailable as e:
         return {"skipped": str(e)}
     scorer = ctx.scorer()
-    items = []
-    for k, q in enumerate(qs, 1):
+    items: list[dict] = [{} for _ in qs]
+    # One subject at a time: consecutive contexts then share the subject's header line in the KV
+    # cache (`continuations` reuses the common prefix), so it is evaluated once per subject.
+    order = sorted(range(len(qs)), key=lambda i: (qs[i]["subject"], i))
+    for k, i in enumerate(order, 1):
+        q = qs[i]
         context = cfg["description"].format(subject=q["subject"]) + cfg["question"].format(
             question=q["question"]
         )
         conts = [cfg["choice"].format(choice=c) for c in q["choices"]]
         r = score_choices(scorer, context, conts, [len(c) for c in q["choices"]])
-        items.append(
-            {
-                "id": f"mmlu-{q['row']}",
-                "row": q["row"],
-                "subject": q["subject"],
-                "answer": q["answer"],
-                **r,
-                "correct": r["pred_norm"] == q["answer"],
-                "output": LETTERS[r["pred_norm"]],
-            }
-        )
+        items[i] = {
+            "id": f"mmlu-{q['row']}",
+            "row": q["row"],
+            "subject": q["subject"],
+            "answer": q["answer"],
+            **r,
+            "correct": r["pred_norm"] == q["answer"],
+            "output": LETTERS[r["pred_norm"]],
+        }
         ctx.progress("mmlu", k, len(qs))
     acc = float(np.mean([x["pred"] == x["answer"] for x in items]))
     # The densing law's loss: the conditional loss of the right answer given its prompt, nats per
