@@ -6,7 +6,7 @@ if it is faster on the same items and its accuracy is not detectably different. 
 shared and noisy, so the two paths run side by side on the same chunks of items, taking turns
 to go first; times are summed per path, and the accuracy is compared paired (McNemar).
 
-    python -m scripts.batch_speed [--tasks k12-math k12-robust] [--batch 16] [--chunk 32]
+    python -m scripts.batch_speed [--tasks k12-math k12-robust] [--batch 8] [--chunk 32]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--tasks", nargs="+", default=["k12-math", "k12-robust"])
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)  # the shipped suites' wave
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--limit", type=int, default=0, help="first N items of each task (0: all)")
