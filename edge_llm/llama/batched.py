@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_llm.llama.backend import ContextConfig
 from edge_llm.llama.scoring import ScoringContext
 from edge_llm.llama.threads import ThreadPolicy
 from edge_llm.sampling import find_stop, held_back
@@ -75,8 +76,8 @@ class BatchedGreedy:
         n_ctx: int = 4096,
         n_batch: int = 512,
         threads: int | ThreadPolicy | None = None,
-        kv_type: str = "f16",
-        flash_attn: bool | None = None,
+        kv_type: str = ContextConfig.kv_type,
+        flash_attn: bool | None = ContextConfig.flash_attn,
         error: type[Exception] | None = None,
     ):
         self.sc = ScoringContext(
