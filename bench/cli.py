@@ -199,8 +199,10 @@ def summary(r: dict) -> str:
             lines.append(f"  {name:<14} {res['bpb']:.4f}{ci} bits/byte over {res['bytes']} bytes")
         elif name == "fidelity":
             ref = r.get("reference") or {}
+            iv = res.get("mean_kld_ci95")
+            ci = f" [95% {iv[0]:.4f} to {iv[1]:.4f}]" if iv else ""
             lines.append(
-                f"  {name:<14} mean KLD {res['mean_kld']:.4f}, top-1 {res['top1']:.3f} against "
+                f"  {name:<14} mean KLD {res['mean_kld']:.4f}{ci}, top-1 {res['top1']:.3f} against "
                 f"{ref.get('what', res.get('reference'))}"
             )
         else:
@@ -386,15 +388,18 @@ def compare(
     print(
         f"{cand.name} against {ref.name} on {text.name}: {r['tokens']} tokens scored in {r['chunks']} chunks of {ctx}, in {r['seconds']:.1f} s"
     )
-    print(f"  mean KLD      {r['mean_kld']:.6f}")
+    k, t, q = r["mean_kld_ci95"], r["top1_ci95"], r["ppl_ratio_ci95"]
+    print(f"  mean KLD      {r['mean_kld']:.6f}  (95% {k[0]:.6f} to {k[1]:.6f})")
     print("  KLD           " + "  ".join(f"{k} {v:.5f}" for k, v in p.items()))
-    print(f"  top-1 agree   {100 * r['top1']:.2f}%")
+    print(f"  top-1 agree   {100 * r['top1']:.2f}%  (95% {100 * t[0]:.2f} to {100 * t[1]:.2f})")
     print(
         f"  PPL           reference {r['ppl_reference']:.4f}  candidate {r['ppl_candidate']:.4f}  ratio {r['ppl_ratio']:.4f}"
+        f"  (95% {q[0]:.4f} to {q[1]:.4f})"
     )
     print(
         f"  Δp            mean {100 * r['mean_delta_p']:+.3f}%  RMS {100 * r['rms_delta_p']:.3f}%"
     )
+    print(f"  intervals     {r['interval']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,12 @@ off, the same threads) over the text the way `llama-perplexity --kl-divergence` 
   two argmax tokens agree, each model's negative log-likelihood of the actual next token, and
   Δp = p_candidate(next) - p_reference(next).
 
+Each statistic carries a 95% interval: the scored tokens of a chunk come in runs that agree with
+each other (a passage the candidate finds hard stays hard for a while), so the tokens are resampled
+in blocks of ``BLOCK`` neighbours within a chunk (`bench.stats.block_ratio_ci`), not one by one.
+`paired(a, b)` compares two candidates scored against one reference on the same tokens: the ratio
+of their mean KLDs and the difference of their top-1 rates, each with a paired interval.
+
 Logits are streamed chunk by chunk and never held for the whole text (Gemma's vocabulary is 262k:
 one 512-token chunk of logits is 0.5 GB). `cached_references()` keeps the reference's log-probs of
 each chunk in a temporary file, so that comparing many candidates against one reference runs the
@@ -32,13 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import stats
 from edge_llm.errors import EdgeLLMError
 from edge_llm.llama.scoring import ScoringContext, chunk_plan, log_softmax
 from edge_llm.llama.threads import ThreadPolicy
 
-__all__ = ["compare", "cached_references", "chunk_plan", "summarize", "FidelityError"]
+__all__ = ["compare", "paired", "cached_references", "chunk_plan", "summarize", "FidelityError"]
 PERCENTILES = {"p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 _ROWS = 16  # rows of logits turned into float64 at a time
+BLOCK = 16  # neighbouring scored tokens resampled together for the intervals
 
 
 class FidelityError(EdgeLLMError):
@@ -108,6 +116,7 @@ def compare(
     threads: int | None = None,
     max_chunks: int | None = None,
     progress=None,
+    per_token: bool = False,
 ) -> dict:
     """Fidelity of ``candidate`` to ``reference`` (two GGUFs with the same vocabulary) on ``text``.
 
@@ -115,7 +124,8 @@ def compare(
 
     Returns mean_kld, kld_percentiles (median, p90, p95, p99, p99.9, max), top1 (fraction of
     scored tokens whose argmax agrees), ppl_reference, ppl_candidate, ppl_ratio, mean_delta_p,
-    rms_delta_p, tokens (scored) and chunks.
+    rms_delta_p, tokens (scored) and chunks; mean_kld_ci95, top1_ci95 and ppl_ratio_ci95 (block
+    bootstrap). ``per_token``: also "per_token", the arrays `paired` takes.
     """
     reference, candidate = Path(reference), Path(candidate)
     for p in (reference, candidate):
@@ -139,8 +149,11 @@ def compare(
         first, last = n_ctx // 2, n_ctx - 1
         ref_rows = _reference_rows(ref, chunks, first, last, text)
         cand.open()
-        kld, same, nll_ref, nll_cand, dp = [], 0, [], [], []
+        kld, same, nll_ref, nll_cand, dp, blocks = [], [], [], [], [], []
+        n_rows = last - first
         for ci, chunk in enumerate(chunks):
+            # blocks never straddle two chunks: each chunk starts a fresh context
+            blocks.append(ci * -(-n_rows // BLOCK) + np.arange(n_rows) // BLOCK)
             if progress:
                 progress("comparing", ci, len(chunks))
             lr_all = ref_rows(ci)
@@ -153,7 +166,7 @@ def compare(
                 # models give exactly 0
                 lc = log_softmax(lc_raw[r0:r1]).astype(np.float32).astype(np.float64)
                 kld.append((np.exp(lr) * (lr - lc)).sum(axis=-1))
-                same += int((lr.argmax(-1) == lc_raw[r0:r1].argmax(-1)).sum())
+                same.append(lr.argmax(-1) == lc_raw[r0:r1].argmax(-1))
                 idx = np.arange(r1 - r0)
                 nr, nc = -lr[idx, nxt[r0:r1]], -lc[idx, nxt[r0:r1]]
                 nll_ref.append(nr)
@@ -165,14 +178,26 @@ def compare(
         ref.close()
         if cand is not None:
             cand.close()
-    return summarize(
-        np.concatenate(kld),
-        same,
-        np.concatenate(nll_ref),
-        np.concatenate(nll_cand),
+    arrays = {
+        "kld": np.concatenate(kld),
+        "top1": np.concatenate(same),
+        "nll_ref": np.concatenate(nll_ref),
+        "nll_cand": np.concatenate(nll_cand),
+        "block": np.concatenate(blocks),
+    }
+    out = summarize(
+        arrays["kld"],
+        int(arrays["top1"].sum()),
+        arrays["nll_ref"],
+        arrays["nll_cand"],
         np.concatenate(dp),
         len(chunks),
+        blocks=arrays["block"],
+        top1=arrays["top1"],
     )
+    if per_token:
+        out["per_token"] = arrays
+    return out
 
 
 def _reference_rows(ref: _Model, chunks, first: int, last: int, text: str):
@@ -201,14 +226,15 @@ def _reference_rows(ref: _Model, chunks, first: int, last: int, text: str):
     return lambda i: stored[i]
 
 
-def summarize(kld, same, nll_ref, nll_cand, dp, chunks) -> dict:
-    """The statistics llama-perplexity --kl-divergence prints, from per-token values."""
+def summarize(kld, same, nll_ref, nll_cand, dp, chunks, blocks=None, top1=None) -> dict:
+    """The statistics llama-perplexity --kl-divergence prints, from per-token values; with
+    ``blocks`` (each token's block id) and ``top1`` (each token's agreement), their intervals."""
     n = int(kld.size)
     pct = {"median": float(np.median(kld))}
     pct.update({k: float(np.percentile(kld, q)) for k, q in PERCENTILES.items()})
     pct["max"] = float(kld.max())
     ppl_r, ppl_c = float(np.exp(nll_ref.mean())), float(np.exp(nll_cand.mean()))
-    return {
+    out = {
         "mean_kld": float(kld.mean()),
         "kld_percentiles": pct,
         "top1": same / n,
@@ -219,4 +245,40 @@ def summarize(kld, same, nll_ref, nll_cand, dp, chunks) -> dict:
         "rms_delta_p": float(np.sqrt((dp**2).mean())),
         "tokens": n,
         "chunks": int(chunks),
+    }
+    if blocks is not None and top1 is not None:
+        size = stats.block_sums(np.ones(n), blocks)
+        out["mean_kld_ci95"] = list(stats.block_ratio_ci(stats.block_sums(kld, blocks), size))
+        out["top1_ci95"] = list(stats.block_ratio_ci(stats.block_sums(top1, blocks), size))
+        lo, hi = stats.block_ratio_ci(stats.block_sums(nll_cand - nll_ref, blocks), size)
+        out["ppl_ratio_ci95"] = [float(np.exp(lo)), float(np.exp(hi))]
+        out["interval"] = f"95%, bootstrap over blocks of {BLOCK} neighbouring tokens"
+    return out
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Candidate B against candidate A, both `compare`d with ``per_token=True`` against the same
+    reference on the same text: B's mean KLD as a fraction of A's and the difference of their
+    top-1 rates (B - A), each with a paired block-bootstrap interval, and a verdict on the KLD
+    ("better" when B's KLD is lower with the whole interval below 1)."""
+    ta, tb = a["per_token"], b["per_token"]
+    if len(ta["kld"]) != len(tb["kld"]) or not np.array_equal(ta["block"], tb["block"]):
+        raise FidelityError(
+            "the two comparisons scored different tokens; compare both against one reference "
+            "on one text with the same --ctx and --chunks"
+        )
+    blocks = ta["block"]
+    ka, kb = stats.block_sums(ta["kld"], blocks), stats.block_sums(tb["kld"], blocks)
+    lo, hi = stats.block_ratio_ci(kb, ka)
+    size = stats.block_sums(np.ones(len(blocks)), blocks)
+    d = stats.block_sums(tb["top1"].astype(float) - ta["top1"].astype(float), blocks)
+    dlo, dhi = stats.block_ratio_ci(d, size)
+    word = stats.verdict(1 - hi, 1 - lo)  # KLD ratio below 1: B is closer to the reference
+    return {
+        "kld_ratio": float(kb.sum() / ka.sum()),
+        "kld_ratio_ci95": [lo, hi],
+        "top1_difference": float(d.sum() / size.sum()),
+        "top1_difference_ci95": [dlo, dhi],
+        "tokens": int(len(blocks)),
+        "verdict": word,
     }

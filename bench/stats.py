@@ -12,6 +12,8 @@ differences several times smaller than comparing two intervals does:
     mcnemar(b, c)             exact two-sided McNemar test on the discordant pairs (the binomial test
                               of b against b + c at 1/2; exact at every count, so small ones too)
     paired_bootstrap_ci(...)  interval of a difference between two runs, resampling items jointly
+    block_ratio_ci(num, den)  interval of sum(num) / sum(den) resampling blocks of neighbouring
+                              values (per-token statistics of a text, whose neighbours correlate)
     verdict(lo, hi)           "better", "worse" or "no detectable difference"
     mdd(...)                  the minimum detectable difference at 95% confidence and 80% power
 
@@ -94,6 +96,39 @@ def paired_bootstrap_ci(
     lo, hi = np.percentile(vals, [tail, 100 - tail])
     p = min(1.0, 2 * min(np.mean(vals <= 0), np.mean(vals >= 0)))
     return float(lo), float(hi), float(p)
+
+
+def block_sums(values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Per-block sums of ``values`` (``blocks[i]``: the block of value i, ids 0..n_blocks-1)."""
+    return np.bincount(np.asarray(blocks), weights=np.asarray(values, dtype=np.float64))
+
+
+def block_ratio_ci(
+    num: np.ndarray,
+    den: np.ndarray,
+    *,
+    draws: int = BOOTSTRAP,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of ``sum(num) / sum(den)`` when blocks (``num[j]``, ``den[j]``: block
+    j's sums) are drawn with replacement. With ``den`` the blocks' sizes this is the interval of a
+    mean whose values come in correlated runs (the tokens of one passage): resampling single
+    values would treat a run as independent evidence and give too narrow an interval. With
+    ``num`` and ``den`` two models' sums over the same blocks, the interval of the ratio of their
+    means is paired (one draw picks the same blocks for both)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if len(num) != len(den):
+        raise ValueError("num and den need one sum per block each")
+    if len(num) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(num), size=(draws, len(num)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vals = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(vals, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def mcnemar(b: int, c: int) -> float:

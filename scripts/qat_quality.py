@@ -2,24 +2,34 @@
 
 Why: llama.cpp rounds a float model once; `edge-llm distill --quant` trains the weights on the
 grid they land on (convert/distill/qat.py). This benchmark asks whether that makes a better file
-of the same size, on the held-out text, against the same F32 reference:
+of the same size, on the held-out text, against the same F32 reference. Methods (``--methods``):
 
-- llama.cpp's Q4_0, and Q4_0 with an importance matrix (``imatrix auto``: calibration text);
-- edge-llm's size budget at Q4_0's size (``--target-size``; optional, it is the slow one);
-- QAT: the teacher's matrices trained on the Q4_0 grid by top-k KD on the calibration text for
-  ``--minutes`` of training (``distill --quant Q4_0 --minutes M``), the GGUF packed from the
-  trained grid (the same tensor types as llama.cpp's Q4_0, so the same size).
+at Q4_0's size (91.7 MB for SmolLM2):
+- ``q4_0``: llama.cpp's Q4_0; ``imatrix``: Q4_0 with an importance matrix (``imatrix auto``:
+  calibration text); ``budget``: edge-llm's size budget at Q4_0's size (the slow one);
+- ``qat``: the teacher's matrices trained on the Q4_0 grid by top-k KD on the calibration text
+  for ``--minutes`` of training (``distill --quant Q4_0 --minutes M``), the GGUF packed from the
+  trained grid (the same tensor types as llama.cpp's Q4_0, so the same size);
 
-Each is compared with the reference on bench/data/eval.txt (`bench.fidelity`: chunks of 512,
-second half scored): mean KLD (with a bootstrap interval over chunks' tokens is not computed
-here: the KLD percentiles and the scored-token count are reported), top-1, PPL ratio. The CPU
-time each method used is recorded.
+under ``--small-size`` (79.5 MB: the goal's "file under 80 MB"):
+- ``q4_0-all``: llama.cpp with every matrix at Q4_0, the tied embedding too, with imatrix (76 MB;
+  llama.cpp's own Q4_0 keeps the embedding at Q8_0, its rows of 576 fit no K-quant);
+- ``budget-small``: edge-llm's size budget at that size;
+- ``qat-small``: ``distill --target-size`` at that size (the budget's mix over the trainable
+  types, then trained for ``--minutes``).
+
+Each file is compared with the reference on bench/data/eval.txt (`bench.fidelity`: chunks of 512,
+second half scored): mean KLD, top-1 and PPL ratio, each with a 95% interval (bootstrap over
+blocks of 16 neighbouring tokens), and the QAT files against the best other file at their size,
+paired on the same tokens (`bench.fidelity.paired`: the ratio of mean KLDs with its interval). The
+CPU time each method used is recorded; rows of methods not made now are kept from the results
+file, and ``--remeasure`` measures existing files again without remaking them.
 
 The reference is SmolLM2-135M-Instruct's shipped GGUF (Q4_1, Q8_0 embedding) exported to F32:
 its matrices lie on the Q4_1 grid, which favours no Q4_0 method over another.
 
     python -m scripts.qat_quality --minutes 15 --chunks 8           # reduced run, ~45 min on 2 CPUs
-    python -m scripts.qat_quality --minutes 120 --budget             # fuller run
+    python -m scripts.qat_quality --minutes 20 --methods q4_0-all,budget-small,qat-small
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ import json
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from bench import fidelity
 from convert import convert
@@ -66,46 +79,66 @@ def teacher(work: Path) -> tuple[Path, Path]:
     return hf, ref
 
 
+ALL_Q4_0 = 'name = "Q4_0-all"\ndefault = "Q4_0"\nfile_type = "Q4_0"\n'
+AT_Q4_0 = ("q4_0", "imatrix", "budget")  # the files QAT at Q4_0's size is paired against
+SMALL = ("q4_0-all", "budget-small")  # and the small QAT file
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="QAT training budget")
     ap.add_argument("--chunks", type=int, default=8, help="eval chunks of 512 (None: all)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--lr", type=float, default=5e-5, help="QAT learning rate")
-    ap.add_argument("--budget", action="store_true", help="also the size budget at Q4_0's size")
+    ap.add_argument("--small-size", default="79.5MB", help="size of the small files")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--methods",
-        default="q4_0,imatrix,budget,qat",
-        help="which rows to make now (others are kept from an earlier run's results file)",
+        default="q4_0,imatrix,qat",
+        help="which rows to make now, of q4_0, imatrix, budget, qat, q4_0-all, budget-small, "
+        "qat-small (others are kept from an earlier run's results file)",
+    )
+    ap.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the methods' existing files again instead of remaking them",
     )
     args = ap.parse_args()
     methods = set(args.methods.split(","))
-    if not args.budget:
-        methods.discard("budget")
     out_json = RESULTS / "qat_quality.json"
 
     work = cache_dir() / "bench-qat" / MODEL
     work.mkdir(parents=True, exist_ok=True)
     hf, ref = teacher(work)
     text = (ROOT / "bench" / "data" / "eval.txt").read_text(encoding="utf-8")
-    rows = []
+    tag = f"{args.minutes:g}min"
+    keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
+    rows, old = [], {}
     if out_json.is_file():  # rows of methods not made now come from the earlier run
-        rows = [x for x in json.loads(out_json.read_text())["rows"] if x.get("key") not in methods]
+        for x in json.loads(out_json.read_text())["rows"]:
+            if x.get("key") in keys.values():
+                old[x["key"]] = x
+            else:
+                rows.append(x)
 
-    def save() -> None:
+    def save(**extra) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(
-            json.dumps({"model": MODEL, "args": vars(args), "rows": rows}, indent=1, default=str)
+            json.dumps(
+                {"model": MODEL, "args": vars(args), "rows": rows, **extra}, indent=1, default=str
+            )
         )
 
-    def measure(label: str, method: str, path: Path, cpu: float, wall: float, **extra) -> None:
+    def measure(key: str, label: str, method: str, path: Path, cpu: float, wall: float, **extra):
         r = fidelity.compare(
-            ref, path, text, n_ctx=512, threads=args.threads, max_chunks=args.chunks
+            ref, path, text, n_ctx=512, threads=args.threads, max_chunks=args.chunks, per_token=True
         )
+        np.savez_compressed(tokens_file(path), **r.pop("per_token"))
         info = gguf_info.read(path)
         row = {
+            "key": key,
             "file": label,
+            "path": str(path),
             "method": method,
             "bytes": info.file_size,
             "bpw": info.bits_per_weight,
@@ -116,49 +149,29 @@ def main() -> int:
         }
         rows.append(row)
         save()
+        k = row["mean_kld_ci95"]
         log(
-            f"{label}: {row['bytes'] / 1e6:.1f} MB KLD {row['mean_kld']:.5f} top-1 {100 * row['top1']:.2f}% "
-            f"PPL ratio {row['ppl_ratio']:.4f} ({cpu:.0f} CPU s)"
+            f"{label}: {row['bytes'] / 1e6:.1f} MB KLD {row['mean_kld']:.5f} ({k[0]:.5f}-{k[1]:.5f}) "
+            f"top-1 {100 * row['top1']:.2f}% PPL ratio {row['ppl_ratio']:.4f} ({cpu:.0f} CPU s)"
         )
 
-    def made(key, label, method, fn, **extra):
-        if key not in methods:
-            return None
+    def made(method: str, label: str, how: str, path: Path, fn, **extra):
+        if method not in methods:
+            return
+        key = keys[method]
+        if args.remeasure:
+            if key not in old or not path.is_file():
+                log(f"{label}: no earlier row or no file at {path} to measure again; skipped")
+                return
+            o = old[key]
+            extra = {k: o[k] for k in ("qat", "recipe") if k in o} | extra
+            measure(key, o["file"], o["method"], path, o["cpu_s"], o["wall_s"], **extra)
+            return
         c0, t0 = cpu_seconds(), time.perf_counter()
-        path = fn()
-        measure(
-            label,
-            method,
-            Path(path),
-            cpu_seconds() - c0,
-            time.perf_counter() - t0,
-            key=key,
-            **extra,
-        )
-        return path
+        fn()
+        measure(key, label, how, path, cpu_seconds() - c0, time.perf_counter() - t0, **extra)
 
-    with fidelity.cached_references():
-        made(
-            "q4_0",
-            "Q4_0",
-            "llama.cpp",
-            lambda: convert(hf, work / "q4_0.gguf", type="Q4_0", force=True).path,
-        )
-        made(
-            "imatrix",
-            "Q4_0+imatrix",
-            "llama.cpp + imatrix",
-            lambda: (
-                convert(hf, work / "q4_0-im.gguf", type="Q4_0", imatrix="auto", force=True).path
-            ),
-        )
-        size = (work / "q4_0.gguf").stat().st_size
-        made(
-            "budget",
-            "budget@Q4_0",
-            "edge-llm budget",
-            lambda: convert(hf, work / "budget.gguf", target_size=size, force=True).path,
-        )
+    def qat(path: Path, info: dict, **kw):
         from convert.distill import distill
         from convert.distill.recipe import recipe_from_dict
 
@@ -174,79 +187,134 @@ def main() -> int:
                 }
             }
         )
-        out = work / "qat-q4_0"
-        if out.exists():
-            import shutil
+        res = distill(
+            hf,
+            path.with_suffix(""),
+            recipe=r,
+            minutes=args.minutes,
+            device=args.device,
+            gguf=path,
+            threads=args.threads,
+            force=True,
+            **kw,
+        )
+        info.update(
+            steps=res.steps,
+            tokens=res.tokens,
+            step_seconds=res.step_seconds,
+            loss_first=res.loss_first,
+            loss_last=res.loss_last,
+            lr=args.lr,
+            types=dict(sorted(Counter(res.tensor_types.values()).items())),
+        )
 
-            shutil.rmtree(out)
-        info = {}
-
-        def qat():
-            res = distill(
-                hf,
-                out,
-                recipe=r,
-                quant="Q4_0",
-                minutes=args.minutes,
-                device=args.device,
-                gguf=work / "qat-q4_0.gguf",
-                threads=args.threads,
-                force=True,
-            )
-            info.update(
-                steps=res.steps,
-                tokens=res.tokens,
-                step_seconds=res.step_seconds,
-                loss_first=res.loss_first,
-                loss_last=res.loss_last,
-            )
-            return res.gguf
-
+    q4 = work / "q4_0.gguf"
+    small = args.small_size
+    with fidelity.cached_references():
+        made("q4_0", "Q4_0", "llama.cpp", q4, lambda: convert(hf, q4, type="Q4_0", force=True))
+        im = work / "q4_0-im.gguf"
+        made(
+            "imatrix",
+            "Q4_0+imatrix",
+            "llama.cpp + imatrix",
+            im,
+            lambda: convert(hf, im, type="Q4_0", imatrix="auto", force=True),
+        )
+        bud = work / "budget.gguf"
+        made(
+            "budget",
+            "budget@Q4_0",
+            "edge-llm budget",
+            bud,
+            lambda: convert(hf, bud, target_size=q4.stat().st_size, force=True),
+        )
+        info: dict = {}
+        path = work / f"qat-q4_0-{tag}.gguf"
         made(
             "qat",
-            "QAT Q4_0",
-            f"edge-llm distill --quant Q4_0 ({args.minutes:g} min)",
-            qat,
+            f"QAT Q4_0 ({tag})",
+            f"edge-llm distill --quant Q4_0 --minutes {args.minutes:g}",
+            path,
+            lambda: qat(path, info, quant="Q4_0"),
             qat=info,
         )
-    by = {x["file"]: x for x in rows}
-    base, q = by.get("Q4_0"), by.get("QAT Q4_0")
-    others = [by[k] for k in ("Q4_0", "Q4_0+imatrix", "budget@Q4_0") if k in by]
+        allq = work / "q4_0-all-im.gguf"
+        rec = work / "q4_0-all.toml"
+        rec.write_text(ALL_Q4_0)
+        made(
+            "q4_0-all",
+            "all Q4_0+imatrix",
+            "llama.cpp, every matrix Q4_0, + imatrix",
+            allq,
+            lambda: convert(hf, allq, recipe=str(rec), imatrix="auto", force=True),
+        )
+        bs = work / f"budget-{small}.gguf"
+        made(
+            "budget-small",
+            f"budget@{small}",
+            "edge-llm budget",
+            bs,
+            lambda: convert(hf, bs, target_size=small, force=True),
+        )
+        info_s: dict = {}
+        path_s = work / f"qat-{small}-{tag}.gguf"
+        made(
+            "qat-small",
+            f"QAT budget@{small} ({tag})",
+            f"edge-llm distill --target-size {small} --minutes {args.minutes:g}",
+            path_s,
+            lambda: qat(path_s, info_s, target_size=small),
+            qat=info_s,
+        )
     lines = [
-        "| file | method | MB | bpw | mean KLD | p99 KLD | top-1 % | PPL ratio | CPU s |",
+        "| file | method | MB | bpw | mean KLD (95%) | p99 KLD | top-1 % (95%) | PPL ratio (95%) | CPU s |",
         "|" + "---|" * 9,
     ]
-    for x in rows:
+    for x in sorted(rows, key=lambda x: -x["bytes"]):
+        k, t, q = x.get("mean_kld_ci95"), x.get("top1_ci95"), x.get("ppl_ratio_ci95")
+        kc = f" ({k[0]:.4f}-{k[1]:.4f})" if k else ""
+        tc = f" ({100 * t[0]:.1f}-{100 * t[1]:.1f})" if t else ""
+        qc = f" ({q[0]:.3f}-{q[1]:.3f})" if q else ""
         lines.append(
-            f"| {x['file']} | {x['method']} | {x['bytes'] / 1e6:.2f} | {x['bpw']:.2f} | {x['mean_kld']:.5f} | "
-            f"{x['kld_percentiles']['p99']:.4f} | {100 * x['top1']:.2f} | {x['ppl_ratio']:.4f} | {x['cpu_s']:.0f} |"
+            f"| {x['file']} | {x['method']} | {x['bytes'] / 1e6:.2f} | {x['bpw']:.2f} | "
+            f"{x['mean_kld']:.4f}{kc} | {x['kld_percentiles']['p99']:.3f} | {100 * x['top1']:.2f}{tc} | "
+            f"{x['ppl_ratio']:.4f}{qc} | {x['cpu_s']:.0f} |"
         )
     print("\n".join(lines))
-    verdict = "no verdict: a QAT row and a llama.cpp row are both needed"
-    if q and others:
-        best = min(others, key=lambda x: x["mean_kld"])
-        ratio = q["mean_kld"] / best["mean_kld"]
-        verdict = (
-            f"QAT Q4_0 KLD = {ratio:.2f}x the best of llama.cpp/budget at Q4_0's size ({best['file']}); "
-            f"goal <= 0.5x: {'met' if ratio <= 0.5 else 'NOT met'}"
-        )
-        if base:
-            verdict += f"; size {q['bytes'] / base['bytes']:.3f}x llama.cpp's Q4_0"
-    print(verdict)
-    out_json.write_text(
-        json.dumps(
-            {
-                "model": MODEL,
-                "args": vars(args),
-                "rows": rows,
-                "verdict": verdict,
-                "scored_tokens": (q or base or {}).get("tokens"),
-            },
-            indent=1,
-            default=str,
-        )
-    )
+    verdicts = []
+    for x in rows:
+        if not str(x.get("key", "")).startswith("qat"):
+            continue
+        against = SMALL if x["key"].startswith("qat-small") else AT_Q4_0
+        others = [o for o in rows if o.get("key") in against and o["bytes"] >= x["bytes"] * 0.999]
+        v = {"file": x["file"]}
+        if others:
+            best = min(others, key=lambda o: o["mean_kld"])
+            v["against"] = best["file"]
+            try:
+                v.update(paired_tokens(best, x))
+            except (OSError, KeyError, ValueError, fidelity.FidelityError) as e:
+                v["paired"] = f"not paired: {e}"
+            if x["key"].startswith("qat-") and not x["key"].startswith("qat-small"):
+                v["goal"] = "KLD <= 0.5x the best at Q4_0's size"
+                v["met"] = v.get("kld_ratio", x["mean_kld"] / best["mean_kld"]) <= 0.5
+        if x["key"].startswith("qat-small"):
+            v["goal_small"] = "under 80 MB with top-1 >= 80%"
+            v["met_small"] = x["bytes"] < 80e6 and x["top1"] >= 0.80
+        verdicts.append(v)
+        print(json.dumps(v))
+    save(verdicts=verdicts, scored_tokens=(rows[0]["tokens"] if rows else None))
     return 0
+
+
+def tokens_file(gguf: Path) -> Path:
+    return gguf.with_name(gguf.name + ".tokens.npz")
+
+
+def paired_tokens(a: dict, b: dict) -> dict:
+    """`bench.fidelity.paired` on two rows' saved per-token values."""
+    load = lambda row: {"per_token": dict(np.load(tokens_file(Path(row["path"]))))}  # noqa: E731
+    return fidelity.paired(load(a), load(b))
 
 
 if __name__ == "__main__":

@@ -485,6 +485,46 @@ def test_compare_equals_numpy_on_all_position_logits(tiny, tmp_path):
     assert got["ppl_ratio"] == pytest.approx(want["ppl_c"] / want["ppl_r"], rel=1e-5)
     assert got["mean_delta_p"] == pytest.approx(want["dp"].mean(), rel=1e-3, abs=1e-7)
     assert got["rms_delta_p"] == pytest.approx(np.sqrt((want["dp"] ** 2).mean()), rel=1e-4)
+    # the interval: blocks of 16 neighbouring scored tokens, never across chunks, drawn with
+    # replacement; scipy's paired bootstrap of the ratio over numpy's own block sums is the judge
+    scipy_stats = pytest.importorskip("scipy.stats")
+    per = N_CTX - 1 - N_CTX // 2
+    rows = want["kl"].reshape(want["chunks"], per)
+    sums = np.array([r[i : i + 16].sum() for r in rows for i in range(0, per, 16)])
+    sizes = np.array([len(r[i : i + 16]) for r in rows for i in range(0, per, 16)], dtype=float)
+    ref = scipy_stats.bootstrap(
+        (sums, sizes),
+        lambda n, d: n.sum() / d.sum(),
+        paired=True,
+        vectorized=False,
+        n_resamples=4000,
+        method="percentile",
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
+    lo, hi = got["mean_kld_ci95"]
+    assert lo < got["mean_kld"] < hi
+    assert lo == pytest.approx(ref.low, abs=0.1 * (ref.high - ref.low))
+    assert hi == pytest.approx(ref.high, abs=0.1 * (ref.high - ref.low))
+    assert got["ppl_ratio_ci95"][0] < got["ppl_ratio"] < got["ppl_ratio_ci95"][1]
+
+
+def test_paired_fidelity_ranks_two_quantizations(tiny, tmp_path):
+    from bench.fidelity import compare, paired
+
+    src, f32 = tiny
+    q2, q8 = tmp_path / "q2.gguf", tmp_path / "q8.gguf"
+    convert(src, q2, type="Q2_K")
+    convert(src, q8, type="Q8_0")
+    a = compare(f32, q2, TEXT, n_ctx=N_CTX, threads=1, per_token=True)
+    b = compare(f32, q8, TEXT, n_ctx=N_CTX, threads=1, per_token=True)
+    r = paired(a, b)
+    assert r["kld_ratio"] == pytest.approx(b["mean_kld"] / a["mean_kld"], rel=1e-9)
+    assert r["kld_ratio_ci95"][1] < 1 and r["verdict"] == "better"
+    assert r["top1_difference"] == pytest.approx(b["top1"] - a["top1"], abs=1e-12)
+    assert paired(b, a)["verdict"] == "worse"
+    same = paired(a, a)
+    assert same["kld_ratio"] == 1.0 and same["kld_ratio_ci95"] == [1.0, 1.0]
+    assert same["verdict"] == "no detectable difference"
 
 
 def test_compare_identical_files_and_vocab_mismatch(tiny, tmp_path, run_cli):
@@ -502,6 +542,7 @@ def test_compare_identical_files_and_vocab_mismatch(tiny, tmp_path, run_cli):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["mean_kld"] == 0.0 and got["kld_percentiles"]["max"] == 0.0
+    assert got["mean_kld_ci95"] == [0.0, 0.0] and got["top1_ci95"] == [1.0, 1.0]
     assert got["top1"] == 1.0 and got["ppl_ratio"] == 1.0 and got["rms_delta_p"] == 0.0
     other = checkpoint_with_vocab(tmp_path / "other", 300)
     convert(other, tmp_path / "other.gguf", type="F32")
