@@ -18,11 +18,13 @@ FLOPs/token, density per GFLOP. Goals:
       mix (`distill --domain k12-math`: half the sequences from the built-in worked-solution
       corpus, CE on their gold text mixed with KD; the rest KD on the calibration corpus);
   (d) the fair baseline: the teacher itself (30 layers) trained on the same mix for the same tokens.
-Goal: (c)'s capability per GFLOP >= 1.3x the teacher's with k12-math better than the teacher's;
-k12-robust is reported beside it where the suite has it (a student that memorised its templates
-shows it there).
+Goal: (c)'s K-12 capability (the mean of its k12-math and k12-robust accuracies) per GFLOP >=
+1.3x the teacher's, with the paired verdict on k12-math "better" than the teacher; k12-robust is
+reported beside it (a student that memorised its templates shows it there), and (c) is paired
+against (d) as well.
 
     python -m scripts.distill_density [--minutes 40] [--tokens N] [--device cpu] [--skip-bench] [--targeted]
+    python -m scripts.distill_density --targeted --students '' --suite bench/suites/k12.toml --minutes 15
 """
 
 from __future__ import annotations
@@ -40,18 +42,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 WORK = Path.home() / ".cache/edge-llm/bench-distill"
-QUANT_EXPORT = Path.home() / ".cache/edge-llm/bench-quant/smollm2-135m-instruct/hf"
+# F32 exports of the same shipped GGUF that other benchmarks may have made already
+EXPORTS = [
+    Path.home() / ".cache/edge-llm/bench-quant/smollm2-135m-instruct/hf",
+    Path.home() / ".cache/edge-llm/bench-qat/smollm2-135m-instruct/hf",
+]
 KEEP = 20
 SEQ, BATCH = 256, 4
 
 
 def teacher_hf(work: Path) -> Path:
-    """The F32 Hugging Face export of SmolLM2 (reused from scripts/quant_quality's cache if there)."""
+    """The F32 Hugging Face export of SmolLM2 (reused from scripts/quant_quality's or
+    scripts/qat_quality's cache if there)."""
     out = work / "SmolLM2-135M-Instruct"
     if (out / "config.json").is_file():
         return out
-    if (QUANT_EXPORT / "model.safetensors").is_file():
-        shutil.copytree(QUANT_EXPORT, out.with_suffix(".part"), dirs_exist_ok=True)
+    found = [p for p in EXPORTS if (p / "model.safetensors").is_file()]
+    if found:
+        shutil.copytree(found[0], out.with_suffix(".part"), dirs_exist_ok=True)
     else:
         from convert.export_hf import export_hf
         from edge_llm.registry import resolve
@@ -122,7 +130,14 @@ def probe(teacher: Path, device: str, freeze: bool) -> tuple[float, float]:
     return BATCH * SEQ / t_fwd, BATCH * SEQ / min(times)
 
 
-def bench(model: Path, label: str, out: Path, reference: Path | None, threads: int | None) -> dict:
+def bench(
+    model: Path,
+    label: str,
+    out: Path,
+    reference: Path | None,
+    threads: int | None,
+    suite: str = "quick",
+) -> dict:
     from bench import store
 
     cmd = [
@@ -132,7 +147,7 @@ def bench(model: Path, label: str, out: Path, reference: Path | None, threads: i
         "bench",
         str(model),
         "--suite",
-        "quick",
+        suite,
         "--recipe",
         label,
         "-o",
@@ -149,16 +164,23 @@ def bench(model: Path, label: str, out: Path, reference: Path | None, threads: i
 
 def row(r: dict) -> dict:
     t = r["tasks"]
+    get = lambda task, key="score": t.get(task, {}).get(key)  # noqa: E731
+    gflops = r["compute"]["flops_per_token"] / 1e9
+    k12 = [v for v in (get("k12-math"), get("k12-robust")) if v is not None]
+    k12_cap = sum(k12) / len(k12) if k12 else None
     return {
-        "bpb": t["bpb"]["bpb"],
-        "k12_math": t["k12-math"]["score"],
-        "k12_robust": t.get("k12-robust", {}).get("score"),
-        "mmlu": t.get("mmlu", {}).get("score"),
+        "bpb": get("bpb", "bpb"),
+        "k12_math": get("k12-math"),
+        "k12_robust": get("k12-robust"),
+        "mmlu": get("mmlu"),
         "capability": r["capability"],
-        "gflops_per_token": r["compute"]["flops_per_token"] / 1e9,
+        # the targeted goal's measure: the K-12 tasks only (accuracy: their chance level is 0)
+        "k12_capability": k12_cap,
+        "gflops_per_token": gflops,
         "density_per_gflop": r["density"]["per_gflop"],
-        "mean_kld": t.get("fidelity", {}).get("mean_kld"),
-        "top1": t.get("fidelity", {}).get("top1"),
+        "k12_density_per_gflop": None if k12_cap is None else k12_cap / gflops,
+        "mean_kld": get("fidelity", "mean_kld"),
+        "top1": get("fidelity", "top1"),
         "params": r["compute"]["params_total"],
         "run_id": r.get("run_id"),
         "capability_ci95": r.get("capability_ci95"),
@@ -184,10 +206,22 @@ def main() -> int:
         action="store_true",
         help="also (c) and (d): the K-12 targeted student and its baseline",
     )
+    ap.add_argument(
+        "--students",
+        default="a,b",
+        help="which of the generic students to make and measure (a, b; none: '')",
+    )
+    ap.add_argument(
+        "--suite",
+        default="quick",
+        help="capability suite of the measurements (quick, full or a .toml: bench/suites/k12.toml "
+        "is the K-12 tasks alone, with more k12-math items, for the targeted goal)",
+    )
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/distill_density.jsonl")
     ap.add_argument("--summary", type=Path, default=ROOT / "bench/results/distill_density.json")
     args = ap.parse_args()
+    students = {x for x in args.students.split(",") if x}
 
     import torch
 
@@ -202,19 +236,22 @@ def main() -> int:
     t_gguf = args.work / "teacher-F16.gguf"
     if not t_gguf.is_file():
         convert(teacher, t_gguf, type="F16")
+    ggufs = {"teacher": t_gguf}
 
     # (a): pruned, not healed
     a_dir, a_gguf = args.work / f"student-a-{KEEP}", args.work / f"student-a-{KEEP}-F16.gguf"
-    if not (a_dir / "config.json").is_file():
-        shutil.rmtree(a_dir, ignore_errors=True)
-        ra = distill(
-            teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze)
-        )
-        print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
-    if not a_gguf.is_file():
-        convert(a_dir, a_gguf, type="F16")
+    if "a" in students:
+        if not (a_dir / "config.json").is_file():
+            shutil.rmtree(a_dir, ignore_errors=True)
+            ra = distill(
+                teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze)
+            )
+            print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
+        if not a_gguf.is_file():
+            convert(a_dir, a_gguf, type="F16")
+        ggufs["a"] = a_gguf
 
-    # (b): healed within the budget
+    # the token budget of the healing (b), and of (c) and (d)
     fwd_tps = train_tps = None
     if args.tokens:
         tokens = args.tokens
@@ -229,38 +266,6 @@ def main() -> int:
             f"-> {tokens} tokens in {args.minutes:g} min",
             file=sys.stderr,
         )
-    b_dir, b_gguf = (
-        args.work / f"student-b-{KEEP}-{tokens}",
-        args.work / f"student-b-{KEEP}-{tokens}-F16.gguf",
-    )
-    rb = None
-    t0 = time.perf_counter()
-    if not (b_dir / "config.json").is_file():
-        shutil.rmtree(b_dir, ignore_errors=True)
-        from convert.distill.cli import progress_bar
-
-        bar, update = progress_bar()
-        resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
-        with bar:
-            rb = distill(
-                teacher,
-                b_dir,
-                layers=KEEP,
-                recipe=recipe(tokens, freeze),
-                device=args.device,
-                resume=resume,
-                progress=update,
-            )
-        print(
-            f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> {rb.loss_last:.4f}, "
-            f"{rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s",
-            file=sys.stderr,
-        )
-    heal_s = time.perf_counter() - t0
-    if not b_gguf.is_file():
-        convert(b_dir, b_gguf, type="F16")
-    info_b = json.loads((b_dir / "distill.json").read_text())
-
     summary = {
         "teacher": str(teacher),
         "keep_layers": KEEP,
@@ -270,8 +275,44 @@ def main() -> int:
         "freeze_embeddings": freeze,
         "seq_len": SEQ,
         "batch": BATCH,
+        "suite": args.suite,
         "probe": {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps},
-        "heal": {
+    }
+
+    # (b): healed within the budget
+    if "b" in students:
+        b_dir, b_gguf = (
+            args.work / f"student-b-{KEEP}-{tokens}",
+            args.work / f"student-b-{KEEP}-{tokens}-F16.gguf",
+        )
+        rb = None
+        t0 = time.perf_counter()
+        if not (b_dir / "config.json").is_file():
+            shutil.rmtree(b_dir, ignore_errors=True)
+            from convert.distill.cli import progress_bar
+
+            bar, update = progress_bar()
+            resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
+            with bar:
+                rb = distill(
+                    teacher,
+                    b_dir,
+                    layers=KEEP,
+                    recipe=recipe(tokens, freeze),
+                    device=args.device,
+                    resume=resume,
+                    progress=update,
+                )
+            print(
+                f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> "
+                f"{rb.loss_last:.4f}, {rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s",
+                file=sys.stderr,
+            )
+        heal_s = time.perf_counter() - t0
+        if not b_gguf.is_file():
+            convert(b_dir, b_gguf, type="F16")
+        info_b = json.loads((b_dir / "distill.json").read_text())
+        summary["heal"] = {
             k: info_b.get(k)
             for k in (
                 "steps",
@@ -284,15 +325,16 @@ def main() -> int:
                 "params_student",
                 "params_teacher",
             )
-        },
-        "heal_wall_s": heal_s if rb else None,
-        "ggufs": {"teacher": str(t_gguf), "a": str(a_gguf), "b": str(b_gguf)},
-    }
-    targeted = {}
+        }
+        summary["heal_wall_s"] = heal_s if rb else None
+        ggufs["b"] = b_gguf
+
     if args.targeted:  # (c) pruned + K-12 domain mix, (d) the teacher on the same mix
+        summary["targeted"] = {}
         for key, keep in (("c", KEEP), ("d", None)):
             name = f"student-{key}-{keep or 30}-k12-{tokens}"
             d_dir, d_gguf = args.work / name, args.work / f"{name}-F16.gguf"
+            t0 = time.perf_counter()
             if not (d_dir / "config.json").is_file():
                 shutil.rmtree(d_dir, ignore_errors=True)
                 resume = (args.work / f".{d_dir.name}.distill-work").is_dir()
@@ -310,109 +352,124 @@ def main() -> int:
                     f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s",
                     file=sys.stderr,
                 )
+                summary["targeted"][key] = {"wall_s": round(time.perf_counter() - t0, 1)}
             if not d_gguf.is_file():
                 convert(d_dir, d_gguf, type="F16")
-            targeted[key] = d_gguf
-        summary["ggufs"].update({k: str(v) for k, v in targeted.items()})
+            info = json.loads((d_dir / "distill.json").read_text())
+            summary["targeted"].setdefault(key, {}).update(
+                {
+                    k: info.get(k)
+                    for k in ("steps", "tokens", "domain_sequences", "loss_first", "loss_last")
+                }
+            )
+            ggufs[key] = d_gguf
+    summary["ggufs"] = {k: str(v) for k, v in ggufs.items()}
+    names = {
+        "teacher": "teacher (30 layers)",
+        "a": f"(a) pruned {KEEP}, no healing",
+        "b": f"(b) pruned {KEEP} + KD, {tokens} tokens",
+        "c": f"(c) pruned {KEEP} + K-12 mix, {tokens} tokens",
+        "d": f"(d) teacher + K-12 mix, {tokens} tokens",
+    }
+    labels = {
+        "teacher": "distill teacher F16",
+        "a": f"distill (a) {KEEP}/30 pruned",
+        "b": f"distill (b) {KEEP}/30 KD {tokens} tok",
+        "c": f"distill (c) {KEEP}/30 K-12 mix {tokens} tok",
+        "d": f"distill (d) teacher K-12 mix {tokens} tok",
+    }
     if not args.skip_bench:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        env_threads = args.bench_threads
-        rows = {
-            "teacher": row(bench(t_gguf, "distill teacher F16", args.out, None, env_threads)),
-            "a": row(bench(a_gguf, f"distill (a) {KEEP}/30 pruned", args.out, t_gguf, env_threads)),
-            "b": row(
-                bench(
-                    b_gguf, f"distill (b) {KEEP}/30 KD {tokens} tok", args.out, t_gguf, env_threads
-                )
-            ),
-        }
-        if targeted:
-            rows["c"] = row(
-                bench(
-                    targeted["c"],
-                    f"distill (c) {KEEP}/30 K-12 mix {tokens} tok",
-                    args.out,
-                    t_gguf,
-                    env_threads,
-                )
-            )
-            rows["d"] = row(
-                bench(
-                    targeted["d"],
-                    f"distill (d) teacher K-12 mix {tokens} tok",
-                    args.out,
-                    t_gguf,
-                    env_threads,
-                )
-            )
-        summary["results"] = rows
-        t, a, b = rows["teacher"], rows["a"], rows["b"]
-        gap = a["bpb"] - t["bpb"]
-        recovered = (a["bpb"] - b["bpb"]) / gap if gap > 0 else float("nan")
-
-        def ratio(x, y):
-            return x / y if y else float("inf") if x else float("nan")
-
-        d_t, d_a = (
-            ratio(b["density_per_gflop"], t["density_per_gflop"]),
-            ratio(b["density_per_gflop"], a["density_per_gflop"]),
-        )
-        goals = {
-            "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
-            "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
-            "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
-        }
-        if targeted:
-            c = rows["c"]
-            d_c = ratio(c["density_per_gflop"], t["density_per_gflop"])
-            goals["targeted_density_vs_teacher"] = {
-                "value": d_c,
-                "goal": 1.3,
-                "met": d_c >= 1.3 and c["k12_math"] > t["k12_math"],
-            }
-            goals["targeted_k12_vs_finetuned_teacher"] = {
-                "value": ratio(c["k12_math"], rows["d"]["k12_math"]),
-                "goal": 1.0,
-                "met": c["k12_math"] >= rows["d"]["k12_math"],
-            }
-        summary["goals"] = goals
-        print("\n## Distillation: SmolLM2-135M-Instruct, 20 of 30 layers\n")
-        print(
-            "| model | params | GFLOP/token | bpb (eval) | k12-math | mmlu | capability | "
-            "density /GFLOP | KL to teacher | top-1 |\n|---|---|---|---|---|---|---|---|---|---|"
-        )
-        names = {
-            "teacher": "teacher (30 layers)",
-            "a": "(a) pruned 20, no healing",
-            "b": f"(b) pruned 20 + KD, {tokens} tokens",
-            "c": f"(c) pruned 20 + K-12 mix, {tokens} tokens",
-            "d": f"(d) teacher + K-12 mix, {tokens} tokens",
-        }
-        for key, r in rows.items():
-            f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
-            print(
-                f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | {f(r['bpb'], 4)} | "
-                f"{f(r['k12_math'])} | {f(r['mmlu'])} | {f(r['capability'])} | {f(r['density_per_gflop'])} | "
-                f"{f(r['mean_kld'])} | {f(r['top1'])} |"
-            )
-        print()
-        for name, g in goals.items():
-            print(
-                f"- {name}: {g['value']:.3f} (goal >= {g['goal']}): {'met' if g['met'] else 'NOT met'}"
-            )
-        # Paired verdicts on the same items (bench report --compare): each student against the teacher.
         from bench import compare, store
 
-        summary["paired"] = {}
-        for key in [k for k in rows if k != "teacher"]:
-            c = compare.compare(
-                args.out, store.load(args.out), rows["teacher"]["run_id"], rows[key]["run_id"]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        rows = {
+            key: row(
+                bench(
+                    path,
+                    labels[key],
+                    args.out,
+                    None if key == "teacher" else t_gguf,
+                    args.bench_threads,
+                    args.suite,
+                )
             )
-            summary["paired"][key] = {
+            for key, path in ggufs.items()
+        }
+        summary["results"] = rows
+
+        # Paired verdicts on the same items (bench report --compare): each student against the
+        # teacher, and the targeted student against its fair baseline (d).
+        pairs = [("teacher", k) for k in rows if k != "teacher"]
+        if "c" in rows and "d" in rows:
+            pairs.append(("d", "c"))
+        summary["paired"] = {}
+        records = store.load(args.out)
+        for a_key, b_key in pairs:
+            c = compare.compare(args.out, records, rows[a_key]["run_id"], rows[b_key]["run_id"])
+            summary["paired"][f"{b_key}-vs-{a_key}"] = {
                 t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
                 for t, v in c["tasks"].items()
             }
-            print(f"\n### {names[key]} against the teacher\n\n" + compare.markdown(c))
+            print(f"\n### {names[b_key]} against {names[a_key]}\n\n" + compare.markdown(c))
+
+        def ratio(x, y):
+            if x is None or y is None:
+                return float("nan")
+            return x / y if y else float("inf") if x else float("nan")
+
+        t = rows["teacher"]
+        goals = {}
+        if "a" in rows and "b" in rows:
+            a, b = rows["a"], rows["b"]
+            gap = a["bpb"] - t["bpb"] if a["bpb"] is not None else float("nan")
+            recovered = (a["bpb"] - b["bpb"]) / gap if gap > 0 else float("nan")
+            d_t = ratio(b["density_per_gflop"], t["density_per_gflop"])
+            d_a = ratio(b["density_per_gflop"], a["density_per_gflop"])
+            goals |= {
+                "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
+                "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
+                "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
+            }
+        if "c" in rows:
+            c = rows["c"]
+            d_c = ratio(c["k12_density_per_gflop"], t["k12_density_per_gflop"])
+            word = summary["paired"]["c-vs-teacher"].get("k12-math", {}).get("verdict")
+            goals["targeted_k12_density_vs_teacher"] = {
+                "value": d_c,
+                "goal": 1.3,
+                "k12_math_verdict": word,
+                "met": d_c >= 1.3 and word == "better",
+            }
+        if "c" in rows and "d" in rows:
+            goals["targeted_k12_math_vs_finetuned_teacher"] = {
+                "value": ratio(rows["c"]["k12_math"], rows["d"]["k12_math"]),
+                "verdict": summary["paired"]["c-vs-d"].get("k12-math", {}).get("verdict"),
+                "k12_density_ratio": ratio(
+                    rows["c"]["k12_density_per_gflop"], rows["d"]["k12_density_per_gflop"]
+                ),
+            }
+        summary["goals"] = goals
+        print(
+            f"\n## Distillation: SmolLM2-135M-Instruct, {KEEP} of 30 layers, suite {args.suite}\n"
+        )
+        print(
+            "| model | params | GFLOP/token | bpb (eval) | k12-math | k12-robust | mmlu | capability | "
+            "density /GFLOP | K-12 density /GFLOP | KL to teacher | top-1 |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )
+        for key, r in rows.items():
+            f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
+            print(
+                f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | "
+                f"{f(r['bpb'], 4)} | {f(r['k12_math'])} | {f(r['k12_robust'])} | {f(r['mmlu'])} | "
+                f"{f(r['capability'])} | {f(r['density_per_gflop'])} | "
+                f"{f(r['k12_density_per_gflop'])} | {f(r['mean_kld'])} | {f(r['top1'])} |"
+            )
+        print()
+        for name, g in goals.items():
+            met = "" if "met" not in g else (": met" if g["met"] else ": NOT met")
+            goal = f" (goal >= {g['goal']})" if "goal" in g else ""
+            print(f"- {name}: {g['value']:.3f}{goal}{met}")
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.summary.with_suffix(".json.part")
     tmp.write_text(json.dumps(summary, indent=1, default=str))

@@ -160,6 +160,13 @@ def distill(
             show_default=False,
         ),
     ] = None,
+    fsdp: Annotated[
+        bool,
+        typer.Option(
+            "--fsdp",
+            help="Under torchrun: shard the student across the processes (PyTorch FSDP) instead of replicating it (DDP), for a student that does not fit one device.",
+        ),
+    ] = False,
     threads: o.Threads = None,
     as_json: o.Json = False,
     force: o.Force = False,
@@ -197,6 +204,7 @@ def distill(
         domain=domain,
         minutes=minutes,
         force=force,
+        fsdp=fsdp,
     )
     import os
 

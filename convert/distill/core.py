@@ -143,6 +143,7 @@ def distill(
     target_size: str | int | None = None,
     domain: str | None = None,
     force: bool = False,
+    fsdp: bool = False,
 ) -> DistillResult:
     """Prune ``teacher_dir`` per the recipe (or ``layers``: keep that many decoder layers, by
     block influence) and heal the student by KD on ``tokens`` training tokens (None: the
@@ -161,7 +162,8 @@ def distill(
     domain.fraction of the training sequences, trained with domain.ce_weight of cross-entropy
     on their gold text.
 
-    Under torchrun (WORLD_SIZE > 1) every rank runs this same call: DDP, one global batch."""
+    Under torchrun (WORLD_SIZE > 1) every rank runs this same call: DDP, one global batch; with
+    ``fsdp``, the student is trained sharded across the ranks (FSDP) instead of replicated."""
     t_start = time.perf_counter()
     teacher_dir, out = Path(teacher_dir), Path(out_dir)
     config = _read_config(teacher_dir)
@@ -448,6 +450,7 @@ def distill(
                 "quant": gguf_types,
                 "domain": domain,
                 "world": size,
+                "fsdp": bool(fsdp and size > 1),
             }
             result_train = K.train(
                 student,
@@ -462,6 +465,7 @@ def distill(
                 progress=progress,
                 on_step=on_step,
                 seed=seed,
+                fsdp=fsdp,
             )
 
         # 5. save (rank 0): temporary folder, then rename into place

@@ -126,6 +126,69 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def decoder_layers(model) -> list:
+    """The repeated blocks of a Hugging Face causal LM (the first ModuleList of modules of one
+    class): the units FSDP shards and gathers one at a time."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and len({type(x) for x in m}) == 1:
+            return list(m)
+    return []
+
+
+def fully_shard_copy(student, device: str):
+    """A copy of ``student`` sharded by FSDP (PyTorch's ``fully_shard``) over the process group:
+    each decoder layer its own unit, the rest (embedding, tied head, final norm) the root's. Each
+    rank keeps 1/W of every parameter on ``device`` and gathers a layer's full weights only while
+    it runs, so a student W times larger than one device fits. ``student`` itself moves to the
+    CPU and stays unsharded: `full_state` writes the trained weights back into it."""
+    import copy
+
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    _, size = world()
+    student.to("cpu")
+    model = copy.deepcopy(student)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    mesh = init_device_mesh(kind, (size,))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    return model
+
+
+def full_state(model, opt=None) -> tuple[dict, dict | None]:
+    """The sharded model's (and optimizer's) full state, gathered to rank 0 on the CPU (every
+    rank must call it; the other ranks get empty dicts). The optimizer's is keyed by parameter
+    names, the form `load_full_optimizer` takes back."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    o = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=o)
+    osd = get_optimizer_state_dict(model, opt, options=o) if opt is not None else None
+    return msd, osd
+
+
+def load_full_optimizer(model, opt, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(
+        model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
+    )
+
+
 def train(
     student,
     data,
@@ -140,20 +203,43 @@ def train(
     progress=None,
     on_step=None,
     seed: int = 0,
+    fsdp: bool = False,
 ) -> dict:
     """Run ``steps`` optimizer steps of KD on ``data`` (a data.Dataset). Returns the loss log.
 
-    Under torch.distributed (torchrun) the model is wrapped in DistributedDataParallel and each
-    of the W ranks takes its 1/W of every micro-batch of the one global stream (so the global
-    batch, the data order and the mean gradient are those of one process); rank 0 writes the
-    checkpoints, every rank resumes from them."""
+    Under torch.distributed (torchrun) the model is wrapped in DistributedDataParallel (or, with
+    ``fsdp``, a sharded copy trains: `fully_shard_copy`) and each of the W ranks takes its 1/W of
+    every micro-batch of the one global stream (so the global batch, the data order and the mean
+    gradient are those of one process); rank 0 writes the checkpoints, every rank resumes from
+    them. With ``fsdp`` the trained weights are gathered back into ``student`` on rank 0."""
     import torch
 
     rank, size = world()
+    sharded = fsdp and size > 1
     per_step = kd.batch_size * kd.grad_accum
     local = kd.batch_size // size
     order = data.order(steps * per_step)
-    params = [p for p in student.parameters() if p.requires_grad]
+    losses: list[float] = []
+    start = 0
+    torch.manual_seed(seed)
+    state = None
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("meta") != meta:
+            raise ConvertError(
+                f"the checkpoint {checkpoint} was made with another teacher, recipe, data or "
+                "number of processes; run without --resume to start again"
+            )
+        student.load_state_dict(state["model"])
+    model = student
+    if sharded:
+        model = fully_shard_copy(student, device)
+    elif size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [torch.device(device).index] if device.startswith("cuda") else None
+        model = DDP(student, device_ids=ids)
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay, foreach=False
     )
@@ -161,30 +247,17 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, warmup, kd.min_lr_ratio)
     )
-    losses: list[float] = []
-    start = 0
-    torch.manual_seed(seed)
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("meta") != meta:
-            raise ConvertError(
-                f"the checkpoint {checkpoint} was made with another teacher, recipe or data; "
-                "run without --resume to start again"
-            )
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    if state is not None:
+        if sharded:
+            load_full_optimizer(model, opt, state["optimizer"])
+        else:
+            opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start, losses = state["step"], list(state["losses"])
-    model = student
-    if size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [torch.device(device).index] if device.startswith("cuda") else None
-        model = DDP(student, device_ids=ids)
     cast = autocast_dtype(dtype, device)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    student.train()
+    model.train()
     seq_tokens = data.seqs.shape[1]
     t0, done0 = time.perf_counter(), start
     for step in range(start, steps):
@@ -219,10 +292,12 @@ def train(
         opt.zero_grad(set_to_none=True)
         losses.append(total)
         n = step + 1
+        if n % kd.checkpoint_every == 0 and n < steps:
+            msd, osd = full_state(model, opt) if sharded else (None, None)  # every rank
         if n % kd.checkpoint_every == 0 and n < steps and rank == 0:
             state = {
-                "model": student.state_dict(),
-                "optimizer": opt.state_dict(),
+                "model": msd if sharded else student.state_dict(),
+                "optimizer": osd if sharded else opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "rng": _rng_state(),
                 "step": n,
@@ -243,6 +318,11 @@ def train(
             )
         if on_step:
             on_step(n, total)
+    if sharded:  # the trained weights back into the unsharded student, on rank 0
+        msd, _ = full_state(model)
+        if rank == 0:
+            student.load_state_dict(msd)
+        del model, opt
     student.eval()
     dt = time.perf_counter() - t0
     return {

@@ -29,7 +29,8 @@ def on_step(n, loss):
 r = recipe_from_dict({{"kd": {{"seq_len": 32, "batch_size": 4, "grad_accum": 2, "top_k": 16,
                                  "lr": 3e-3, "checkpoint_every": 2}}}})
 distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=6, recipe=r, seed=5, layers=2,
-        quant=os.environ.get("QUANT") or None, resume=bool(os.environ.get("RESUME")), on_step=on_step)
+        quant=os.environ.get("QUANT") or None, resume=bool(os.environ.get("RESUME")), on_step=on_step,
+        fsdp=bool(os.environ.get("FSDP")))
 """
 
 
@@ -105,6 +106,39 @@ def test_two_gloo_processes_equal_one_and_resume_across_ranks(teacher, text, tmp
     assert cut.returncode != 0 and not (tmp_path / "cut").exists()
     assert (tmp_path / ".cut.distill-work" / "checkpoint.pt").is_file()
     res = run(tmp_path, 2, tmp_path / "cut", teacher, text, RESUME="1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    c = weights(tmp_path / "cut")
+    for k in b:
+        assert torch.allclose(b[k], c[k], atol=1e-6, rtol=0), k
+
+
+@pytest.mark.parametrize("quant", ["", "Q4_0"])
+def test_fsdp_shards_the_student_and_equals_one_process(teacher, text, tmp_path, quant):
+    # --fsdp: the student is sharded over the two ranks (PyTorch's fully_shard) instead of
+    # replicated; the same global batch and seed still give one process's weights, with or
+    # without fake quantization, and an interrupted sharded run resumes to the same weights.
+    one = run(tmp_path, 1, tmp_path / "one", teacher, text, QUANT=quant)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run(tmp_path, 2, tmp_path / "two", teacher, text, QUANT=quant, FSDP="1")
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    cut = run(tmp_path, 2, tmp_path / "cut", teacher, text, QUANT=quant, FSDP="1", STOP_AT="3")
+    assert cut.returncode != 0 and not (tmp_path / "cut").exists()
+    state = torch.load(
+        tmp_path / ".cut.distill-work" / "checkpoint.pt", map_location="cpu", weights_only=False
+    )
+    assert state["meta"]["fsdp"] is True and state["step"] == 2
+    # gathered from the shards: full tensors, the optimizer's state keyed by parameter name
+    from torch.distributed.tensor import DTensor
+
+    assert not any(isinstance(v, DTensor) for v in state["model"].values())
+    emb = [k for k in state["model"] if k.startswith("model.embed_tokens.")]
+    assert emb and state["model"][emb[0]].shape == a["model.embed_tokens.weight"].shape
+    assert all(isinstance(k, str) for k in state["optimizer"]["state"])
+    res = run(tmp_path, 2, tmp_path / "cut", teacher, text, QUANT=quant, FSDP="1", RESUME="1")
     assert res.returncode == 0, res.stderr[-2000:]
     c = weights(tmp_path / "cut")
     for k in b:
