@@ -298,7 +298,8 @@ def distill(
             plan = P.plan(config, r.prune, layers, imp)
             if rank == 0:
                 plan_file.write_text(json.dumps({"plan": plan.__dict__, "block_influence": bi}))
-        student = P.build_student(teacher, plan, seed=seed).to(dev)
+        sharded = bool(fsdp and size > 1)  # FSDP: the student trains as shards; whole on the CPU
+        student = P.build_student(teacher, plan, seed=seed).to("cpu" if sharded else dev)
         if kd.freeze_embeddings:
             for m in (student.get_input_embeddings(), student.get_output_embeddings()):
                 for p in m.parameters():
@@ -333,7 +334,12 @@ def distill(
                 step_s = json.loads(budget_file.read_text())["step_seconds"]
             else:
                 step_s = K.step_seconds(
-                    student, kd=kd, vocab=int(config["vocab_size"]), device=dev, dtype=dtype
+                    student,
+                    kd=kd,
+                    vocab=int(config["vocab_size"]),
+                    device=dev,
+                    dtype=dtype,
+                    fsdp=sharded,
                 )
                 if rank == 0:
                     budget_file.write_text(json.dumps({"step_seconds": step_s}))
@@ -450,7 +456,7 @@ def distill(
                 "quant": gguf_types,
                 "domain": domain,
                 "world": size,
-                "fsdp": bool(fsdp and size > 1),
+                "fsdp": sharded,
             }
             result_train = K.train(
                 student,

@@ -333,18 +333,25 @@ def train(
     }
 
 
-def step_seconds(student, *, kd, vocab: int, device: str, dtype: str, steps: int = 3) -> float:
+def step_seconds(
+    student, *, kd, vocab: int, device: str, dtype: str, steps: int = 3, fsdp: bool = False
+) -> float:
     """The measured wall time of one optimizer step (grad_accum micro-batches of KD on random
     tokens, AdamW's update included) of ``student`` as it will train (fake quantization
     included); the student's weights are restored afterwards. Under torch.distributed, the
-    slowest rank's (so every rank sizes the same budget)."""
+    slowest rank's (so every rank sizes the same budget); with ``fsdp``, a sharded copy's step
+    (the whole student's training state need not fit one device)."""
     import copy
 
     import torch
 
     rank, size = world()
     local = kd.batch_size // size
-    saved = copy.deepcopy(student.state_dict())
+    saved = None
+    if fsdp and size > 1:
+        student = fully_shard_copy(student, device)
+    else:
+        saved = copy.deepcopy(student.state_dict())
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-12, foreach=False)
     g = torch.Generator().manual_seed(0)
@@ -370,8 +377,10 @@ def step_seconds(student, *, kd, vocab: int, device: str, dtype: str, steps: int
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    student.load_state_dict(saved)
-    student.eval()
+    if saved is not None:
+        student.load_state_dict(saved)
+        student.eval()
+    del student, opt
     sec = min(times[1:]) if len(times) > 1 else times[0]
     if size > 1:
         t = torch.tensor([sec], dtype=torch.float64)

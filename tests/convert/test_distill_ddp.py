@@ -28,7 +28,9 @@ def on_step(n, loss):
         raise SystemExit(3)
 r = recipe_from_dict({{"kd": {{"seq_len": 32, "batch_size": 4, "grad_accum": 2, "top_k": 16,
                                  "lr": 3e-3, "checkpoint_every": 2}}}})
-distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=6, recipe=r, seed=5, layers=2,
+minutes = float(os.environ.get("MINUTES") or 0) or None
+distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=None if minutes else 6,
+        minutes=minutes, recipe=r, seed=5, layers=2,
         quant=os.environ.get("QUANT") or None, resume=bool(os.environ.get("RESUME")), on_step=on_step,
         fsdp=bool(os.environ.get("FSDP")))
 """
@@ -143,3 +145,10 @@ def test_fsdp_shards_the_student_and_equals_one_process(teacher, text, tmp_path,
     c = weights(tmp_path / "cut")
     for k in b:
         assert torch.allclose(b[k], c[k], atol=1e-6, rtol=0), k
+    # a wall-clock budget times a sharded step (the whole student's training state is never
+    # built on one device)
+    timed = run(
+        tmp_path, 2, tmp_path / "timed", teacher, text, QUANT=quant, FSDP="1", MINUTES="0.02"
+    )
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    assert (tmp_path / "timed" / "model.safetensors").is_file()
