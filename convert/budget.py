@@ -241,6 +241,35 @@ class _Evaluator:
         return total / count
 
 
+def evaluator(
+    model: Path, text: str, threads: int | None, n_ctx: int = 512, n_chunks: int = 2
+) -> _Evaluator:
+    """An evaluator on the last ``n_chunks`` chunks of the calibration text (the imatrix uses its
+    beginning), its reference not yet set."""
+    tokens, bos = tokenize_file(model, text, ConvertError)
+    n_ctx = min(n_ctx, max(16, len(tokens) // max(n_chunks, 1)))
+    every = chunk_plan(tokens, n_ctx, bos)
+    if not every:
+        raise ConvertError("the calibration text is too short to measure sensitivities on")
+    return _Evaluator(every[-n_chunks:], n_ctx, threads)
+
+
+def rival_mixes(n_params: int, limit: int, use_imatrix: bool) -> list[str]:
+    """llama.cpp's own file types (mixes) that may fit ``limit`` bytes, largest first, by their
+    nominal bits per weight (a mix often comes out larger: the caller checks the real size)."""
+    from convert import quantize
+
+    names = [
+        n
+        for n, t in quantize.TYPES.items()
+        if n not in ("F32", "F16", "BF16")
+        and not n.startswith("TQ")
+        and (use_imatrix or not t.needs_imatrix)
+        and n_params * t.bits / 8 <= limit
+    ]
+    return sorted(names, key=lambda n: -quantize.TYPES[n].bits)
+
+
 def probe_groups(refs: list[TensorRef], n_layer: int) -> dict[str, list[str]]:
     """The tensor groups the gains are measured on: each kind, and each range of blocks."""
     groups: dict[str, list[str]] = {}
@@ -329,13 +358,7 @@ def measure_gains(
     """Fit ``sens.gains`` from probe files run on the calibration text (see the module doc)."""
     from convert import gguf_edit, quantize
 
-    tokens, bos = tokenize_file(model, text, ConvertError)
-    n_ctx = min(n_ctx, max(16, len(tokens) // max(n_chunks, 1)))
-    every = chunk_plan(tokens, n_ctx, bos)
-    if not every:
-        raise ConvertError("the calibration text is too short to measure sensitivities on")
-    chunks = every[-n_chunks:]  # the end of the text: the imatrix uses its beginning
-    ev = _Evaluator(chunks, n_ctx, threads)
+    ev = evaluator(model, text, threads, n_ctx, n_chunks)
     refs = sens.tensors
     groups = probe_groups(refs, sens.n_layer)
     steps = len(groups) + 5

@@ -134,7 +134,7 @@ def convert(
         "bytes": result.bytes,
         "seconds": round(result.seconds, 2),
     }
-    for key in ("recipe", "imatrix", "target_bytes", "predicted_kld"):
+    for key in ("recipe", "imatrix", "target_bytes", "predicted_kld", "budget_check"):
         if getattr(result, key) is not None:
             summary[key] = getattr(result, key)
     if result.warnings:
@@ -159,6 +159,13 @@ def convert(
         print(
             f"size budget {result.target_bytes} bytes: {result.bytes} used, predicted mean KLD "
             f"{result.predicted_kld:.4g} (measure it with `edge-llm compare`)"
+        )
+    if result.budget_check:
+        m = result.budget_check["measured_kld"]
+        print(
+            "measured on the calibration text (mean KLD): "
+            + ", ".join(f"{'knapsack mix' if k == 'budget' else k} {v:.4g}" for k, v in m.items())
+            + f"; kept: {'knapsack mix' if result.budget_check['chosen'] == 'budget' else result.budget_check['chosen']}"
         )
     if verify:
         v = summary["verify"]

@@ -199,7 +199,7 @@ def convert(
                         mid, text, im, im_extra, True, threads, qj.stage(progress)
                     )
                     n_params = sum(math.prod(s) for _, s in shapes)
-                    job.budget(sens, target, target_bpw, n_params)
+                    job.budget(sens, target, target_bpw, n_params, text)
     ck.close()
     result.bytes = out.stat().st_size
     result.seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ without the two modules importing each other.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class Result:
     imatrix: str | None = None  # where the importance matrix came from
     target_bytes: int | None = None  # size budget
     predicted_kld: float | None = None  # size budget: the sensitivity model's prediction
+    # size budget: mean KLD on the calibration text of the knapsack's file and of llama.cpp's
+    # mixes that fit, and which of them the file is
+    budget_check: dict | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -172,9 +176,12 @@ class Job:
         self.result.type, self.result.recipe = rec.name, rec.name
         self.result.tensor_types, self.result.warnings = res.types, res.warnings()
 
-    def budget(self, sens, target: int | None, bpw: float | None, n_params: int) -> None:
+    def budget(
+        self, sens, target: int | None, bpw: float | None, n_params: int, text: str | None = None
+    ) -> None:
         """Allocate, check the exact size, quantize; shrink and redo if llama.cpp's file came
-        out larger than planned (it should not)."""
+        out larger than planned (it should not). With ``text`` (the calibration text), the file
+        is then measured against llama.cpp's largest mixes that fit (`versus_mixes`)."""
         label = f"{target / 1e6:.1f} MB" if target is not None else f"{bpw:g} bpw"
         minimum = budget.minimum_bytes(sens) + sens.fixed_bytes
         if target is not None:
@@ -227,6 +234,88 @@ class Job:
         r.type, r.recipe, r.tensor_types = f"budget {label}", rec.name, types
         r.target_bytes = target if target is not None else int(float(bpw) * n_params / 8)
         r.predicted_kld = predicted
+        if text is not None:
+            limit = target
+            if limit is None:  # a bpw budget bounds the tensor data; the file has the rest too
+                limit = r.target_bytes + sens.fixed_bytes + header_bytes(self.mid)
+            self.versus_mixes(text, limit, label, n_params)
+
+    def versus_mixes(self, text: str, limit: int, label: str, n_params: int) -> None:
+        """The knapsack's choice rests on a predicted KL divergence, a lower bound that loosens
+        as files shrink, so it can lose to one of llama.cpp's fixed mixes of the same size. Both
+        are measured: the budget file and llama.cpp's ``MIX_RIVALS`` largest mixes that fit
+        ``limit`` as they would be written (same importance matrix, metadata stamped), mean KLD
+        to the unquantized model on the end of the calibration text (as the sensitivity probes
+        are); the file becomes the best of them."""
+        r = self.result
+        ev = budget.evaluator(self.mid, text, self.threads)
+        ev.set_reference(self.mid)
+        measured = {"budget": ev.kld(self.target)}
+        best_file = self.q.with_name("rival-best.gguf")
+        rival = self.q.with_name("rival.gguf")
+        fitting = tries = 0
+        scale = None  # a mix's real size / its nominal size, learnt from the last one made
+        for name in budget.rival_mixes(n_params, int(1.5 * limit), self.im is not None):
+            if fitting == MIX_RIVALS or tries == MIX_TRIES:
+                break
+            nominal = n_params * quantize.TYPES[name].bits / 8
+            if scale is not None and nominal * scale > 1.02 * limit:
+                continue
+            if self.progress:
+                self.progress(f"measuring llama.cpp's {name} against the budget", 0, 1, 0, 1)
+            tries += 1
+            quantize.llama_quantize(
+                self.mid,
+                self.q,
+                quantize.TYPES[name],
+                self.threads,
+                imatrix=self.means,
+                allow_requantize=self.allow_requantize,
+            )
+            # as llama-quantize would write it, plus where it came from when that still fits
+            # (a budget of exactly llama.cpp's file size has no room for more keys)
+            keys = self._imatrix_keys()
+            said = {"edge_llm.budget.target": label, "edge_llm.budget.chosen": f"llama.cpp {name}"}
+            for values in ({**keys, **said}, keys):
+                if values:
+                    gguf_edit.stamp(self.q, rival, values)
+                else:
+                    shutil.copyfile(self.q, rival)
+                if rival.stat().st_size <= limit:
+                    break
+            self.q.unlink()
+            size = rival.stat().st_size
+            scale = size / nominal
+            if size > limit:
+                rival.unlink()
+                continue
+            fitting += 1
+            measured[name] = ev.kld(rival)
+            if measured[name] == min(measured.values()):
+                os.replace(rival, best_file)
+            else:
+                rival.unlink()
+        best = min(measured, key=measured.get)
+        r.budget_check = {"measured_kld": measured, "chosen": best}
+        if best == "budget":
+            best_file.unlink(missing_ok=True)
+            return
+        os.replace(best_file, self.target)
+        r.type, r.recipe, r.tensor_types, r.predicted_kld = (
+            f"budget {label}: {best}",
+            best,
+            None,
+            None,
+        )
+        r.warnings.append(
+            f"size budget {label}: llama.cpp's {best} measured closer to the model than the "
+            f"knapsack's mix on the calibration text (mean KLD {measured[best]:.4g} against "
+            f"{measured['budget']:.4g}), so the file is {best}"
+        )
+
+
+MIX_RIVALS = 2  # llama.cpp's mixes measured against a budget file: the largest that fit
+MIX_TRIES = 6  # at most this many quantized to find them (nominal sizes underestimate mixes)
 
 
 def header_bytes(path: Path) -> int:

@@ -120,7 +120,7 @@ def requantize(
             job.recipe(rec, shapes, n_layer)
         else:
             sens = budget.analyze(src, text, im, extra, True, threads, qj.stage(progress))
-            job.budget(sens, target, target_bpw, n_params)
+            job.budget(sens, target, target_bpw, n_params, text)
     result.warnings = warnings + list(result.warnings)
     result.bytes = out.stat().st_size
     result.seconds = time.perf_counter() - start

@@ -379,21 +379,27 @@ def test_size_budget_file_fits_and_records_how_it_was_made(
     monkeypatch.setenv("EDGE_LLM_HOME", str(tmp_path / "home"))  # measure, do not reuse a cache
     src, _ = tiny
     ref = tmp_path / "q4km.gguf"
-    convert(src, ref, type="Q4_K_M")
+    convert(src, ref, type="Q4_K_M", imatrix="auto", calibration=calibration)
     target = ref.stat().st_size
     out = tmp_path / "budget.gguf"
     res = convert(src, out, target_size=target, calibration=calibration)
     assert out.stat().st_size <= target and res.bytes == out.stat().st_size
     assert res.bytes > 0.9 * target  # the budget is used
-    assert res.predicted_kld is not None and res.predicted_kld > 0
-    meta = recipes.read_metadata(out)
-    assert (
-        meta["types"]
-        == res.tensor_types
-        == {n: t for n, t in types_of(out).items() if n in meta["types"]}
-    )
+    check = res.budget_check  # the knapsack's file measured against llama.cpp's mixes that fit
+    assert check["measured_kld"]["budget"] > 0 and "Q4_K_M" in check["measured_kld"]
+    assert check["chosen"] == min(check["measured_kld"], key=check["measured_kld"].get)
     info = gguf_info.read(out).metadata
     assert info["edge_llm.budget.target"] == f"{target / 1e6:.1f} MB"
+    if check["chosen"] == "budget":
+        assert res.predicted_kld is not None and res.predicted_kld > 0
+        meta = recipes.read_metadata(out)
+        assert (
+            meta["types"]
+            == res.tensor_types
+            == {n: t for n, t in types_of(out).items() if n in meta["types"]}
+        )
+    else:
+        assert info["edge_llm.budget.chosen"] == f"llama.cpp {check['chosen']}"
     assert (
         info["quantize.imatrix.entries_count"] == 8 * 7
     )  # imatrix auto, recorded as llama-quantize does
@@ -405,6 +411,44 @@ def test_size_budget_file_fits_and_records_how_it_was_made(
     with pytest.raises(ConvertError, match="below the smallest"):
         convert(src, tmp_path / "x.gguf", target_size="100kB", calibration=calibration)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_size_budget_never_ships_a_mix_worse_than_llama_cpps(
+    tiny, calibration, tmp_path, monkeypatch
+):
+    # A knapsack led astray (every matrix at its smallest type, the rest of the budget unused)
+    # must lose to llama.cpp's own mix of that size, and the file must then be that mix; the
+    # judge is bench.fidelity on the calibration text, run on both files.
+    from bench.fidelity import compare
+    from convert import budget
+    from convert import quantize_job as qj
+    from edge_llm import gguf_info
+
+    monkeypatch.setenv("EDGE_LLM_HOME", str(tmp_path / "home"))
+    src, f32 = tiny
+    mix = tmp_path / "q4km-im.gguf"
+    convert(src, mix, type="Q4_K_M", imatrix="auto", calibration=calibration)
+    target = mix.stat().st_size
+
+    def smallest(sens, data):
+        return {r.name: min(sens.options(r), key=lambda o: o[1])[0] for r in sens.tensors}
+
+    monkeypatch.setattr(budget, "allocate", smallest)
+    out = tmp_path / "budget.gguf"
+    res = convert(src, out, target_size=target, calibration=calibration)
+    check = res.budget_check
+    assert check["chosen"] != "budget", check
+    assert check["measured_kld"][check["chosen"]] < check["measured_kld"]["budget"]
+    assert gguf_info.read(out).metadata["edge_llm.budget.chosen"] == f"llama.cpp {check['chosen']}"
+    assert any("measured closer" in w for w in res.warnings)
+    # the same knapsack without the check: the file it would have shipped
+    monkeypatch.setattr(qj.Job, "versus_mixes", lambda self, *a, **k: None)
+    astray = tmp_path / "astray.gguf"
+    convert(src, astray, target_size=target, calibration=calibration)
+    text = calibration.read_text()
+    got = compare(f32, out, text, n_ctx=N_CTX, threads=1)["mean_kld"]
+    bad = compare(f32, astray, text, n_ctx=N_CTX, threads=1)["mean_kld"]
+    assert got < bad and out.stat().st_size <= target
 
 
 # --- compare ------------------------------------------------------------------------------------
