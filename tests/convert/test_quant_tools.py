@@ -531,24 +531,18 @@ def test_compare_equals_numpy_on_all_position_logits(tiny, tmp_path):
     assert got["rms_delta_p"] == pytest.approx(np.sqrt((want["dp"] ** 2).mean()), rel=1e-4)
     # the interval: blocks of 16 neighbouring scored tokens, never across chunks, drawn with
     # replacement; scipy's paired bootstrap of the ratio over numpy's own block sums is the judge
-    scipy_stats = pytest.importorskip("scipy.stats")
+    pytest.importorskip("scipy.stats")
+    from tests.fixtures.judges import scipy_ratio_interval
+
     per = N_CTX - 1 - N_CTX // 2
     rows = want["kl"].reshape(want["chunks"], per)
     sums = np.array([r[i : i + 16].sum() for r in rows for i in range(0, per, 16)])
     sizes = np.array([len(r[i : i + 16]) for r in rows for i in range(0, per, 16)], dtype=float)
-    ref = scipy_stats.bootstrap(
-        (sums, sizes),
-        lambda n, d: n.sum() / d.sum(),
-        paired=True,
-        vectorized=False,
-        n_resamples=4000,
-        method="percentile",
-        random_state=np.random.default_rng(1),
-    ).confidence_interval
+    ref_lo, ref_hi = scipy_ratio_interval(sums, sizes, seed=1)
     lo, hi = got["mean_kld_ci95"]
     assert lo < got["mean_kld"] < hi
-    assert lo == pytest.approx(ref.low, abs=0.1 * (ref.high - ref.low))
-    assert hi == pytest.approx(ref.high, abs=0.1 * (ref.high - ref.low))
+    assert lo == pytest.approx(ref_lo, abs=0.1 * (ref_hi - ref_lo))
+    assert hi == pytest.approx(ref_hi, abs=0.1 * (ref_hi - ref_lo))
     assert got["ppl_ratio_ci95"][0] < got["ppl_ratio"] < got["ppl_ratio_ci95"][1]
 
 
