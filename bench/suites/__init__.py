@@ -48,8 +48,12 @@ class Suite:
     base: Path = HERE  # relative paths in the definition are relative to this folder
 
     def definition_bytes(self) -> bytes:
+        """What the suite's version hashes: the parsed definition, so that comments, layout and
+        the description can be edited without making earlier records unpairable."""
         if self.source is not None and self.source.suffix == ".toml":
-            return self.source.read_bytes()
+            data = tomllib.loads(self.source.read_text(encoding="utf-8"))
+            data.pop("description", None)
+            return json.dumps(data, sort_keys=True).encode()
         return json.dumps([self.name, self.context, self.speed, self.tasks]).encode()
 
 

@@ -38,6 +38,16 @@ def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):
         suites.version(mine, ["k12-math"]).split("-")[1]
         != suites.version(q, ["k12-math"]).split("-")[1]
     )
+    # comments, layout and the description are not what a run measures: records made before
+    # such an edit still pair with records made after it
+    text = (suites.HERE / "quick.toml").read_text()
+    edited = tmp_path / "quick.toml"
+    edited.write_text(
+        "# a new comment\n"
+        + text.replace("n = 96 ", "n   =   96 ").replace('description = "', 'description = "Now: ')
+    )
+    assert edited.read_text() != text
+    assert suites.version(suites.load(str(edited)), ["k12-math"]) == suites.version(q, ["k12-math"])
 
 
 @pytest.mark.parametrize(
