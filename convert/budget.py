@@ -270,6 +270,23 @@ def rival_mixes(n_params: int, limit: int, use_imatrix: bool) -> list[str]:
     return sorted(names, key=lambda n: -quantize.TYPES[n].bits)
 
 
+def uniform_rival(sens: Sensitivity, data_limit: int) -> tuple[str, dict[str, str]] | None:
+    """("uniform-T", types): every matrix at the largest candidate type T (where T's blocks do
+    not divide a tensor's rows, llama.cpp's fallback) whose tensor data fits ``data_limit``
+    bytes; None when none fits."""
+    best = None
+    for t in CANDIDATES:
+        if t in ("F16", "Q2_0", "MXFP4"):
+            continue
+        types = {r.name: ggml_types.fallback(t, r.cols) for r in sens.tensors}
+        if any(types[r.name] not in sens.errors[r.name] for r in sens.tensors):
+            continue  # a fallback the sensitivity tables do not know (F16): not a rival
+        size = sens.data_bytes(types)
+        if size <= data_limit and (best is None or size > best[0]):
+            best = (size, f"uniform-{t}", types)
+    return None if best is None else (best[1], best[2])
+
+
 def probe_groups(refs: list[TensorRef], n_layer: int) -> dict[str, list[str]]:
     """The tensor groups the gains are measured on: each kind, and each range of blocks."""
     groups: dict[str, list[str]] = {}

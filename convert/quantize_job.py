@@ -238,21 +238,24 @@ class Job:
             limit = target
             if limit is None:  # a bpw budget bounds the tensor data; the file has the rest too
                 limit = r.target_bytes + sens.fixed_bytes + header_bytes(self.mid)
-            self.versus_mixes(text, limit, label, n_params)
+            self.versus_mixes(sens, text, limit, label, n_params)
 
-    def versus_mixes(self, text: str, limit: int, label: str, n_params: int) -> None:
+    def versus_mixes(self, sens, text: str, limit: int, label: str, n_params: int) -> None:
         """The knapsack's choice rests on a predicted KL divergence, a lower bound that loosens
-        as files shrink, so it can lose to one of llama.cpp's fixed mixes of the same size. Both
-        are measured: the budget file and llama.cpp's ``MIX_RIVALS`` largest mixes that fit
-        ``limit`` as they would be written (same importance matrix, metadata stamped), mean KLD
-        to the unquantized model on the end of the calibration text (as the sensitivity probes
-        are); the file becomes the best of them."""
+        as files shrink, so it can lose to a plain file of the same size. So the budget file is
+        measured against llama.cpp's ``MIX_RIVALS`` largest mixes that fit ``limit`` and the
+        largest uniform file that fits (every matrix, the embedding too, at one candidate type,
+        as llama.cpp falls back where its blocks do not divide the rows), each as it would be
+        written (same importance matrix, metadata stamped): mean KLD to the unquantized model on
+        the end of the calibration text (as the sensitivity probes are); the file becomes the
+        best of them."""
         r = self.result
         ev = budget.evaluator(self.mid, text, self.threads)
         ev.set_reference(self.mid)
         measured = {"budget": ev.kld(self.target)}
         best_file = self.q.with_name("rival-best.gguf")
         rival = self.q.with_name("rival.gguf")
+        uniform = budget.uniform_rival(sens, limit - header_bytes(self.mid) - sens.fixed_bytes)
         fitting = tries = 0
         scale = None  # a mix's real size / its nominal size, learnt from the last one made
         for name in budget.rival_mixes(n_params, int(1.5 * limit), self.im is not None):
@@ -295,20 +298,46 @@ class Job:
                 os.replace(rival, best_file)
             else:
                 rival.unlink()
+        if uniform is not None:
+            name, types = uniform
+            rec = recipes.explicit(name, types, f"size budget {label}: every matrix {name[8:]}")
+            values = {
+                **recipes.metadata(rec, types),
+                **self._imatrix_keys(),
+                "edge_llm.budget.target": label,
+                "edge_llm.budget.chosen": name,
+            }
+            ftype = dominant_ftype(sens, types)
+            if self.progress:
+                self.progress(f"measuring {name} against the budget", 0, 1, 0, 1)
+            quantize.llama_quantize(
+                self.mid,
+                self.q,
+                None,
+                self.threads,
+                imatrix=self.means,
+                types=types,
+                ftype=quantizing_ftype(ftype),
+                allow_requantize=self.allow_requantize,
+            )
+            gguf_edit.stamp(self.q, rival, {**values, "general.file_type": ftype})
+            self.q.unlink()
+            if rival.stat().st_size <= limit:
+                measured[name] = ev.kld(rival)
+                if measured[name] == min(measured.values()):
+                    os.replace(rival, best_file)
+            rival.unlink(missing_ok=True)
         best = min(measured, key=measured.get)
         r.budget_check = {"measured_kld": measured, "chosen": best}
         if best == "budget":
             best_file.unlink(missing_ok=True)
             return
         os.replace(best_file, self.target)
-        r.type, r.recipe, r.tensor_types, r.predicted_kld = (
-            f"budget {label}: {best}",
-            best,
-            None,
-            None,
-        )
+        r.type, r.recipe, r.predicted_kld = f"budget {label}: {best}", best, None
+        r.tensor_types = uniform[1] if uniform is not None and best == uniform[0] else None
+        what = best if best.startswith("uniform") else f"llama.cpp's {best}"
         r.warnings.append(
-            f"size budget {label}: llama.cpp's {best} measured closer to the model than the "
+            f"size budget {label}: {what} measured closer to the model than the "
             f"knapsack's mix on the calibration text (mean KLD {measured[best]:.4g} against "
             f"{measured['budget']:.4g}), so the file is {best}"
         )

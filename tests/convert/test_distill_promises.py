@@ -55,7 +55,11 @@ def test_resume_refuses_a_checkpoint_made_with_another_recipe(teacher, text, tmp
     before = ckpt.read_bytes()
     with pytest.raises(ConvertError) as e:
         distill(teacher, tmp_path / "cut", recipe=fast(grad_accum=2, lr=1e-3), resume=True, **kw)
-    one_line(e, "was made with another teacher, recipe or data", "run without --resume")
+    one_line(
+        e,
+        "was made with another teacher, recipe, data or number of processes",
+        "run without --resume",
+    )
     assert not (tmp_path / "cut").exists()
     assert ckpt.read_bytes() == before  # the refused checkpoint is left as it was
     # the same refusal from the CLI: exit 2, one line on stderr

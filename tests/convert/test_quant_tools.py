@@ -399,7 +399,10 @@ def test_size_budget_file_fits_and_records_how_it_was_made(
             == {n: t for n, t in types_of(out).items() if n in meta["types"]}
         )
     else:
-        assert info["edge_llm.budget.chosen"] == f"llama.cpp {check['chosen']}"
+        c = check["chosen"]
+        assert info["edge_llm.budget.chosen"] == (
+            c if c.startswith("uniform-") else f"llama.cpp {c}"
+        )
     assert (
         info["quantize.imatrix.entries_count"] == 8 * 7
     )  # imatrix auto, recorded as llama-quantize does
@@ -439,7 +442,10 @@ def test_size_budget_never_ships_a_mix_worse_than_llama_cpps(
     check = res.budget_check
     assert check["chosen"] != "budget", check
     assert check["measured_kld"][check["chosen"]] < check["measured_kld"]["budget"]
-    assert gguf_info.read(out).metadata["edge_llm.budget.chosen"] == f"llama.cpp {check['chosen']}"
+    c = check["chosen"]
+    want = c if c.startswith("uniform-") else f"llama.cpp {c}"
+    assert gguf_info.read(out).metadata["edge_llm.budget.chosen"] == want
+    assert any(k.startswith("uniform-") for k in check["measured_kld"])  # every matrix one type
     assert any("measured closer" in w for w in res.warnings)
     # the same knapsack without the check: the file it would have shipped
     monkeypatch.setattr(qj.Job, "versus_mixes", lambda self, *a, **k: None)
