@@ -267,14 +267,18 @@ class Job:
             if self.progress:
                 self.progress(f"measuring llama.cpp's {name} against the budget", 0, 1, 0, 1)
             tries += 1
-            quantize.llama_quantize(
-                self.mid,
-                self.q,
-                quantize.TYPES[name],
-                self.threads,
-                imatrix=self.means,
-                allow_requantize=self.allow_requantize,
-            )
+            try:
+                quantize.llama_quantize(
+                    self.mid,
+                    self.q,
+                    quantize.TYPES[name],
+                    self.threads,
+                    imatrix=self.means,
+                    allow_requantize=self.allow_requantize,
+                )
+            except ConvertError:  # a rival llama.cpp cannot make here is no rival
+                self.q.unlink(missing_ok=True)
+                continue
             # as llama-quantize would write it, plus where it came from when that still fits
             # (a budget of exactly llama.cpp's file size has no room for more keys)
             keys = self._imatrix_keys()
@@ -310,19 +314,22 @@ class Job:
             ftype = dominant_ftype(sens, types)
             if self.progress:
                 self.progress(f"measuring {name} against the budget", 0, 1, 0, 1)
-            quantize.llama_quantize(
-                self.mid,
-                self.q,
-                None,
-                self.threads,
-                imatrix=self.means,
-                types=types,
-                ftype=quantizing_ftype(ftype),
-                allow_requantize=self.allow_requantize,
-            )
-            gguf_edit.stamp(self.q, rival, {**values, "general.file_type": ftype})
-            self.q.unlink()
-            if rival.stat().st_size <= limit:
+            try:
+                quantize.llama_quantize(
+                    self.mid,
+                    self.q,
+                    None,
+                    self.threads,
+                    imatrix=self.means,
+                    types=types,
+                    ftype=quantizing_ftype(ftype),
+                    allow_requantize=self.allow_requantize,
+                )
+                gguf_edit.stamp(self.q, rival, {**values, "general.file_type": ftype})
+            except ConvertError:
+                pass
+            self.q.unlink(missing_ok=True)
+            if rival.is_file() and rival.stat().st_size <= limit:
                 measured[name] = ev.kld(rival)
                 if measured[name] == min(measured.values()):
                     os.replace(rival, best_file)
