@@ -257,7 +257,7 @@ class Job:
         rival = self.q.with_name("rival.gguf")
         uniform = budget.uniform_rival(sens, limit - header_bytes(self.mid) - sens.fixed_bytes)
         fitting = tries = 0
-        scale = None  # a mix's real size / its nominal size, learnt from the last one made
+        scale = None  # the smallest real size / nominal size of the mixes made so far
         for name in budget.rival_mixes(n_params, int(1.5 * limit), self.im is not None):
             if fitting == MIX_RIVALS or tries == MIX_TRIES:
                 break
@@ -279,11 +279,11 @@ class Job:
             except ConvertError:  # a rival llama.cpp cannot make here is no rival
                 self.q.unlink(missing_ok=True)
                 continue
-            # as llama-quantize would write it, plus where it came from when that still fits
-            # (a budget of exactly llama.cpp's file size has no room for more keys)
+            # as llama-quantize writes it with its imatrix keys, plus where it came from, when
+            # that still fits; a budget of exactly llama.cpp's file size has room for neither
             keys = self._imatrix_keys()
             said = {"edge_llm.budget.target": label, "edge_llm.budget.chosen": f"llama.cpp {name}"}
-            for values in ({**keys, **said}, keys):
+            for values in ({**keys, **said}, keys, {}):
                 if values:
                     gguf_edit.stamp(self.q, rival, values)
                 else:
@@ -292,7 +292,7 @@ class Job:
                     break
             self.q.unlink()
             size = rival.stat().st_size
-            scale = size / nominal
+            scale = size / nominal if scale is None else min(scale, size / nominal)
             if size > limit:
                 rival.unlink()
                 continue
