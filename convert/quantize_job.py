@@ -255,35 +255,26 @@ class Job:
         measured = {"budget": ev.kld(self.target)}
         best_file = self.q.with_name("rival-best.gguf")
         rival = self.q.with_name("rival.gguf")
-        uniform = budget.uniform_rival(sens, limit - header_bytes(self.mid) - sens.fixed_bytes)
-        fitting = tries = 0
-        scale = None  # the smallest real size / nominal size of the mixes made so far
-        for name in budget.rival_mixes(n_params, int(1.5 * limit), self.im is not None):
-            if fitting == MIX_RIVALS or tries == MIX_TRIES:
-                break
-            nominal = n_params * quantize.TYPES[name].bits / 8
-            if scale is not None and nominal * scale > 1.02 * limit:
-                continue
+
+        def try_rival(name: str, stampings: list[dict], **how) -> int | None:
+            """Make rival ``name`` (llama_quantize's ``how``), written with the first of
+            ``stampings`` that fits ({}: as llama.cpp wrote it); measure it and keep it when
+            best. Its size, or None when llama.cpp cannot make it."""
             if self.progress:
-                self.progress(f"measuring llama.cpp's {name} against the budget", 0, 1, 0, 1)
-            tries += 1
+                self.progress(f"measuring {name} against the budget", 0, 1, 0, 1)
             try:
                 quantize.llama_quantize(
                     self.mid,
                     self.q,
-                    quantize.TYPES[name],
-                    self.threads,
+                    threads=self.threads,
                     imatrix=self.means,
                     allow_requantize=self.allow_requantize,
+                    **how,
                 )
             except ConvertError:  # a rival llama.cpp cannot make here is no rival
                 self.q.unlink(missing_ok=True)
-                continue
-            # as llama-quantize writes it with its imatrix keys, plus where it came from, when
-            # that still fits; a budget of exactly llama.cpp's file size has room for neither
-            keys = self._imatrix_keys()
-            said = {"edge_llm.budget.target": label, "edge_llm.budget.chosen": f"llama.cpp {name}"}
-            for values in ({**keys, **said}, keys, {}):
+                return None
+            for values in stampings:
                 if values:
                     gguf_edit.stamp(self.q, rival, values)
                 else:
@@ -292,48 +283,43 @@ class Job:
                     break
             self.q.unlink()
             size = rival.stat().st_size
-            scale = size / nominal if scale is None else min(scale, size / nominal)
-            if size > limit:
-                rival.unlink()
-                continue
-            fitting += 1
-            measured[name] = ev.kld(rival)
-            if measured[name] == min(measured.values()):
-                os.replace(rival, best_file)
-            else:
-                rival.unlink()
-        if uniform is not None:
-            name, types = uniform
-            rec = recipes.explicit(name, types, f"size budget {label}: every matrix {name[8:]}")
-            values = {
-                **recipes.metadata(rec, types),
-                **self._imatrix_keys(),
-                "edge_llm.budget.target": label,
-                "edge_llm.budget.chosen": name,
-            }
-            ftype = dominant_ftype(sens, types)
-            if self.progress:
-                self.progress(f"measuring {name} against the budget", 0, 1, 0, 1)
-            try:
-                quantize.llama_quantize(
-                    self.mid,
-                    self.q,
-                    None,
-                    self.threads,
-                    imatrix=self.means,
-                    types=types,
-                    ftype=quantizing_ftype(ftype),
-                    allow_requantize=self.allow_requantize,
-                )
-                gguf_edit.stamp(self.q, rival, {**values, "general.file_type": ftype})
-            except ConvertError:
-                pass
-            self.q.unlink(missing_ok=True)
-            if rival.is_file() and rival.stat().st_size <= limit:
+            if size <= limit:
                 measured[name] = ev.kld(rival)
                 if measured[name] == min(measured.values()):
                     os.replace(rival, best_file)
             rival.unlink(missing_ok=True)
+            return size
+
+        keys = self._imatrix_keys()
+        fitting = tries = 0
+        scale = None  # the smallest real size / nominal size of the mixes made so far
+        for name in budget.rival_mixes(n_params, int(1.5 * limit), self.im is not None):
+            if fitting == MIX_RIVALS or tries == MIX_TRIES:
+                break
+            nominal = n_params * quantize.TYPES[name].bits / 8
+            if scale is not None and nominal * scale > 1.02 * limit:
+                continue
+            tries += 1
+            # as llama-quantize writes it with its imatrix keys, plus where it came from, when
+            # that still fits; a budget of exactly llama.cpp's file size has room for neither
+            said = {"edge_llm.budget.target": label, "edge_llm.budget.chosen": f"llama.cpp {name}"}
+            size = try_rival(name, [{**keys, **said}, keys, {}], out=quantize.TYPES[name])
+            if size is not None:
+                scale = size / nominal if scale is None else min(scale, size / nominal)
+                fitting += size <= limit
+        uniform = budget.uniform_rival(sens, limit - header_bytes(self.mid) - sens.fixed_bytes)
+        if uniform is not None:
+            name, types = uniform
+            rec = recipes.explicit(name, types, f"size budget {label}: every matrix {name[8:]}")
+            ftype = dominant_ftype(sens, types)
+            values = {
+                **recipes.metadata(rec, types),
+                **keys,
+                "edge_llm.budget.target": label,
+                "edge_llm.budget.chosen": name,
+                "general.file_type": ftype,
+            }
+            try_rival(name, [values], out=None, types=types, ftype=quantizing_ftype(ftype))
         best = min(measured, key=measured.get)
         r.budget_check = {"measured_kld": measured, "chosen": best}
         if best == "budget":
