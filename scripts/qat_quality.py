@@ -68,8 +68,14 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
-def teacher(work: Path) -> tuple[Path, Path]:
-    """The F32 Hugging Face export and its F32 GGUF (the reference), made once."""
+def teacher(work: Path, degrid: bool = False) -> tuple[Path, Path]:
+    """The F32 Hugging Face export and its F32 GGUF (the reference), made once; ``degrid``:
+    `scripts.quant_quality`'s off-grid export (half a grid step of fixed-seed noise on every
+    matrix of the shipped Q4_1 file) and its reference, shared with that benchmark."""
+    if degrid:
+        from scripts.quant_quality import prepare
+
+        return prepare(MODEL, cache_dir() / "bench-quant" / MODEL, True)
     hf, ref = work / "hf", work / "reference-f32.gguf"
     if not (hf / "config.json").is_file():
         from convert.export_hf import export_hf
@@ -89,11 +95,36 @@ AT_Q4_0 = ("q4_0", "imatrix", "budget")  # the files QAT at Q4_0's size is paire
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="QAT training budget")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="QAT optimizer steps instead of --minutes (the same training whatever the load)",
+    )
+    ap.add_argument(
+        "--degrid",
+        action="store_true",
+        help="teacher and reference off the shipped file's Q4_1 grid (scripts.quant_quality "
+        "--degrid's export); files and results apart (qat_quality-degrid.json)",
+    )
     ap.add_argument("--chunks", type=int, default=8, help="eval chunks of 512 (None: all)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--lr", type=float, default=5e-5, help="QAT learning rate")
+    ap.add_argument(
+        "--generate",
+        action="store_true",
+        help="QAT reads each calibration sequence once and fills the rest of its budget with the "
+        "teacher's sampled continuations (recipe data.generate) instead of repeating the text",
+    )
     ap.add_argument("--small-size", default="79.5MB", help="size of the small files")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default bench/results/qat_quality[-degrid].json); give two runs at "
+        "once different files, each rewrites its file whole",
+    )
     ap.add_argument(
         "--methods",
         default="q4_0,imatrix,qat",
@@ -107,14 +138,17 @@ def main() -> int:
     )
     args = ap.parse_args()
     methods = set(args.methods.split(","))
-    out_json = RESULTS / "qat_quality.json"
+    out_json = args.out or RESULTS / f"qat_quality{'-degrid' if args.degrid else ''}.json"
 
-    work = cache_dir() / "bench-qat" / MODEL
+    work = cache_dir() / "bench-qat" / (MODEL + ("-degrid" if args.degrid else ""))
     work.mkdir(parents=True, exist_ok=True)
-    hf, ref = teacher(work)
+    hf, ref = teacher(work, args.degrid)
     text = (ROOT / "bench" / "data" / "eval.txt").read_text(encoding="utf-8")
-    tag = f"{args.minutes:g}min"
+    tag = (f"{args.steps}steps" if args.steps else f"{args.minutes:g}min") + (
+        "-gen" if args.generate else ""
+    )
     small = args.small_size
+    budget = f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes:g}"
     keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
     keys = {m: (f"{k}@{small}" if "small" in m else k) for m, k in keys.items()}
     rows, old = [], {}
@@ -126,7 +160,7 @@ def main() -> int:
                 rows.append(x)
 
     def save(**extra) -> None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(
             json.dumps(
                 {"model": MODEL, "args": vars(args), "rows": rows, **extra}, indent=1, default=str
@@ -188,14 +222,16 @@ def main() -> int:
                     "lr": args.lr,
                     "warmup": 0.05,
                     "checkpoint_every": 25,
-                }
+                },
+                "data": {"generate": args.generate},
             }
         )
         res = distill(
             hf,
             path.with_suffix(""),
             recipe=r,
-            minutes=args.minutes,
+            minutes=None if args.steps else args.minutes,
+            steps=args.steps,
             device=args.device,
             gguf=path,
             threads=args.threads,
@@ -209,6 +245,7 @@ def main() -> int:
             loss_first=res.loss_first,
             loss_last=res.loss_last,
             lr=args.lr,
+            generated_sequences=res.generated_sequences,
             types=dict(sorted(Counter(res.tensor_types.values()).items())),
         )
 
@@ -236,7 +273,8 @@ def main() -> int:
         made(
             "qat",
             f"QAT Q4_0 ({tag})",
-            f"edge-llm distill --quant Q4_0 --minutes {args.minutes:g}",
+            f"edge-llm distill --quant Q4_0 {budget}"
+            + (" (data.generate)" if args.generate else ""),
             path,
             lambda: qat(path, info, quant="Q4_0"),
             qat=info,
@@ -264,7 +302,7 @@ def main() -> int:
         made(
             "qat-small",
             f"QAT budget@{small} ({tag})",
-            f"edge-llm distill --target-size {small} --minutes {args.minutes:g}",
+            f"edge-llm distill --target-size {small} {budget}",
             path_s,
             lambda: qat(path_s, info_s, target_size=small),
             qat=info_s,

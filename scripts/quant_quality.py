@@ -145,6 +145,8 @@ def run_model(model: str, args, text: str) -> list[dict]:
         if res.predicted_kld is not None:
             row["predicted_kld"] = res.predicted_kld
             row["target_bytes"] = res.target_bytes
+        if res.budget_check is not None:  # which file the budget shipped: its knapsack or a rival
+            row["budget_check"] = res.budget_check
         rows.append(row)
         path.unlink()
         log(
@@ -199,6 +201,9 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         pred = f"{r['predicted_kld']:.5f}" if "predicted_kld" in r else ""
+        chosen = (r.get("budget_check") or {}).get("chosen", "budget")
+        if chosen != "budget":  # a rival measured better than the knapsack's mix and shipped
+            pred = f"rival shipped: {chosen}"
         lines.append(
             f"| {r['model']} | {r['file']} | {r['method']} | {r['bytes'] / 1e6:.1f} | {r['bpw']:.2f} | "
             f"{r['mean_kld']:.5f} | {r['kld_percentiles']['p99']:.4f} | {100 * r['top1']:.2f} | "
