@@ -220,7 +220,8 @@ def test_eight_clients_at_once_all_get_answers(server):
     hold = {"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True, "stream": True}
     with ThreadPoolExecutor(8) as pool, httpx.Client(timeout=30) as http:
         with http.stream("POST", f"{server.url}/v1/completions", json=hold) as r:
-            next(r.iter_lines())  # this stream holds the model now
+            lines = r.iter_lines()  # kept: a dropped line iterator closes the connection
+            next(lines)  # this stream holds the model now
             futures = [pool.submit(ask, i) for i in range(8)]
             time.sleep(0.3)
             # The event loop stays free while the model is busy: /health is answered while
@@ -239,7 +240,8 @@ def test_requests_take_turns_in_arrival_order(server):
     first = {"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True, "stream": True}
     with httpx.Client(timeout=30) as http, ThreadPoolExecutor(4) as pool:
         with http.stream("POST", f"{server.url}/v1/completions", json=first) as r:
-            next(r.iter_lines())  # it holds the model now
+            lines = r.iter_lines()  # kept: a dropped line iterator closes the connection
+            next(lines)  # it holds the model now
             futures = []
             for n in (1, 2, 3, 4):  # then four requests queue up, in this order
                 futures.append(
