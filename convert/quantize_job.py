@@ -142,9 +142,9 @@ class Job:
             "quantize.imatrix.chunks_count": int(im.chunk_count),
         }
 
-    def _run(self, label: str, values: dict, **kw) -> None:
-        if self.progress:
-            self.progress(f"quantizing to {label}", 0, 1, 0, 1)
+    def _quantize(self, **kw) -> None:
+        """llama.cpp's quantizer from the intermediate file to ``self.q`` with the job's threads,
+        importance matrix and requantize rule (``kw``: the type, or per-tensor types)."""
         quantize.llama_quantize(
             self.mid,
             self.q,
@@ -153,6 +153,11 @@ class Job:
             allow_requantize=self.allow_requantize,
             **kw,
         )
+
+    def _run(self, label: str, values: dict, **kw) -> None:
+        if self.progress:
+            self.progress(f"quantizing to {label}", 0, 1, 0, 1)
+        self._quantize(**kw)
         if values:
             gguf_edit.stamp(self.q, self.target, values)
             self.q.unlink()
@@ -263,14 +268,7 @@ class Job:
             if self.progress:
                 self.progress(f"measuring {name} against the budget", 0, 1, 0, 1)
             try:
-                quantize.llama_quantize(
-                    self.mid,
-                    self.q,
-                    threads=self.threads,
-                    imatrix=self.means,
-                    allow_requantize=self.allow_requantize,
-                    **how,
-                )
+                self._quantize(**how)
             except ConvertError:  # a rival llama.cpp cannot make here is no rival
                 self.q.unlink(missing_ok=True)
                 return None
