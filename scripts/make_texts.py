@@ -330,6 +330,37 @@ def generate(part: int, size: int, seed: int) -> str:
     return "\n\n".join(docs) + "\n"
 
 
+def more_calibration(size: int, calibration: str, evaluation: str, seed: int = 1) -> str:
+    """Up to ``size`` bytes of further training text from the calibration side's pools (part 0),
+    for runs that would otherwise repeat calibration.txt (QAT beyond one pass): generated
+    documents only (the hand-written paragraphs are all in calibration.txt already), none equal
+    to one of calibration.txt's, over seeds ``seed``, ``seed + 1``, ... until ``size`` is reached
+    or a seed brings nothing new; refuses text that shares a line with the evaluation text."""
+    have = set(calibration.split("\n\n"))
+    paragraphs = set(PARAGRAPHS_EN) | set(PARAGRAPHS_CN)
+    docs, total = [], 0
+    while total < size:
+        new = [
+            d
+            for d in generate(0, size, seed).split("\n\n")
+            if d.strip() and d.strip() not in paragraphs and d not in have
+        ]
+        if not new:
+            break
+        for d in new:
+            if total >= size:
+                break
+            have.add(d)
+            docs.append(d)
+            total += len(d.encode()) + 2
+        seed += 1
+    text = "\n\n".join(docs) + "\n"
+    shared = overlap(text, evaluation)
+    if shared:
+        raise SystemExit(f"further text shares {len(shared)} lines with eval.txt: {shared[0]!r}")
+    return text
+
+
 def overlap(cal: str, ev: str, min_len: int = 24) -> list[str]:
     """Lines of the evaluation text (24+ characters) that also occur in the calibration text."""
     cal_lines = {ln.strip() for ln in cal.splitlines()}

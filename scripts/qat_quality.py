@@ -117,6 +117,15 @@ def main() -> int:
         help="QAT reads each calibration sequence once and fills the rest of its budget with the "
         "teacher's sampled continuations (recipe data.generate) instead of repeating the text",
     )
+    ap.add_argument(
+        "--more-text",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="QAT also trains on this many bytes of further calibration-side text "
+        "(scripts.make_texts.more_calibration: the calibration pools, other seeds, no document "
+        "of calibration.txt, no line of eval.txt), so that longer runs see fresh text",
+    )
     ap.add_argument("--small-size", default="79.5MB", help="size of the small files")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
@@ -145,11 +154,26 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     hf, ref = teacher(work, args.degrid)
     text = (ROOT / "bench" / "data" / "eval.txt").read_text(encoding="utf-8")
-    tag = (f"{args.steps}steps" if args.steps else f"{args.minutes:g}min") + (
-        "-gen" if args.generate else ""
+    tag = (
+        (f"{args.steps}steps" if args.steps else f"{args.minutes:g}min")
+        + ("-gen" if args.generate else "")
+        + (f"-more{args.more_text}" if args.more_text else "")
     )
+    texts = None
+    if args.more_text:
+        from convert.distill.data import CALIBRATION
+        from scripts.make_texts import more_calibration
+
+        extra = work / f"more-text-{args.more_text}.txt"
+        if not extra.is_file():
+            extra.write_text(
+                more_calibration(args.more_text, CALIBRATION.read_text("utf-8"), text), "utf-8"
+            )
+        texts = [CALIBRATION, extra]
     small = args.small_size
     budget = f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes:g}"
+    if args.more_text:
+        budget += f" (+ {args.more_text / 1e3:.0f} kB further text)"
     keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
     keys = {m: (f"{k}@{small}" if "small" in m else k) for m, k in keys.items()}
     rows, old = [], {}
@@ -235,6 +259,7 @@ def main() -> int:
             steps=args.steps,
             device=args.device,
             gguf=path,
+            texts=texts,
             threads=args.threads,
             force=True,
             **kw,

@@ -629,3 +629,20 @@ def test_calibration_and_evaluation_texts_are_apart_and_reproducible():
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_further_calibration_text_is_new_reproducible_and_apart_from_eval():
+    from scripts.make_texts import PARAGRAPHS_EN, more_calibration
+
+    data = ROOT / "bench" / "data"
+    cal, ev = (data / "calibration.txt").read_text(), (data / "eval.txt").read_text()
+    more = more_calibration(400_000, cal, ev)
+    assert more == more_calibration(400_000, cal, ev)  # fixed seeds
+    assert 400_000 <= len(more.encode()) < 410_000  # the size asked, to a document
+    docs = more.split("\n\n")
+    assert len(set(docs)) == len(docs)
+    assert not set(docs) & set(cal.split("\n\n"))  # fresh documents only
+    assert not {d.strip() for d in docs} & set(PARAGRAPHS_EN)
+    ev_lines = {ln.strip() for ln in ev.splitlines() if len(ln.strip()) >= 24}
+    assert not ev_lines & {ln.strip() for ln in more.splitlines()}
+    assert "Solution:" in more and "def " in more  # the calibration side's kinds of text
