@@ -15,6 +15,8 @@ under ``--small-size`` (79.5 MB: the goal's "file under 80 MB"):
 - ``q4_0-all``: llama.cpp with every matrix at Q4_0, the tied embedding too, with imatrix (76 MB;
   llama.cpp's own Q4_0 keeps the embedding at Q8_0, its rows of 576 fit no K-quant);
 - ``budget-small``: edge-llm's size budget at that size;
+- ``mix-small``: llama.cpp's mix ``--small-type`` (say Q4_K_M, with ``--small-size`` its size)
+  with imatrix, the llama.cpp row at another mix's size;
 - ``qat-small``: ``distill --target-size`` at that size (the budget's mix over the trainable
   types, then trained for ``--minutes``).
 
@@ -127,6 +129,11 @@ def main() -> int:
         "of calibration.txt, no line of eval.txt), so that longer runs see fresh text",
     )
     ap.add_argument("--small-size", default="79.5MB", help="size of the small files")
+    ap.add_argument(
+        "--small-type",
+        default="Q4_K_M",
+        help="llama.cpp's mix for the mix-small row (give --small-size its file's size)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--out",
@@ -138,7 +145,7 @@ def main() -> int:
     ap.add_argument(
         "--methods",
         default="q4_0,imatrix,qat",
-        help="which rows to make now, of q4_0, imatrix, budget, qat, q4_0-all, budget-small, "
+        help="which rows to make now, of q4_0, imatrix, budget, qat, q4_0-all, budget-small, mix-small, "
         "qat-small (others are kept from an earlier run's results file)",
     )
     ap.add_argument(
@@ -322,6 +329,14 @@ def main() -> int:
             "edge-llm budget",
             bs,
             lambda: convert(hf, bs, target_size=small, force=True),
+        )
+        ms = work / f"{args.small_type.lower()}-im.gguf"
+        made(
+            "mix-small",
+            f"{args.small_type}+imatrix",
+            "llama.cpp + imatrix",
+            ms,
+            lambda: convert(hf, ms, type=args.small_type, imatrix="auto", force=True),
         )
         info_s: dict = {}
         path_s = work / f"qat-{small}-{tag}.gguf"
