@@ -52,8 +52,9 @@ import numpy as np
 
 from bench import fidelity
 from convert import convert
+from convert.distill.data import CALIBRATION
 from edge_llm import gguf_info
-from edge_llm.fsutil import cache_dir
+from edge_llm.fsutil import atomic_path, cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,20 +167,11 @@ def main() -> int:
         + ("-gen" if args.generate else "")
         + (f"-more{args.more_text}" if args.more_text else "")
     )
-    texts = None
-    if args.more_text:
-        from convert.distill.data import CALIBRATION
-        from scripts.make_texts import more_calibration
-
-        extra = work / f"more-text-{args.more_text}.txt"
-        if not extra.is_file():
-            extra.write_text(
-                more_calibration(args.more_text, CALIBRATION.read_text("utf-8"), text), "utf-8"
-            )
-        texts = [CALIBRATION, extra]
     small = args.small_size
     budget = f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes:g}"
+    texts = None
     if args.more_text:
+        texts = [CALIBRATION, more_text(work, args.more_text, text)]
         budget += f" (+ {args.more_text / 1e3:.0f} kB further text)"
     keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
     keys = {m: (f"{k}@{small}" if "small" in m else k) for m, k in keys.items()}
@@ -400,6 +392,20 @@ def main() -> int:
         print(json.dumps(v))
     save(verdicts=verdicts, scored_tokens=(rows[0]["tokens"] if rows else None))
     return 0
+
+
+def more_text(work: Path, size: int, evaluation: str) -> Path:
+    """``size`` bytes of further calibration-side text (`make_texts.more_calibration`), written
+    once into ``work`` (atomically: a killed run leaves no partial file for the next to reuse)."""
+    from scripts.make_texts import more_calibration
+
+    path = work / f"more-text-{size}.txt"
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            tmp.write_text(
+                more_calibration(size, CALIBRATION.read_text("utf-8"), evaluation), "utf-8"
+            )
+    return path
 
 
 def tokens_file(gguf: Path) -> Path:
