@@ -391,19 +391,33 @@ def distill(
                 prompts = np.stack(
                     [corpus[i % len(corpus), : r.data.prompt_tokens] for i in range(n_gen)]
                 )
-                gkey = D.digest("gen", thash, prompts, L, r.data.gen_temperature, seed)
+                gkey = D.digest(
+                    "gen", thash, prompts, L, r.data.gen_temperature, seed, dev == "cpu"
+                )
                 gpath = D.store_dir() / f"gen-{gkey}.npz"
                 if rank == 0 and not gpath.is_file():
-                    gen = D.generate(
-                        teacher,
-                        prompts,
-                        L,
-                        temperature=r.data.gen_temperature,
-                        seed=seed,
-                        batch=max(kd.batch_size, 8),
-                        device=dev,
-                        progress=progress,
-                    )
+                    gen = None
+                    if dev == "cpu":  # llama.cpp samples many rows per batch, ~6x torch
+                        gen = D.generate_llama(
+                            teacher_dir,
+                            prompts,
+                            L,
+                            temperature=r.data.gen_temperature,
+                            seed=seed,
+                            threads=threads,
+                            progress=progress,
+                        )
+                    if gen is None:
+                        gen = D.generate(
+                            teacher,
+                            prompts,
+                            L,
+                            temperature=r.data.gen_temperature,
+                            seed=seed,
+                            batch=max(kd.batch_size, 8),
+                            device=dev,
+                            progress=progress,
+                        )
                     D.save_npz(gpath, seqs=gen)
                 R.barrier(size)
                 gen = np.load(gpath)["seqs"]

@@ -163,6 +163,46 @@ def generate(
     return np.concatenate(out).astype(np.int64)
 
 
+def generate_llama(
+    teacher_dir: Path,
+    prompts: np.ndarray,
+    seq_len: int,
+    *,
+    temperature: float,
+    seed: int,
+    threads: int | None = None,
+    progress=None,
+) -> np.ndarray | None:
+    """`generate` through llama.cpp: the teacher converted once to an F32 GGUF (cached by its
+    hash), ``prompts`` [N, P] continued to ``seq_len`` tokens by
+    `edge_llm.llama.batched.sample_continuations` (many sequences per batch, end-of-generation
+    tokens banned, so every sequence is full; llama.cpp's sampler with ``seed``). About 6x
+    transformers' ``generate`` on a 2-core CPU (150 against 23 tokens/s on SmolLM2-135M). None
+    when the converter does not take the teacher's architecture (the caller falls back)."""
+    from convert import convert
+    from edge_llm.llama.batched import sample_continuations
+
+    gguf = store_dir() / f"teacher-{teacher_hash(teacher_dir)}-f32.gguf"
+    if not gguf.is_file():
+        try:
+            convert(teacher_dir, gguf, type="F32")
+        except ConvertError:
+            return None
+    done = lambda k: progress("generate", k, len(prompts), {}) if progress else None  # noqa: E731
+    out = sample_continuations(
+        gguf,
+        prompts.tolist(),
+        length=seq_len,
+        temperature=temperature,
+        seed=seed,
+        ban_eog=True,
+        threads=threads,
+        progress=done,
+        error=ConvertError,
+    )
+    return np.asarray(out, dtype=np.int64)
+
+
 def teacher_topk(
     teacher, seqs: np.ndarray, *, k: int, temperature: float, batch: int, device: str, progress=None
 ) -> dict:

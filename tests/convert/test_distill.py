@@ -165,6 +165,21 @@ def test_generated_continuations_fill_a_budget_beyond_the_corpus(teacher, tmp_pa
     res = distill(teacher, tmp_path / "s", layers=4, texts=[short], tokens=64 * 12, recipe=r)
     assert res.generated_sequences > 0 and res.corpus_sequences > 0
     assert res.corpus_sequences + res.generated_sequences == res.steps * 2
+    # on the CPU llama.cpp sampled them, from the teacher converted to an F32 GGUF: full-length
+    # sequences that start with a corpus sequence's first prompt_tokens, no end-of-text inside
+    from convert.distill import data as D
+
+    store = D.store_dir()
+    assert list(store.glob("teacher-*-f32.gguf"))
+    (gen_file,) = store.glob("gen-*.npz")
+    gen = np.load(gen_file)["seqs"]
+    corpus = D.chunk(D.tokenize(D.load_tokenizer(teacher), D.read_documents([short])), 32)
+    assert gen.shape == (res.generated_sequences, 32)
+    firsts = {tuple(c[:8]) for c in corpus}
+    assert all(tuple(g[:8]) in firsts for g in gen)
+    eos = D.load_tokenizer(teacher).eos_token_id
+    assert eos is None or not (gen[:, 8:] == eos).any()
+    assert len({tuple(g[8:]) for g in gen}) > 1  # sampled, not one greedy continuation
 
 
 def test_student_converts_and_llama_cpp_logits_match_transformers(teacher, text, tmp_path):
