@@ -129,6 +129,16 @@ def main() -> int:
         "(scripts.make_texts.more_calibration: the calibration pools, other seeds, no document "
         "of calibration.txt, no line of eval.txt), so that longer runs see fresh text",
     )
+    ap.add_argument(
+        "--sampled-text",
+        type=int,
+        default=0,
+        metavar="TOKENS",
+        help="QAT also trains on about this many tokens of the teacher's own continuations of "
+        "calibration prefixes, sampled at temperature 1 through llama.cpp (the reference GGUF, "
+        "many sequences per batch: `sampled_text`), so it learns the teacher beyond the "
+        "calibration text's documents",
+    )
     ap.add_argument("--small-size", default="79.5MB", help="size of the small files")
     ap.add_argument(
         "--small-type",
@@ -166,6 +176,7 @@ def main() -> int:
         (f"{args.steps}steps" if args.steps else f"{args.minutes:g}min")
         + ("-gen" if args.generate else "")
         + (f"-more{args.more_text}" if args.more_text else "")
+        + (f"-sampled{args.sampled_text}" if args.sampled_text else "")
     )
     small = args.small_size
     budget = f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes:g}"
@@ -173,6 +184,11 @@ def main() -> int:
     if args.more_text:
         texts = [CALIBRATION, more_text(work, args.more_text, text)]
         budget += f" (+ {args.more_text / 1e3:.0f} kB further text)"
+    if args.sampled_text:
+        texts = (texts or [CALIBRATION]) + [
+            sampled_text(work, ref, args.sampled_text, threads=args.threads)
+        ]
+        budget += f" (+ {args.sampled_text / 1e3:.0f}k tokens sampled from the teacher)"
     keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
     keys = {m: (f"{k}@{small}" if "small" in m else k) for m, k in keys.items()}
     rows, old = [], {}
@@ -405,6 +421,53 @@ def more_text(work: Path, size: int, evaluation: str) -> Path:
             tmp.write_text(
                 more_calibration(size, CALIBRATION.read_text("utf-8"), evaluation), "utf-8"
             )
+    return path
+
+
+def sampled_text(
+    work: Path,
+    ref: Path,
+    tokens: int,
+    *,
+    length: int = 256,
+    prompt_tokens: int = 32,
+    n_seq: int = 64,
+    seed: int = 0,
+    threads: int | None = None,
+) -> Path:
+    """About ``tokens`` tokens of the teacher's own text, written once into ``work`` (one JSONL
+    record a document): documents of up to ``length`` tokens, each a ``prompt_tokens`` window of
+    calibration.txt at a random offset, continued by sampling the reference GGUF at temperature 1
+    (the distribution the KD loss is an expectation over; an end-of-generation token ends a
+    document early). `edge_llm.llama.batched.sample_continuations` samples ``n_seq`` documents
+    together, which is what makes this affordable on a CPU (~150-200 tokens/s on 2 cores, against
+    ~23 for transformers' generate). Written atomically: a killed run leaves no partial file."""
+    from edge_llm.llama.batched import sample_continuations
+    from edge_llm.llama.scoring import ScoringContext
+
+    path = work / f"sampled-{tokens}-s{seed}.jsonl"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(seed)
+    docs: list[list[int]] = []
+    t0 = time.perf_counter()
+    with ScoringContext(ref) as sc:  # the GGUF's tokenizer (no context is opened)
+        calib = sc.tokenize(CALIBRATION.read_text("utf-8"), add_special=False)
+        while (made := sum(len(d) for d in docs)) < tokens:
+            starts = rng.integers(0, len(calib) - prompt_tokens, n_seq)
+            docs += sample_continuations(
+                ref,
+                [calib[a : a + prompt_tokens] for a in starts],
+                length=length,
+                seed=int(rng.integers(1 << 31)),
+                n_seq=n_seq,
+                threads=threads,
+            )
+            made = sum(len(d) for d in docs)
+            log(f"sampled {made}/{tokens} tokens ({made / (time.perf_counter() - t0):.0f}/s)")
+        text = [b"".join(map(sc.token_to_piece, d)).decode("utf-8", "replace") for d in docs]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in text), "utf-8")
     return path
 
 
