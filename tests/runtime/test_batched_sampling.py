@@ -74,3 +74,19 @@ def test_continuations_keep_the_prompt_and_stop_at_the_length(smollm2_path, judg
     assert c != a
     with pytest.raises(ValueError):
         sample_continuations(smollm2_path, [prompts[0]], length=len(prompts[0]), threads=2)
+
+
+def test_ban_eog_fills_every_continuation(smollm2_path, judge):
+    """After a finished chat answer the model ends the turn almost surely; with the ban (llama.cpp's
+    logit-bias sampler) no continuation ends early and none holds an end-of-generation token."""
+    text = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\nYes."
+    prompt = judge.tokenize(text.encode(), add_bos=False, special=True)
+    n, length = 16, len(prompt) + 4
+    free = sample_continuations(smollm2_path, [prompt] * n, length=length, seed=1, threads=2)
+    assert sum(len(o) < length for o in free) >= n // 2  # most stop at the end of the turn
+    banned = sample_continuations(
+        smollm2_path, [prompt] * n, length=length, seed=1, ban_eog=True, threads=2
+    )
+    assert all(len(o) == length for o in banned)
+    new = [t for o in banned for t in o[len(prompt) :]]
+    assert not any(llama_cpp.llama_vocab_is_eog(judge._model.vocab, t) for t in new)
