@@ -397,7 +397,7 @@ def distill(
                 gpath = D.store_dir() / f"gen-{gkey}.npz"
                 if rank == 0 and not gpath.is_file():
                     gen = None
-                    if dev == "cpu":  # llama.cpp samples many rows per batch, ~6x torch
+                    if dev == "cpu":  # llama.cpp samples many rows per batch, ~4x torch
                         gen = D.generate_llama(
                             teacher_dir,
                             prompts,

@@ -176,8 +176,8 @@ def generate_llama(
     """`generate` through llama.cpp: the teacher converted once to an F32 GGUF (cached by its
     hash), ``prompts`` [N, P] continued to ``seq_len`` tokens by
     `edge_llm.llama.batched.sample_continuations` (many sequences per batch, end-of-generation
-    tokens banned, so every sequence is full; llama.cpp's sampler with ``seed``). About 6x
-    transformers' ``generate`` on a 2-core CPU (150 against 23 tokens/s on SmolLM2-135M). None
+    tokens banned, so every sequence is full; llama.cpp's sampler with ``seed``). About 4x
+    transformers' ``generate`` on a 2-core CPU (266 against 70 tokens/s on SmolLM2-135M). None
     when the converter does not take the teacher's architecture (the caller falls back)."""
     from convert import convert
     from edge_llm.llama.batched import sample_continuations

@@ -100,7 +100,10 @@ class ScoringContext:
     ``threads``: a count, None (follow the host's load) or a shared `ThreadPolicy`; ``kv_type``
     and ``flash_attn`` (None: llama.cpp's defaults); ``eval_callback``: a
     `binding.EVAL_CALLBACK` run on every tensor of the graph; ``error``: the exception type that
-    reports a file llama.cpp refuses. The context opens on first use (or `open()`), so that two
+    reports a file llama.cpp refuses; ``kv_unified=False``: with several sequences, each its own
+    cache of ``n_ctx / n_seq`` cells, so a token attends over its sequence's cells only, not
+    every sequence's (what independent sequences want; None: unified when ``n_seq > 1``, which
+    shared prefixes need). The context opens on first use (or `open()`), so that two
     models can be loaded and checked before either allocates its cache.
     """
 
@@ -116,6 +119,7 @@ class ScoringContext:
         flash_attn: bool | None = False,
         eval_callback=None,
         error: type[Exception] | None = None,
+        kv_unified: bool | None = None,
     ):
         from edge_llm import gguf_info
         from edge_llm.errors import InvalidModelError
@@ -125,6 +129,7 @@ class ScoringContext:
         self.model = self.ctx = self.batch = None
         self.threads = threads if isinstance(threads, ThreadPolicy) else ThreadPolicy(threads)
         self._params = (n_ctx, n_batch or n_ctx, n_seq, kv_type, flash_attn, eval_callback)
+        self._unified = n_seq > 1 if kv_unified is None else kv_unified
         try:
             self.model = binding.load_model(self.path)
         except LoadError as e:
@@ -142,7 +147,7 @@ class ScoringContext:
         cp = C.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_seq_max = n_seq
-        cp.kv_unified = n_seq > 1
+        cp.kv_unified = self._unified
         cp.n_outputs_max = max(n_batch, n_seq)  # llama.cpp reserves one output per sequence
         cp.n_threads = cp.n_threads_batch = self.threads.current
         if kv_type is not None:
