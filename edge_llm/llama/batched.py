@@ -273,7 +273,7 @@ def sample_continuations(
     Why: text drawn from a model's own distribution (training data for distillation) is needed by
     the hundred thousand tokens. Here ``n_seq`` prompts are decoded together, one row each per
     batch, each sequence in its own KV cache (a cache shared by all would make every row attend
-    over every sequence's cells: 4x slower at 256 tokens): SmolLM2-135M F32, 64 rows, 266
+    over every sequence's cells: 2-4x slower at 256 tokens): SmolLM2-135M F32, 64 rows, 266
     tokens/s on two cores, 3.8x transformers' ``generate`` side by side. The sampler is
     llama.cpp's (temperature, then ``dist`` with ``seed``), called on each row of the batch in
     sequence order, so a run is reproducible on one machine; rows of one batch can round
