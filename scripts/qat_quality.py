@@ -450,12 +450,12 @@ def sampled_text(
         return path
     rng = np.random.default_rng(seed)
     docs: list[list[int]] = []
-    t0 = time.perf_counter()
+    made, t0 = 0, time.perf_counter()
     with ScoringContext(ref) as sc:  # the GGUF's tokenizer (no context is opened)
         calib = sc.tokenize(CALIBRATION.read_text("utf-8"), add_special=False)
-        while (made := sum(len(d) for d in docs)) < tokens:
+        while made < tokens:
             starts = rng.integers(0, len(calib) - prompt_tokens, n_seq)
-            docs += sample_continuations(
+            wave = sample_continuations(
                 ref,
                 [calib[a : a + prompt_tokens] for a in starts],
                 length=length,
@@ -463,7 +463,8 @@ def sampled_text(
                 n_seq=n_seq,
                 threads=threads,
             )
-            made = sum(len(d) for d in docs)
+            docs += wave
+            made += sum(map(len, wave))
             log(f"sampled {made}/{tokens} tokens ({made / (time.perf_counter() - t0):.0f}/s)")
         text = [b"".join(map(sc.token_to_piece, d)).decode("utf-8", "replace") for d in docs]
     with atomic_path(path) as tmp:

@@ -173,11 +173,12 @@ def test_generated_continuations_fill_a_budget_beyond_the_corpus(teacher, tmp_pa
     assert list(store.glob("teacher-*-f32.gguf"))
     (gen_file,) = store.glob("gen-*.npz")
     gen = np.load(gen_file)["seqs"]
-    corpus = D.chunk(D.tokenize(D.load_tokenizer(teacher), D.read_documents([short])), 32)
+    tok = D.load_tokenizer(teacher)
+    corpus = D.chunk(D.tokenize(tok, D.read_documents([short])), 32)
     assert gen.shape == (res.generated_sequences, 32)
     firsts = {tuple(c[:8]) for c in corpus}
     assert all(tuple(g[:8]) in firsts for g in gen)
-    eos = D.load_tokenizer(teacher).eos_token_id
+    eos = tok.eos_token_id
     assert eos is None or not (gen[:, 8:] == eos).any()
     assert len({tuple(g[8:]) for g in gen}) > 1  # sampled, not one greedy continuation
 
