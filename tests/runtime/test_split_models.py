@@ -309,8 +309,8 @@ def test_download_failures_are_one_line(home, tmp_path):
     assert leftovers(home) == []
 
 
-def _killed_midway(home: Path, index: Index, wheel: Path) -> None:
-    """Start a pull, SIGKILL it while pip receives ``wheel``."""
+def _killed_midway(home: Path, index: Index, wheel: Path, sig=signal.SIGKILL) -> int:
+    """Start a pull, send it ``sig`` while pip receives ``wheel``; its exit code."""
     index.stall.add(wheel.name)
     p = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(home.parent / "registry.toml"), "pull", "fake-split"],
@@ -320,7 +320,7 @@ def _killed_midway(home: Path, index: Index, wheel: Path) -> None:
     )
     try:
         assert index.stalled.wait(120), "the pull never reached the stalled part"
-        p.send_signal(signal.SIGKILL)
+        p.send_signal(sig)
         p.wait(60)
     finally:
         if p.poll() is None:
@@ -331,6 +331,7 @@ def _killed_midway(home: Path, index: Index, wheel: Path) -> None:
     index.stall.clear()
     index.release.set()
     assert _processes_under(home) == []
+    return p.returncode
 
 
 def _processes_under(home: Path) -> list[int]:
@@ -345,8 +346,9 @@ def _processes_under(home: Path) -> list[int]:
     return out
 
 
-def test_a_killed_pull_resumes_part_by_part(home, index, wheels, payload):
-    _killed_midway(home, index, wheels[2])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_pull_resumes_part_by_part(home, index, wheels, payload, sig):
+    code = _killed_midway(home, index, wheels[2], sig)
     target = home / "models" / "fake-split.gguf"
     assert not target.exists()  # nothing under the final name
     r = edge(home, index, "clean", "--json", str(home))
@@ -354,7 +356,10 @@ def test_a_killed_pull_resumes_part_by_part(home, index, wheels, payload):
     (pending,) = report["partial_pulls"]
     assert (pending["name"], pending["parts_in"], pending["count"]) == ("fake-split", 1, COUNT)
     assert not pending["in_use"]
-    assert report["debris"] and not any(d["in_use"] for d in report["debris"])  # pip's scratch
+    if sig == signal.SIGKILL:  # pip's scratch folder stays, for the next pull to remove
+        assert report["debris"] and not any(d["in_use"] for d in report["debris"])
+    else:  # SIGTERM runs the cleanups: exit 143 and no temporaries at all
+        assert code == 143 and report["debris"] == []
 
     r = edge(home, index, "pull", "fake-split")
     assert r.returncode == 0, r.stderr
