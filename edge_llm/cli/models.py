@@ -12,7 +12,8 @@ from edge_llm.cli import options as o
 
 
 def models(as_json: o.Json = False) -> None:
-    """List known models: name, source, quantization, size and the path of the GGUF."""
+    """List known models: name, source, quantization, size and the path of the GGUF (a pulled
+    model the hub gave no checksum for is shown as unverified)."""
     from edge_llm import registry, store
 
     default = registry.default_model()
@@ -32,6 +33,8 @@ def models(as_json: o.Json = False) -> None:
                 "description": e.description,
                 "install": e.install,
                 "aliases": list(e.aliases),
+                "verified": None,
+                "sha256": None,
             }
         )
     for s in store.entries():
@@ -46,9 +49,13 @@ def models(as_json: o.Json = False) -> None:
                 "source": f"hf:{s.source}",
                 "quant": s.quant,
                 "description": f"pulled from {s.repo}@{s.revision[:12]}"
-                + (", converted" if s.converted else ""),
+                + (", converted" if s.converted else "")
+                + (", UNVERIFIED: the hub gave no checksum" if s.verified is False else ""),
                 "install": f"edge-llm pull {s.source}",
                 "aliases": [],
+                # False: the hub gave no checksum (sha256 is the one computed on download)
+                "verified": s.verified,
+                "sha256": s.sha256,
             }
         )
     if as_json:
