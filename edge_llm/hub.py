@@ -11,7 +11,7 @@ transport) with the token it would send, and this module bounds each of them:
 - a body longer than the size the hub announced is cut at the first byte too many, and one
   whose size nobody announced at ``EDGE_LLM_PULL_MAX_FILE`` bytes (64 GiB);
 - a transfer that stalls (no data, or under 1 KiB, for ``EDGE_LLM_PULL_STALL_TIMEOUT`` seconds,
-  60 by default) is cut; a listing or header request must finish within five times that;
+  60 by default) is cut; a listing (a JSON answer) must arrive within five times that;
 - redirects are followed here, at most 5, and the token (``Authorization``, ``Cookie``) goes
   only to the endpoint's own origin (scheme, host, port): never to a CDN or any other host;
 - messages name hosts, never a URL's credentials or query (a signed CDN URL is a credential).
@@ -62,7 +62,7 @@ class Limits:
 
     @property
     def deadline_s(self) -> float:
-        """The longest a listing or a header request may take, all of it."""
+        """The longest a listing (a JSON answer) may take to arrive, all of it."""
         return 5 * self.stall_s
 
 
@@ -204,8 +204,12 @@ def _redirect_target(url: str, r) -> str | None:
 @contextlib.contextmanager
 def _transport_errors(at: list[str], lim: Limits, httpx) -> Iterator[None]:
     """httpx's errors as one line each: a timeout is a stall, a broken connection resumable."""
+    from huggingface_hub.errors import HfHubHTTPError
+
     try:
         yield
+    except (HfHubHTTPError, httpx.HTTPStatusError):  # an answer, not a transport error
+        raise
     except httpx.TimeoutException:
         raise DownloadError(
             f"{host(at[0])} stalled (no data for {lim.stall_s:g} s, {STALL_ENV}); "

@@ -355,7 +355,7 @@ def _shown(value: Any) -> str:
     """A hostile value as a message may quote it: escaped, at most 80 characters."""
     text = value if isinstance(value, str) else json.dumps(value)[:200]
     text = text.encode("unicode_escape").decode("ascii")
-    return repr(text[:77] + "..." if len(text) > 80 else text)
+    return f"'{text[:77]}...'" if len(text) > 80 else f"'{text}'"
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -408,7 +408,8 @@ def _download(
         partial.unlink()
         have = 0
     if have:
-        say(f"resuming {f.name} at {human_size(have)} of {human_size(r.size)}")
+        of = f" of {human_size(r.size)}" if r.size is not None else ""
+        say(f"resuming {f.name} at {human_size(have)}{of}")
     job = hub.Fetch(r.url, f.name, r.size, endpoint(), say)
     try:
         with _hub_errors(repo, f.name), partial.open("ab") as out:

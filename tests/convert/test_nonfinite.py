@@ -98,9 +98,9 @@ def test_bf16_blocks_are_checked_by_their_bits(bits, says):
     if says is None:
         assert check_finite(t, block, 100, "BF16") is block
         return
-    with pytest.raises(ConvertError, match=rf"x\.weight \(blk\.0\.x\.weight\) holds {says}") as e:
+    with pytest.raises(ConvertError) as e:
         check_finite(t, block, 100, "BF16")
-    assert "element 105" in str(e.value)
+    assert f"x.weight (blk.0.x.weight) holds {says} at element 105;" in str(e.value)
 
 
 def test_pull_with_conversion_refuses_it_and_keeps_nothing(checkpoint, tmp_path):
