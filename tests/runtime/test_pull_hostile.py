@@ -235,6 +235,16 @@ def test_a_stall_after_the_headers_is_cut_in_seconds_and_resumes_later(mirror, h
     assert sha256(Path(registered(home)[0]["path"]).read_bytes()) == sha256(gguf_bytes)
 
 
+def test_a_trickle_is_a_stall(mirror, home):
+    """A byte every 0.1 s never trips a read timeout; under 1 KiB per stall window is a stall."""
+    mirror.repos[REPO].files[FILE].trickle = True
+    t0 = time.monotonic()
+    r = edge(mirror, home, "pull", f"{REPO}:Q8_0", EDGE_LLM_PULL_STALL_TIMEOUT="1")
+    refused(r, "stalled (under 1024 bytes in 1 s", "pull again to resume")
+    assert time.monotonic() - t0 < 20
+    nothing_kept(home, resumable=True)
+
+
 @pytest.mark.parametrize("how", ["head", "get", "not-served"])
 def test_a_redirect_to_another_host_never_carries_the_token(mirror, home, gguf_bytes, how):
     """head: the HEAD on the resolve URL redirects (the GET then goes to where it points);
