@@ -55,7 +55,9 @@ def home(tmp_path):
     return tmp_path / "home"
 
 
-def edge(mirror, home, *args, **extra) -> subprocess.CompletedProcess:
+def edge(mirror, home, *args, python: bool = False, **extra) -> subprocess.CompletedProcess:
+    """`edge-llm ARGS` against ``mirror`` with the store in ``home`` (``python``: ARGS are the
+    interpreter's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EDGE_LLM_PULL_"))}
     env |= {
         "HF_ENDPOINT": mirror.url,
@@ -67,7 +69,7 @@ def edge(mirror, home, *args, **extra) -> subprocess.CompletedProcess:
         **extra,
     }
     return subprocess.run(
-        [sys.executable, "-m", "edge_llm", *args],
+        [sys.executable, *([] if python else ["-m", "edge_llm"]), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -277,18 +279,29 @@ def test_a_redirect_to_another_host_never_carries_the_token(mirror, home, gguf_b
     assert "s3cret" not in r.stderr + r.stdout
 
 
+# the CLI in a process that writes its own peak resident memory (the kernel's count) on exit
+PEAK = (
+    "import atexit, resource, sys; out = sys.argv.pop(1); atexit.register(lambda: "
+    "open(out, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); "
+    "sys.argv[0] = 'edge-llm'; from edge_llm.cli import main; main()"
+)
+
+
 @pytest.mark.parametrize("announced", [False, True])
-def test_a_huge_listing_is_refused(mirror, home, announced):
+def test_a_huge_listing_is_refused(mirror, home, announced, tmp_path):
     mirror.listing_bytes = 200 * 10**6  # streamed by the mirror, a MiB at a time
     mirror.listing_announced = announced
     t0 = time.monotonic()
-    refused(
-        edge(mirror, home, "pull", f"{REPO}:Q8_0"),
-        "larger than 33,554,432 bytes",
-        "EDGE_LLM_PULL_MAX_JSON",
-    )
+    peak = tmp_path / "peak"
+    r = edge(mirror, home, "-c", PEAK, str(peak), "pull", f"{REPO}:Q8_0", python=True)
+    refused(r, "larger than 33,554,432 bytes", "EDGE_LLM_PULL_MAX_JSON")
     assert time.monotonic() - t0 < 60
     assert sent(mirror) < 200 * 10**6  # cut, not read to its end
+    # the listing was never held whole: the process peaks far below 200 MB (it reached 660 MB
+    # when the listing was read to its end); Python, the CLI and at most 32 MiB of listing came
+    # to 92 MB here
+    assert int(peak.read_text()) < 160 * 1024  # KiB
+    peak.unlink()
     nothing_kept(home)
 
 
