@@ -258,13 +258,16 @@ def _locate(gram_hash: int) -> str:
 
 def overlaps(texts: Iterable[str], eval_hashes: np.ndarray | None = None) -> list[dict]:
     """Every (document, 13-gram) of ``texts`` found in an evaluation item (hash match)."""
-    ref = index()[0] if eval_hashes is None else eval_hashes
+    ref = index()[0] if eval_hashes is None else np.sort(eval_hashes)
     found = []
+    if not len(ref):
+        return found
     for d, text in enumerate(texts):
         hs, ws, wins = hashes(text)
         if not len(hs):
             continue
-        hit = np.isin(hs, ref)
+        at = np.minimum(np.searchsorted(ref, hs), len(ref) - 1)  # ref is sorted
+        hit = ref[at] == hs
         for k in np.flatnonzero(hit):
             i, j = wins[k]
             found.append({"document": d, "gram": " ".join(ws[i:j]), "hash": int(hs[k])})

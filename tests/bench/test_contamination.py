@@ -109,22 +109,9 @@ def test_distill_refuses_a_contaminated_corpus_with_one_line(tmp_path):
         + json.dumps({"text": "Notes.\n" + item["question"] + "\n" + item["answer"]})
         + "\n"
     )
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    (teacher / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["LlamaForCausalLM"],
-                "model_type": "llama",
-                "num_hidden_layers": 2,
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "vocab_size": 100,
-            }
-        )
-    )
+    from tests.fixtures.checkpoints import make_checkpoint
+
+    teacher = make_checkpoint(tmp_path / "teacher")
     p = subprocess.run(
         [
             sys.executable,
