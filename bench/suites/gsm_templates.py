@@ -301,7 +301,8 @@ def _check(node: ast.AST, depth: int, src: str) -> None:
         raise TemplateError(f"{src[:60]!r} holds a {type(node.value).__name__} constant")
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.keywords:
-            raise TemplateError(f"{src[:60]!r} calls something other than a helper by name")
+            what = "keywords" if isinstance(node.func, ast.Name) else f"a {type(node.func).__name__}"
+            raise TemplateError(f"{src[:60]!r} calls {what}, not a helper by name")
         if node.func.id not in FUNCTIONS and node.func.id not in DRAWS:
             raise TemplateError(f"{src[:60]!r} calls {node.func.id}(), which is not a helper")
         for a in node.args:
