@@ -118,7 +118,9 @@ def _read_tree(prefix: str) -> dict[str, bytes]:
                 raise BenchError(f"{path}: {prefix} holds more than template data does")
             return {i.filename: z.read(i) for i in infos}
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise BenchError(f"cannot read {prefix} from {path} ({e}); delete it and run {datasets.FETCH}") from None
+        raise BenchError(
+            f"cannot read {prefix} from {path} ({e}); delete it and run {datasets.FETCH}"
+        ) from None
 
 
 def fingerprint(**_) -> str:
@@ -176,14 +178,18 @@ def instances(tid: str, s: int, seed: int) -> dict[str, G.Instance]:
     raise G.TemplateError(f"no draw of {PRIMARY}'s numbers in {JOINT} fits every language ({last})")
 
 
-def generate(n: int, sets: int, seed: int, languages: tuple[str, ...]) -> tuple[list[dict], dict[str, str]]:
+def generate(
+    n: int, sets: int, seed: int, languages: tuple[str, ...]
+) -> tuple[list[dict], dict[str, str]]:
     """The problems (each original, then its instances, per language) and the templates left out
     with why; the same for the same arguments on any machine."""
     if sets < 1:
         raise BenchError(f"gsm-symbolic: sets must be at least 1 (got {sets})")
     bad_langs = [x for x in languages if x not in LANGS]
     if bad_langs or not languages:
-        raise BenchError(f"gsm-symbolic: languages must be among {', '.join(LANGS)} (got {bad_langs or 'none'})")
+        raise BenchError(
+            f"gsm-symbolic: languages must be among {', '.join(LANGS)} (got {bad_langs or 'none'})"
+        )
     problems: list[dict] = []
     skipped: dict[str, str] = {}
     for tid in pick(n, seed):
@@ -328,13 +334,18 @@ def summarise(items: list[dict], langs: tuple[str, ...]) -> dict:
         _, o = grid(items, lang, "original")
         tids, x = grid(items, lang, "instance")
         k = int(o.sum())
-        originals[lang] = {"accuracy": float(o.mean()) if o.size else None, "n": int(o.size),
-                           "ci95": list(stats.wilson(k, int(o.size)))}
+        originals[lang] = {
+            "accuracy": float(o.mean()) if o.size else None,
+            "n": int(o.size),
+            "ci95": list(stats.wilson(k, int(o.size))),
+        }
         per_set = [float(v) for v in x.mean(axis=0)] if x.size else []
         inst[lang] = {
             "accuracy": float(x.mean()) if x.size else None,
             "n": int(x.size),
-            "ci95": list(stats.bootstrap_ci(lambda r: r.mean(), [x.mean(axis=1)])) if x.size else None,
+            "ci95": list(stats.bootstrap_ci(lambda r: r.mean(), [x.mean(axis=1)]))
+            if x.size
+            else None,
             "sets": per_set,
             "sd": float(np.std(per_set, ddof=1)) if len(per_set) > 1 else None,
             "range": [min(per_set), max(per_set)] if per_set else None,
@@ -347,11 +358,15 @@ def summarise(items: list[dict], langs: tuple[str, ...]) -> dict:
         te, xe = grid(items, "en", "instance")
         tz, xz = grid(items, "zh", "instance")
         both = sorted(set(te) & set(tz))
-        out["language_gap"] = paired_gap(xe[[te.index(t) for t in both]], xz[[tz.index(t) for t in both]])
+        out["language_gap"] = paired_gap(
+            xe[[te.index(t) for t in both]], xz[[tz.index(t) for t in both]]
+        )
         oe, ye = grid(items, "en", "original")
         oz, yz = grid(items, "zh", "original")
         both = sorted(set(oe) & set(oz))
-        out["language_gap_originals"] = paired_gap(ye[[oe.index(t) for t in both]], yz[[oz.index(t) for t in both]])
+        out["language_gap_originals"] = paired_gap(
+            ye[[oe.index(t) for t in both]], yz[[oz.index(t) for t in both]]
+        )
     return out
 
 

@@ -102,7 +102,10 @@ def _bounded(v):
         return v
     if isinstance(v, int) and v.bit_length() > MAX_BITS:
         raise TemplateError("a number grew past the size a word problem needs")
-    if isinstance(v, Fraction) and max(v.numerator.bit_length(), v.denominator.bit_length()) > MAX_BITS:
+    if (
+        isinstance(v, Fraction)
+        and max(v.numerator.bit_length(), v.denominator.bit_length()) > MAX_BITS
+    ):
         raise TemplateError("a fraction grew past the size a word problem needs")
     if isinstance(v, float) and not math.isfinite(v):
         raise TemplateError("a calculation overflowed")
@@ -301,7 +304,9 @@ def _check(node: ast.AST, depth: int, src: str) -> None:
         raise TemplateError(f"{src[:60]!r} holds a {type(node.value).__name__} constant")
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.keywords:
-            what = "keywords" if isinstance(node.func, ast.Name) else f"a {type(node.func).__name__}"
+            what = (
+                "keywords" if isinstance(node.func, ast.Name) else f"a {type(node.func).__name__}"
+            )
             raise TemplateError(f"{src[:60]!r} calls {what}, not a helper by name")
         if node.func.id not in FUNCTIONS and node.func.id not in DRAWS:
             raise TemplateError(f"{src[:60]!r} calls {node.func.id}(), which is not a helper")
@@ -394,7 +399,11 @@ class Evaluator:
             return self.ev(node.body if self.ev(node.test) else node.orelse)
         if isinstance(node, ast.Subscript):
             seq, i = self.ev(node.value), self.ev(node.slice)
-            if not isinstance(seq, (list, tuple, str)) or isinstance(i, bool) or not isinstance(i, int):
+            if (
+                not isinstance(seq, (list, tuple, str))
+                or isinstance(i, bool)
+                or not isinstance(i, int)
+            ):
                 raise TemplateError(f"indexing {type(seq).__name__} by {type(i).__name__}")
             return seq[i]
         return self.call(node)
@@ -431,7 +440,11 @@ def _draw(name: str, args: list, drawer: Drawer, key, ok):
                 raise TemplateError("range_str takes start, end, step and a list of number words")
             _whole(*args[:3])
             words = args[3]
-            cands = [(words[i - 1], i) for i in range(args[0], args[1] + 1, args[2]) if 0 < i <= len(words)]
+            cands = [
+                (words[i - 1], i)
+                for i in range(args[0], args[1] + 1, args[2])
+                if 0 < i <= len(words)
+            ]
         elif name == "range":
             if not 2 <= len(args) <= 3:
                 raise TemplateError("range takes start, end and an optional step")
@@ -457,7 +470,9 @@ def _draw(name: str, args: list, drawer: Drawer, key, ok):
     if len(args) > 2 or isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= len(items):
         raise TemplateError("sample takes a list and how many (at most its length)")
     if k == 1:
-        return items[drawer.choose(key, len(items), None if ok is None else (lambda j: ok(items[j])))]
+        return items[
+            drawer.choose(key, len(items), None if ok is None else (lambda j: ok(items[j])))
+        ]
     return [items[j] for j in drawer.indices(key, len(items), k)]
 
 
@@ -528,14 +543,20 @@ def load(tid: str, lang: str, raw: bytes, replacements: dict) -> Template:
         if "=" not in ln:
             raise TemplateError(f"init line {ln[:40]!r} assigns nothing")
         left, right = ln.split("=", 1)
-        lhs = [x.strip() for x in left.replace("(", "").replace(")", "").replace("$", "").split(",") if x.strip()]
+        lhs = [
+            x.strip()
+            for x in left.replace("(", "").replace(")", "").replace("$", "").split(",")
+            if x.strip()
+        ]
         if not lhs or not all(x.isidentifier() for x in lhs):
             raise TemplateError(f"init line {ln[:40]!r} assigns to something other than names")
         lines.append(Line(lhs, ",".join(lhs), parse(right), False))
     assigned = {v for ln in lines for v in ln.lhs}
     for ln in lines:
         ln.derived = bool(names(ln.expr) & assigned)
-    conds = [parse(c.strip().strip("- ")) for c in cond.strip().splitlines() if c.strip().strip("- ")]
+    conds = [
+        parse(c.strip().strip("- ")) for c in cond.strip().splitlines() if c.strip().strip("- ")
+    ]
     conds = [c for c in conds if not (isinstance(c, ast.Constant) and c.value is True)]
     worked = str(d.get("answer_annotated", ""))
     final = re.search(r"####\s*\{([^}]+)\}\s*$", worked.strip())
@@ -547,7 +568,9 @@ def load(tid: str, lang: str, raw: bytes, replacements: dict) -> Template:
     return Template(
         id=tid,
         language=lang,
-        id_orig=int(d.get("id_orig", -1)) if str(d.get("id_orig", "")).lstrip("-").isdigit() else -1,
+        id_orig=int(d.get("id_orig", -1))
+        if str(d.get("id_orig", "")).lstrip("-").isdigit()
+        else -1,
         question=d["question"].strip(),
         answer=answer,
         text=text,
@@ -588,9 +611,9 @@ def instantiate(
     attempts: int = ATTEMPTS,
 ) -> Instance:
     """A draw of ``t`` meeting its conditions and ``also`` (another language's version of them,
-    so that its numbers serve both), seeded by ``key``; ``fixed`` numeric variables (another
-    language's) and ``prefer``'d indices are kept, and the answer must be ``answer`` when given (a
-language with a number of its own must draw the same problem). TemplateError when none is found."""
+        so that its numbers serve both), seeded by ``key``; ``fixed`` numeric variables (another
+        language's) and ``prefer``'d indices are kept, and the answer must be ``answer`` when given (a
+    language with a number of its own must draw the same problem). TemplateError when none is found."""
     rng = random.Random(key)
     deadline = time.monotonic() + SECONDS
     last = "no draw met the conditions"
@@ -629,7 +652,10 @@ def _attempt(t: Template, drawer: Drawer, fixed: dict | None, also=()) -> Instan
     except TemplateError as e:
         if t.final is None:
             raise
-        got, note = exact(Evaluator(env)(t.final)), f"#answer fails ({e}); the worked answer's #### used"
+        got, note = (
+            exact(Evaluator(env)(t.final)),
+            f"#answer fails ({e}); the worked answer's #### used",
+        )
     if t.final is not None and not note:
         second = exact(Evaluator(env)(t.final))
         if second != got:

@@ -150,7 +150,8 @@ def vet(sb: Sandbox, a: dict) -> Archetype:
     pc = a.get("parameter_constraints") or {}
     slots = pc.get("slots") or {}
     if not isinstance(slots, dict) or not all(
-        isinstance(s, dict) and s.get("type") in ("int", "decimal", "fraction", "choice") for s in slots.values()
+        isinstance(s, dict) and s.get("type") in ("int", "decimal", "fraction", "choice")
+        for s in slots.values()
     ):
         raise SandboxError("its slots are not int, decimal, fraction or choice")
     cons = tuple(str(c) for c in pc.get("constraints") or [])
@@ -161,12 +162,18 @@ def vet(sb: Sandbox, a: dict) -> Archetype:
     for k, ex in enumerate(examples):
         params = ex.get("params") or {}
         if set(params) != set(slots):
-            raise SandboxError(f"example {k} has parameters {sorted(params)}, not the slots {sorted(slots)}")
+            raise SandboxError(
+                f"example {k} has parameters {sorted(params)}, not the slots {sorted(slots)}"
+            )
         want = number(ex.get("answer_value"))
         got = number(sb.call(a["id"], **{p: typed(v, slots[p]) for p, v in params.items()}))
         if got != want:
-            raise SandboxError(f"the solver gives {answers.show(got)} for example {k}, which says {answers.show(want)}")
-    return Archetype(a["id"], _grade(a), str(a.get("template", "")), slots, cons, a["solver_program"])
+            raise SandboxError(
+                f"the solver gives {answers.show(got)} for example {k}, which says {answers.show(want)}"
+            )
+    return Archetype(
+        a["id"], _grade(a), str(a.get("template", "")), slots, cons, a["solver_program"]
+    )
 
 
 def catalogue(sb: Sandbox) -> tuple[list[Archetype], dict[str, str]]:
@@ -219,6 +226,7 @@ def draw(slot: dict, rng: random.Random):
 def render(sb: Sandbox, template: str, params: dict, values: dict) -> str:
     """``{slot}`` replaced by its text, ``{a + b}`` computed, answer blanks drawn as a line;
     SandboxError when a placeholder names nothing."""
+
     def sub(m: re.Match) -> str:
         if m.group(1) is None:
             return m.group(0)[0]
@@ -281,7 +289,9 @@ def generate(sb: Sandbox, n: int, seed: int) -> tuple[list[dict], dict[str, str]
         except SandboxError as e:
             bad[a.id] = str(e)
             continue
-        problems.append({"id": f"{a.id}#{j}", "archetype": a.id, "grade": a.grade, "cluster": a.id, **item})
+        problems.append(
+            {"id": f"{a.id}#{j}", "archetype": a.id, "grade": a.grade, "cluster": a.id, **item}
+        )
     return problems, bad
 
 
@@ -320,7 +330,9 @@ def run(ctx, n: int = 120, seed: int = 0, max_tokens: int = 384, batch: int = 8)
         "chance": 0.0,
         "n": len(items),
         "archetypes": len({x["archetype"] for x in items}),
-        "by_grade": {str(g): float(np.mean([x["correct"] for x in items if x["grade"] == g])) for g in grades},
+        "by_grade": {
+            str(g): float(np.mean([x["correct"] for x in items if x["grade"] == g])) for g in grades
+        },
         "excluded": bad,
         "license": datasets.source(SOURCE)["license"],
         "items": items,

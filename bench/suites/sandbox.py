@@ -120,10 +120,16 @@ def _node(node: ast.AST) -> None:
         spec = node.format_spec  # e.g. ".2f"; a width in the millions would be a memory bomb
         parts = spec.values if isinstance(spec, ast.JoinedStr) else []
         text = parts[0].value if len(parts) == 1 and isinstance(parts[0], ast.Constant) else None
-        if not isinstance(text, str) or len(text) > 8 or any(int(d) > 100 for d in re.findall(r"\d+", text)):
+        if (
+            not isinstance(text, str)
+            or len(text) > 8
+            or any(int(d) > 100 for d in re.findall(r"\d+", text))
+        ):
             raise SandboxError(f"this f-string format is not allowed in a solver{where}")
     if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, complex)):
-        raise SandboxError(f"{type(node.value).__name__} constants are not allowed in a solver{where}")
+        raise SandboxError(
+            f"{type(node.value).__name__} constants are not allowed in a solver{where}"
+        )
 
 
 def encode(x):
@@ -159,7 +165,14 @@ def decode(t):
             return [decode(i) for i in v]
         if kind == "none":
             return None
-        conv = {"int": int, "dec": Decimal, "frac": Fraction, "float": float, "str": str, "bool": bool}
+        conv = {
+            "int": int,
+            "dec": Decimal,
+            "frac": Fraction,
+            "float": float,
+            "str": str,
+            "bool": bool,
+        }
         return conv[kind](v)
     except (TypeError, ValueError, KeyError, InvalidOperation, ZeroDivisionError):
         raise SandboxError("the worker sent back something that is not a value") from None
@@ -203,12 +216,16 @@ class Sandbox:
     def call(self, pid: str, **args):
         """``solve(**args)`` of program ``pid``."""
         self._ensure(pid)
-        return decode(self._ask({"op": "call", "id": pid, "args": {k: encode(v) for k, v in args.items()}}))
+        return decode(
+            self._ask({"op": "call", "id": pid, "args": {k: encode(v) for k, v in args.items()}})
+        )
 
     def eval(self, expr: str, env: dict):
         """An expression (checked as a program is) over ``env``."""
         check(expr, mode="eval")
-        return decode(self._ask({"op": "eval", "expr": expr, "env": {k: encode(v) for k, v in env.items()}}))
+        return decode(
+            self._ask({"op": "eval", "expr": expr, "env": {k: encode(v) for k, v in env.items()}})
+        )
 
     def _ensure(self, pid: str) -> None:
         if pid not in self.loaded:

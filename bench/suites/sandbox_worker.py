@@ -17,7 +17,6 @@ template's ``{a + b}``). Values travel tagged: ``["int", "12"]``, ``["dec", "1.5
 
 import builtins
 import decimal
-import fractions
 import json
 import math
 import os
@@ -36,7 +35,9 @@ from fractions import Fraction  # noqa: E402
 
 ROUNDING = {k: getattr(decimal, k) for k in dir(decimal) if k.startswith("ROUND_")}
 MODULES = {
-    "math": types.SimpleNamespace(**{k: getattr(math, k) for k in dir(math) if not k.startswith("_")}),
+    "math": types.SimpleNamespace(
+        **{k: getattr(math, k) for k in dir(math) if not k.startswith("_")}
+    ),
     "fractions": types.SimpleNamespace(Fraction=Fraction),
     "decimal": types.SimpleNamespace(Decimal=Decimal, **ROUNDING),
 }
@@ -107,7 +108,11 @@ def handle(req: dict):
             args = {k: decode(v) for k, v in req["args"].items()}
             return SOLVERS[req["id"]](**args)
         if req["op"] == "eval":
-            env = {"__builtins__": BUILTINS, **GLOBALS, **{k: decode(v) for k, v in req["env"].items()}}
+            env = {
+                "__builtins__": BUILTINS,
+                **GLOBALS,
+                **{k: decode(v) for k, v in req["env"].items()},
+            }
             return eval(compile(req["expr"], "<expr>", "eval"), env)
     raise ValueError(f"unknown request {req['op']!r}")
 

@@ -25,7 +25,9 @@ from bench.suites import k12_zh as K
 from bench.suites.sandbox import Sandbox, SandboxError
 from tests.bench.test_gsm_symbolic import StubCtx
 
-pytestmark = pytest.mark.skipif(not datasets.wheel_path("chalkbase").is_file(), reason="run make data first")
+pytestmark = pytest.mark.skipif(
+    not datasets.wheel_path("chalkbase").is_file(), reason="run make data first"
+)
 NUM = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -99,19 +101,35 @@ def test_every_kept_solver_reproduces_its_examples(sb, catalogue):
         for ex in by_id[a.id]["rewritten_examples"]:
             args = {k: K.typed(v, a.slots[k]) for k, v in ex["params"].items()}
             want = ex["answer_value"]
-            want = Fraction(str(want)) if not isinstance(want, str) else answers.parse(want)  # "①": 1
+            want = (
+                Fraction(str(want)) if not isinstance(want, str) else answers.parse(want)
+            )  # "①": 1
             assert K.number(sb.call(a.id, **args)) == want, a.id
 
 
 def test_a_solver_that_contradicts_its_example_or_escapes_is_excluded(sb, monkeypatch):
     base = next(a for a in K.archetypes() if a["id"] == "at.area_of_rectangle_and_square.01")
-    wrong = {**base, "id": "t.wrong", "solver_program": "def solve(length, width):\n    return length + width"}
-    escape = {**base, "id": "t.escape", "solver_program": "import os\ndef solve(length, width):\n    return 1"}
-    listy = {**base, "id": "t.list", "solver_program": "def solve(length, width):\n    return [length, width]"}
+    wrong = {
+        **base,
+        "id": "t.wrong",
+        "solver_program": "def solve(length, width):\n    return length + width",
+    }
+    escape = {
+        **base,
+        "id": "t.escape",
+        "solver_program": "import os\ndef solve(length, width):\n    return 1",
+    }
+    listy = {
+        **base,
+        "id": "t.list",
+        "solver_program": "def solve(length, width):\n    return [length, width]",
+    }
     monkeypatch.setattr(K, "archetypes", lambda: [base, wrong, escape, listy])
     good, bad = K.catalogue(sb)
     assert [a.id for a in good] == [base["id"]]
-    assert "example 0" in bad["t.wrong"] and "import os" in bad["t.escape"] and "list" in bad["t.list"]
+    assert (
+        "example 0" in bad["t.wrong"] and "import os" in bad["t.escape"] and "list" in bad["t.list"]
+    )
 
 
 def test_generated_items_meet_their_constraints_as_python_reads_them(sb, catalogue):
@@ -121,8 +139,22 @@ def test_generated_items_meet_their_constraints_as_python_reads_them(sb, catalog
     judged = 0
     for p in problems:
         a = by_id[p["archetype"]]
-        env = {"Decimal": Decimal, "Fraction": Fraction, "math": math, "any": any, "all": all, "int": int,
-               "abs": abs, "len": len, "str": str, "min": min, "max": max, "set": set, "sum": sum, "range": range}
+        env = {
+            "Decimal": Decimal,
+            "Fraction": Fraction,
+            "math": math,
+            "any": any,
+            "all": all,
+            "int": int,
+            "abs": abs,
+            "len": len,
+            "str": str,
+            "min": min,
+            "max": max,
+            "set": set,
+            "sum": sum,
+            "range": range,
+        }
         env.update({k: K.typed(v, a.slots[k]) for k, v in p["params"].items()})
         for c in a.constraints:
             assert eval(c, env), (a.id, c, p["params"])  # noqa: S307
@@ -168,7 +200,9 @@ def test_the_task_grades_a_scripted_model(sb):
 
     r = K.run(StubCtx(reply), n=12, seed=3, batch=1)
     assert r["n"] == 12 and r["score"] == pytest.approx(len(right) / 12)
-    assert {x["id"] for x in r["items"] if x["correct"]} == {p["id"] for p in problems if p["question"] in right}
+    assert {x["id"] for x in r["items"] if x["correct"]} == {
+        p["id"] for p in problems if p["question"] in right
+    }
     assert set(r["by_grade"]) <= {"1", "2", "3", "4", "5", "6"} and r["excluded"]
     assert all(x["cluster"] == x["archetype"] for x in r["items"])
 
