@@ -32,6 +32,7 @@ import hashlib
 import json
 import random
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -50,6 +51,7 @@ SOURCE = "chalkbase"
 MEMBER = "chalkbase/data/archetypes.json"
 EXCLUDE = Path(__file__).with_name("k12_zh_exclude.toml")
 GENERATOR_VERSION = 1
+AUDIT_SEED = 20261207  # the seed of the audit's sample (docs/k12-zh-audit.md)
 TRIES = 1000  # draws of an archetype's slots until its constraints hold
 INSTRUCTION = "请一步一步地解答下面的数学题，并把最终的数值答案（不带单位）写在 \\boxed{} 中，例如：\\boxed{42}。"
 BLANK = "______"
@@ -176,9 +178,10 @@ def vet(sb: Sandbox, a: dict) -> Archetype:
     )
 
 
-def catalogue(sb: Sandbox) -> tuple[list[Archetype], dict[str, str]]:
-    """The eligible archetypes that pass, and the excluded ones with why (audit first)."""
-    audit = excluded_by_audit()
+def catalogue(sb: Sandbox, audit: bool = True) -> tuple[list[Archetype], dict[str, str]]:
+    """The eligible archetypes that pass, and the excluded ones with why (audit first; with
+    ``audit`` False the audit's exclusions are kept in, as the audit itself drew them)."""
+    audit = excluded_by_audit() if audit else {}
     good, bad = [], {}
     for a in archetypes():
         if not eligible(a):
@@ -270,10 +273,12 @@ def instantiate(sb: Sandbox, a: Archetype, key: str) -> dict:
     raise SandboxError(f"{a.id}: gave up after {TRIES} draws ({last})")
 
 
-def generate(sb: Sandbox, n: int, seed: int) -> tuple[list[dict], dict[str, str]]:
+def generate(
+    sb: Sandbox, n: int, seed: int, audit: bool = True
+) -> tuple[list[dict], dict[str, str]]:
     """``n`` items (0: one per archetype), archetypes in the order of SHA-256(seed:id), taken in
     turn; and the archetypes excluded, with why."""
-    good, bad = catalogue(sb)
+    good, bad = catalogue(sb, audit)
     if n < 0:
         raise BenchError(f"k12-zh: n must be 0 (one per archetype) or more (got {n})")
     order = sorted(good, key=lambda a: hashlib.sha256(f"{seed}:{a.id}".encode()).digest())
@@ -337,3 +342,34 @@ def run(ctx, n: int = 120, seed: int = 0, max_tokens: int = 384, batch: int = 8)
         "license": datasets.source(SOURCE)["license"],
         "items": items,
     }
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.suites.k12_zh sample [N] [SEED]``: the audit's sample as JSON lines
+    (drawn as the audit drew it: with the archetypes the audit excluded)."""
+    if argv[:1] != ["sample"]:
+        print("usage: python -m bench.suites.k12_zh sample [N] [SEED]", file=sys.stderr)
+        return 2
+    n, seed = (
+        (int(argv[1]) if len(argv) > 1 else 60),
+        (int(argv[2]) if len(argv) > 2 else AUDIT_SEED),
+    )
+    try:
+        with Sandbox() as sb:
+            problems, _ = generate(sb, n, seed, audit=False)
+    except (BenchError, datasets.Unavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in problems:
+        row = {
+            "id": p["id"],
+            "grade": p["grade"],
+            "question": p["question"],
+            "answer": answers.show(p["answer"]),
+        }
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
