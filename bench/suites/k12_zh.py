@@ -52,6 +52,7 @@ MEMBER = "chalkbase/data/archetypes.json"
 EXCLUDE = Path(__file__).with_name("k12_zh_exclude.toml")
 GENERATOR_VERSION = 1
 AUDIT_SEED = 20261207  # the seed of the audit's sample (docs/k12-zh-audit.md)
+LIMIT_DIGITS = 30  # digits of the largest number a slot or an answer may have
 TRIES = 1000  # draws of an archetype's slots until its constraints hold
 INSTRUCTION = "请一步一步地解答下面的数学题，并把最终的数值答案（不带单位）写在 \\boxed{} 中，例如：\\boxed{42}。"
 BLANK = "______"
@@ -114,16 +115,49 @@ def _grade(a: dict) -> int:
 def typed(v, slot: dict):
     """A slot's value as the solver receives it: int, Decimal, Fraction, or the text of a choice."""
     t = slot.get("type")
+    if t == "choice":
+        return v
+    text = str(v)
     try:
-        if t == "int":
-            return int(str(v))
-        if t == "decimal":
-            return Decimal(str(v))
-        if t == "fraction":
-            return Fraction(str(v))
+        if len(text) > 40 or "e" in text.lower():
+            raise ValueError
+        x = int(text) if t == "int" else Decimal(text) if t == "decimal" else Fraction(text)
     except (ValueError, InvalidOperation, ZeroDivisionError):
-        raise SandboxError(f"{v!r} is not a {t}") from None
-    return v
+        raise SandboxError(f"{text[:40]!r} is not a {t} of a primary-school size") from None
+    return _small(x)
+
+
+def _small(x):
+    """``x`` if its size is a primary-school number's (a crafted 1E+999999999 would take the
+    host's memory once written out); SandboxError otherwise."""
+    if isinstance(x, Decimal):
+        if not x.is_finite() or abs(x.adjusted()) > LIMIT_DIGITS:
+            raise SandboxError(f"the number {x:.3e} is out of range")
+    elif isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        f = Fraction(x)
+        if max(f.numerator.bit_length(), f.denominator.bit_length()) > 4 * LIMIT_DIGITS:
+            raise SandboxError("a number is out of range")
+    return x
+
+
+def _check_slots(slots) -> None:
+    if not isinstance(slots, dict) or len(slots) > 50:
+        raise SandboxError("its slots are not a table")
+    for name, s in slots.items():
+        if not isinstance(s, dict) or s.get("type") not in ("int", "decimal", "fraction", "choice"):
+            raise SandboxError(f"slot {name} is not int, decimal, fraction or choice")
+        if s["type"] == "choice":
+            if not isinstance(s.get("options"), list) or not 0 < len(s["options"]) <= 1000:
+                raise SandboxError(f"choice slot {name} has no options")
+            continue
+        for k in ("min", "max"):
+            typed(s.get(k, 0 if s["type"] != "fraction" else "1"), {"type": "fraction"})
+        for k, top in (("step", 10**6), ("places", 6), ("max_denominator", 1000)):
+            v = s.get(k)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top
+            ):
+                raise SandboxError(f"slot {name} has {k} {v!r}")
 
 
 def number(v) -> Fraction:
@@ -131,18 +165,18 @@ def number(v) -> Fraction:
     if isinstance(v, bool) or v is None or isinstance(v, (list, dict)):
         raise SandboxError(f"the answer is {type(v).__name__} {str(v)[:30]}, not a number")
     if isinstance(v, (int, Fraction)):
-        return Fraction(v)
+        return Fraction(_small(v))
     if isinstance(v, Decimal):
         if not v.is_finite():
             raise SandboxError(f"the answer is {v}")
-        return Fraction(v)
+        return Fraction(_small(v))
     if isinstance(v, float):  # a float whose shortest decimal is short is taken as that decimal
         r = repr(v)
         if not re.fullmatch(r"-?\d+(\.\d{1,6})?", r):
             raise SandboxError(f"the answer is the float {r} (inexact)")
         return Fraction(r)
     try:
-        return answers.parse(str(v))
+        return _small(answers.parse(str(v)))
     except ValueError:
         raise SandboxError(f"the answer is the text {str(v)[:30]!r}, not a number") from None
 
@@ -151,11 +185,7 @@ def vet(sb: Sandbox, a: dict) -> Archetype:
     """The archetype, if its solver runs and reproduces every example; SandboxError (why) if not."""
     pc = a.get("parameter_constraints") or {}
     slots = pc.get("slots") or {}
-    if not isinstance(slots, dict) or not all(
-        isinstance(s, dict) and s.get("type") in ("int", "decimal", "fraction", "choice")
-        for s in slots.values()
-    ):
-        raise SandboxError("its slots are not int, decimal, fraction or choice")
+    _check_slots(slots)
     cons = tuple(str(c) for c in pc.get("constraints") or [])
     sb.load(a["id"], a["solver_program"])
     examples = a.get("rewritten_examples") or []
