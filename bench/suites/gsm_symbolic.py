@@ -329,9 +329,10 @@ def _verdict(lo: float, hi: float) -> str:
 
 
 def summarise(items: list[dict], langs: tuple[str, ...]) -> dict:
+    """Accuracy on the originals and the instances, and the paired gaps, per language."""
     originals, inst, gap = {}, {}, {}
     for lang in langs:
-        _, o = grid(items, lang, "original")
+        otids, o = grid(items, lang, "original")
         tids, x = grid(items, lang, "instance")
         k = int(o.sum())
         originals[lang] = {
@@ -350,7 +351,6 @@ def summarise(items: list[dict], langs: tuple[str, ...]) -> dict:
             "sd": float(np.std(per_set, ddof=1)) if len(per_set) > 1 else None,
             "range": [min(per_set), max(per_set)] if per_set else None,
         }
-        otids, o = grid(items, lang, "original")
         both = sorted(set(otids) & set(tids))
         gap[lang] = paired_gap(o[[otids.index(t) for t in both]], x[[tids.index(t) for t in both]])
     out = {"originals": originals, "instances": inst, "memorisation_gap": gap}
