@@ -60,6 +60,11 @@ def find(records: list[dict], key: str) -> dict:
 
 def _paired_units(ia: list[dict], ib: list[dict]) -> tuple[np.ndarray, np.ndarray, bool]:
     """(A's units, B's units) on the items both have, aligned; clustered when the items are."""
+    ia = [
+        x for x in ia if x.get("scored", True)
+    ]  # items outside the task's score (gsm-symbolic's originals)
+    if not ia:
+        return np.zeros((0, 2)), np.zeros((0, 2)), False
     clustered = "cluster" in ia[0]
     key = (lambda x: str(x["cluster"])) if clustered else (lambda x: str(x["id"]))
     bid = {str(x["id"]): x for x in ib}

@@ -94,7 +94,7 @@ def capability(tasks: dict[str, dict]) -> tuple[float | None, list[str]]:
 def units(result: dict) -> np.ndarray | None:
     """A task's resampling units as rows (right, items): one row per item, or per cluster when
     its items carry one (k12-robust's variants of one problem are one unit: they share numbers)."""
-    items = result.get("items")
+    items = [x for x in result.get("items") or [] if x.get("scored", True)]
     if not items or "correct" not in items[0]:
         return None
     if "cluster" not in items[0]:

@@ -111,20 +111,21 @@ def row(r: dict) -> dict:
 
 def _gap(sym: dict, lang: str) -> str:
     g = (sym.get("memorisation_gap") or {}).get(lang)
-    if not g:
+    if not g or g.get("gap") is None:
         return "—"
-    lo, hi = g.get("ci95", [None, None])
-    return f"{g['mean']:+.3f} ({lo:+.3f} to {hi:+.3f}, p {g.get('p', float('nan')):.2g})"
+    lo, hi = g["ci95"]
+    p = (g.get("mcnemar") or {}).get("p")
+    return f"{g['gap']:+.3f} ({lo:+.3f} to {hi:+.3f}; McNemar p {p:.2g})"
 
 
 def _sym_acc(sym: dict, lang: str) -> str:
     inst = (sym.get("instances") or {}).get(lang)
     orig = (sym.get("originals") or {}).get(lang)
-    if inst is None:
+    if not inst or inst.get("accuracy") is None:
         return "—"
-    inst_v = inst["mean"] if isinstance(inst, dict) else inst
-    orig_v = orig["accuracy"] if isinstance(orig, dict) else orig
-    return f"{_f(orig_v)} / {_f(inst_v)}"
+    sd = inst.get("sd")
+    spread = f" sd {sd:.3f}" if sd is not None else ""
+    return f"{_f(orig and orig.get('accuracy'))} / {_f(inst['accuracy'])}{spread}"
 
 
 def table(rows: list[dict]) -> str:

@@ -215,6 +215,9 @@ def _problem(tid, t: G.Template, lang, s, question, answer) -> dict:
         "language": lang,
         "variant": variant,
         "set": s,
+        # the score is the instances' accuracy: the originals are reported beside it, outside the
+        # score's interval and the paired comparisons (bench.density.units, bench.compare)
+        "scored": variant == "instance",
         "cluster": f"{tid}/{'orig' if s is None else s}",
         "question": question,
         "answer": answer,

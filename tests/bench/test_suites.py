@@ -77,7 +77,9 @@ def test_bad_suite_definitions_are_refused(tmp_path, body, message):
 
 
 def test_unknown_suite_names_say_what_is_accepted():
-    with pytest.raises(BenchError, match="use quick, full, a suite definition .toml"):
+    with pytest.raises(
+        BenchError, match="use quick, full, real-quick, real, a suite definition .toml"
+    ):
         suites.load("medium")
 
 
