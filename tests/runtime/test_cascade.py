@@ -178,9 +178,9 @@ def misbehaving():
         m.stop()
 
 
-def config(url: str, **kw) -> CloudConfig:
+def config(url: str, model: str = "cloud-model", **kw) -> CloudConfig:
     defaults = {"timeout_s": 5.0, "retries": 2, "backoff_s": 0.05, "api_key_env": KEY_ENV}
-    return CloudConfig(url, "cloud-model", **{**defaults, **kw})
+    return CloudConfig(url, model, **{**defaults, **kw})
 
 
 # --- signals ----------------------------------------------------------------------------------
@@ -188,8 +188,9 @@ def test_signals_are_the_answer_tokens_logprobs_under_llama_cpp(device, smollm2_
     llama_cpp = pytest.importorskip("llama_cpp")
     c = Cascade(device, threshold=NEVER).generate(PROMPT, max_tokens=N, temperature=0)
     assert c.answered_by == "device" and c.signals.n_tokens == len(c.tokens) > 0
+    # flash attention on, as edge_llm runs it (its rounding differs by ~0.1 nats from without)
     judge = llama_cpp.Llama(
-        str(smollm2_path), n_ctx=256, n_threads=2, logits_all=True, verbose=False
+        str(smollm2_path), n_ctx=256, n_threads=2, logits_all=True, flash_attn=True, verbose=False
     )
     try:
         prompt = judge.tokenize(PROMPT.encode(), add_bos=True, special=True)
@@ -203,9 +204,9 @@ def test_signals_are_the_answer_tokens_logprobs_under_llama_cpp(device, smollm2_
             ents.append(-(np.exp(lp) * lp).sum())
     finally:
         judge.close()
-    assert c.signals.mean_logprob == pytest.approx(np.mean(lps), abs=2e-3)
-    assert c.signals.min_logprob == pytest.approx(np.min(lps), abs=2e-3)
-    assert c.signals.neg_entropy == pytest.approx(-np.mean(ents), abs=2e-3)
+    assert c.signals.mean_logprob == pytest.approx(np.mean(lps), abs=1e-3)
+    assert c.signals.min_logprob == pytest.approx(np.min(lps), abs=1e-3)
+    assert c.signals.neg_entropy == pytest.approx(-np.mean(ents), abs=1e-3)
 
 
 def test_agreement_of_sampled_answers(device):
@@ -286,14 +287,14 @@ def test_escalation_and_its_absence(device, cloud, chat_cloud):
         model="gemma3-270m", prompt=PROMPT, max_tokens=N, temperature=0
     )
     own = device.generate(PROMPT, max_tokens=N, temperature=0)
-    up = Cascade(device, config(cloud.url + "/v1"), threshold=ALWAYS).generate(
+    up = Cascade(device, config(cloud.url + "/v1", "gemma3-270m"), threshold=ALWAYS).generate(
         PROMPT, max_tokens=N, temperature=0
     )
     assert up.answered_by == "cloud" and up.escalate and up.cloud_error is None
     assert up.text == judge.choices[0].text and up.text != own.text
     assert up.usage.completion_tokens == judge.usage.completion_tokens
     assert up.device.text == own.text  # the device answered first
-    stay = Cascade(device, config(cloud.url + "/v1"), threshold=NEVER).generate(
+    stay = Cascade(device, config(cloud.url + "/v1", "gemma3-270m"), threshold=NEVER).generate(
         PROMPT, max_tokens=N, temperature=0
     )
     assert stay.answered_by == "device" and not stay.escalate and stay.text == own.text
@@ -301,7 +302,7 @@ def test_escalation_and_its_absence(device, cloud, chat_cloud):
     said = chat_cloud.client().chat.completions.create(
         model="smollm2-cloud", messages=QUESTION, max_tokens=N, temperature=0
     )
-    up = Cascade(device, config(chat_cloud.url + "/v1"), threshold=ALWAYS).chat(
+    up = Cascade(device, config(chat_cloud.url + "/v1", "smollm2-cloud"), threshold=ALWAYS).chat(
         QUESTION, max_tokens=N, temperature=0
     )
     assert up.answered_by == "cloud" and up.text == said.choices[0].message.content
@@ -310,23 +311,23 @@ def test_escalation_and_its_absence(device, cloud, chat_cloud):
     lo = Cascade(device, threshold=NEVER).generate("zx qv wq", max_tokens=N, temperature=0)
     assert lo.confidence < hi.confidence
     mid = (lo.confidence + hi.confidence) / 2
-    c = Cascade(device, config(cloud.url + "/v1"), threshold=mid)
+    c = Cascade(device, config(cloud.url + "/v1", "gemma3-270m"), threshold=mid)
     assert c.generate(PROMPT, max_tokens=N, temperature=0).answered_by == "device"
     assert c.generate("zx qv wq", max_tokens=N, temperature=0).answered_by == "cloud"
 
 
 def test_streaming_carries_the_marker(device, cloud, chat_cloud):
-    c = Cascade(device, config(cloud.url + "/v1"), threshold=ALWAYS)
+    c = Cascade(device, config(cloud.url + "/v1", "gemma3-270m"), threshold=ALWAYS)
     s = c.stream(PROMPT, max_tokens=N, temperature=0)
     assert s.answered_by is None  # not known before the cloud's first piece
     pieces = list(s)
     assert s.answered_by == "cloud" and len(pieces) >= 2
     assert "".join(pieces) == s.result.text == c.generate(PROMPT, max_tokens=N, temperature=0).text
-    c = Cascade(device, config(chat_cloud.url + "/v1"), threshold=ALWAYS)
+    c = Cascade(device, config(chat_cloud.url + "/v1", "smollm2-cloud"), threshold=ALWAYS)
     s = c.chat_stream(QUESTION, max_tokens=N, temperature=0)
     assert "".join(s) == s.result.text == c.chat(QUESTION, max_tokens=N, temperature=0).text
     assert s.answered_by == "cloud"
-    s = Cascade(device, config(cloud.url + "/v1"), threshold=NEVER).stream(
+    s = Cascade(device, config(cloud.url + "/v1", "gemma3-270m"), threshold=NEVER).stream(
         PROMPT, max_tokens=N, temperature=0
     )
     assert s.answered_by == "device"  # known at once: nothing to wait for
@@ -339,10 +340,12 @@ def cascade_server(device, cloud, chat_cloud):
     the completion cloud, one to the chat cloud)."""
     servers = [
         Running(
-            create_app(Cascade(device, config(c.url + "/v1"), threshold=ALWAYS), model_id="dev"),
+            create_app(
+                Cascade(device, config(c.url + "/v1", name), threshold=ALWAYS), model_id="dev"
+            ),
             as_serve=True,
         )
-        for c in (cloud, chat_cloud)
+        for c, name in ((cloud, "gemma3-270m"), (chat_cloud, "smollm2-cloud"))
     ]
     yield servers
     for s in servers:
@@ -642,6 +645,8 @@ def test_the_key_appears_nowhere(device, misbehaving, caplog, capfd, tmp_path, m
         repr(c),
         repr(c.cloud_config),
     ]
+    assert "HTTP Request: POST" in caplog.text  # httpx's own log lines were captured
+    assert any("/v1/chat/completions" in x for x in lines)  # the server logged the request
     assert all(KEY not in w for w in written)
     assert json.loads(out.stdout)["cascade"]["cloud_error"]  # the CLI's answer was flagged
 
