@@ -360,7 +360,7 @@ def summarize(rows: list[dict], k: int) -> dict[str, Any]:
         acc = curve(s, dev, cloud)
         res = _stats_of(acc)
         data = np.column_stack([s, dev, cloud])
-        res["apgr_ci"] = list(stats.bootstrap_ci(lambda d: _apgr_of(d), [data], draws=1000))
+        res["apgr_ci"], res["apgr_undefined_draws"] = _apgr_ci(data)
         res["grid_ci"] = [
             list(
                 stats.bootstrap_ci(
@@ -388,6 +388,19 @@ def summarize(rows: list[dict], k: int) -> dict[str, Any]:
         "cloud_per_escalated_item": float(np.mean([r["cloud_tokens"] for r in rows])),
     }
     return out
+
+
+def _apgr_ci(data: np.ndarray, draws: int = 1000) -> tuple[list[float], int]:
+    """Percentile bootstrap of APGR over items (bench.stats' seed and level). A draw whose
+    device and cloud accuracies are equal has no gap to recover (APGR undefined): such draws
+    are left out and counted."""
+    rng = np.random.default_rng(stats.SEED)
+    idx = rng.integers(0, len(data), size=(draws, len(data)))
+    vals = np.array([_apgr_of(data[i]) for i in idx])
+    ok = vals[np.isfinite(vals)]
+    if len(ok) < draws / 2:
+        return [math.nan, math.nan], int(draws - len(ok))
+    return np.percentile(ok, [2.5, 97.5]).tolist(), int(draws - len(ok))
 
 
 def _apgr_of(d: np.ndarray) -> float:
@@ -477,6 +490,12 @@ def table(name: str, s: dict[str, Any]) -> str:
         lines.append(row(label, r))
     lines.append(row("random", {**s["random"], "cpt50": 0.5, "cpt80": 0.8}))
     lines.append(row("oracle", s["oracle"]))
+    if s["cloud_accuracy"] <= s["device_accuracy"]:
+        lines += [
+            "",
+            "note: the cloud is not more accurate than the device on these items: there is no gap "
+            "to recover, so APGR and CPT (RouteLLM's, which assume a stronger cloud) say nothing.",
+        ]
     lat = s["latency"]
     lines += [
         "",

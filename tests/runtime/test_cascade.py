@@ -716,3 +716,16 @@ def test_serve_with_cloud_from_the_command_line(cloud, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_chat_marks_cloud_answers(misbehaving):
+    good = misbehaving("ok")
+    args = ["--cloud", good.url, "--cloud-model", "m", "--escalate-rate", "1", "-n", "4"]
+    out = cli("chat", *args, input="What is 12*7?\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "CLOUD ANSWER"  # piped: the replies alone on stdout
+    assert "[cloud]" in out.stderr
+    bad = misbehaving("500")
+    out = cli("chat", *args[:1], bad.url, *args[2:], "--cloud-timeout", "2", input="Hi\n")
+    assert out.returncode == 0 and out.stdout.strip() and "CLOUD" not in out.stdout
+    assert "the cloud failed: server_error" in out.stderr and "[cloud]" not in out.stderr
