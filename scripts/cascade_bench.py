@@ -337,7 +337,9 @@ def router_scores(rows: list[dict], name: str, k: int) -> np.ndarray:
     return out
 
 
-def summarize(rows: list[dict], k: int) -> dict[str, Any]:
+def summarize(rows: list[dict], k: int, params: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """Every router's figures on ``rows``; ``params``: the device's and the cloud's parameter
+    counts (FLOPs per token taken as 2 x parameters, the forward pass's multiply-adds)."""
     dev = np.array([r["device_correct"] for r in rows], dtype=bool)
     cloud = np.array([r["cloud_correct"] for r in rows], dtype=bool)
     n = len(rows)
@@ -386,6 +388,10 @@ def summarize(rows: list[dict], k: int) -> dict[str, Any]:
     out["tokens"] = {
         "device_per_item": float(np.mean([r["device_tokens"] for r in rows])),
         "cloud_per_escalated_item": float(np.mean([r["cloud_tokens"] for r in rows])),
+    }
+    out["flops"] = {
+        "device_per_item": 2 * params[0] * out["tokens"]["device_per_item"],
+        "cloud_per_escalated_item": 2 * params[1] * out["tokens"]["cloud_per_escalated_item"],
     }
     return out
 
@@ -449,6 +455,13 @@ def _pct(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
 
+def _n_params(model: str) -> int:
+    from edge_llm import gguf_info
+    from edge_llm.registry import resolve
+
+    return gguf_info.read(resolve(model)).n_params
+
+
 # --- the kill test ----------------------------------------------------------------------------
 def kill_test(cascade: Cascade, proc: subprocess.Popen, items: list[dict]) -> dict[str, Any]:
     """Items through the cascade (half escalated by rank) with the cloud killed halfway."""
@@ -502,7 +515,9 @@ def table(name: str, s: dict[str, Any]) -> str:
         f"latency: on the device p50 {lat['device_p50_s']:.2f} s, p95 {lat['device_p95_s']:.2f} s; "
         f"escalated (device + cloud) p50 {lat['escalated_p50_s']:.2f} s, p95 {lat['escalated_p95_s']:.2f} s. "
         f"tokens: {s['tokens']['device_per_item']:.0f} per item on the device, "
-        f"{s['tokens']['cloud_per_escalated_item']:.0f} per escalated item in the cloud.",
+        f"{s['tokens']['cloud_per_escalated_item']:.0f} per escalated item in the cloud "
+        f"({s['flops']['device_per_item']:.2e} and {s['flops']['cloud_per_escalated_item']:.2e} "
+        "FLOPs, 2 x parameters x tokens).",
     ]
     return "\n".join(lines)
 
@@ -534,30 +549,8 @@ def plot(groups: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("device", help="the device model (a name or .gguf)")
-    ap.add_argument("cloud", help="the cloud model (a name or .gguf), served on loopback")
-    ap.add_argument("--k12", type=int, default=48, help="k12-math items (default 48)")
-    ap.add_argument("--gsm8k", type=int, default=0, help="GSM8K items (needs bench.suites.gsm8k)")
-    ap.add_argument("--shots", type=int, default=3)
-    ap.add_argument(
-        "--k-samples", type=int, default=0, help="sampled answers for the agreement signal"
-    )
-    ap.add_argument("--engine", choices=("auto", "llama-server", "edge-llm"), default="auto")
-    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    ap.add_argument(
-        "--kill-test",
-        type=int,
-        default=0,
-        metavar="N",
-        help="N items with the cloud killed halfway",
-    )
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--plot", type=Path, help="write the curves as a PNG here")
-    ap.add_argument("--save-router", type=Path, help="fit a router on all items and save it")
-    args = ap.parse_args()
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the items on the device and in the cloud (and the kill test): the result's rows."""
     import edge_llm
 
     items = load_items(args.k12, args.gsm8k, args.shots)
@@ -565,64 +558,100 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "cascade-cloud.log"
     proc, url, engine = start_cloud(args.cloud, args.engine, 4096, args.threads, log)
+    result: dict[str, Any] = {
+        "device": args.device,
+        "cloud": args.cloud,
+        "engine": engine,
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()},
+        "command": " ".join(["python -m scripts.cascade_bench", *sys.argv[1:]]),
+        "k_samples": args.k_samples,
+        "params": [_n_params(args.device), _n_params(args.cloud)],
+    }
     try:
         print(f"cloud: {args.cloud} by {engine} at {url}; device: {device.name}", file=sys.stderr)
-        cfg = CloudConfig(url, args.cloud, timeout_s=600, retries=1)
-        client = CloudClient(cfg)
+        client = CloudClient(CloudConfig(url, args.cloud, timeout_s=600, retries=1))
         probe = Cascade(device, threshold=-math.inf, k_samples=args.k_samples)
         t0 = time.time()
-        rows = run_items(probe, client, items, args.k_samples)
-        result: dict[str, Any] = {
-            "device": args.device,
-            "cloud": args.cloud,
-            "engine": engine,
-            "host": {
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "processor": platform.processor(),
-            },
-            "command": " ".join(sys.argv),
-            "seconds": time.time() - t0,
-            "groups": {},
-            "items": rows,
-        }
-        groups = {"all": rows}
-        for suite in sorted({r["suite"] for r in rows}):
-            if len({r["suite"] for r in rows}) > 1:
-                groups[suite] = [r for r in rows if r["suite"] == suite]
-        for name, g in groups.items():
-            result["groups"][name] = summarize(g, args.k_samples)
-            print(table(name, result["groups"][name]) + "\n")
+        result["items"] = run_items(probe, client, items, args.k_samples)
+        result["seconds"] = time.time() - t0
         if args.save_router:
-            sig = [Signals(**r["signals"]) for r in rows]
-            from edge_llm.fsutil import sha256_file
-
-            r = fit(
-                sig,
-                [r["device_correct"] for r in rows],
-                rate=0.3,
-                model_sha256=sha256_file(device.path),
-                model_name=device.name,
-            )
-            r.save(args.save_router)
+            save_router(result["items"], device, args.save_router)
         if args.kill_test:
-            c = Cascade(
-                device,
-                CloudConfig(url, args.cloud, timeout_s=60, retries=1, breaker_cooldown_s=600),
-                escalate_rate=0.5,
-            )
+            cfg = CloudConfig(url, args.cloud, timeout_s=60, retries=1, breaker_cooldown_s=600)
+            c = Cascade(device, cfg, escalate_rate=0.5)
             result["kill_test"] = kill_test(c, proc, items[: args.kill_test])
-            print(f"kill test: {result['kill_test']}")
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
-    out = args.out / f"cascade-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return result
+
+
+def save_router(rows: list[dict], device: Any, path: Path) -> None:
+    from edge_llm.fsutil import sha256_file
+
+    sig = [Signals(**r["signals"]) for r in rows]
+    r = fit(
+        sig,
+        [r["device_correct"] for r in rows],
+        rate=0.3,
+        model_sha256=sha256_file(device.path),
+        model_name=device.name,
+    )
+    r.save(path)
+
+
+def analyze(result: dict[str, Any]) -> None:
+    """The figures of every group (all items, and each suite when there are several)."""
+    rows = result["items"]
+    groups = {"all": rows}
+    suites = sorted({r["suite"] for r in rows})
+    if len(suites) > 1:
+        groups |= {s: [r for r in rows if r["suite"] == s] for s in suites}
+    result["groups"] = {
+        name: summarize(g, result["k_samples"], tuple(result["params"]))
+        for name, g in groups.items()
+    }
+    for name, g in result["groups"].items():
+        print(table(name, g) + "\n")
+    if "kill_test" in result:
+        print(f"kill test: {result['kill_test']}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("device", nargs="?", help="the device model (a name or .gguf)")
+    ap.add_argument(
+        "cloud", nargs="?", help="the cloud model (a name or .gguf), served on loopback"
+    )
+    ap.add_argument("--k12", type=int, default=48, help="k12-math items (default 48)")
+    ap.add_argument("--gsm8k", type=int, default=0, help="GSM8K items (needs bench.suites.gsm8k)")
+    ap.add_argument("--shots", type=int, default=3)
+    ap.add_argument("--k-samples", type=int, default=0, help="sampled answers (agreement signal)")
+    ap.add_argument("--engine", choices=("auto", "llama-server", "edge-llm"), default="auto")
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    ap.add_argument(
+        "--kill-test", type=int, default=0, metavar="N", help="N items, cloud killed halfway"
+    )
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--plot", type=Path, help="write the curves as a PNG here")
+    ap.add_argument("--save-router", type=Path, help="fit a router on all items and save it")
+    ap.add_argument("--analyze", type=Path, help="recompute the figures of a saved result JSON")
+    args = ap.parse_args()
+    if args.analyze:
+        result = json.loads(args.analyze.read_text())
+    elif not (args.device and args.cloud):
+        ap.error("give the device and the cloud model (or --analyze FILE)")
+    else:
+        result = measure(args)
+    analyze(result)
+    out = args.analyze or args.out / f"cascade-{time.strftime('%Y%m%d-%H%M%S')}.json"
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     if args.plot:
-        plot(result["groups"], args.plot, f"device {args.device}, cloud {args.cloud} ({engine})")
+        title = f"device {result['device']}, cloud {result['cloud']} ({result['engine']})"
+        plot(result["groups"], args.plot, title)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
