@@ -106,7 +106,16 @@ def start_cloud(
     from edge_llm.registry import resolve
 
     path = resolve(model)
-    binary = llama_server_binary() if engine in ("auto", "llama-server") else None
+    binary = None
+    if engine in ("auto", "llama-server"):
+        try:
+            binary = llama_server_binary()
+        except (subprocess.CalledProcessError, OSError, StopIteration) as e:
+            if engine == "llama-server":
+                raise SystemExit(f"error: building llama-server failed ({e})") from None
+            print(
+                f"note: building llama-server failed ({e}); edge-llm serve instead", file=sys.stderr
+            )
     if engine == "llama-server" and binary is None:
         raise SystemExit("error: no llama.cpp source to build llama-server from; run make install")
     f = log.open("w")
