@@ -234,15 +234,20 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
     return items
 
 
-def run_items(cascade: Cascade, client: CloudClient, items: list[dict], k: int) -> list[dict]:
-    """Each item answered by the device (with its signals) and by the cloud."""
+def run_items(
+    cascade: Cascade, client: CloudClient, items: list[dict], k: int, meter: Any
+) -> list[dict]:
+    """Each item answered by the device (with its signals and, where the host has a meter
+    (bench.energy), the joules spent while it answered) and by the cloud."""
     rows = []
     for i, it in enumerate(items, 1):
+        e0 = meter.read() if meter.available else None
         t0 = time.perf_counter()
         d = cascade.generate(
             it["prompt"], max_tokens=it["max_tokens"], temperature=0, stop=it["stop"], seed=0
         )
         device_s = time.perf_counter() - t0
+        joules = meter.joules(e0, meter.read()) if meter.available else None
         try:
             a = client.complete(
                 client.body(
@@ -269,6 +274,7 @@ def run_items(cascade: Cascade, client: CloudClient, items: list[dict], k: int) 
                 "device_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
                 "cloud_tokens": cloud_tokens,
                 "device_s": device_s,
+                "device_joules": joules,
                 "cloud_s": cloud_s,
             }
         )
@@ -398,6 +404,10 @@ def summarize(rows: list[dict], k: int, params: tuple[int, int] = (0, 0)) -> dic
         "device_per_item": float(np.mean([r["device_tokens"] for r in rows])),
         "cloud_per_escalated_item": float(np.mean([r["cloud_tokens"] for r in rows])),
     }
+    joules = [r.get("device_joules") for r in rows]
+    out["device_joules_per_item"] = (
+        float(np.mean(joules)) if joules and all(j is not None for j in joules) else None
+    )
     out["flops"] = {
         "device_per_item": 2 * params[0] * out["tokens"]["device_per_item"],
         "cloud_per_escalated_item": 2 * params[1] * out["tokens"]["cloud_per_escalated_item"],
@@ -526,7 +536,12 @@ def table(name: str, s: dict[str, Any]) -> str:
         f"tokens: {s['tokens']['device_per_item']:.0f} per item on the device, "
         f"{s['tokens']['cloud_per_escalated_item']:.0f} per escalated item in the cloud "
         f"({s['flops']['device_per_item']:.2e} and {s['flops']['cloud_per_escalated_item']:.2e} "
-        "FLOPs, 2 x parameters x tokens).",
+        "FLOPs, 2 x parameters x tokens). device energy: "
+        + (
+            f"{s['device_joules_per_item']:.1f} J per item (the whole package's meter)."
+            if s.get("device_joules_per_item") is not None
+            else "not reported by this host."
+        ),
     ]
     return "\n".join(lines)
 
@@ -581,7 +596,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         client = CloudClient(CloudConfig(url, args.cloud, timeout_s=600, retries=1))
         probe = Cascade(device, threshold=-math.inf, k_samples=args.k_samples)
         t0 = time.time()
-        result["items"] = run_items(probe, client, items, args.k_samples)
+        from bench.energy import detect
+
+        meter = detect()
+        result["energy_meter"] = meter.source if meter.available else f"none: {meter.reason}"
+        if hasattr(meter, "start"):  # a sampled meter's thread (bench.compute does the same)
+            meter.start()
+        try:
+            result["items"] = run_items(probe, client, items, args.k_samples, meter)
+        finally:
+            if hasattr(meter, "stop"):
+                meter.stop()
         result["seconds"] = time.time() - t0
         if args.save_router:
             save_router(result["items"], device, args.save_router)
