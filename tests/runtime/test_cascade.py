@@ -428,7 +428,8 @@ def test_every_fault_yields_the_devices_answer_flagged(device, misbehaving, mode
     took = time.monotonic() - t0
     assert r.answered_by == "device" and r.text == own.text
     assert r.cloud_error.split(":")[0] == FAULTS[mode]
-    assert took < timeout + own.timings.ttft_s + own.timings.decode_s + 1.0
+    device_s = r.timings.ttft_s + r.timings.decode_s  # this call's own device generation
+    assert took - device_s < timeout + 1.0  # slack: a loaded 2-core host schedules late
     retried = FAULTS[mode] in ("rate_limited", "server_error")
     assert len(bad.requests) == (3 if retried else 1)  # 1 + 2 retries; the rest are not retried
 
