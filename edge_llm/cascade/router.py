@@ -192,7 +192,11 @@ class Router:
         x = _features([s], self.features)[0]
         z = (x - np.array(self.mean)) / np.array(self.std)
         z = np.clip(np.where(np.isnan(z), -5.0, z), -5.0, 5.0)
-        return float(1 / (1 + math.exp(-(float(z @ np.array(self.weights)) + self.bias))))
+        with np.errstate(all="ignore"):  # a crafted file's huge weights: saturate, not raise
+            t = float(z @ np.array(self.weights, dtype=np.float64)) + self.bias
+        if math.isnan(t):
+            return 0.0  # no verdict: the least confidence (escalate)
+        return 1 / (1 + math.exp(-max(-500.0, min(500.0, t))))
 
     def threshold_for_rate(self, rate: float) -> float:
         """The threshold escalating ``rate`` of the calibration answers (from the quantiles)."""
@@ -202,6 +206,11 @@ class Router:
             return -math.inf
         if rate == 1:
             return math.inf
+        if len(self.quantiles) != 101:
+            raise ConfigError(
+                "this router file keeps no calibration quantiles: give no escalation rate (its "
+                "own threshold is used) or fit it again"
+            )
         return float(np.interp(rate * 100, np.arange(len(self.quantiles)), self.quantiles))
 
     def save(self, path: str | Path) -> None:
@@ -215,14 +224,18 @@ class Router:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise ConfigError(f"cannot read router {path}: {e}; fit one with fit()") from None
         if not isinstance(data, dict) or data.get("format") != ROUTER_FORMAT:
             raise ConfigError(f"{path} is not an edge-llm router file (format {ROUTER_FORMAT})")
         try:
             r = cls(**{k: v for k, v in data.items() if k not in ("format", "kind")})
             _check(r)
-        except (TypeError, ValueError) as e:
+            for name in ("mean", "std", "weights", "quantiles"):  # JSON ints of any size
+                setattr(r, name, [float(v) for v in getattr(r, name)])
+            r.bias, r.threshold = float(r.bias), float(r.threshold)
+            _check(r)  # again: an integer too large for a float became inf
+        except (TypeError, ValueError, OverflowError) as e:
             raise ConfigError(f"router {path} is malformed ({e}); fit it again") from None
         if model_sha256 and r.model_sha256 and r.model_sha256 != model_sha256:
             raise ConfigError(
@@ -240,10 +253,14 @@ def _check(r: Router) -> None:
     if not (len(r.mean) == len(r.std) == len(r.weights) == n):
         raise ValueError("mean, std and weights need one number per feature")
     numbers = [*r.mean, *r.std, *r.weights, r.bias, r.threshold, *r.quantiles]
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+    if not all(isinstance(v, int | float) and math.isfinite(float(v)) for v in numbers):
         raise ValueError("its numbers must be finite")
     if any(v <= 0 for v in r.std) or (r.quantiles and len(r.quantiles) != 101):
         raise ValueError("std must be positive and quantiles 101 numbers")
+    if not all(isinstance(x, str) for x in (r.model_sha256, r.model_name, r.created)):
+        raise ValueError("model_sha256, model_name and created must be strings")
+    if not isinstance(r.target, dict) or not isinstance(r.n_calibration, int):
+        raise ValueError("target must be an object and n_calibration a whole number")
 
 
 def _newton(z: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:

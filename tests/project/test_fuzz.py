@@ -585,3 +585,39 @@ def test_fuzz_server_bodies(server_client):
             assert isinstance(err, dict) and isinstance(err.get("message"), str), text[:300]
 
     run()
+
+
+def test_fuzz_router_files(tmp_path):
+    """A cascade's router file (edge_llm.cascade.router): loaded, scored and asked for a rate's
+    threshold, or refused in one line."""
+    import numpy as np
+
+    from edge_llm.cascade.router import Router, Signals, fit
+
+    rng = np.random.default_rng(0)
+    rows = [
+        Signals(float(a), float(a - abs(b)), float(-abs(c)), 5)
+        for a, b, c in rng.normal(size=(40, 3))
+    ]
+    good = tmp_path / "seed.json"
+    fit(rows, rng.random(40) > 0.5, rate=0.3, model_sha256="ab" * 32).save(good)
+    seed = json.loads(good.read_text())
+
+    def use(p: Path) -> None:
+        r = Router.load(p, "ab" * 32)
+        r.score(rows[0])
+        r.threshold_for_rate(0.3)
+
+    @FUZZ
+    @given(st.data())
+    def run(d):
+        doc = mutate_doc(d.draw, seed)
+        text = json.dumps(doc).encode()
+        if d.draw(st.integers(0, 9)) == 0:
+            i = d.draw(st.integers(0, len(text) - 1))
+            text = text[:i] + d.draw(st.binary(min_size=1, max_size=4)) + text[i + 1 :]
+        p = tmp_path / "router.json"
+        p.write_bytes(text)
+        verdict("router-files", use, p)
+
+    run()
