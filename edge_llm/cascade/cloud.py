@@ -216,7 +216,7 @@ class CloudClient:
                 self.clock() - t0,
                 attempts,
             )
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
             self.breaker.failure()
             raise CloudError("malformed", "the cloud's answer is not OpenAI's JSON shape") from None
         self.breaker.success()
@@ -433,7 +433,11 @@ class CloudClient:
                 if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                     continue
                 c = choices[0]
-                text = (c.get("delta") or {}).get("content") if chat else c.get("text")
+                delta = c.get("delta")
+                if chat:
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                else:
+                    text = c.get("text")
                 if c.get("finish_reason"):
                     finish = str(c["finish_reason"])
                 if isinstance(text, str) and text:
