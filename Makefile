@@ -42,7 +42,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -125,6 +125,14 @@ bench:
 # add --degrid by hand for the off-grid reference).
 bench-quant:
 	$(BIN)/python -m scripts.quant_quality
+
+# The edge-cloud cascade: device and cloud model on k12-math (and GSM8K when bench.suites.gsm8k
+# exists), the cloud served by llama.cpp's llama-server (built once into ~/.cache/edge-llm/llama-server).
+CASCADE_DEVICE ?= qwen2.5-coder-0.5b
+CASCADE_CLOUD  ?= qwen2.5-coder-1.5b
+CASCADE_ARGS   ?= --k12 100 --gsm8k 100
+bench-cascade:
+	$(BIN)/python -m scripts.cascade_bench $(CASCADE_DEVICE) $(CASCADE_CLOUD) $(CASCADE_ARGS)
 
 # edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
 bench-runtime:

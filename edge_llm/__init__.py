@@ -5,6 +5,7 @@
     print(m.generate("The capital of France is", max_tokens=16).text)
     for piece in m.stream("Tell me a story", max_tokens=64): print(piece, end="")
     reply = m.chat([{"role": "user", "content": "What is 12*7?"}])
+    c = edge_llm.Cascade(m, cloud=edge_llm.CloudConfig(URL, "model", api_key_env="KEY_VAR"))
 
 This package never imports ``convert`` or ``bench``: an app embeds it alone. The model API is
 imported on first use (``edge_llm.load``), so that importing the package, and `edge-llm --help`,
@@ -22,6 +23,8 @@ from edge_llm.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cascade",
+    "CloudConfig",
     "Completion",
     "ConfigError",
     "EdgeLLMError",
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Cascade": "cascade",
+    "CloudConfig": "cascade",
     "Completion": "results",
     "Model": "model",
     "Stream": "results",

@@ -504,7 +504,9 @@ class Model:
                 (b.decode("utf-8", errors="replace"), b, float(lp[i])) for b, i in zip(pieces, idx)
             )
         piece = self._b.token_to_piece(tok)
-        return TokenLogprob(piece.decode("utf-8", errors="replace"), piece, float(lp[tok]), top)
+        entropy = float(-(np.exp(lp) * lp).sum())  # the device's uncertainty (edge_llm.cascade)
+        text = piece.decode("utf-8", errors="replace")
+        return TokenLogprob(text, piece, float(lp[tok]), top, entropy)
 
     def _completion(
         self,

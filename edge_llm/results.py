@@ -42,6 +42,7 @@ class TokenLogprob:
     bytes: bytes
     logprob: float
     top: tuple[tuple[str, bytes, float], ...] = ()
+    entropy: float | None = None  # of the whole distribution at that step (nats)
 
 
 @dataclass(frozen=True)

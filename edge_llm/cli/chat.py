@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from edge_llm.cli import cloud as c
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
 from edge_llm.cli.report import format_stats, length_notice
@@ -42,6 +43,13 @@ def chat(
     threads: o.Threads = None,
     device: o.Device = "auto",
     yes: Yes = False,
+    cloud: c.Cloud = None,
+    cloud_model: c.CloudModel = None,
+    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
+    escalate_rate: c.EscalateRate = None,
+    router: c.RouterFile = None,
+    local_only: c.LocalOnly = False,
+    cloud_timeout: c.CloudTimeout = 30.0,
 ) -> None:
     """Chat with a model. Type a message, or a /command (/help lists them).
 
@@ -64,6 +72,9 @@ def chat(
 
     model = ensure_model(model, yes)
     m = load(model, device=device, n_ctx=ctx, threads=threads)
+    m = c.wrap(
+        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
+    )
     interactive = sys.stdin is not None and sys.stdin.isatty()
     note = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if interactive:
@@ -140,6 +151,10 @@ def chat(
         reply = []
         try:
             for piece in stream:
+                if not reply and c.marker(stream) and interactive:
+                    sys.stdout.write(c.marker(stream) + " ")
+                elif not reply and c.marker(stream):
+                    note(c.marker(stream))  # piped: stdout holds the replies alone
                 reply.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -151,6 +166,8 @@ def chat(
         sys.stdout.write("\n")
         sys.stdout.flush()
         conv.add("assistant", "".join(reply))
+        if last is not None and last is stream.result and getattr(last, "cloud_error", None):
+            note(f"(the cloud failed: {last.cloud_error}; this is the device's answer)")
         if last is not None and last is stream.result and last.finish_reason == "length":
             note(length_notice(last, settings["max_tokens"], m.n_ctx))
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from edge_llm.cli import cloud as c
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
 from edge_llm.cli.report import format_stats, length_notice
@@ -48,6 +49,13 @@ def run(
     stats: Annotated[
         bool, typer.Option("--stats", help="Print usage and speed to stderr.")
     ] = False,
+    cloud: c.Cloud = None,
+    cloud_model: c.CloudModel = None,
+    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
+    escalate_rate: c.EscalateRate = None,
+    router: c.RouterFile = None,
+    local_only: c.LocalOnly = False,
+    cloud_timeout: c.CloudTimeout = 30.0,
 ) -> None:
     """Complete one prompt (raw text by default; --chat for instruct models) and print the text.
 
@@ -79,6 +87,9 @@ def run(
 
     model = ensure_model(model, yes)
     m = load(model, device=device, n_ctx=ctx, threads=threads)
+    m = c.wrap(
+        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
+    )
     if chat:
         if m.chat_format.notice(m.name):
             print(m.chat_format.notice(m.name), file=sys.stderr)
@@ -98,6 +109,7 @@ def run(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+        c.note(stream.result)
         if chat and stream.result.finish_reason == "length":
             n = params.get("max_tokens", 256)
             print(
@@ -108,4 +120,5 @@ def run(
         from edge_llm.devices import measured_runs
 
         print(format_stats(stream.result), file=sys.stderr)
-        measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks against it
+        if getattr(stream.result, "answered_by", "device") == "device":  # not the cloud's speed
+            measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks it

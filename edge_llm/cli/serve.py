@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from edge_llm.cli import cloud as c
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
 
@@ -71,10 +72,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    cloud: c.Cloud = None,
+    cloud_model: c.CloudModel = None,
+    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
+    escalate_rate: c.EscalateRate = None,
+    router: c.RouterFile = None,
+    local_only: c.LocalOnly = False,
+    cloud_timeout: c.CloudTimeout = 30.0,
 ) -> None:
     """Serve a model over HTTP with OpenAI's API until Ctrl-C; any OpenAI client can use it.
 
-    Endpoints: /v1/chat/completions and /v1/completions (both stream with "stream": true; logprobs; JSON output with response_format; tool calls for models whose template has them), /v1/embeddings (mean-pooled unless the model declares its pooling; L2-normalized), /v1/models, /health. Requests take turns on the one model, first come first served.
+    Endpoints: /v1/chat/completions and /v1/completions (both stream with "stream": true; logprobs; JSON output with response_format; tool calls for models whose template has them), /v1/embeddings (mean-pooled unless the model declares its pooling; L2-normalized), /v1/models, /health. Requests take turns on the one model, first come first served. With --cloud, answers the model is unsure of are escalated to that endpoint; every response says who answered ("answered_by"), and a request with "local_only": true never leaves this machine.
 
     edge-llm serve --port 8080
 
@@ -108,9 +116,14 @@ def serve(
     if isolate is None:
         isolate = model is not None and looks_like_path(model)
     m = load(model, device=device, n_ctx=ctx, threads=threads, isolate=isolate)
+    m = c.wrap(
+        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
+    )
 
     def listening(url: str) -> None:
         key = ", API key required" if api_key else ""
+        if cloud and not local_only:
+            key += f", escalating to {cloud_model} at {cloud}"
         print(
             f"edge-llm: serving {model_id} at {url} (OpenAI API, context {m.n_ctx}{key}); "
             "Ctrl-C stops",

@@ -31,6 +31,7 @@ from edge_llm.errors import ConfigError, EdgeLLMError, PromptError
 from edge_llm.model import Model
 from edge_llm.results import Completion, Stream, TokenLogprob
 from edge_llm.sampling import SamplingParams
+from edge_llm.server import cascade as cascade_hook
 from edge_llm.server import formats as f
 from edge_llm.server import schemas as s
 from edge_llm.server.errors import RequestError, describe_validation_error, error, param_of
@@ -276,11 +277,13 @@ def create_app(
         if grammar or forced:
             kwargs["grammar"] = forced or grammar
         messages = [f.template_message(i, m) for i, m in enumerate(body.messages)]
+        kwargs.update(await cascade_hook.options(request, model))
+        tracker = cascade_hook.Tracker()  # answered_by, when the model is a cascade
         cid = (f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
 
         def chunk(delta: dict[str, Any], finish: str | None = None, lps: Any = None) -> dict:
             choice = {"index": 0, "delta": delta, "logprobs": lps, "finish_reason": finish}
-            return envelope(cid, "chat.completion.chunk", [choice])
+            return envelope(cid, "chat.completion.chunk", [choice], **tracker.fields())
 
         def piece(text: str, lps: list[TokenLogprob] | None) -> dict[str, Any]:
             return chunk({"content": text}, lps=f.chat_logprobs(lps) if lps is not None else None)
@@ -298,12 +301,14 @@ def create_app(
             message, finish = reply(c)
             lps = f.chat_logprobs(c.logprobs) if c.logprobs is not None else None
             choice = {"index": 0, "message": message, "logprobs": lps, "finish_reason": finish}
-            return envelope(cid, "chat.completion", [choice], usage=f.usage(c))
+            return envelope(cid, "chat.completion", [choice], usage=f.usage(c), **tracker.fields(c))
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         usage_chunk = lambda c: envelope(cid, "chat.completion.chunk", [], usage=f.usage(c))  # noqa: E731
         stream = bool(body.stream)
-        start = lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs)  # noqa: E731
+        start = tracker.wrap(
+            lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs)
+        )
         if tools and stream:
             # A tool call is known once the reply is whole: generate it, then stream it.
             answer = await run(
@@ -327,7 +332,7 @@ def create_app(
             stream=stream,
             first=lambda: chunk({"role": "assistant", "content": ""}),
             piece=piece,
-            last=lambda c: chunk({}, c.finish_reason),
+            last=lambda c: {**chunk({}, c.finish_reason), **tracker.fields(c)},
             usage=usage_chunk if include_usage else None,
             whole=whole,
         )
@@ -347,12 +352,14 @@ def create_app(
                     f"prompt holds {len(prompt)} strings; this server completes one per request"
                 )
             prompt = prompt[0]
+        kwargs.update(await cascade_hook.options(request, model))
+        tracker = cascade_hook.Tracker()  # answered_by, when the model is a cascade
         cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
         offset = [0]  # where the next piece starts in the completion's text
 
         def chunk(text: str, finish: str | None = None, lps: Any = None, **extra: Any) -> dict:
             choice = {"text": text, "index": 0, "logprobs": lps, "finish_reason": finish}
-            return envelope(cid, "text_completion", [choice], **extra)
+            return envelope(cid, "text_completion", [choice], **{**tracker.fields(), **extra})
 
         def piece(text: str, lps: list[TokenLogprob] | None) -> dict[str, Any]:
             shown = f.completion_logprobs(lps, offset[0]) if lps is not None else None
@@ -361,17 +368,17 @@ def create_app(
 
         def whole(c: Completion) -> dict[str, Any]:
             lps = f.completion_logprobs(c.logprobs) if c.logprobs is not None else None
-            return chunk(c.text, c.finish_reason, lps=lps, usage=f.usage(c))
+            return chunk(c.text, c.finish_reason, lps=lps, usage=f.usage(c), **tracker.fields(c))
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await run(
             request,
-            lambda cancel: model.stream(prompt, cancel=cancel, **kwargs),
+            tracker.wrap(lambda cancel: model.stream(prompt, cancel=cancel, **kwargs)),
             endpoint="completions",
             stream=bool(body.stream),
             first=None,
             piece=piece,
-            last=lambda c: chunk("", c.finish_reason),
+            last=lambda c: chunk("", c.finish_reason, **tracker.fields(c)),
             usage=(lambda c: envelope(cid, "text_completion", [], usage=f.usage(c)))
             if include_usage
             else None,

@@ -585,3 +585,86 @@ def test_fuzz_server_bodies(server_client):
             assert isinstance(err, dict) and isinstance(err.get("message"), str), text[:300]
 
     run()
+
+
+def test_fuzz_router_files(tmp_path):
+    """A cascade's router file (edge_llm.cascade.router): loaded, scored and asked for a rate's
+    threshold, or refused in one line."""
+    import numpy as np
+
+    from edge_llm.cascade.router import Router, Signals, fit
+
+    rng = np.random.default_rng(0)
+    rows = [
+        Signals(float(a), float(a - abs(b)), float(-abs(c)), 5)
+        for a, b, c in rng.normal(size=(40, 3))
+    ]
+    good = tmp_path / "seed.json"
+    fit(rows, rng.random(40) > 0.5, rate=0.3, model_sha256="ab" * 32).save(good)
+    seed = json.loads(good.read_text())
+
+    def use(p: Path) -> None:
+        r = Router.load(p, "ab" * 32)
+        r.score(rows[0])
+        r.threshold_for_rate(0.3)
+
+    @FUZZ
+    @given(st.data())
+    def run(d):
+        doc = mutate_doc(d.draw, seed)
+        text = json.dumps(doc).encode()
+        if d.draw(st.integers(0, 9)) == 0:
+            i = d.draw(st.integers(0, len(text) - 1))
+            text = text[:i] + d.draw(st.binary(min_size=1, max_size=4)) + text[i + 1 :]
+        p = tmp_path / "router.json"
+        p.write_bytes(text)
+        verdict("router-files", use, p)
+
+    run()
+
+
+def test_fuzz_cloud_responses():
+    """What a cascade's cloud sends back (edge_llm.cascade.cloud), whole and streamed: a mutated
+    OpenAI answer, or its bytes flipped, gives an answer or a CloudError, never another error."""
+    import httpx
+
+    from edge_llm.cascade.cloud import CloudClient, CloudConfig, CloudError
+
+    whole = {
+        "choices": [{"message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+    event = {"choices": [{"delta": {"content": "4"}, "finish_reason": None}], "usage": None}
+
+    def client(status: int, body: bytes) -> CloudClient:
+        transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+        cfg = CloudConfig("http://127.0.0.1:9/v1", "m", retries=0, max_body=4096, timeout_s=5)
+        return CloudClient(cfg, transport=transport, sleep=lambda s: None)
+
+    def call(status: int, body: bytes, stream: bool) -> None:
+        c = client(status, body)
+        try:
+            if stream:
+                list(c.stream(c.body(messages=[{"role": "user", "content": "2+2?"}])))
+            else:
+                c.complete(c.body(prompt="2+2="))
+        except CloudError as e:
+            assert str(e) and "\n" not in str(e)
+
+    @FUZZ
+    @given(st.data())
+    def run(d):
+        stream = d.draw(st.booleans())
+        doc = mutate_doc(d.draw, event if stream else whole)
+        text = json.dumps(doc).encode()
+        if stream:
+            text = b"data: " + text + b"\n\ndata: [DONE]\n\n"
+        if d.draw(st.integers(0, 4)) == 0:
+            i = d.draw(st.integers(0, len(text) - 1))
+            text = text[:i] + d.draw(st.binary(min_size=1, max_size=8)) + text[i + 1 :]
+        status = d.draw(st.sampled_from([200, 200, 200, 400, 429, 500, 302]))
+        STATS["cloud-responses"]["inputs"] += 1
+        with within():
+            call(status, text, stream)
+
+    run()
