@@ -218,7 +218,6 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
             prompt = (
                 gsm.prompt(it) if hasattr(gsm, "prompt") else GSM8K_PROMPT.format(q=it["question"])
             )
-            gold = gsm.extract_answer(it["answer"])
             items.append(
                 {
                     "suite": "gsm8k",
@@ -226,8 +225,9 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
                     "prompt": prompt,
                     "stop": ["\n\nQuestion:", "Question:"],
                     "max_tokens": 256,
-                    "correct": lambda text, g=gold, x=gsm.extract_answer: (
-                        x(text) == g and g is not None
+                    # lm-eval's flexible-extract and exact_match against the worked answer
+                    "correct": lambda text, ref=it["answer"]: gsm.exact_match(
+                        gsm.flexible_extract(text), ref
                     ),
                 }
             )
