@@ -27,10 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_llm.errors import ConfigError, EdgeLLMError, PromptError
+from edge_llm.errors import ConfigError, EdgeLLMError
 from edge_llm.model import Model
 from edge_llm.results import Completion, Stream, TokenLogprob
 from edge_llm.sampling import SamplingParams
+from edge_llm.server import echo, tokens
 from edge_llm.server import formats as f
 from edge_llm.server import schemas as s
 from edge_llm.server.errors import RequestError, describe_validation_error, error, param_of
@@ -229,7 +230,9 @@ def create_app(
             **extra,
         }
 
-    # Routes.
+    # Routes (/tokenize, /detokenize, /tokenizer_info: tokens.py).
+    tokens.add_routes(app)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -336,18 +339,15 @@ def create_app(
     async def completions(request: Request) -> Any:
         body = await s.parse_body(request, s.CompletionRequest)
         check_model(body.model)
+        cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
+        prompts = echo.prompts(body.prompt)
+        if body.echo or len(prompts) > 1:  # as lm-evaluation-harness sends them (echo.py)
+            return await echo.complete(request, body, prompts, app.state, sampling, envelope, cid)
         kwargs = sampling(body, body.max_tokens, "max_tokens")
         n_top = s.completion_logprobs(body)
         if n_top is not None:
             kwargs["logprobs"] = n_top
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise PromptError(
-                    f"prompt holds {len(prompt)} strings; this server completes one per request"
-                )
-            prompt = prompt[0]
-        cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
+        prompt = prompts[0]
         offset = [0]  # where the next piece starts in the completion's text
 
         def chunk(text: str, finish: str | None = None, lps: Any = None, **extra: Any) -> dict:
