@@ -154,22 +154,54 @@ def run_lm_eval(url: str, model_id: str, folder: Path) -> dict:
     )
 
 
-def ours_mmlu(path: Path, items: list[dict]) -> list[dict]:
-    """The bench's MMLU scorer on the same contexts and options."""
+class _Ctx:
+    """What `bench.suites.mmlu.run` asks of the bench's run context."""
+
+    def __init__(self, scorer):
+        self._scorer = scorer
+
+    def scorer(self):
+        return self._scorer
+
+    def progress(self, *_):
+        pass
+
+
+class _FullPass:
+    """The bench scorer with each option scored in one pass over context + option from an empty
+    cache, logits at every position: the evaluation layout of the server's ``echo`` (and of
+    llama-cpp-python's ``logits_all``). llama.cpp's numbers depend on the layout (which rows
+    request logits, the batches, a reused prefix): see docs/lm-eval.md."""
+
+    def __init__(self, scorer):
+        self.s = scorer
+        self.n_ctx = scorer.n_ctx
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return self.s.tokenize(text, add_bos=add_bos)
+
+    def continuations(self, prefix, options):
+        return [self.s.logprobs(list(prefix) + list(o))[len(prefix) - 1 :] for o in options]
+
+
+def ours_mmlu(path: Path, items: list[dict], n: int, seed: int) -> dict[str, list[dict]]:
+    """The bench's MMLU task on the same items, as it runs (subject order, the subject's header
+    evaluated once, options after the cached question) and in the server's layout."""
     from bench.lm import Scorer
     from bench.suites import mmlu
 
     scorer = Scorer(path)
     try:
-        return [
+        as_run = mmlu.run(_Ctx(scorer), n=n, seed=seed)["items"]
+        assert [x["row"] for x in as_run] == [q["row"] for q in items]
+        full = _FullPass(scorer)
+        layout = [
             mmlu.score_choices(
-                scorer,
-                q["context"],
-                [f" {c}" for c in q["choices"]],
-                [len(c) for c in q["choices"]],
+                full, q["context"], [f" {c}" for c in q["choices"]], [len(c) for c in q["choices"]]
             )
             for q in items
         ]
+        return {"bench_as_run": as_run, "bench_full_pass": layout}
     finally:
         scorer.close()
 
@@ -193,41 +225,51 @@ def first_number(text: str) -> str:
     return m[0].strip() if m else "[invalid]"
 
 
-def compare(
-    results: dict, mmlu: list[dict], mine: list[dict], arith: list[dict], gens: list[str]
-) -> dict:
-    """Both scores and the per-item agreement."""
-    samples = results["samples"]
-    theirs = sorted(samples["edge_mmlu_cloze"], key=lambda s: s["doc_id"])
-    ll_diff, same_pred, same_norm, same_context = 0.0, 0, 0, 0
-    for s, q, r in zip(theirs, mmlu, mine, strict=True):
+def _mmlu_agreement(theirs: list[dict], items: list[dict], mine: list[dict]) -> dict:
+    ll_diff, same_pred, same_norm = 0.0, 0, 0
+    for s, q, r in zip(theirs, items, mine, strict=True):
         lls = [float(x[0]) for x in s["filtered_resps"]]
         ll_diff = max(ll_diff, float(np.max(np.abs(np.array(lls) - np.array(r["loglik"])))))
         norm = [ll / len(c) for ll, c in zip(lls, q["choices"])]
         same_pred += int(np.argmax(lls)) == r["pred"]
         same_norm += int(np.argmax(norm)) == r["pred_norm"]
-        same_context += s["arguments"][0][0] == q["context"]
-    n = len(mmlu)
+    return {
+        "acc": float(np.mean([r["pred"] == q["answer"] for r, q in zip(mine, items)])),
+        "acc_norm": float(np.mean([r["pred_norm"] == q["answer"] for r, q in zip(mine, items)])),
+        "same_acc_pick": same_pred,
+        "same_acc_norm_pick": same_norm,
+        "max_abs_loglik_diff": ll_diff,
+    }
+
+
+def compare(
+    results: dict, mmlu: list[dict], mine: dict, arith: list[dict], gens: list[str]
+) -> dict:
+    """Both scores and the per-item agreement."""
+    samples = results["samples"]
+    theirs = sorted(samples["edge_mmlu_cloze"], key=lambda s: s["doc_id"])
+    same_context = sum(s["arguments"][0][0] == q["context"] for s, q in zip(theirs, mmlu))
     gen_s = sorted(samples["edge_arith"], key=lambda s: s["doc_id"])
     raw = [s["resps"][0][0] for s in gen_s]
     t = results["results"]
     return {
         "mmlu": {
-            "n": n,
+            "n": len(mmlu),
+            "same_context_text": same_context,
             "lm_eval": {
                 "acc": t["edge_mmlu_cloze"]["acc,none"],
                 "acc_norm": t["edge_mmlu_cloze"]["acc_norm,none"],
             },
-            "ours": {
-                "acc": float(np.mean([r["pred"] == q["answer"] for r, q in zip(mine, mmlu)])),
-                "acc_norm": float(
-                    np.mean([r["pred_norm"] == q["answer"] for r, q in zip(mine, mmlu)])
-                ),
-            },
-            "same_acc_pick": same_pred,
-            "same_acc_norm_pick": same_norm,
-            "same_context_text": same_context,
-            "max_abs_loglik_diff": ll_diff,
+            **{k: _mmlu_agreement(theirs, mmlu, v) for k, v in mine.items()},
+            "items": [
+                {
+                    "row": q["row"],
+                    "answer": q["answer"],
+                    "lm_eval": [round(float(x[0]), 6) for x in s["filtered_resps"]],
+                    **{k: [round(x, 6) for x in v[i]["loglik"]] for k, v in mine.items()},
+                }
+                for i, (s, q) in enumerate(zip(theirs, mmlu))
+            ],
         },
         "arith": {
             "n": len(arith),
@@ -276,9 +318,18 @@ def main(argv=None) -> None:
             proc.terminate()
             proc.wait(timeout=60)
     t0 = time.perf_counter()
-    mine = ours_mmlu(path, mmlu)
+    mine = ours_mmlu(path, mmlu, a.mmlu, a.seed)
     gens = ours_arith(path, arith, eos)
     times["ours_s"] = time.perf_counter() - t0
+    a.out.mkdir(parents=True, exist_ok=True)
+    keep = ("doc_id", "arguments", "resps", "filtered_resps")
+    raw = {
+        "results": results["results"],
+        "samples": {k: [{f: x[f] for f in keep} for x in v] for k, v in results["samples"].items()},
+        "ours_mmlu": mine,
+        "ours_arith": gens,
+    }
+    (a.out / "raw.json").write_text(json.dumps(raw, default=str) + "\n")
     report = compare(results, mmlu, mine, arith, gens)
     import lm_eval
 
@@ -293,18 +344,21 @@ def main(argv=None) -> None:
         ),
         **{k: round(v, 1) for k, v in times.items()},
     )
-    a.out.mkdir(parents=True, exist_ok=True)
     tmp_out = a.out / "lm_eval_parity.json.tmp"
     tmp_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     tmp_out.replace(a.out / "lm_eval_parity.json")
     m, g = report["mmlu"], report["arith"]
     print(
-        f"MMLU cloze, {m['n']} items: lm-eval acc {m['lm_eval']['acc']:.3f} acc_norm "
-        f"{m['lm_eval']['acc_norm']:.3f}; ours acc {m['ours']['acc']:.3f} acc_norm "
-        f"{m['ours']['acc_norm']:.3f}; same pick {m['same_acc_pick']}/{m['n']} (acc), "
-        f"{m['same_acc_norm_pick']}/{m['n']} (acc_norm); largest log-likelihood difference "
-        f"{m['max_abs_loglik_diff']:.2e}"
+        f"MMLU cloze, {m['n']} items: lm-eval acc {m['lm_eval']['acc']:.3f} "
+        f"acc_norm {m['lm_eval']['acc_norm']:.3f}"
     )
+    for k in ("bench_as_run", "bench_full_pass"):
+        o = m[k]
+        print(
+            f"  {k}: acc {o['acc']:.3f} acc_norm {o['acc_norm']:.3f}; same pick "
+            f"{o['same_acc_pick']}/{m['n']} (acc), {o['same_acc_norm_pick']}/{m['n']} (acc_norm); "
+            f"largest log-likelihood difference {o['max_abs_loglik_diff']:.2e}"
+        )
     print(
         f"arithmetic, {g['n']} items: lm-eval exact_match {g['lm_eval']['exact_match']:.3f}; "
         f"ours {g['ours']['exact_match']:.3f}; same output text {g['same_output_text']}/{g['n']}"

@@ -231,3 +231,37 @@ def test_a_trailing_assistant_message_is_continued(server, judge):
     assert fresh.usage.prompt_tokens == len(
         judge.tokenize(by_hand.removesuffix(PREFIX).encode(), special=True)
     )
+
+
+CONTENTS = ["The capital of France is", "The answer is ", " Well,", "", "Paris. Paris"]
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+def test_the_continued_prompt_is_transformers_continue_final_message(model, content):
+    """Judge: transformers' own chat-template rendering with ``continue_final_message`` (what
+    lm-eval and vLLM use), on the model's template."""
+    render = pytest.importorskip("transformers.utils.chat_template_utils").render_jinja_template
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Paris?"},
+        {"role": "assistant", "content": content},
+    ]
+    [want], _ = render([messages], chat_template=model.chat_template, continue_final_message=True)
+    assert model.detokenize(model.chat_tokens(messages), special=True) == want
+
+
+TRIMMING = (  # a template that strips each message, as some do
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] | trim }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("content", ["The answer is ", "  spaced  ", "x"])
+def test_continue_final_follows_transformers_on_a_template_that_trims(content):
+    from edge_llm import chat_template
+
+    render = pytest.importorskip("transformers.utils.chat_template_utils").render_jinja_template
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": content}]
+    [want], _ = render([messages], chat_template=TRIMMING, continue_final_message=True)
+    whole = chat_template.render(TRIMMING, messages, add_generation_prompt=False)
+    assert chat_template.continue_final(whole, content) == want
