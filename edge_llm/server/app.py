@@ -4,11 +4,11 @@
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` and
 ``POST /v1/completions`` (both streaming over server-sent events or not; logprobs, JSON output
-through ``response_format``, tool calls on chat), ``POST /v1/embeddings``. The ``model`` a request
-names must be the loaded one (404 otherwise, as OpenAI answers an unknown model). A model without
-a chat template is a completion model: its chat endpoint refuses with a 400 that says so, rather
-than wrapping the messages in a template it was never trained on.
-"""
+through ``response_format``, tool calls on chat; ``echo`` and several prompts: echo.py),
+``POST /v1/embeddings``, and the tokenizer's routes (tokens.py). The ``model`` a request names must
+be the loaded one (404 otherwise, as OpenAI answers an unknown model). A model without a chat
+template is a completion model: its chat endpoint refuses with a 400 that says so, rather than
+wrapping the messages in a template it was never trained on."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def create_app(
             **extra,
         }
 
-    # Routes (/tokenize, /detokenize, /tokenizer_info: tokens.py).
+    # Routes.
     tokens.add_routes(app)
 
     @app.get("/health")

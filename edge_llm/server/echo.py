@@ -89,6 +89,10 @@ async def complete(
             if body.echo and n_top is not None:
                 shown = prompt_logprobs(scorer(state), model, tokens, n_top)
             done = model.generate(tokens, **kwargs) if kwargs is not None else None
+            if shown is not None and _ended_at_once(model, done):
+                # the model's next token ends the text: it is still one generated token (OpenAI
+                # and vLLM list it; lm-eval drops the last entry as the generated one)
+                shown = prompt_logprobs(scorer(state), model, [*tokens, model.eos_id], n_top)
             out.append((tokens, shown, done))
         return out
 
@@ -105,6 +109,16 @@ async def complete(
         "total_tokens": n_prompt + n_done,
     }
     return envelope(ident, "text_completion", choices, usage=usage)
+
+
+def _ended_at_once(model: Model, done: Completion | None) -> bool:
+    """Generation asked for, and the model's first token was its end (EOS): nothing generated."""
+    return (
+        done is not None
+        and not done.tokens
+        and done.finish_reason == "stop"
+        and model.eos_id is not None
+    )
 
 
 def _choice(

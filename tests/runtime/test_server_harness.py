@@ -120,6 +120,37 @@ def test_token_id_prompts_as_lm_eval_sends_them(server, model, judge):
         )
 
 
+def test_a_prompt_whose_next_token_is_eos_still_ends_with_a_generated_entry(server, judge):
+    """lm-eval drops the last entry as the generated token: when the model's next token ends
+    the text, that entry must still be there (for EOS), or the continuation loses its last
+    token. This prompt's greedy next token is <|im_end|> (checked against the judge)."""
+    text = "<|im_start|>user\nSay OK.<|im_end|>\n<|im_start|>assistant\nOK."
+    toks = judge.tokenize(text.encode(), add_bos=True, special=True)
+    ref = judge_logprobs(judge, [*toks, judge.token_eos()])
+    assert int(np.argmax(ref[len(toks) - 1])) == judge.token_eos()
+    body = {"prompt": [toks], "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}
+    out = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()
+    lp = out["choices"][0]["logprobs"]
+    assert out["choices"][0]["finish_reason"] == "stop" and out["choices"][0]["text"] == text
+    assert len(lp["token_logprobs"]) == len(toks) + 1
+    assert lp["token_logprobs"][-1] == pytest.approx(ref[-2, judge.token_eos()], abs=TOL)
+    lm_eval = pytest.importorskip("lm_eval.models.openai_completions")
+    [(ll, greedy)] = lm_eval.LocalCompletionsAPI.parse_logprobs(out, [toks], [len(toks) - 2])
+    assert ll == pytest.approx(ref[-4, toks[-2]] + ref[-3, toks[-1]], abs=TOL)
+
+
+def test_echo_of_a_one_token_prompt_and_without_logprobs(server, judge):
+    tok = judge.tokenize(b"Hello", add_bos=True, special=True)
+    assert len(tok) == 1
+    body = {"prompt": tok, "echo": True, "logprobs": 2, "max_tokens": 0}
+    c = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    assert c["text"] == "Hello" and c["logprobs"]["token_logprobs"] == [None]
+    assert c["logprobs"]["tokens"] == ["Hello"] and c["logprobs"]["text_offset"] == [0]
+    body = {"prompt": "Hello", "echo": True, "max_tokens": 0}
+    c = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    assert c["text"] == "Hello" and c["logprobs"] is None
+
+
 def test_echo_refuses_what_it_cannot_do(server):
     post = lambda body: httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)  # noqa: E731
     r = post({"prompt": PROMPT, "echo": True, "logprobs": 1, "max_tokens": 0, "stream": True})
