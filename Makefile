@@ -117,7 +117,7 @@ bench-runtime:
 
 # lm-evaluation-harness (local-completions) against `edge-llm serve`, offline: 100 MMLU items
 # (log-likelihood) and 50 arithmetic questions (generation) beside the project's own scorer
-# (docs/lm-eval.md; about 4 minutes on 2 CPUs). Needs the bench extra: pip install -e '.[bench]'.
+# (docs/lm-eval.md; 42 minutes on the shared 2-CPU VM). Needs the bench extra: pip install -e '.[bench]'.
 lm-eval-parity:
 	$(BIN)/python -m scripts.lm_eval_parity
 
