@@ -42,7 +42,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -137,6 +137,12 @@ bench-cascade:
 # edge_llm against a bare llama-cpp-python loop, and the thread-count choice.
 bench-runtime:
 	$(BIN)/python -m scripts.runtime_overhead
+
+# lm-evaluation-harness (local-completions) against `edge-llm serve`, offline: 100 MMLU items
+# (log-likelihood) and 50 arithmetic questions (generation) beside the project's own scorer
+# (docs/lm-eval.md; 42 minutes on the shared 2-CPU VM). Needs the bench extra: pip install -e '.[bench]'.
+lm-eval-parity:
+	$(BIN)/python -m scripts.lm_eval_parity
 
 # The installed CPU kernels against a -march=native build of the same llama.cpp (built once into
 # ~/.cache/edge-llm/native), SmolLM2 and Gemma 3 at 1 and 2 threads.

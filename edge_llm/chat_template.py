@@ -341,6 +341,21 @@ def render(
         _local.budget = previous[0]
 
 
+def continue_final(rendered: str, content: str) -> str | None:
+    """``rendered`` (a conversation rendered without the generation prompt) cut right after the
+    last occurrence of its final message's ``content``, so that the model continues that message:
+    transformers' ``continue_final_message`` (which vLLM and lm-evaluation-harness use), step for
+    step, including its care for templates that strip the message. None when the text is not
+    there (or is only whitespace)."""
+    core = content.strip()
+    at = rendered.rfind(core) if core else -1
+    if at < 0:
+        return None
+    if rendered[at : at + len(content.lstrip())] == content:
+        return rendered[: at + len(content.lstrip())]  # the template kept the spacing
+    return rendered[: at + len(core)]
+
+
 def _tracer(budget: _Budget):
     """A trace function counting the lines the compiled template runs (its frames only)."""
 

@@ -152,6 +152,21 @@ class Model:
     def token_text(self, token: int) -> str:
         return self._b.token_to_piece(token, special=True).decode("utf-8", errors="replace")
 
+    def token_bytes(self, token: int, *, special: bool = True) -> bytes:
+        """A token's raw bytes (part of a UTF-8 character for some tokens)."""
+        return self._b.token_to_piece(token, special=special)
+
+    @property
+    def bos_id(self) -> int | None:
+        """The vocabulary's BOS token (None if it has none), whether or not prompts get it."""
+        t = self._b.bos()
+        return t if t >= 0 else None
+
+    @property
+    def eos_id(self) -> int | None:
+        t = self._b.eos()
+        return t if t >= 0 else None
+
     # --- chat -------------------------------------------------------------------------------
     def render_chat(
         self,
@@ -180,11 +195,32 @@ class Model:
     def chat_tokens(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
-        """The tokens fed to the model for ``messages`` (the template renders BOS itself or not)."""
-        text = self.render_chat(messages, tools=tools)
+        """The tokens fed to the model for ``messages`` (the template renders BOS itself or not).
+        A last message from the assistant is continued, not answered (an answer prefix, as
+        llama-server and vLLM's ``continue_final_message`` take it)."""
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if isinstance(last, dict) and last.get("role") == "assistant":
+            text = self._continued_chat(messages, tools)
+        else:
+            text = self.render_chat(messages, tools=tools)
         bos = self.token_text(self._b.bos())
         add_bos = self._b.add_bos() and not (bos and text.startswith(bos))
         return self._b.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def _continued_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> str:
+        """The conversation rendered up to the end of its last (assistant) message's text:
+        without the generation prompt and without the template's end of that turn."""
+        content = messages[-1].get("content")
+        if isinstance(content, str) and content:
+            whole = self.render_chat(messages, add_generation_prompt=False, tools=tools)
+            cut = chat_template.continue_final(whole, content)
+            if cut is not None:
+                return cut
+        # an empty prefix, or a template that rewrites the message: the reply's start + the text
+        head = self.render_chat(messages[:-1], tools=tools)
+        return head + (content if isinstance(content, str) else "")
 
     def chat(self, messages: list[dict[str, str]], **sampling: Any) -> Completion:
         """Reply to a conversation; ``messages`` as in OpenAI's API."""
@@ -247,7 +283,7 @@ class Model:
         ``cancel`` (or calling ``Stream.cancel()``) from any thread stops the generation.
         """
         params = SamplingParams.from_kwargs(**sampling)
-        tokens = self._prompt_tokens(prompt)
+        tokens = self.prompt_tokens(prompt)
         holder: list[Completion] = []
         cancel = cancel or threading.Event()
         lps: list[TokenLogprob] | None = [] if params.logprobs is not None else None
@@ -265,7 +301,7 @@ class Model:
         (as OpenAI's and llama-server's are). Its own context: the chat's KV cache is untouched."""
         if self._embedder is None:
             self._embedder = self._b.embedder(min(self.n_ctx, EMBED_N_CTX))
-        tokens = self._prompt_tokens(text)
+        tokens = self.prompt_tokens(text)
         if len(tokens) > self._embedder.n_ctx:
             raise PromptError(
                 f"the input is {len(tokens)} tokens; embeddings take at most {self._embedder.n_ctx}"
@@ -354,7 +390,9 @@ class Model:
             self._b.set_threads(n, n)
             self._threads = n
 
-    def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+    def prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        """The token ids a prompt runs as (text tokenized, BOS added as the model wants; ids
+        checked against the vocabulary), or a PromptError; they leave room for one token."""
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise PromptError("the prompt is empty; give the model some text to continue")

@@ -39,11 +39,29 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
 
+def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log(sum(exp(logits))) in float64: what a row's log-softmax subtracts."""
+    m = logits.max(axis=1)
+    return m.astype(np.float64) + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
+
+
 def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Row-wise log_softmax(logits)[i, targets[i]], without materialising the full log-softmax."""
-    m = logits.max(axis=1)
-    lse = m.astype(np.float64) + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
+    lse = logsumexp_rows(logits)
     return logits[np.arange(len(targets)), targets].astype(np.float64) - lse
+
+
+def top_k_rows(logits: np.ndarray, k: int, lse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` likeliest tokens: (ids [rows, k], log-probs [rows, k]), best first;
+    ``lse``: the rows' `logsumexp_rows`. The log-probs are computed exactly as
+    `target_logprobs` computes them, so a token's value is the same float in both."""
+    k = min(k, logits.shape[1])
+    idx = np.argpartition(logits, -k, axis=1)[:, -k:]
+    vals = np.take_along_axis(logits, idx, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1).astype(np.float64) - lse[:, None]
+    return idx, vals
 
 
 def top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,6 +328,34 @@ class ScoringContext:
             )
             out[start : start + n] = target_logprobs(logits, np.asarray(targets[start : start + n]))
         return out
+
+    def prompt_logprobs(
+        self, tokens: Sequence[int], top_n: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every prompt token's log-probability given the ones before it, from an empty cache:
+        for j = 1 .. len(tokens)-1, log P(tokens[j] | tokens[:j]) and the ``top_n`` likeliest
+        tokens at j (ids [n-1, top_n], log-probs, best first). What an OpenAI-style ``echo``
+        returns for a prompt; one batch of logits in memory at a time."""
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        self.adapt_threads()
+        self.clear()
+        n = len(tokens) - 1
+        lp = np.empty(max(n, 0), dtype=np.float64)
+        ids = np.empty((max(n, 0), top_n), dtype=np.int64)
+        vals = np.empty((max(n, 0), top_n), dtype=np.float64)
+        for start in range(0, max(n, 0), self.n_batch):
+            k = min(self.n_batch, n - start)
+            logits = self.eval_entries(
+                tokens[start : start + k], range(start, start + k), [0] * k, [True] * k
+            )
+            lse = logsumexp_rows(logits)
+            targets = np.asarray(tokens[start + 1 : start + 1 + k])
+            lp[start : start + k] = logits[np.arange(k), targets].astype(np.float64) - lse
+            if top_n:
+                ids[start : start + k], vals[start : start + k] = top_k_rows(logits, top_n, lse)
+        self._cache = list(tokens[:-1])
+        return lp, ids, vals
 
     def last_logprobs(self) -> np.ndarray:
         """Log-probs after the last evaluated token (that requested logits)."""

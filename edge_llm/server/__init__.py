@@ -4,7 +4,8 @@
     serve(model, host="127.0.0.1", port=8080, api_key=None, model_id="smollm2-135m-instruct")
 
 The parts, in the order a request meets them: ``middleware`` (request log, API key, body size
-and arrival limits), ``schemas`` (strict parsing and ranges), ``app`` (routes), ``formats``
+and arrival limits), ``schemas`` (strict parsing and ranges), ``app`` (routes; ``echo``: prompt
+log-probabilities and several prompts per completions request; ``tokens``: the tokenizer), ``formats``
 (logprobs, JSON output, tool calls in OpenAI's shape), ``jobs`` (generations in worker threads,
 one at a time, stopped when their client goes), ``errors`` (OpenAI's error shape) and ``run``
 (uvicorn and shutdown).

@@ -4,11 +4,11 @@
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` and
 ``POST /v1/completions`` (both streaming over server-sent events or not; logprobs, JSON output
-through ``response_format``, tool calls on chat), ``POST /v1/embeddings``. The ``model`` a request
-names must be the loaded one (404 otherwise, as OpenAI answers an unknown model). A model without
-a chat template is a completion model: its chat endpoint refuses with a 400 that says so, rather
-than wrapping the messages in a template it was never trained on.
-"""
+through ``response_format``, tool calls on chat; ``echo`` and several prompts: echo.py),
+``POST /v1/embeddings``, and the tokenizer's routes (tokens.py). The ``model`` a request names must
+be the loaded one (404 otherwise, as OpenAI answers an unknown model). A model without a chat
+template is a completion model: its chat endpoint refuses with a 400 that says so, rather than
+wrapping the messages in a template it was never trained on."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_llm.errors import ConfigError, EdgeLLMError, PromptError
+from edge_llm.errors import ConfigError, EdgeLLMError
 from edge_llm.model import Model
 from edge_llm.results import Completion, Stream, TokenLogprob
 from edge_llm.sampling import SamplingParams
 from edge_llm.server import cascade as cascade_hook
+from edge_llm.server import echo, tokens
 from edge_llm.server import formats as f
 from edge_llm.server import schemas as s
 from edge_llm.server.errors import RequestError, describe_validation_error, error, param_of
@@ -231,6 +232,8 @@ def create_app(
         }
 
     # Routes.
+    tokens.add_routes(app)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -341,20 +344,17 @@ def create_app(
     async def completions(request: Request) -> Any:
         body = await s.parse_body(request, s.CompletionRequest)
         check_model(body.model)
+        cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
+        prompts = echo.prompts(body.prompt)
+        if body.echo or len(prompts) > 1:  # as lm-evaluation-harness sends them (echo.py)
+            return await echo.complete(request, body, prompts, app.state, sampling, envelope, cid)
         kwargs = sampling(body, body.max_tokens, "max_tokens")
         n_top = s.completion_logprobs(body)
         if n_top is not None:
             kwargs["logprobs"] = n_top
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise PromptError(
-                    f"prompt holds {len(prompt)} strings; this server completes one per request"
-                )
-            prompt = prompt[0]
+        prompt = prompts[0]
         kwargs.update(await cascade_hook.options(request, model))
         tracker = cascade_hook.Tracker()  # answered_by, when the model is a cascade
-        cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
         offset = [0]  # where the next piece starts in the completion's text
 
         def chunk(text: str, finish: str | None = None, lps: Any = None, **extra: Any) -> dict:

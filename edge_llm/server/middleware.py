@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge_llm.server.errors import error
 
 LOG_KEY = "edge_llm.log"  # the scope entry where handlers leave what the log line reports
+KEYED = ("/tokenize", "/detokenize", "/tokenizer_info")  # outside /v1, but need the key too
 
 
 class RequestLog:
@@ -61,7 +62,8 @@ class RequestLog:
 
 
 class BearerAuth:
-    """Every /v1 request must carry ``Authorization: Bearer KEY``; checked before the body is read."""
+    """Every /v1 request (and KEYED's) must carry ``Authorization: Bearer KEY``; checked before
+    the body is read."""
 
     def __init__(self, app: ASGIApp, api_key: str):
         self.app = app
@@ -69,7 +71,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/") or path in KEYED):
             headers = dict(scope.get("headers") or [])
             auth = headers.get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")

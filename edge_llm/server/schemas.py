@@ -79,8 +79,31 @@ class ChatCompletionRequest(_Body):
 
 
 class CompletionRequest(_Body):
-    prompt: StrictStr | list[StrictStr] | list[StrictInt]
+    # one text, one list of token ids, or several of either (lm-evaluation-harness sends
+    # [[ids...]] and, with batch_size > 1, several lists)
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     logprobs: StrictInt | None = None
+    echo: StrictBool | None = None
+
+
+class TokenizeRequest(BaseModel):
+    """llama-server's ``{"content", "add_special", "parse_special", "with_pieces"}`` or vLLM's
+    ``{"prompt", "add_special_tokens"}`` (what lm-evaluation-harness's remote tokenizer sends)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: StrictStr | None = None
+    prompt: StrictStr | None = None
+    add_special: StrictBool | None = None
+    add_special_tokens: StrictBool | None = None
+    parse_special: StrictBool | None = None
+    with_pieces: StrictBool | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: list[StrictInt]
 
 
 class EmbeddingRequest(BaseModel):
@@ -98,6 +121,8 @@ FIELDS = (
     | set(EmbeddingRequest.model_fields)
     | set(ChatMessage.model_fields)
     | set(_StreamOptions.model_fields)
+    | set(TokenizeRequest.model_fields)
+    | set(DetokenizeRequest.model_fields)
 )
 # What a field must be, for messages that say so (keys: field paths, list indexes as *).
 EXPECTED = {
@@ -108,12 +133,17 @@ EXPECTED = {
     "messages.*.tool_calls": "a list of tool call objects",
     "messages.*.tool_call_id": "a string",
     "messages.*.name": "a string",
-    "prompt": "a string (or a list of token ids)",
+    "prompt": "a string, a list of token ids, or a list of either",
+    "tokens": "a list of token ids",
+    "content": "a string",
     "input": "a string, a list of strings or a list of token ids",
     "model": "a string",
     "stop": "a string or a list of strings",
     "stream": "a boolean",
-    "ignore_eos": "a boolean",
+    **dict.fromkeys(
+        ("ignore_eos", "echo", "add_special", "add_special_tokens", "parse_special", "with_pieces"),
+        "a boolean",
+    ),
     "stream_options": "an object",
     "stream_options.include_usage": "a boolean",
     "response_format": "an object",

@@ -532,6 +532,12 @@ BODIES = [
     },
     {"model": "fuzz", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0},
     {"model": "fuzz", "prompt": "Once", "max_tokens": 2, "stream": True, "logprobs": None},
+    # lm-evaluation-harness's log-likelihood request, and the tokenizer routes' bodies
+    {"model": "fuzz", "prompt": [[1, 2, 3], [4, 5]], "echo": True, "logprobs": 1, "max_tokens": 1},
+    {"prompt": "Hi there", "echo": True, "logprobs": 2, "max_tokens": 0},
+    {"content": "Hi <|im_end|>", "add_special": True, "with_pieces": True},
+    {"prompt": "Hi", "add_special_tokens": False},
+    {"tokens": [1, 2, 3]},
 ]
 RAW = [
     b"",
@@ -566,7 +572,9 @@ def test_fuzz_server_bodies(server_client):
     @FUZZ
     @given(st.data())
     def run(d):
-        url = d.draw(st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+        url = d.draw(
+            st.sampled_from(["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"])
+        )
         if d.draw(st.integers(0, 9)) == 0:
             body = d.draw(st.sampled_from(RAW + [d.draw(st.binary(max_size=64))]))
         else:
