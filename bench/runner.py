@@ -39,6 +39,7 @@ class Progress:
     def __init__(self, label: str = "", stream=None, quiet: bool = False):
         self.label, self.stream, self.quiet = label, stream or sys.stderr, quiet
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._quarters: dict[str, int] = {}
 
     def __call__(self, task: str, done: int, total: int) -> None:
         if self.quiet:
@@ -47,8 +48,12 @@ class Progress:
         if self.tty:
             end = "\n" if done >= total else ""
             print(f"\r\033[K{msg}", end=end, file=self.stream, flush=True)
-        elif done == 0 or done >= total or 4 * done // total != 4 * (done - 1) // total:
-            print(msg, file=self.stream, flush=True)
+        else:  # at 0, at each quarter crossed (however far one call jumps), at the end
+            quarter = 4 * done // max(total, 1)
+            last = self._quarters.get(task, -1)
+            if done == 0 or done >= total or quarter > last:
+                self._quarters[task] = quarter
+                print(msg, file=self.stream, flush=True)
 
     def note(self, msg: str) -> None:
         if not self.quiet:

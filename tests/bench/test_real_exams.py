@@ -207,3 +207,27 @@ def test_a_missing_wheel_skips_the_task_and_a_damaged_one_is_one_line(tmp_path, 
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "SHA-256" in lines[0] and "Traceback" not in p.stderr
+
+
+def test_progress_without_a_terminal_prints_each_quarter_crossed_by_waves():
+    import io
+
+    from bench.runner import Progress
+
+    out = io.StringIO()
+    p = Progress(stream=out)
+    for done in (0, 8, 16, 24, 32, 40, 48, 56, 60):  # waves of 8 of 60 items
+        p("gsm8k", done, 60)
+    # quarters of 60 end at 15, 30, 45: the first wave past each prints, and the end
+    assert out.getvalue().split() == [
+        "gsm8k",
+        "0/60",
+        "gsm8k",
+        "16/60",
+        "gsm8k",
+        "32/60",
+        "gsm8k",
+        "48/60",
+        "gsm8k",
+        "60/60",
+    ]
