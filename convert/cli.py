@@ -329,8 +329,10 @@ def imatrix(
 
 def register(app: typer.Typer) -> None:
     """Add the converter's commands to the `edge-llm` app (the ``edge_llm.commands`` entry point)."""
+    from convert.adapt.cli import adapt
     from convert.distill.cli import distill
 
+    app.command("adapt")(adapt)
     app.command("convert")(convert)
     app.command("export-hf")(export_hf)
     app.command("imatrix")(imatrix)
