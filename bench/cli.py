@@ -257,6 +257,12 @@ def summary(r: dict) -> str:
         )
     if r.get("prompt"):
         lines.append("  prompt         " + ", ".join(f"{k} {v}" for k, v in r["prompt"].items()))
+    if r.get("adapter"):
+        a = r["adapter"]
+        lines.append(
+            f"  adapter        {a['name']}: rank {a['rank']}, {a['n_params'] / 1e6:.2f} M parameters, "
+            f"{a['tensor_bytes'] / 1e6:.2f} MB, +{c['adapter_flops_per_token'] / 1e6:.1f} MFLOP per token"
+        )
     e = c["energy"]
     lines += [
         f"  capability     {f(r['capability'])}"

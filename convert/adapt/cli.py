@@ -77,16 +77,17 @@ def adapt(
     from convert.adapt import adapt as run
     from convert.distill.cli import progress_bar
 
-    quiet = as_json or not sys.stderr.isatty()
+    use_bar = sys.stderr.isatty() and not as_json  # else a line every 10% (logs, scripts)
     bar, update = progress_bar()
-    lines = _lines() if quiet and not as_json else None
-    with bar if not quiet else _nothing():
+    with bar if use_bar else _nothing():
         result = run(
             model, output, domain=domain, rank=rank, alpha=alpha, steps=steps, minutes=minutes,
             batch=batch, lr=lr, max_len=max_len, seed=seed, out_type=outtype.lower(),
             peft_dir=peft, restart=restart, force=force,
-            progress=update if not quiet else lines,
+            progress=update if use_bar else _lines(),
         )  # fmt: skip
+    if result is None:  # another rank than 0 under torchrun: rank 0 reports
+        return
     if as_json:
         print(json.dumps(result.summary(), indent=2))
         return

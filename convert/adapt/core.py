@@ -22,10 +22,12 @@ from pathlib import Path
 
 from convert.adapt import data as D
 from convert.adapt import train as T
+from convert.distill.kd import world
 from convert.errors import ConvertError
 from convert.outputs import check_output
 
 MAX_EXAMPLES = 20000  # built-in corpora: at most this many distinct problems
+MINUTES_EXAMPLES = 4000  # with --minutes (steps unknown yet): this many, repeated in epochs
 
 
 @dataclass
@@ -124,10 +126,11 @@ def adapt(
     restart: bool = False,
     force: bool = False,
     progress=None,
-) -> AdaptResult:
+) -> AdaptResult | None:
     """Train a LoRA adapter of ``rank`` and ``alpha`` on ``domain`` for ``model``; write the GGUF
     adapter to ``out`` (and the PEFT folder to ``peft_dir``). ``steps``, or as many as fit in
-    ``minutes`` (measured here), default 200."""
+    ``minutes`` (measured here), default 200. Under torchrun only rank 0 writes (and gets the
+    result; the other ranks get None)."""
     out = check_output(out, [model], force=force)
     if peft_dir is not None:
         check_output(peft_dir, [model], force=force, folder=True)
@@ -139,7 +142,7 @@ def adapt(
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     examples = examples_for(
-        domain, min(MAX_EXAMPLES, steps * batch) if steps else MAX_EXAMPLES // 2, seed
+        domain, min(MAX_EXAMPLES, steps * batch) if steps else MINUTES_EXAMPLES, seed
     )
     guard(examples, f"the --domain {domain} corpus")  # before any heavy work
     hf, target, base_bytes = base_folder(model, work, progress)
@@ -159,6 +162,8 @@ def adapt(
         plan.write_text(json.dumps({"key": key, "config": cfg.__dict__}))
     meta = {**key, "config": cfg.__dict__}
     log = T.train(net, rows, cfg, pad=_pad(tok), checkpoint=ckpt, meta=meta, progress=progress)
+    if world()[0] != 0:  # under torchrun, rank 0 writes
+        return None
     result = _write(net, hf, out, out_type, peft_dir, force)
     shutil.rmtree(work, ignore_errors=True)
     return AdaptResult(
@@ -195,7 +200,7 @@ def _prepare(hf: Path, examples, domain: str, rank: int, alpha: float, max_len: 
             f"--domain {domain}: no example has a reply within --max-len {max_len} tokens"
         )
     torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(str(hf), torch_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32)
     for p in base.parameters():
         p.requires_grad_(False)
     cfg = LoraConfig(
@@ -210,9 +215,20 @@ def _config(net, rows, tok, steps, minutes, batch: int, lr: float, seed: int) ->
             steps = 200
         else:
             per_step = T.step_seconds(net, rows, T.TrainConfig(steps=1, batch=batch), _pad(tok))
-            steps = max(1, int(minutes * 60 / per_step))
+            steps = _agreed(max(1, int(minutes * 60 / per_step)))
     return T.TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed,
                          checkpoint_every=max(1, min(50, steps // 10)))  # fmt: skip
+
+
+def _agreed(steps: int) -> int:
+    """Under torchrun, rank 0's measured number of steps for every rank (they must agree)."""
+    if world()[1] == 1:
+        return steps
+    import torch.distributed as dist
+
+    box = [steps]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])
 
 
 def _write(net, hf: Path, out: Path, out_type: str, peft_dir, force: bool):

@@ -142,19 +142,25 @@ def _encode_chat(tok, messages) -> tuple[list[int], list[int]]:
     """The conversation through the chat template; each assistant turn labelled: the tokens
     between the prompt that asks for it and the conversation that includes it."""
     msgs = [{"role": r, "content": c} for r, c in messages]
-    render = lambda m, gen: tok.apply_chat_template(m, tokenize=False, add_generation_prompt=gen)  # noqa: E731
-    full = _ids(tok, render(msgs, False), bos=False)
+
+    def ids(n: int, gen: bool) -> list[int]:
+        if (n, gen) not in seen:
+            text = tok.apply_chat_template(msgs[:n], tokenize=False, add_generation_prompt=gen)
+            seen[n, gen] = _ids(tok, text, bos=False)
+        return seen[n, gen]
+
+    seen: dict[tuple[int, bool], list[int]] = {}
+    full = ids(len(msgs), False)
     labels = [-100] * len(full)
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        start = len(_ids(tok, render(msgs[:i], True), bos=False))
-        end = len(_ids(tok, render(msgs[: i + 1], False), bos=False))
-        if full[:end] != _ids(tok, render(msgs[: i + 1], False), bos=False):
+        start, upto = len(ids(i, True)), ids(i + 1, False)
+        if full[: len(upto)] != upto or full[:start] != ids(i, True):
             raise ConvertError(
                 "the chat template does not render a conversation as a prefix of a longer one"
             )
-        labels[start:end] = full[start:end]
+        labels[start : len(upto)] = full[start : len(upto)]
     return full, labels
 
 

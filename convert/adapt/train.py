@@ -201,16 +201,17 @@ def _resume(model, opt, sched, path: Path, meta: dict) -> TrainLog:
 
 
 def step_seconds(model, rows, cfg: TrainConfig, pad: int) -> float:
-    """Seconds one optimizer step takes here: a forward and backward pass on a batch of the
-    longest examples, timed after a first warm-up pass (gradients dropped, weights untouched)."""
+    """Seconds one optimizer step takes here: a forward and backward pass on the run's first
+    batch (padded as training pads it), timed after a warm-up pass (gradients dropped, weights
+    untouched), plus 10% for the optimizer's step and clipping."""
     import torch
 
-    longest = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))[: cfg.batch]
-    x, mask, y = (torch.from_numpy(a) for a in collate([rows[i] for i in longest], pad))
+    first = order(len(rows), cfg.batch, cfg.seed)
+    x, mask, y = (torch.from_numpy(a) for a in collate([rows[i] for i in first], pad))
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
         masked_loss(model, x, mask, y).backward()
         times.append(time.perf_counter() - t0)
     model.zero_grad(set_to_none=True)
-    return times[-1] * 1.1  # the optimizer's own step and clipping
+    return times[-1] * 1.1

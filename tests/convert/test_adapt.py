@@ -143,3 +143,21 @@ def test_cli_adapt_on_a_gguf_base_writes_an_adapter_llama_cpp_applies(base, tmp_
     bad.write_text('{"text": "no prompt"}\n')
     r = run_cli("adapt", str(gguf_path), "--domain", str(bad), "-o", str(tmp_path / "x.gguf"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "prompt" in r.stderr
+
+
+def test_minutes_plans_the_steps_from_a_timed_step(base, tmp_path, monkeypatch):
+    from convert.adapt import adapt
+    from convert.adapt import train as T
+
+    timed = []
+    real = T.step_seconds
+
+    def spy(*a, **k):
+        timed.append(real(*a, **k))
+        return timed[-1]
+
+    monkeypatch.setattr(T, "step_seconds", spy)
+    r = adapt(base[0], tmp_path / "m.gguf", domain="k12-zh", minutes=0.05, batch=2, rank=2,
+              max_len=64, out_type="f32")  # fmt: skip
+    assert len(timed) == 1 and timed[0] > 0
+    assert r.steps == max(1, int(0.05 * 60 / timed[0]))
