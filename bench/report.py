@@ -15,6 +15,9 @@ from pathlib import Path
 from bench import density
 from bench.errors import BenchError
 
+# The real exams' tasks: a score and an interval column each, when a record has them.
+EXAM_TASKS = ("gsm8k", "gsm-symbolic", "arithmetic", "k12-zh", "arc-challenge", "arc-easy")
+
 
 def label(r: dict) -> str:
     m = r["model"]
@@ -76,6 +79,12 @@ def rows(
             "k12_robust": t.get("k12-robust", {}).get("score"),
             "k12_robust_ci95": t.get("k12-robust", {}).get("ci95"),
             "robustness": t.get("k12-robust", {}).get("robustness"),
+            **{
+                f"{name.replace('-', '_')}{suffix}": t.get(name, {}).get(key)
+                for name in EXAM_TASKS
+                for suffix, key in (("", "score"), ("_ci95", "ci95"))
+            },
+            "gsm8k_strict": t.get("gsm8k", {}).get("strict_match"),
             "mmlu_acc_norm": t.get("mmlu", {}).get("acc_norm"),
             "mmlu_ci95": t.get("mmlu", {}).get("ci95"),
             "bpb": t.get("bpb", {}).get("bpb"),
@@ -148,6 +157,14 @@ def markdown(table: list[dict]) -> str:
             ("k12_robust_ci95", "k12-robust 95%", "{}"),
             ("robustness", "robustness", "{:.2f}"),
         ]
+    at = cols.index(("mmlu_acc_norm", "mmlu acc_norm", "{:.3f}"))
+    for name in reversed(EXAM_TASKS):
+        key = name.replace("-", "_")
+        if any(r.get(key) is not None for r in table):
+            extra = [(key, name, "{:.3f}"), (f"{key}_ci95", f"{name} 95%", "{}")]
+            if name == "gsm8k":
+                extra.insert(1, ("gsm8k_strict", "gsm8k strict", "{:.3f}"))
+            cols[at:at] = extra
     if any("kld" in r and r["kld"] is not None for r in table):
         cols.insert(cols.index(("bpb_ci95", "bpb 95%", "{}")) + 1, ("kld", "KLD", "{:.4f}"))
     if any("projected_device" in r for r in table):

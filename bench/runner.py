@@ -28,8 +28,8 @@ from bench import suites as S
 from bench.store import SCHEMA
 from edge_llm.fsutil import sha256_file
 
-GEN_TASKS = ("k12-math", "k12-robust")
-SCORE_TASKS = ("mmlu", "bpb")
+GEN_TASKS = ("k12-math", "k12-robust", "gsm8k", "gsm-symbolic", "arithmetic", "k12-zh")
+SCORE_TASKS = ("mmlu", "arc-challenge", "arc-easy", "bpb")
 SCORE_CTX = 2048  # the longest MMLU question with its longest option is ~1,200 tokens
 
 

@@ -95,6 +95,13 @@ def convert(
             show_default=False,
         ),
     ] = None,
+    allow_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nonfinite",
+            help="Convert a checkpoint whose weights hold NaN or Inf (refused by default: such a model generates nothing useful).",
+        ),
+    ] = False,
     threads: o.Threads = None,
     lora: Annotated[
         Path | None,
@@ -151,6 +158,8 @@ def convert(
         calibration=calibration,
         force=force,
     )
+    if allow_nonfinite:
+        kw["allow_nonfinite"] = True
     with progress_bar(not quiet) as update:
         result = run(src, output, progress=update, **kw)
     for w in result.warnings:

@@ -41,6 +41,7 @@ def plan_tensors(ck: Checkpoint, arch: Architecture, out: quantize.OutType) -> l
             release=lambda begin=0, end=None, hf_name=hf_name: ck.release(hf_name, begin, end),
             raw=None if fn else (lambda hf_name=hf_name: ck.raw(hf_name)),
             source_dtype=ref.dtype,
+            source_name=hf_name,
         )
     missing = [n for n in arch.required(ck.config) if n not in planned]
     if missing:
@@ -101,6 +102,7 @@ def convert(
     target_bpw: float | None = None,
     calibration: str | Path | None = None,
     force: bool = False,
+    allow_nonfinite: bool = False,
 ) -> qj.Result:
     """Convert the checkpoint in ``src`` to ``out`` at ``type`` (default F16, BF16 for bf16).
 
@@ -114,6 +116,8 @@ def convert(
     bench/data/calibration.txt).
     ``force``: replace an existing ``out`` (never a source: an output that is, or is inside, the
     checkpoint or another input is refused).
+    ``allow_nonfinite``: write weights that hold NaN or Inf; by default the first one found
+    while the tensors stream is refused, naming the tensor (such a model generates nothing).
     """
     from convert.tokenizer import load_vocab
 
@@ -125,6 +129,8 @@ def convert(
             )
         if pre is not None:
             raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
+        if allow_nonfinite:
+            raise ConvertError("--allow-nonfinite applies to checkpoints, not to a GGUF")
         return requantize(
             src,
             out,
@@ -176,13 +182,14 @@ def convert(
         vocab.write(w)
 
     result = qj.Result(out, arch.hf_names[0], out_type.name, len(tensors), 0, 0.0)
+    finite = not allow_nonfinite
     with atomic_path(out) as tmp:
         if direct:
-            write_gguf(tmp, arch.gguf_arch, metadata, extra, tensors, progress)
+            write_gguf(tmp, arch.gguf_arch, metadata, extra, tensors, progress, finite=finite)
         else:
             with work_dir(out) as scratch:
                 mid = scratch / "intermediate.gguf"
-                write_gguf(mid, arch.gguf_arch, metadata, extra, tensors, progress)
+                write_gguf(mid, arch.gguf_arch, metadata, extra, tensors, progress, finite=finite)
                 ck.close()
                 im, im_extra = qj.importance(imatrix, mid, text, dataset, threads, progress)
                 _check_imatrix_names(im, tensors)

