@@ -49,6 +49,7 @@ class AdaptResult:
     loss_last: float | None
     adapter_bytes: int
     base_bytes: int
+    contamination: dict | None = None  # bench.contamination's summary of the corpus checked
 
     def summary(self) -> dict:
         d = dict(self.__dict__)
@@ -96,16 +97,12 @@ def examples_for(domain: str, n: int, seed: int) -> list[D.Example]:
     raise ConvertError(f"--domain {domain}: choose {', '.join(D.DOMAINS)} or a .jsonl file")
 
 
-def guard(examples: list[D.Example], what: str) -> dict | None:
-    """Refuse a corpus that overlaps an evaluation suite (bench.contamination: a word 13-gram
-    shared with any item, BenchError), when this tree's benchmark package has the guard."""
-    import bench
+def guard(examples: list[D.Example], what: str) -> dict:
+    """Refuse (ConvertError, one line) a corpus that shares a word 13-gram with any evaluation
+    item (bench.contamination, as distill does); else its summary."""
+    from convert.distill.data import check_clean
 
-    if not (Path(bench.__file__).parent / "contamination.py").is_file():
-        return None  # not in this tree (an import would find another checkout's)
-    from bench import contamination
-
-    return contamination.assert_clean(D.texts(examples), what)
+    return check_clean(D.texts(examples), what)
 
 
 def adapt(
@@ -144,7 +141,7 @@ def adapt(
     examples = examples_for(
         domain, min(MAX_EXAMPLES, steps * batch) if steps else MINUTES_EXAMPLES, seed
     )
-    guard(examples, f"the --domain {domain} corpus")  # before any heavy work
+    clean = guard(examples, f"the --domain {domain} corpus")  # before any heavy work
     hf, target, base_bytes = base_folder(model, work, progress)
     tok, net, rows = _prepare(hf, examples, domain, rank, alpha, max_len, seed)
     key = {"base": str(target), "domain": domain, "rank": rank, "alpha": alpha, "rows": len(rows),
@@ -174,7 +171,7 @@ def adapt(
         tokens_per_s=log.tokens / log.seconds if log.seconds else 0.0,
         loss_first=log.losses[0] if log.losses else None,
         loss_last=log.losses[-1] if log.losses else None,
-        adapter_bytes=result.file_size, base_bytes=base_bytes,
+        adapter_bytes=result.file_size, base_bytes=base_bytes, contamination=clean,
     )  # fmt: skip
 
 

