@@ -14,6 +14,7 @@ do not load numpy and llama.cpp.
 from edge_llm.errors import (
     ConfigError,
     EdgeLLMError,
+    InvalidAdapterError,
     InvalidModelError,
     ModelNotFoundError,
     PromptError,
@@ -25,6 +26,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "EdgeLLMError",
+    "InvalidAdapterError",
     "InvalidModelError",
     "Model",
     "ModelNotFoundError",
