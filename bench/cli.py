@@ -122,6 +122,15 @@ def run(
         ),
     ] = "auto",
     threads: o.Threads = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            "--adapter",
+            help="A LoRA adapter GGUF: each model runs without it and with it, and the two runs "
+            "are compared item by item (paired); its FLOPs and bytes join the compute per token.",
+            show_default=False,
+        ),
+    ] = None,
     output: Results = None,
     no_save: Annotated[
         bool, typer.Option("--no-save", help="Do not append to the results file.")
@@ -159,8 +168,9 @@ def run(
         fam = density.load_family(family)
         density.fit_family(fam)  # a family too small to fit is refused before any work
     out = store.default_path() if output is None else output
-    records = []
-    for m in models or [None]:
+    records, pairs, base_items = [], [], {}
+    runs = [(m, a) for m in models or [None] for a in ([None, adapter] if adapter else [None])]
+    for m, a in runs:
         rec = run_one(
             m or default_model(),
             s,
@@ -172,16 +182,45 @@ def run(
             progress=Progress(quiet=quiet),
             prompt=prompt,
             reference_is=reference_is,
+            adapter=a,
         )
+        items = {t: r["items"] for t, r in rec["tasks"].items() if r.get("items")}
         if not no_save:
             store.append(out, store.save_items(out, rec))
         records.append(rec)
         if not as_json:
             print(summary(rec))
+        if a is not None:
+            pairs.append(_paired(records[-2], base_items, rec, items))
+            if not as_json:
+                from bench.compare import markdown
+
+                print(markdown(pairs[-1]))
+        base_items = items
+    if as_json and pairs:
+        print(json.dumps({"runs": records, "paired": pairs}, indent=2, ensure_ascii=False))
+        return
     if as_json:
         print(json.dumps(records if len(records) > 1 else records[0], indent=2, ensure_ascii=False))
     elif not no_save:
         print(f"appended {len(records)} record(s) to {out}", file=sys.stderr)
+
+
+def _paired(base: dict, base_items: dict, with_adapter: dict, items: dict) -> dict:
+    """The adapter's run against the base's, item by item (bench.compare)."""
+    from bench.compare import compare_items
+    from bench.report import label
+
+    chances = {t: r.get("chance", 0.0) for t, r in base["tasks"].items()}
+    side = lambda r: {"run_id": r["run_id"], "model": label(r), "capability": r["capability"]}  # noqa: E731
+    return {
+        "a": side(base),
+        "b": side(with_adapter),
+        "suite": base["suite"]["version"],
+        "tasks": compare_items(base_items, items, chances, base.get("capability_tasks") or []),
+        "flops_per_token_ratio": with_adapter["compute"]["flops_per_token"]
+        / base["compute"]["flops_per_token"],
+    }
 
 
 def summary(r: dict) -> str:
@@ -218,6 +257,12 @@ def summary(r: dict) -> str:
         )
     if r.get("prompt"):
         lines.append("  prompt         " + ", ".join(f"{k} {v}" for k, v in r["prompt"].items()))
+    if r.get("adapter"):
+        a = r["adapter"]
+        lines.append(
+            f"  adapter        {a['name']}: rank {a['rank']}, {a['n_params'] / 1e6:.2f} M parameters, "
+            f"{a['tensor_bytes'] / 1e6:.2f} MB, +{c['adapter_flops_per_token'] / 1e6:.1f} MFLOP per token"
+        )
     e = c["energy"]
     lines += [
         f"  capability     {f(r['capability'])}"

@@ -66,6 +66,27 @@ def accounting(info: GGUFInfo, context: int = 512, kv_type: str = "f16") -> dict
     }
 
 
+def with_adapter(counted: dict, adapter) -> dict:
+    """``accounting`` with a LoRA adapter applied (an ``edge_llm.adapters.AdapterInfo``): every
+    adapted matrix also computes B (A x), 2 x the adapter's elements in FLOPs per token, and its
+    matrices are read once per token like the weights they adapt."""
+    out = dict(counted)
+    flops, size = adapter.flops_per_token, adapter.tensor_bytes
+    out.update(
+        params_total=counted["params_total"] + adapter.n_params,
+        params_non_embedding=counted["params_non_embedding"] + adapter.n_params,
+        params_matmul=counted["params_matmul"] + adapter.n_params,
+        flops_per_token=counted["flops_per_token"] + flops,
+        flops_matmul_per_token=counted["flops_matmul_per_token"] + flops,
+        weight_bytes=counted["weight_bytes"] + size,
+        weight_bytes_read_per_token=counted["weight_bytes_read_per_token"] + size,
+        bytes_read_per_token=counted["bytes_read_per_token"] + size,
+        adapter_flops_per_token=flops,
+        adapter_bytes_read_per_token=size,
+    )
+    return out
+
+
 # --- memory -------------------------------------------------------------------------------------
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: clear_refs "5")."""

@@ -29,6 +29,7 @@ class Scorer(ScoringContext):
         threads: int | None = None,
         n_batch: int = DEFAULT_BATCH,
         n_seq: int = 1,
+        adapters=(),
     ):
         from edge_llm import gguf_info
 
@@ -41,6 +42,7 @@ class Scorer(ScoringContext):
             threads=threads,
             kv_type="f16",
             flash_attn=None,
+            adapters=adapters,
         )
         self.open()
 

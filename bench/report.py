@@ -23,6 +23,8 @@ def label(r: dict) -> str:
     m = r["model"]
     rec = m.get("recipe", {})
     text = f"{m['name']} {rec.get('file_type') or m['file']}"
+    if r.get("adapter"):  # `bench --adapter`: the base with a LoRA adapter applied
+        text += f" + {r['adapter']['name']}"
     return f"{text} [{rec['label']}]" if rec.get("label") else text
 
 
@@ -30,6 +32,7 @@ def group_key(r: dict) -> tuple:
     m = r["model"]
     return (
         m["sha256"],
+        (r.get("adapter") or {}).get("sha256", ""),
         m.get("recipe", {}).get("label", ""),
         r["suite"]["version"],
         r["device"].get("profile"),

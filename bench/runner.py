@@ -73,9 +73,13 @@ class Context:
         n_ctx: int,
         progress: Progress,
         prompt: str = "auto",
+        adapter: Path | None = None,
     ):
         self.path, self.base, self.threads, self.reference = path, base, threads, reference
         self.n_ctx, self._progress, self.prompt = n_ctx, progress, prompt
+        # a LoRA adapter every task runs with (`bench --adapter`): the runtime model, the scorer
+        # and the batched generator all apply it
+        self.adapters = [(adapter, 1.0)] if adapter is not None else []
         self._model = self._scorer = None
 
     def model(self):
@@ -83,15 +87,25 @@ class Context:
             import edge_llm
 
             self._model = edge_llm.load(
-                self.path, device="cpu", n_ctx=self.n_ctx, threads=self.threads
+                self.path,
+                device="cpu",
+                n_ctx=self.n_ctx,
+                threads=self.threads,
+                adapters={"adapter": self.adapters[0][0]} if self.adapters else None,
             )
+            self._model.use("adapter" if self.adapters else None)
         return self._model
 
     def scorer(self):
         if self._scorer is None:
             from bench.lm import Scorer
 
-            self._scorer = Scorer(self.path, n_ctx=max(self.n_ctx, SCORE_CTX), threads=self.threads)
+            self._scorer = Scorer(
+                self.path,
+                n_ctx=max(self.n_ctx, SCORE_CTX),
+                threads=self.threads,
+                adapters=self.adapters,
+            )
         return self._scorer
 
     def progress(self, task: str, done: int, total: int) -> None:
@@ -202,8 +216,10 @@ def run(
     keep_items: bool = True,
     prompt: str = "auto",
     reference_is: str | None = None,
+    adapter: str | None = None,
 ) -> dict:
-    """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items)."""
+    """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items).
+    ``adapter``: a LoRA adapter GGUF applied throughout; its FLOPs and bytes join the compute."""
     from edge_llm import validate
     from edge_llm.devices import CpuLoad
     from edge_llm.registry import looks_like_path, model_name, resolve
@@ -226,6 +242,14 @@ def run(
     progress.note(f"{path} ({info.file_size / 1e6:.0f} MB), suite {suite.name}")
     digest = sha256_file(path)
     counted = compute.accounting(info, suite.context)
+    adapter_rec = None
+    if adapter is not None:
+        from edge_llm import adapters
+
+        a = adapters.check(adapter, info)  # a wrong adapter is refused now, not after the run
+        adapter_rec = {**a.summary(), "sha256": sha256_file(a.path)}
+        counted = compute.with_adapter(counted, a)
+        progress.label = label = f"{label[:-2]} + {a.name}: "
     load = CpuLoad()
     load.others_busy(wait=True)
     speed_need = suite.speed["prompt_tokens"] + suite.speed["gen_tokens"] + 16
@@ -237,6 +261,7 @@ def run(
         n_ctx=max(1024, speed_need),
         progress=progress,
         prompt=prompt,
+        adapter=Path(adapter) if adapter is not None else None,
     )
     timing, tasks = {}, {}
     try:
@@ -318,6 +343,7 @@ def run(
             "architecture": info.architecture,
             "recipe": recipe(info, recipe_label),
         },
+        "adapter": adapter_rec,
         "suite": {
             "name": suite.name,
             "version": S.version(suite, ran),

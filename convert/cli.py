@@ -22,16 +22,16 @@ _CALIBRATION = Path(str(importlib.resources.files("bench").joinpath("data/calibr
 
 
 def convert(
-    src: Annotated[
-        Path,
-        typer.Argument(
-            help="A Hugging Face model folder (config.json, *.safetensors, tokenizer), or a GGUF to requantize.",
-            show_default=False,
-        ),
-    ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The GGUF to write.", show_default=False)
     ],
+    src: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A Hugging Face model folder (config.json, *.safetensors, tokenizer), or a GGUF to requantize (none with --lora).",
+            show_default=False,
+        ),
+    ] = None,
     type: Annotated[
         str | None,
         typer.Option(
@@ -103,12 +103,41 @@ def convert(
         ),
     ] = False,
     threads: o.Threads = None,
+    lora: Annotated[
+        Path | None,
+        typer.Option(
+            "--lora",
+            help="Convert a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to a GGUF adapter for --base, as llama.cpp's convert_lora_to_gguf.py does.",
+            show_default=False,
+        ),
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            help="With --lora: the base model the adapter was trained on (its Hugging Face folder or GGUF).",
+            show_default=False,
+        ),
+    ] = None,
+    outtype: Annotated[
+        str,
+        typer.Option(
+            "--outtype", help="With --lora: the adapter's tensor type: f32, f16, bf16 or q8_0."
+        ),
+    ] = "f32",
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
-    """Convert a Hugging Face checkpoint to GGUF, or requantize a GGUF: --type, --recipe, or a size budget."""
+    """Convert a Hugging Face checkpoint to GGUF, or requantize a GGUF: --type, --recipe, or a size budget.
+
+    A PEFT LoRA adapter: edge-llm convert --lora ADAPTER_DIR --base BASE -o adapter.gguf
+    """
     from convert import convert as run
     from convert.errors import ConvertError
+
+    if lora is not None or src is None:
+        _convert_lora(src, lora, base, output, outtype, as_json, force)
+        return
 
     if verify and src.is_file():
         raise ConvertError(
@@ -183,6 +212,28 @@ def convert(
             f"mean KL {v['mean_kl']:.3g} over {v['positions']} positions, in {v['seconds']:.1f} s "
             f"({result.seconds + v['seconds']:.1f} s in all)"
         )
+
+
+def _convert_lora(src, lora, base, output, outtype, as_json, force) -> None:
+    from convert.errors import ConvertError
+    from convert.lora import write_gguf_adapter
+
+    if lora is None:
+        raise ConvertError("give the checkpoint to convert, or --lora ADAPTER_DIR --base BASE")
+    if src is not None:
+        raise ConvertError(
+            "--lora converts an adapter: drop the positional SRC (the base is --base)"
+        )
+    if base is None:
+        raise ConvertError("--lora needs --base: the base model's Hugging Face folder or GGUF")
+    result = write_gguf_adapter(lora, base, output, out_type=outtype.lower(), force=force)
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+        return
+    print(
+        f"wrote {result.path} (LoRA adapter for {result.architecture}: rank {result.rank}, "
+        f"alpha {result.alpha:g}, {result.tensors} tensors, {result.file_size / 2**20:.2f} MiB)"
+    )
 
 
 def export_hf(
@@ -287,8 +338,10 @@ def imatrix(
 
 def register(app: typer.Typer) -> None:
     """Add the converter's commands to the `edge-llm` app (the ``edge_llm.commands`` entry point)."""
+    from convert.adapt.cli import adapt
     from convert.distill.cli import distill
 
+    app.command("adapt")(adapt)
     app.command("convert")(convert)
     app.command("export-hf")(export_hf)
     app.command("imatrix")(imatrix)

@@ -15,6 +15,7 @@ do not load numpy and llama.cpp.
 from edge_llm.errors import (
     ConfigError,
     EdgeLLMError,
+    InvalidAdapterError,
     InvalidModelError,
     ModelNotFoundError,
     PromptError,
@@ -28,6 +29,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "EdgeLLMError",
+    "InvalidAdapterError",
     "InvalidModelError",
     "Model",
     "ModelNotFoundError",

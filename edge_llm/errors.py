@@ -37,3 +37,8 @@ class PromptError(EdgeLLMError):
 
 class ConfigError(EdgeLLMError):
     """An option is out of range (threads, context, sampling, device)."""
+
+
+class InvalidAdapterError(EdgeLLMError):
+    """An adapter file that is not a LoRA adapter llama.cpp can apply to the loaded base
+    (not a GGUF, truncated, not an adapter, or built for another architecture or shape)."""

@@ -9,15 +9,16 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_llm import adapters as _adapters
 from edge_llm import chat_template, gguf_info, validate
 from edge_llm.devices import DeviceConfig, resolve_device
-from edge_llm.errors import ConfigError, InvalidModelError, PromptError
+from edge_llm.errors import ConfigError, InvalidAdapterError, InvalidModelError, PromptError
 from edge_llm.fsutil import atomic_path
 from edge_llm.llama import backend as _backend
 from edge_llm.llama.threads import ThreadPolicy
@@ -53,6 +54,7 @@ class Model:
         n_batch: int | None = None,
         kv_type: str | None = None,
         isolate: bool = False,
+        adapters: Mapping[str, str | Path | tuple[str | Path, float]] | None = None,
     ):
         self.path = Path(path)
         validate.check(self.path)  # what llama.cpp would abort on, refused before it sees it
@@ -101,6 +103,11 @@ class Model:
         self._template = self._b.meta("tokenizer.chat_template")
         self._embedder: _backend.Embedder | None = None  # made on the first ``embed``
         self.chat_format = chat_template.chat_format(self._template)
+        self._adapters: dict[str, tuple[_adapters.AdapterInfo, object]] = {}
+        self._active: dict[str, float] = {}  # the adapters applied now, with their scales
+        for name, spec in (adapters or {}).items():
+            path, scale = spec if isinstance(spec, tuple) else (spec, 1.0)
+            self.add_adapter(name, path, scale=scale)
 
     def _display_name(self) -> str:
         keys = ("general.basename", "general.size_label", "general.finetune", "general.name")
@@ -138,6 +145,82 @@ class Model:
     def is_chat_model(self) -> bool:
         """False for a GGUF without a chat template: a completion (base) model."""
         return self.chat_format.is_chat_model
+
+    # --- adapters ---------------------------------------------------------------------------
+    @property
+    def adapters(self) -> dict[str, _adapters.AdapterInfo]:
+        """The LoRA adapters loaded on this model, by name (in the order they were added)."""
+        return {name: info for name, (info, _) in self._adapters.items()}
+
+    @property
+    def adapter(self) -> str | None:
+        """The one adapter applied now (None: the base alone, or several at once)."""
+        return next(iter(self._active)) if len(self._active) == 1 else None
+
+    @property
+    def active_adapters(self) -> dict[str, float]:
+        """Every adapter applied now, with its scale."""
+        return dict(self._active)
+
+    def add_adapter(self, name: str, path: str | Path, *, scale: float = 1.0) -> None:
+        """Load the LoRA adapter at ``path`` under ``name`` (once; ``use`` applies it). It is
+        checked against this base first: InvalidAdapterError for a file that is not an adapter,
+        is truncated, or was built for another base."""
+        _adapters.check_name(name)
+        if name in self._adapters:
+            raise InvalidAdapterError(f"an adapter named {name!r} is loaded already")
+        info = _adapters.check(path, gguf_info.read(self.path), name=name, scale=scale)
+        try:
+            handle = self._b.load_adapter(info.path)
+        except _backend.LoadError as e:
+            why = next((ln for ln in reversed(e.details) if ln.strip()), "no reason given")
+            raise InvalidAdapterError(
+                f"llama.cpp could not load adapter {info.path}: {why.strip()}"
+            ) from None
+        self._adapters[name] = (info, handle)
+
+    def use(self, adapter: str | Mapping[str, float] | None = None, *, scale: float | None = None):
+        """Apply adapters from the next call on: None, the base alone; a name, that adapter (at
+        ``scale``, default its own); ``{name: scale, ...}``, several at once. Nothing is reloaded:
+        llama.cpp only changes which adapters the context's graph adds. The KV cache was computed
+        with the previous weights, so it is dropped when the selection changes. Returns self."""
+        wanted = self._selection(adapter, scale)
+        if wanted == self._active:
+            return self
+        pairs = [(self._adapters[n][1], s) for n, s in wanted.items()]
+        self._b.set_adapters(pairs)
+        if self._embedder is not None:
+            self._embedder.set_adapters(pairs)
+        self._active = wanted
+        self.reset()
+        self._snapshots.clear()
+        return self
+
+    def _selection(self, adapter, scale: float | None) -> dict[str, float]:
+        if adapter is None:
+            if scale is not None:
+                raise ConfigError("a scale needs an adapter: use(name, scale=...)")
+            return {}
+        if isinstance(adapter, str):
+            chosen = {adapter: scale}
+        elif isinstance(adapter, Mapping):
+            if scale is not None:
+                raise ConfigError("give scales in the mapping, not also as scale=")
+            chosen = dict(adapter)
+        else:
+            raise ConfigError(
+                f"use() takes an adapter name, a {{name: scale}} mapping or None, not {adapter!r}"
+            )
+        out = {}
+        for name, s in chosen.items():
+            if name not in self._adapters:
+                known = ", ".join(self._adapters) or "none loaded"
+                raise ConfigError(f"no adapter named {name!r} (loaded: {known})")
+            s = self._adapters[name][0].scale if s is None else s
+            s = _adapters.check_scale(s, f"the scale of adapter {name}")
+            if s != 0.0:  # llama.cpp ignores a zero scale: so does the selection
+                out[name] = s
+        return out
 
     # --- tokens -----------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -301,6 +384,10 @@ class Model:
         (as OpenAI's and llama-server's are). Its own context: the chat's KV cache is untouched."""
         if self._embedder is None:
             self._embedder = self._b.embedder(min(self.n_ctx, EMBED_N_CTX))
+            if self._active:
+                self._embedder.set_adapters(
+                    [(self._adapters[n][1], s) for n, s in self._active.items()]
+                )
         tokens = self.prompt_tokens(text)
         if len(tokens) > self._embedder.n_ctx:
             raise PromptError(
@@ -327,6 +414,7 @@ class Model:
             "model_size": self.path.stat().st_size,
             "n_ctx": self.n_ctx,
             "tokens": self._cache,
+            "adapters": self._active,
             **extra,
         }
         state = self._b.state_bytes()
@@ -354,6 +442,11 @@ class Model:
             raise ConfigError(
                 f"session {path} was saved with {header.get('model')}, not {self.path.name}; "
                 "load it with the same model"
+            )
+        if header.get("adapters", {}) != self._active:
+            raise ConfigError(
+                f"session {path} was saved with adapters {header.get('adapters') or 'none'}, "
+                f"not {self._active or 'none'}; use() the same adapters first"
             )
         if len(header["tokens"]) >= self.n_ctx:
             raise ConfigError(
@@ -604,6 +697,10 @@ def load(
 ) -> Model:
     """Load a model: a path to a .gguf, a registered name (``edge-llm models``), or None for the
     default (SmolLM2-135M-Instruct).
+
+    ``adapters={"math": "math.gguf", "zh": ("zh.gguf", 0.8)}`` loads LoRA adapters (with a scale
+    each, default 1) once, checked against this base; ``Model.use("math")`` applies one,
+    ``use(None)`` goes back to the base, without reloading anything.
 
     The file's header is always checked first (edge_llm.validate). ``isolate=True`` also loads it
     once in a child process, so a file that still makes llama.cpp abort raises InvalidModelError

@@ -17,6 +17,8 @@ HELP = """commands:
   /set NAME VALUE  change a sampling option: temperature, top_k, top_p, min_p,
                  repeat_penalty, seed, max_tokens (/set alone lists them)
   /system TEXT   set the system message (and start over)
+  /adapter NAME  apply a LoRA adapter given with --adapter (none: the base alone;
+                 /adapter alone lists them)
   /reset         forget the conversation
   /stats         usage and speed of the last reply
   /save FILE     save the conversation and its KV cache
@@ -42,6 +44,7 @@ def chat(
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     device: o.Device = "auto",
+    adapter: o.Adapters = None,
     yes: Yes = False,
     cloud: c.Cloud = None,
     cloud_model: c.CloudModel = None,
@@ -55,6 +58,9 @@ def chat(
 
     When stdin is not a terminal, each line is one user message and only the replies are
     printed: echo "What is 12*7?" | edge-llm chat
+
+    With --adapter NAME=PATH (repeatable) the first adapter is applied; /adapter NAME switches
+    (the base stays loaded).
     """
     from edge_llm.errors import EdgeLLMError
     from edge_llm.model import load
@@ -71,7 +77,8 @@ def chat(
     from edge_llm.cli.pull import ensure_model
 
     model = ensure_model(model, yes)
-    m = load(model, device=device, n_ctx=ctx, threads=threads)
+    m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=o.adapters(adapter))
+    m.use(next(iter(m.adapters), None))
     m = c.wrap(
         m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
     )
@@ -113,6 +120,8 @@ def chat(
                 note(
                     f"(system message {'set' if arg.strip() else 'cleared'}; conversation cleared)"
                 )
+            elif cmd == "/adapter":
+                note(_adapter(m, arg.strip()))
             elif cmd == "/stats":
                 note(format_stats(last) if last else "(no reply yet)")
             elif cmd in ("/save", "/load") and not arg.strip():
@@ -170,6 +179,20 @@ def chat(
             note(f"(the cloud failed: {last.cloud_error}; this is the device's answer)")
         if last is not None and last is stream.result and last.finish_reason == "length":
             note(length_notice(last, settings["max_tokens"], m.n_ctx))
+
+
+def _adapter(m, name: str) -> str:
+    """Apply `/adapter NAME` (none: the base alone); the line to show."""
+    if not m.adapters:
+        return "no adapters: start chat with --adapter NAME=PATH"
+    if not name:
+        shown = [f"{'*' if n == m.adapter else ' '} {n} ({a.path})" for n, a in m.adapters.items()]
+        return "\n".join([*shown, f"{'*' if m.adapter is None else ' '} none (the base alone)"])
+    choice = None if name.lower() == "none" else name
+    if choice is not None and choice not in m.adapters:
+        return f"no adapter {name!r}; loaded: {', '.join(m.adapters)} (or none)"
+    m.use(choice)
+    return f"(adapter {name} applied)"
 
 
 SETTABLE = {

@@ -87,6 +87,31 @@ def sampling(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+Adapters = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--adapter",
+        help="A LoRA adapter GGUF for this model, NAME=PATH (NAME=PATH@SCALE for a scale other "
+        "than 1); repeatable. Checked against the model first; loaded once.",
+        show_default=False,
+    ),
+]
+
+
+def adapters(specs: list[str] | None) -> dict[str, tuple[Path, float]]:
+    """--adapter values as ``edge_llm.load(adapters=...)`` takes them."""
+    from edge_llm.adapters import parse_spec
+    from edge_llm.errors import InvalidAdapterError
+
+    out: dict[str, tuple[Path, float]] = {}
+    for spec in specs or []:
+        name, path, scale = parse_spec(spec)
+        if name in out:
+            raise InvalidAdapterError(f"--adapter {name} is given twice; give each a new NAME")
+        out[name] = (path, scale)
+    return out
+
+
 Chunks = Annotated[
     int | None,
     typer.Option(

@@ -44,6 +44,7 @@ def run(
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     device: o.Device = "auto",
+    adapter: o.Adapters = None,
     yes: Yes = False,
     as_json: o.Json = False,
     stats: Annotated[
@@ -62,6 +63,8 @@ def run(
     edge-llm run -p "The capital of France is" -n 16 --temp 0
 
     echo "What is 12*7?" | edge-llm run --chat
+
+    edge-llm run --chat --adapter math=k12-math.gguf -p "What is 12*7?"
     """
     from edge_llm.errors import PromptError
     from edge_llm.model import load
@@ -86,7 +89,9 @@ def run(
     from edge_llm.cli.pull import ensure_model
 
     model = ensure_model(model, yes)
-    m = load(model, device=device, n_ctx=ctx, threads=threads)
+    chosen = o.adapters(adapter)
+    m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=chosen)
+    m.use({name: scale for name, (_, scale) in chosen.items()})  # every --adapter at once
     m = c.wrap(
         m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
     )

@@ -18,6 +18,7 @@ def serve(
     yes: Yes = False,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
+    adapter: o.Adapters = None,
     host: Annotated[
         str,
         typer.Option(
@@ -87,6 +88,10 @@ def serve(
     edge-llm serve --port 8080
 
     EDGE_LLM_API_KEY=KEY edge-llm serve gemma3-270m --host 0.0.0.0
+
+    LoRA adapters (--adapter NAME=PATH, repeatable) are served beside the base: /v1/models lists MODEL:NAME for each, and a request picks one by that model name or by llama-server's "lora" field ([{"id": 0, "scale": 1.0}], ids from /lora-adapters). The base loads once; requests take turns, each with its own adapter.
+
+    edge-llm serve --adapter math=math.gguf --adapter zh=zh.gguf
     """
     from edge_llm.errors import ConfigError
 
@@ -115,7 +120,14 @@ def serve(
         model_id = entry.name if entry else pulled.name if pulled else model
     if isolate is None:
         isolate = model is not None and looks_like_path(model)
-    m = load(model, device=device, n_ctx=ctx, threads=threads, isolate=isolate)
+    m = load(
+        model,
+        device=device,
+        n_ctx=ctx,
+        threads=threads,
+        isolate=isolate,
+        adapters=o.adapters(adapter),
+    )
     m = c.wrap(
         m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
     )
@@ -124,8 +136,9 @@ def serve(
         key = ", API key required" if api_key else ""
         if cloud and not local_only:
             key += f", escalating to {cloud_model} at {cloud}"
+        extra = "".join(f" + {model_id}:{name}" for name in m.adapters)
         print(
-            f"edge-llm: serving {model_id} at {url} (OpenAI API, context {m.n_ctx}{key}); "
+            f"edge-llm: serving {model_id}{extra} at {url} (OpenAI API, context {m.n_ctx}{key}); "
             "Ctrl-C stops",
             file=sys.stderr,
             flush=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.llama import binding
+from edge_llm.llama import binding, lora
 from edge_llm.llama.binding import KV_TYPES, C, LoadError, take_recent_errors, tokenize
 
 __all__ = [
@@ -236,6 +236,15 @@ class Backend:
     def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
         C.llama_set_n_threads(self.ctx, n_threads, n_threads_batch)
 
+    # --- LoRA adapters ----------------------------------------------------------------------
+    def load_adapter(self, path: Path):
+        """Load a LoRA adapter onto this model (once); the handle is freed with the model."""
+        return lora.load(self.model, path)
+
+    def set_adapters(self, adapters: list[tuple[object, float]]) -> None:
+        """Apply exactly ``adapters`` ((handle, scale) pairs) from the next decode on."""
+        lora.set_on(self.ctx, adapters)
+
     # --- embeddings -------------------------------------------------------------------------
     def pooling(self) -> str:
         """How embeddings are pooled: the model's own pooling when its GGUF declares one (an
@@ -289,6 +298,9 @@ class Embedder:
             raise LoadError("llama.cpp could not create an embedding context", take_recent_errors())
         self.n_ctx = C.llama_n_ctx(self.ctx)
         self.n_embd = C.llama_model_n_embd(backend.model)
+
+    def set_adapters(self, adapters: list[tuple[object, float]]) -> None:
+        lora.set_on(self.ctx, adapters)
 
     def embed(self, tokens: list[int]) -> np.ndarray:
         """The pooled embedding of ``tokens`` (at most n_ctx of them), not normalized."""

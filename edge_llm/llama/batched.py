@@ -83,6 +83,7 @@ class BatchedGreedy:
         kv_type: str = ContextConfig.kv_type,
         flash_attn: bool | None = ContextConfig.flash_attn,
         error: type[Exception] | None = None,
+        adapters=(),
     ):
         self.sc = ScoringContext(
             path,
@@ -93,6 +94,7 @@ class BatchedGreedy:
             kv_type=kv_type,
             flash_attn=flash_attn,
             error=error,
+            adapters=adapters,
         )
         self.n_seq = n_seq
         self._prefix: list[int] = []  # tokens whose cells sequence 0 holds, from position 0

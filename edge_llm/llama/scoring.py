@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.llama import binding
+from edge_llm.llama import binding, lora
 from edge_llm.llama.binding import KV_TYPES, C, LoadError
 from edge_llm.llama.threads import ThreadPolicy
 
@@ -121,7 +121,8 @@ class ScoringContext:
     reports a file llama.cpp refuses; ``kv_unified=False``: with several sequences, each its own
     cache of ``n_ctx / n_seq`` cells, so a token attends over its sequence's cells only, not
     every sequence's (what independent sequences want; None: unified when ``n_seq > 1``, which
-    shared prefixes need). The context opens on first use (or `open()`), so that two
+    shared prefixes need); ``adapters``: LoRA adapters ((path, scale) pairs) applied to every
+    evaluation. The context opens on first use (or `open()`), so that two
     models can be loaded and checked before either allocates its cache.
     """
 
@@ -138,6 +139,7 @@ class ScoringContext:
         eval_callback=None,
         error: type[Exception] | None = None,
         kv_unified: bool | None = None,
+        adapters: Sequence[tuple[str | Path, float]] = (),
     ):
         from edge_llm import gguf_info
         from edge_llm.errors import InvalidModelError
@@ -154,6 +156,16 @@ class ScoringContext:
             raise self.error(gguf_info.explain_load_failure(self.path, e.details)) from None
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        # LoRA adapters (checked by the caller: edge_llm.adapters.check), applied on open()
+        self._adapters = []
+        for apath, scale in adapters:
+            try:
+                self._adapters.append((lora.load(self.model, apath), float(scale)))
+            except LoadError as e:
+                self.close()
+                raise self.error(
+                    f"llama.cpp could not load adapter {apath}: {e.details[-1:]}"
+                ) from None
         self.n_ctx, self.n_batch, self.n_seq = n_ctx, n_batch or n_ctx, n_seq
         self._cache: list[int] = []  # tokens whose K/V are in sequence 0, from position 0
 
@@ -180,6 +192,8 @@ class ScoringContext:
         self.ctx = C.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise self.error(f"llama.cpp could not create a context of {n_ctx} for {self.path}")
+        if self._adapters:
+            lora.set_on(self.ctx, self._adapters)
         self.mem = C.llama_get_memory(self.ctx)
         # llama.cpp rounds the context up and caps the batch at the context asked for
         self.n_ctx = int(C.llama_n_ctx(self.ctx))

@@ -8,7 +8,14 @@ through ``response_format``, tool calls on chat; ``echo`` and several prompts: e
 ``POST /v1/embeddings``, and the tokenizer's routes (tokens.py). The ``model`` a request names must
 be the loaded one (404 otherwise, as OpenAI answers an unknown model). A model without a chat
 template is a completion model: its chat endpoint refuses with a 400 that says so, rather than
-wrapping the messages in a template it was never trained on."""
+wrapping the messages in a template it was never trained on.
+
+LoRA adapters loaded on the model (``edge-llm serve --adapter NAME=PATH``) are models too:
+``GET /v1/models`` lists ``BASE:NAME`` for each, and a request picks one by that name or by
+llama-server's ``lora`` field (``[{"id": 0, "scale": 1.0}]``, ids as ``GET /lora-adapters`` lists
+them). The adapters are set on the model in the request's own turn, so requests that ask for
+different adapters never mix.
+"""
 
 from __future__ import annotations
 
@@ -82,6 +89,8 @@ def create_app(
     jobs: set[Job] = set()  # queued or running
     created = int(time.time())
     names = {model_id, model.path.name, model.path.stem, str(model.path)}
+    # LoRA adapters loaded on the model: each is also a model, "BASE:NAME" (GET /v1/models)
+    adapter_ids = {f"{model_id}:{name}": name for name in model.adapters}
     app.state.model = model
     app.state.model_id = model_id
     app.state.lock = lock
@@ -126,7 +135,7 @@ def create_app(
 
     # Helpers.
     def check_model(name: str | None) -> None:
-        if name is None or name in names:
+        if name is None or name in names or name in adapter_ids:
             return
         from edge_llm.registry import lookup
 
@@ -141,6 +150,38 @@ def create_app(
                 "(GET /v1/models lists it)"
             )
         raise RequestError(404, message, param="model", code="model_not_found")
+
+    def adapters_for(name: str | None, lora: list[s.LoraChoice] | None) -> dict[str, float]:
+        """The adapters a request asks for: llama-server's ``lora`` list if given, else the
+        adapter its model name picks ("BASE:NAME"), else none (the base alone)."""
+        loaded = list(model.adapters)
+        if lora is None:
+            return (
+                {adapter_ids[name]: model.adapters[adapter_ids[name]].scale}
+                if name in adapter_ids
+                else {}
+            )
+        out: dict[str, float] = {}
+        for i, choice in enumerate(lora):
+            if not 0 <= choice.id < len(loaded):
+                raise RequestError(
+                    400,
+                    f"lora[{i}].id is {choice.id}; this server has {len(loaded)} adapters "
+                    "(GET /lora-adapters lists them)",
+                    param="lora",
+                )
+            out[loaded[choice.id]] = float(choice.scale)
+        return out
+
+    def with_adapters(chosen: dict[str, float], start: Callable[[threading.Event], Stream]):
+        """``start`` run with ``chosen`` applied: in the job's turn on the model, so requests
+        that ask for different adapters never see each other's."""
+
+        def started(cancel: threading.Event) -> Stream:
+            model.use(chosen)
+            return start(cancel)
+
+        return started
 
     def sampling(body: s._Body, max_tokens: int | None, name: str) -> dict[str, Any]:
         s.check_ranges(body)
@@ -238,17 +279,28 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def model_card() -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": created, "owned_by": "edge-llm"}
+    def model_card(name: str = model_id) -> dict[str, Any]:
+        card = {"id": name, "object": "model", "created": created, "owned_by": "edge-llm"}
+        if name in adapter_ids:  # as vLLM lists its LoRA modules
+            card |= {"root": str(model.adapters[adapter_ids[name]].path), "parent": model_id}
+        return card
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [model_card(), *map(model_card, adapter_ids)]}
 
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> Any:
         check_model(name)
-        return model_card()
+        return model_card(name if name in adapter_ids else model_id)
+
+    @app.get("/lora-adapters")
+    async def lora_adapters() -> list[dict[str, Any]]:
+        """llama-server's list: each adapter's id (for a request's ``lora``), path and scale."""
+        return [
+            {"id": i, "name": a.name, "path": str(a.path), "scale": a.scale}
+            for i, a in enumerate(model.adapters.values())
+        ]
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -310,7 +362,10 @@ def create_app(
         usage_chunk = lambda c: envelope(cid, "chat.completion.chunk", [], usage=f.usage(c))  # noqa: E731
         stream = bool(body.stream)
         start = tracker.wrap(
-            lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs)
+            with_adapters(
+                adapters_for(body.model, body.lora),
+                lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs),
+            )
         )
         if tools and stream:
             # A tool call is known once the reply is whole: generate it, then stream it.
@@ -373,7 +428,12 @@ def create_app(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await run(
             request,
-            tracker.wrap(lambda cancel: model.stream(prompt, cancel=cancel, **kwargs)),
+            tracker.wrap(
+                with_adapters(
+                    adapters_for(body.model, body.lora),
+                    lambda cancel: model.stream(prompt, cancel=cancel, **kwargs),
+                )
+            ),
             endpoint="completions",
             stream=bool(body.stream),
             first=None,
@@ -411,7 +471,10 @@ def create_app(
                 param="encoding_format",
             )
 
+        chosen = adapters_for(body.model, None)
+
         def work() -> tuple[list[Any], int]:
+            model.use(chosen)
             vectors = [model.embed(x) for x in inputs]
             n = sum(len(model.tokenize(x)) if isinstance(x, str) else len(x) for x in inputs)
             return vectors, n

@@ -37,6 +37,16 @@ class _StreamOptions(BaseModel):
     include_usage: StrictBool | None = None
 
 
+class LoraChoice(BaseModel):
+    """One entry of llama-server's per-request ``lora`` list: an adapter by its index in
+    ``GET /lora-adapters`` and the scale to apply it at."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictInt
+    scale: StrictFloat | StrictInt = 1.0
+
+
 class _Body(BaseModel):
     """Fields shared by both generation endpoints. Unknown fields are ignored."""
 
@@ -56,6 +66,7 @@ class _Body(BaseModel):
     min_p: StrictFloat | None = None
     repeat_penalty: StrictFloat | None = None
     ignore_eos: StrictBool | None = None
+    lora: list[LoraChoice] | None = None  # llama-server's: the adapters for this request
 
 
 class ChatMessage(BaseModel):
@@ -123,6 +134,7 @@ FIELDS = (
     | set(_StreamOptions.model_fields)
     | set(TokenizeRequest.model_fields)
     | set(DetokenizeRequest.model_fields)
+    | set(LoraChoice.model_fields)
 )
 # What a field must be, for messages that say so (keys: field paths, list indexes as *).
 EXPECTED = {
@@ -150,6 +162,10 @@ EXPECTED = {
     "tools": "a list of tool objects",
     "tool_choice": "a string or an object",
     "encoding_format": "a string",
+    "lora": 'a list of {"id": N, "scale": X} objects',
+    "lora.*": 'an {"id": N, "scale": X} object',
+    "lora.*.id": "an integer",
+    "lora.*.scale": "a number",
     **dict.fromkeys(("temperature", "top_p", "min_p", "repeat_penalty"), "a number"),
     **dict.fromkeys(
         ("max_tokens", "max_completion_tokens", "seed", "n", "top_k", "top_logprobs", "dimensions"),

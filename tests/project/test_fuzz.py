@@ -300,6 +300,41 @@ def test_fuzz_gguf_info(gguf_seeds, tmp_path):
     run()
 
 
+@pytest.fixture(scope="module")
+def adapter_seed(tmp_path_factory):
+    """(a LoRA adapter GGUF made from a PEFT folder by convert/lora.py, its base's header)."""
+    pytest.importorskip("peft")
+    from convert.lora import write_gguf_adapter
+    from edge_llm import gguf_info
+    from tests.fixtures.lora import random_peft, tiny_base
+
+    d = tmp_path_factory.mktemp("adapter-seed")
+    hf, base, model = tiny_base(d / "base")
+    peft_dir, _ = random_peft(model, d / "peft", seed=1, r=2)
+    adapter = write_gguf_adapter(peft_dir, hf, d / "adapter.gguf").path
+    return Seed.read(adapter), gguf_info.read(base)
+
+
+def test_fuzz_adapter_header(adapter_seed, tmp_path):
+    """The adapter check (`edge_llm.adapters.check`, what `--adapter` and `add_adapter` run
+    before llama.cpp) on mutated adapter headers: an AdapterInfo or a one-line error."""
+    from edge_llm import adapters
+
+    seed, base = adapter_seed
+
+    @FUZZ
+    @given(gguf_mutations(seed))
+    def run(muts):
+        p = tmp_path / "a.gguf"
+        if _set_value_type_error(seed, muts, p):
+            return
+        info = verdict("adapter-header", adapters.check, p, base)
+        if info is not None:
+            json.dumps(info.summary())
+
+    run()
+
+
 def test_fuzz_gguf_load(gguf_seeds, tmp_path):
     """`edge_llm.load` on mutated headers, in a child: the checks refuse it, or llama.cpp loads
     it (or refuses it with an error); llama.cpp never crashes or hangs on a file the checks
