@@ -43,19 +43,10 @@ import numpy as np
 
 from bench import stats
 from bench.errors import BenchError
+from bench.suites import CAPABILITY
 
 # --- capability and density ----------------------------------------------------------------------
-CAPABILITY_TASKS = (
-    "k12-math",
-    "k12-robust",
-    "gsm8k",
-    "gsm-symbolic",
-    "arithmetic",
-    "k12-zh",
-    "mmlu",
-    "arc-challenge",
-    "arc-easy",
-)  # plus every user suite
+CAPABILITY_TASKS = CAPABILITY  # the suites say which tasks make capability, plus every user suite
 
 
 def normalised(score: float, chance: float) -> float:
