@@ -279,10 +279,12 @@ def test_a_redirect_to_another_host_never_carries_the_token(mirror, home, gguf_b
     assert "s3cret" not in r.stderr + r.stdout
 
 
-# the CLI in a process that writes its own peak resident memory (the kernel's count) on exit
+# the CLI in a process that writes its own peak resident memory (the kernel's count: VmHWM, the
+# high-water mark of this program's own address space; getrusage's ru_maxrss would also carry the
+# parent's RSS across fork and exec, gigabytes when the whole suite's pytest forks it) on exit
 PEAK = (
-    "import atexit, resource, sys; out = sys.argv.pop(1); atexit.register(lambda: "
-    "open(out, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); "
+    "import atexit, re, sys; out = sys.argv.pop(1); atexit.register(lambda: open(out, 'w')"
+    ".write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))); "
     "sys.argv[0] = 'edge-llm'; from edge_llm.cli import main; main()"
 )
 
