@@ -63,18 +63,33 @@ def answer(
     if not conversations:
         return []
     ps, stop, _ = prompts(ctx, conversations)
+    return greedy(ctx, ps, max_tokens=max_tokens, stop=stop, batch=batch, task=task, done=done)
+
+
+def greedy(
+    ctx,
+    prompts: Sequence,
+    *,
+    max_tokens: int,
+    stop: Sequence[str],
+    batch: int,
+    task: str,
+    done: re.Pattern | None = None,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (text or token ids), in order: ``batch`` at a time
+    through BatchedGreedy, or one at a time through the runtime's ``Model.stream`` (batch 1)."""
     model = ctx.model()
     finished = (lambda text: done.search(text) is not None) if done is not None else None
     if batch == 1:
         texts = []
-        for k, p in enumerate(ps, 1):
+        for k, p in enumerate(prompts, 1):
             texts.append(_one(model, p, max_tokens, stop, finished))
-            ctx.progress(task, k, len(ps))
+            ctx.progress(task, k, len(prompts))
         return texts
     from edge_llm.llama.batched import BatchedGreedy
 
-    tokens = [model.tokenize(p) if isinstance(p, str) else p for p in ps]
-    longest = max(len(t) for t in tokens)
+    tokens = [model.tokenize(p) if isinstance(p, str) else p for p in prompts]
+    longest = max((len(t) for t in tokens), default=0)
     n_ctx = -(-(longest + batch * (max_tokens + 96)) // 256) * 256
     with BatchedGreedy(ctx.path, n_seq=batch, n_ctx=n_ctx, threads=ctx.threads) as g:
         out = g.generate(
@@ -82,7 +97,7 @@ def answer(
             max_tokens=max_tokens,
             stop=stop,
             done=finished,
-            progress=lambda k: ctx.progress(task, k, len(ps)),
+            progress=lambda k: ctx.progress(task, k, len(prompts)),
         )
     return [x.text for x in out]
 

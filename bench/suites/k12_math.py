@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.suites import answers
+from bench.suites import answers, gen
 
 DATA = Path(__file__).with_name("k12_math.toml")
 GENERATOR_VERSION = 1  # bump when the drawing procedure changes
@@ -269,13 +269,9 @@ def solve(
         prompts = [model.chat_tokens(messages(problems[i], shots)) for i in order]
     else:
         prompts = [prompt(problems[i], shots) for i in order]
-    if batch > 1:
-        texts = _batched(ctx, model, prompts, max_tokens, stop, batch, task)
-    else:
-        texts = []
-        for k, pr in enumerate(prompts, 1):
-            texts.append(_until_answer(model, pr, max_tokens, stop=stop))
-            ctx.progress(task, k, len(problems))
+    texts = gen.greedy(
+        ctx, prompts, max_tokens=max_tokens, stop=stop, batch=batch, task=task, done=_DONE
+    )
     for i, text in zip(order, texts):
         p = problems[i]
         got = answers.extract(text)
@@ -290,36 +286,6 @@ def solve(
             "correct": got == p.answer,
         }
     return items
-
-
-def _batched(ctx, model, prompts, max_tokens: int, stop: list[str], batch: int, task: str):
-    from edge_llm.llama.batched import BatchedGreedy
-
-    tokens = [model.tokenize(p) if isinstance(p, str) else p for p in prompts]
-    longest = max((len(t) for t in tokens), default=0)
-    n_ctx = -(-(longest + batch * (max_tokens + 96)) // 256) * 256
-    adapters = getattr(ctx, "adapters", ())  # `bench --adapter`: the same adapter as the model's
-    with BatchedGreedy(
-        ctx.path, n_seq=batch, n_ctx=n_ctx, threads=ctx.threads, adapters=adapters
-    ) as g:
-        out = g.generate(
-            tokens,
-            max_tokens=max_tokens,
-            stop=stop,
-            done=lambda text: _DONE.search(text) is not None,
-            progress=lambda k: ctx.progress(task, k, len(prompts)),
-        )
-    return [x.text for x in out]
-
-
-def _until_answer(model, prompt, max_tokens: int, stop: list[str]) -> str:
-    s = model.stream(prompt, max_tokens=max_tokens, temperature=0, stop=stop)
-    text = ""
-    for piece in s:
-        text += piece
-        if _DONE.search(text):
-            s.cancel()
-    return s.result.text
 
 
 def prompt_mode(ctx, asked: str) -> str:
