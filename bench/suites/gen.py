@@ -91,7 +91,10 @@ def greedy(
     tokens = [model.tokenize(p) if isinstance(p, str) else p for p in prompts]
     longest = max((len(t) for t in tokens), default=0)
     n_ctx = -(-(longest + batch * (max_tokens + 96)) // 256) * 256
-    with BatchedGreedy(ctx.path, n_seq=batch, n_ctx=n_ctx, threads=ctx.threads) as g:
+    adapters = getattr(ctx, "adapters", ())  # `bench --adapter`: the same adapter as the model's
+    with BatchedGreedy(
+        ctx.path, n_seq=batch, n_ctx=n_ctx, threads=ctx.threads, adapters=adapters
+    ) as g:
         out = g.generate(
             tokens,
             max_tokens=max_tokens,
