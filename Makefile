@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 # flags and kept in a cache outside the checkout. The default build is one wheel for every CPU of
 # the architecture with the best kernels for each: llama.cpp's CPU backend as one library per
 # micro-architecture (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS; x86-64: from SSE4.2 and AVX2 to
-# AVX512-VNNI/BF16; the AMX one is built but not loaded: its kernels crash, see README), installed
+# AVX512-VNNI/BF16; the AMX one is built but not loaded: its kernels crash, see
+# docs/building-llama-cpp.md), installed
 # next to libllama (GGML_BACKEND_DIR, relative to the wheel's root: typed STRING, since CMake makes
 # an untyped relative PATH absolute against the build's temporary source folder, outside the wheel);
 # edge_llm loads the best one for the CPU it runs on (`edge-llm info --system` says which).
@@ -117,7 +118,7 @@ reliability:
 
 # Knowledge density of the shipped models and SmolLM2's quantizations (quick suite, with paired
 # verdicts against the shipped Q4_1), and the full suite on the default model: about 50 minutes on
-# 2 idle CPUs (estimated from token counts; see README). Results: bench/results/ (not committed).
+# 2 idle CPUs (estimated from token counts; see docs/benchmark.md). Results: bench/results/ (not committed).
 bench:
 	$(BIN)/python -m scripts.knowledge_density --full
 

@@ -75,7 +75,11 @@ def run(
     ] = None,
     suite: Annotated[
         str,
-        typer.Option("--suite", "-s", help="quick, full, a suite .toml or a user suite .jsonl."),
+        typer.Option(
+            "--suite",
+            "-s",
+            help="quick, full, real-quick, real, a suite .toml or a user suite .jsonl.",
+        ),
     ] = "quick",
     device: Annotated[
         str | None,

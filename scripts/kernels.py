@@ -46,7 +46,7 @@ NATIVE_FLAGS = (
     "-DLLAMA_OPENSSL=OFF",
 )
 # -march=native turns on AMX where the CPU has it, and this llama.cpp's AMX matmul crashes when GCC
-# builds it (see README, Building llama.cpp for your hardware): the baseline is -march=native
+# builds it (see docs/building-llama-cpp.md): the baseline is -march=native
 # without the AMX tiles, the best this llama.cpp can do here.
 if platform.machine() == "x86_64":
     NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"

@@ -84,7 +84,7 @@ def devices(
     print(
         f"this llama.cpp build ({detect.llama_cpp_version()}): backends "
         f"{', '.join(backends) or 'CPU'}"
-        + ("" if gpu else "; no GPU backend (see README: GPU builds, LLAMA_CMAKE_ARGS)")
+        + ("" if gpu else "; no GPU backend (see docs/building-llama-cpp.md: LLAMA_CMAKE_ARGS)")
     )
     from edge_llm.llama.binding import cpu_kernels
 

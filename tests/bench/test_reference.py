@@ -1,4 +1,4 @@
-"""`edge-llm bench MODEL --reference REF --reference-is WHAT` (README, Knowledge density): the
+"""`edge-llm bench MODEL --reference REF --reference-is WHAT` (docs/benchmark.md): the
 fidelity task runs against the reference and the record says what the reference is. Judged by
 hand-computed cases: a model against itself has KL 0, top-1 agreement 1 and perplexity ratio 1;
 the scored token count is chunks x (n_ctx - 1 - n_ctx/2), as llama-perplexity scores them."""

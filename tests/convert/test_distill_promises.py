@@ -1,7 +1,8 @@
-"""README promises of `edge-llm distill` not covered by tests/convert/test_distill.py: the resume refusal
-(a checkpoint made with another recipe) and the remaining one-line errors (an existing output,
-a malformed JSONL line, widths beyond the teacher's, --device cuda without CUDA). Each message is
-judged against the README's wording: one line, what is wrong and what to do, nothing written."""
+"""Promises of `edge-llm distill` (docs/distillation.md) not covered by
+tests/convert/test_distill.py: the resume refusal (a checkpoint made with another recipe) and the
+remaining one-line errors (an existing output, a malformed JSONL line, widths beyond the
+teacher's, --device cuda without CUDA). Each message is judged against the docs' wording: one
+line, what is wrong and what to do, nothing written."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Facts the project states about llama.cpp, asked of llama.cpp itself, and README promises that
-had no test.
+"""Facts the project states about llama.cpp, asked of llama.cpp itself, and promises of the docs
+(docs/converting.md, docs/python-api.md) that had no test.
 
 Judges: llama-cpp-python's LLAMA_FTYPE_* constants (file types), llama.cpp's quantizer run
-without an importance matrix (which file and tensor types need one), a transcript written out by hand
-(a model without a chat template), the README's wording (Phi-3 LongRoPE is refused).
+without an importance matrix (which file and tensor types need one), a transcript written out by
+hand (a model without a chat template), the docs' wording (Phi-3 LongRoPE is refused).
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def test_tensor_types_that_need_an_imatrix_are_those_llama_cpp_refuses(f32_gguf,
 
 
 def test_a_gguf_without_a_chat_template_chats_in_a_plain_transcript(tmp_path):
-    """README: a GGUF without a template is a completion model; chat gives it `User: ...` /
-    `Assistant:` (not ChatML tags it never learned)."""
+    """docs/python-api.md: a GGUF without a template is a completion model; chat gives it
+    `User: ...` / `Assistant:` (not ChatML tags it never learned)."""
     import edge_llm
 
     src = make_checkpoint(tmp_path / "tiny", **DIMS)

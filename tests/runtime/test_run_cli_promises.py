@@ -1,4 +1,4 @@
-"""README promises of `edge-llm run` (stdin prompt, --chat with --system, --stats) judged by
+"""Promises of `edge-llm run` (docs/cli.md) (stdin prompt, --chat with --system, --stats) judged by
 llama-cpp-python's own `Llama` (greedy, the same GGUF, its own Jinja rendering of the GGUF's chat
 template) and by hand-written expectations."""
 
