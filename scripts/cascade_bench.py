@@ -234,11 +234,56 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
     return items
 
 
+def item_key(it: dict) -> str:
+    """What makes two items' cloud answers interchangeable: the prompt and how it is generated."""
+    import hashlib
+
+    text = json.dumps([it["prompt"], it["max_tokens"], it["stop"]])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reusable_cloud(path: Path | None, cloud: str) -> dict[str, dict]:
+    """The cloud's answers of an earlier result for the same cloud model, by item key (a second
+    device measured against the same cloud need not ask it again: greedy, so the same text)."""
+    if path is None:
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("cloud") != cloud:
+        raise SystemExit(f"error: {path} holds {old.get('cloud')}'s answers, not {cloud}'s")
+    return {r["key"]: r for r in old["items"] if "key" in r}
+
+
+def ask_cloud(client: CloudClient, it: dict, reuse: dict[str, dict]) -> tuple[str, float, int]:
+    """(text, seconds, tokens) of the cloud's answer, from ``reuse`` when it holds the item."""
+    old = reuse.get(item_key(it))
+    if old is not None:
+        return old["cloud_text"], old["cloud_s"], old["cloud_tokens"]
+    try:
+        a = client.complete(
+            client.body(
+                prompt=it["prompt"],
+                max_tokens=it["max_tokens"],
+                temperature=0,
+                stop=it["stop"],
+                seed=0,
+            )
+        )
+    except CloudError as e:
+        raise SystemExit(f"error: the cloud failed during the benchmark: {e}") from None
+    return a.text, a.seconds, a.prompt_tokens + a.completion_tokens
+
+
 def run_items(
-    cascade: Cascade, client: CloudClient, items: list[dict], k: int, meter: Any
+    cascade: Cascade,
+    client: CloudClient,
+    items: list[dict],
+    k: int,
+    meter: Any,
+    reuse: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Each item answered by the device (with its signals and, where the host has a meter
-    (bench.energy), the joules spent while it answered) and by the cloud."""
+    (bench.energy), the joules spent while it answered) and by the cloud (or its earlier answer
+    from ``reuse``: see reusable_cloud)."""
     rows = []
     for i, it in enumerate(items, 1):
         e0 = meter.read() if meter.available else None
@@ -248,24 +293,12 @@ def run_items(
         )
         device_s = time.perf_counter() - t0
         joules = meter.joules(e0, meter.read()) if meter.available else None
-        try:
-            a = client.complete(
-                client.body(
-                    prompt=it["prompt"],
-                    max_tokens=it["max_tokens"],
-                    temperature=0,
-                    stop=it["stop"],
-                    seed=0,
-                )
-            )
-            cloud_text, cloud_s = a.text, a.seconds
-            cloud_tokens = a.prompt_tokens + a.completion_tokens
-        except CloudError as e:
-            raise SystemExit(f"error: the cloud failed during the benchmark: {e}") from None
+        cloud_text, cloud_s, cloud_tokens = ask_cloud(client, it, reuse or {})
         rows.append(
             {
                 "suite": it["suite"],
                 "id": it["id"],
+                "key": item_key(it),
                 "device_text": d.text,
                 "cloud_text": cloud_text,
                 "device_correct": bool(it["correct"](d.text)),
@@ -387,6 +420,8 @@ def summarize(rows: list[dict], k: int, params: tuple[int, int] = (0, 0)) -> dic
             for c in [0.0, *GRID]
         ]
         res["vs_random_at_30"] = _vs_random(s, dev, cloud, 0.3)
+        res["of_cloud_at_50"] = _of_cloud(s, dev, cloud, 0.5)
+        res["share_for_95pct_of_cloud"] = _share_for(acc, 0.95 * cloud.mean())
         res["cost_at_30"] = _costs(rows, s, 0.3)
         out["routers"][name] = res
     best = max(
@@ -451,6 +486,42 @@ def _vs_random(s: np.ndarray, dev: np.ndarray, cloud: np.ndarray, share: float) 
     rand = share * cloud + (1 - share) * dev
     lo, hi, p = stats.paired_bootstrap_ci(lambda a, b: b.mean() - a.mean(), [(rand, routed)])
     return {"difference": float(routed.mean() - rand.mean()), "ci95": [lo, hi], "p": p}
+
+
+def _escalated(s: np.ndarray, share: float) -> np.ndarray:
+    """Which items a router escalates at ``share``: the round(share x n) least confident."""
+    up = np.zeros(len(s), bool)
+    up[np.argsort(s, kind="stable")[: round(share * len(s))]] = True
+    return up
+
+
+def _of_cloud(s: np.ndarray, dev: np.ndarray, cloud: np.ndarray, share: float) -> dict[str, Any]:
+    """The cascade's accuracy at ``share`` escalated as a fraction of cloud-only accuracy, with a
+    paired bootstrap interval (per item: the cascade's outcome and the cloud's, resampled
+    together; the routing decisions fixed; a draw in which the cloud gets nothing right has no
+    fraction and is left out)."""
+    routed = np.where(_escalated(s, share), cloud, dev).astype(float)
+    c = cloud.astype(float)
+    if c.sum() == 0:
+        return {"fraction": math.nan, "ci95": [math.nan, math.nan]}
+
+    rng = np.random.default_rng(stats.SEED)
+    idx = rng.integers(0, len(c), size=(stats.BOOTSTRAP, len(c)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = routed[idx].mean(axis=1) / c[idx].mean(axis=1)
+    lo, hi = np.percentile(
+        draws[np.isfinite(draws)], [2.5, 97.5]
+    )  # a draw without a cloud hit: out
+    return {"fraction": float(routed.mean() / c.mean()), "ci95": [lo, hi]}
+
+
+def _share_for(acc: np.ndarray, target: float) -> float:
+    """The least share of requests escalated (k/n) whose accuracy reaches ``target``."""
+    n = len(acc) - 1
+    for k in range(n + 1):
+        if acc[k] >= target - 1e-12:
+            return k / n
+    return math.nan
 
 
 def _costs(rows: list[dict], s: np.ndarray, share: float) -> dict[str, Any]:
@@ -528,6 +599,20 @@ def table(name: str, s: dict[str, Any]) -> str:
             "note: the cloud is not more accurate than the device on these items: there is no gap "
             "to recover, so APGR and CPT (RouteLLM's, which assume a stronger cloud) say nothing.",
         ]
+    b = s["routers"][s["best"]]
+    oc = b.get("of_cloud_at_50")
+    if oc and math.isfinite(oc["fraction"]):
+        need = b.get("share_for_95pct_of_cloud", math.nan)
+        lines += [
+            "",
+            f"best router by APGR ({s['best']}): at 50% escalated, {oc['fraction']:.1%} of "
+            f"cloud-only accuracy [{oc['ci95'][0]:.1%}, {oc['ci95'][1]:.1%}] (paired bootstrap); "
+            + (
+                f"95% of cloud-only accuracy reached at {need:.0%} escalated."
+                if math.isfinite(need)
+                else "95% of cloud-only accuracy not reached."
+            ),
+        ]
     lat = s["latency"]
     lines += [
         "",
@@ -603,7 +688,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if hasattr(meter, "start"):  # a sampled meter's thread (bench.compute does the same)
             meter.start()
         try:
-            result["items"] = run_items(probe, client, items, args.k_samples, meter)
+            reuse = reusable_cloud(args.reuse_cloud, args.cloud)
+            result["items"] = run_items(probe, client, items, args.k_samples, meter, reuse)
+            result["cloud_reused"] = sum(r["key"] in reuse for r in result["items"])
         finally:
             if hasattr(meter, "stop"):
                 meter.stop()
@@ -671,6 +758,12 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, help="write the curves as a PNG here")
     ap.add_argument("--save-router", type=Path, help="fit a router on all items and save it")
     ap.add_argument("--analyze", type=Path, help="recompute the figures of a saved result JSON")
+    ap.add_argument(
+        "--reuse-cloud",
+        type=Path,
+        metavar="RESULT",
+        help="take the cloud's answers from an earlier result with the same cloud model",
+    )
     args = ap.parse_args()
     if args.analyze:
         result = json.loads(args.analyze.read_text())

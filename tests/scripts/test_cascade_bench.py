@@ -36,3 +36,38 @@ def test_oracle_and_random():
     line = np.linspace(0.5, 0.75, 101)
     assert cb.apgr(line) == pytest.approx(0.5)
     assert math.isnan(cb.apgr(np.array([0.5, 0.5])))  # no gap to recover
+
+
+def test_fraction_of_cloud_and_share_for_a_target_by_hand():
+    # at 50% the two least confident (items 1 and 2) go up: outcomes 1, 1, 0, 1 = 0.75, which is
+    # all of the cloud's 0.75
+    r = cb._of_cloud(SCORES, DEV, CLOUD, 0.5)
+    assert r["fraction"] == pytest.approx(1.0)
+    assert r["ci95"][0] <= 1.0 <= r["ci95"][1]
+    # at 25% (item 1 only) the cascade is already at 0.75; 95% of it (0.7125) needs k = 1
+    acc = cb.curve(SCORES, DEV, CLOUD)
+    assert cb._share_for(acc, 0.95 * 0.75) == 0.25
+    assert cb._share_for(cb.curve(-SCORES, DEV, CLOUD), 0.95 * 0.75) == 1.0
+    assert math.isnan(cb._share_for(acc, 0.9))  # no share reaches more than the best curve
+
+
+def test_cloud_answers_are_reused_only_for_the_same_prompt_and_cloud(tmp_path):
+    it = {"prompt": "Q: 2+2\nA:", "max_tokens": 8, "stop": ["\n"]}
+    old = {
+        "cloud": "big",
+        "items": [{"key": cb.item_key(it), "cloud_text": " 4", "cloud_s": 1.5, "cloud_tokens": 9}],
+    }
+    path = tmp_path / "old.json"
+    path.write_text(__import__("json").dumps(old))
+    reuse = cb.reusable_cloud(path, "big")
+
+    class NoCloud:  # any call to the cloud fails the test
+        def __getattr__(self, name):
+            raise AssertionError("the cloud was asked")
+
+    assert cb.ask_cloud(NoCloud(), it, reuse) == (" 4", 1.5, 9)
+    other = dict(it, max_tokens=16)  # another generation of the same prompt: not interchangeable
+    with pytest.raises(AssertionError):
+        cb.ask_cloud(NoCloud(), other, reuse)
+    with pytest.raises(SystemExit, match="big's answers, not small's"):
+        cb.reusable_cloud(path, "small")
