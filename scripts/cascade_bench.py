@@ -1,6 +1,7 @@
 """`make bench-cascade`: what an edge-cloud cascade buys, per router signal, with intervals.
 
-For each item (the project's k12-math items, and GSM8K when ``bench.suites.gsm8k`` exists) the
+For each item (the project's k12-math items as 3-shot raw prompts, and the real exams' GSM8K
+items asked as ``bench`` asks them: the chat template with 3 worked examples as earlier turns) the
 device model answers through ``edge_llm.Cascade`` (greedy; its signals recorded from its own
 generation) and the cloud model answers the same prompt through its OpenAI-compatible endpoint.
 The cloud is started here on loopback: llama.cpp's own ``llama-server``, built once from the
@@ -33,7 +34,6 @@ be answered.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -59,7 +59,6 @@ from edge_llm.fsutil import atomic_path, cache_dir
 
 LLAMA_CPP_VERSION = "0.3.36"
 GRID = [i / 10 for i in range(1, 11)]  # the curve is reported at 0%, 10%, ..., 100% of calls
-GSM8K_PROMPT = "Question: {q}\nAnswer: Let's think step by step."
 
 
 # --- the cloud, on loopback -------------------------------------------------------------------
@@ -209,36 +208,39 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
             }
         )
     if n_gsm8k:
-        try:
-            gsm = importlib.import_module("bench.suites.gsm8k")
-        except ImportError:
-            print("note: bench.suites.gsm8k is not there yet: k12 items only", file=sys.stderr)
-            return items
-        for i, it in enumerate(gsm.load_items()[:n_gsm8k]):
-            prompt = (
-                gsm.prompt(it) if hasattr(gsm, "prompt") else GSM8K_PROMPT.format(q=it["question"])
-            )
+        from bench.suites import gsm8k
+
+        # the real exams' GSM8K as bench asks it: the model's chat template, `shots` worked
+        # examples as earlier turns, the same items (gsm8k.pick) and lm-eval's scoring
+        for it in gsm8k.pick(n_gsm8k, seed=0):
             items.append(
                 {
                     "suite": "gsm8k",
-                    "id": f"gsm8k-{i}",
-                    "prompt": prompt,
-                    "stop": ["\n\nQuestion:", "Question:"],
+                    "id": f"gsm8k-{it['id']}",
+                    "messages": gsm8k.conversation(it["question"], shots),
+                    "stop": [],
                     "max_tokens": 256,
-                    # lm-eval's flexible-extract and exact_match against the worked answer
-                    "correct": lambda text, ref=it["answer"]: gsm.exact_match(
-                        gsm.flexible_extract(text), ref
+                    "correct": lambda text, ref=it["answer"]: gsm8k.exact_match(
+                        gsm8k.flexible_extract(text), ref
                     ),
                 }
             )
     return items
 
 
+def answer(cascade: Cascade, it: dict, **sampling: Any) -> Any:
+    """The cascade's greedy answer to an item: a chat (``messages``) or a raw prompt."""
+    kw = {"max_tokens": it["max_tokens"], "temperature": 0, "stop": it["stop"], **sampling}
+    if "messages" in it:
+        return cascade.chat(it["messages"], **kw)
+    return cascade.generate(it["prompt"], **kw)
+
+
 def item_key(it: dict) -> str:
     """What makes two items' cloud answers interchangeable: the prompt and how it is generated."""
     import hashlib
 
-    text = json.dumps([it["prompt"], it["max_tokens"], it["stop"]])
+    text = json.dumps([it.get("prompt"), it.get("messages"), it["max_tokens"], it["stop"]])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -259,14 +261,9 @@ def ask_cloud(client: CloudClient, it: dict, reuse: dict[str, dict]) -> tuple[st
     if old is not None:
         return old["cloud_text"], old["cloud_s"], old["cloud_tokens"]
     try:
+        ask = {"messages": it["messages"]} if "messages" in it else {"prompt": it["prompt"]}
         a = client.complete(
-            client.body(
-                prompt=it["prompt"],
-                max_tokens=it["max_tokens"],
-                temperature=0,
-                stop=it["stop"],
-                seed=0,
-            )
+            client.body(**ask, max_tokens=it["max_tokens"], temperature=0, stop=it["stop"], seed=0)
         )
     except CloudError as e:
         raise SystemExit(f"error: the cloud failed during the benchmark: {e}") from None
@@ -288,9 +285,7 @@ def run_items(
     for i, it in enumerate(items, 1):
         e0 = meter.read() if meter.available else None
         t0 = time.perf_counter()
-        d = cascade.generate(
-            it["prompt"], max_tokens=it["max_tokens"], temperature=0, stop=it["stop"], seed=0
-        )
+        d = answer(cascade, it, seed=0)
         device_s = time.perf_counter() - t0
         joules = meter.joules(e0, meter.read()) if meter.available else None
         cloud_text, cloud_s, cloud_tokens = ask_cloud(client, it, reuse or {})
@@ -560,9 +555,7 @@ def kill_test(cascade: Cascade, proc: subprocess.Popen, items: list[dict]) -> di
         if i == len(items) // 2:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        r = cascade.generate(
-            it["prompt"], max_tokens=it["max_tokens"], temperature=0, stop=it["stop"]
-        )
+        r = answer(cascade, it)
         answered += bool(r.text is not None)
         flagged += r.cloud_error is not None
         by_cloud += r.answered_by == "cloud"
@@ -746,7 +739,9 @@ def main() -> int:
         "cloud", nargs="?", help="the cloud model (a name or .gguf), served on loopback"
     )
     ap.add_argument("--k12", type=int, default=48, help="k12-math items (default 48)")
-    ap.add_argument("--gsm8k", type=int, default=0, help="GSM8K items (needs bench.suites.gsm8k)")
+    ap.add_argument(
+        "--gsm8k", type=int, default=0, help="GSM8K items (the real exams' data: make data)"
+    )
     ap.add_argument("--shots", type=int, default=3)
     ap.add_argument("--k-samples", type=int, default=0, help="sampled answers (agreement signal)")
     ap.add_argument("--engine", choices=("auto", "llama-server", "edge-llm"), default="auto")
