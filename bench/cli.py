@@ -63,84 +63,95 @@ Family = Annotated[
         show_default=False,
     ),
 ]
+# `bench run`'s own arguments and options
+Models = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="GGUF paths or model names (default: smollm2-135m-instruct).", show_default=False
+    ),
+]
+Suite = Annotated[
+    str,
+    typer.Option(
+        "--suite",
+        "-s",
+        help="quick, full, real-quick, real, a suite .toml or a user suite .jsonl.",
+    ),
+]
+Profile = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        "-d",
+        help="Also project decode speed and density on this device "
+        "profile (`edge-llm devices`), labelled projected.",
+        show_default=False,
+    ),
+]
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        help="Reference model for the fidelity task (KL, top-1).",
+        show_default=False,
+    ),
+]
+ReferenceIs = Annotated[
+    str | None,
+    typer.Option(
+        "--reference-is",
+        help="What the reference file is, for the record (e.g. "
+        '"Q4_1 dequantized to F16", "original bf16 checkpoint").',
+        show_default=False,
+    ),
+]
+Prompt = Annotated[
+    str,
+    typer.Option(
+        "--prompt",
+        help="How generation tasks ask: auto (the chat template when the "
+        "GGUF has one, as apps do), chat, or raw (plain few-shot text).",
+    ),
+]
+Adapter = Annotated[
+    str | None,
+    typer.Option(
+        "--adapter",
+        help="A LoRA adapter GGUF: each model runs without it and with it, and the two runs "
+        "are compared item by item (paired); its FLOPs and bytes join the compute per token.",
+        show_default=False,
+    ),
+]
+NoSave = Annotated[bool, typer.Option("--no-save", help="Do not append to the results file.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 
 
 @app.command("run")
 def run(
-    models: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="GGUF paths or model names (default: smollm2-135m-instruct).", show_default=False
-        ),
-    ] = None,
-    suite: Annotated[
-        str,
-        typer.Option(
-            "--suite",
-            "-s",
-            help="quick, full, real-quick, real, a suite .toml or a user suite .jsonl.",
-        ),
-    ] = "quick",
-    device: Annotated[
+    models: Models = None,
+    suite: Suite = "quick",
+    device: Profile = None,
+    reference: Reference = None,
+    reference_is: ReferenceIs = None,
+    recipe_label: Annotated[
         str | None,
         typer.Option(
-            "--device",
-            "-d",
-            help="Also project decode speed and density on this device "
-            "profile (`edge-llm devices`), labelled projected.",
-            show_default=False,
-        ),
-    ] = None,
-    reference: Annotated[
-        str | None,
-        typer.Option(
-            "--reference",
-            help="Reference model for the fidelity task (KL, top-1).",
-            show_default=False,
-        ),
-    ] = None,
-    reference_is: Annotated[
-        str | None,
-        typer.Option(
-            "--reference-is",
-            help="What the reference file is, for the record (e.g. "
-            '"Q4_1 dequantized to F16", "original bf16 checkpoint").',
-            show_default=False,
-        ),
-    ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
+            "--recipe-label",
             "--recipe",
-            help="A label for how the model was made (e.g. distilled-v2).",
+            help="A label for how the model was made (e.g. distilled-v2), stored in the results "
+            "as the recipe's label; not a quantization recipe (convert's --recipe). --recipe is "
+            "its older name.",
             show_default=False,
         ),
     ] = None,
     family: Family = None,
-    prompt: Annotated[
-        str,
-        typer.Option(
-            "--prompt",
-            help="How generation tasks ask: auto (the chat template when the "
-            "GGUF has one, as apps do), chat, or raw (plain few-shot text).",
-        ),
-    ] = "auto",
+    prompt: Prompt = "auto",
     threads: o.Threads = None,
-    adapter: Annotated[
-        str | None,
-        typer.Option(
-            "--adapter",
-            help="A LoRA adapter GGUF: each model runs without it and with it, and the two runs "
-            "are compared item by item (paired); its FLOPs and bytes join the compute per token.",
-            show_default=False,
-        ),
-    ] = None,
+    adapter: Adapter = None,
     output: Results = None,
-    no_save: Annotated[
-        bool, typer.Option("--no-save", help="Do not append to the results file.")
-    ] = False,
+    no_save: NoSave = False,
     as_json: o.Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Benchmark models: capability suites, compute accounting, density; one record per model.
 
@@ -153,43 +164,60 @@ def run(
 
     edge-llm bench [MODEL...] is edge-llm bench run [MODEL...].
     """
-    from bench import density, store, suites
+    from bench import store, suites
+
+    _check_run(threads, prompt)
+    s = suites.load(suite)
+    fam = _load_family(family)
+    out = store.default_path() if output is None else output
+    runs = [(m, a) for m in models or [None] for a in ([None, adapter] if adapter else [None])]
+    kw = dict(
+        threads=threads,
+        device=device,
+        reference=reference,
+        recipe_label=recipe_label,
+        family=fam,
+        prompt=prompt,
+        reference_is=reference_is,
+    )
+    records, pairs = _run_all(
+        runs, s, kw, out=None if no_save else out, quiet=quiet, as_json=as_json
+    )
+    _print_runs(records, pairs, out, as_json=as_json, no_save=no_save)
+
+
+def _check_run(threads: int | None, prompt: str) -> None:
+    from edge_llm.errors import ConfigError
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1 (got {threads})")
+    if prompt not in ("auto", "chat", "raw"):
+        raise ConfigError(f"--prompt must be auto, chat or raw (got {prompt!r})")
+
+
+def _load_family(family: str | None):
+    from bench import density
+
+    if not family:
+        return None
+    fam = density.load_family(family)
+    density.fit_family(fam)  # a family too small to fit is refused before any work
+    return fam
+
+
+def _run_all(runs: list, suite, kw: dict, *, out, quiet: bool, as_json: bool):
+    """Each (model, adapter) run in turn: appended to ``out`` (None: not saved) and summed up as
+    it ends; an adapter's run is paired with the base run before it. Returns (records, pairs)."""
+    from bench import store
     from bench.runner import Progress
     from bench.runner import run as run_one
     from edge_llm.registry import default_model
 
-    if threads is not None and threads < 1:
-        from edge_llm.errors import ConfigError
-
-        raise ConfigError(f"threads must be at least 1 (got {threads})")
-    if prompt not in ("auto", "chat", "raw"):
-        from edge_llm.errors import ConfigError
-
-        raise ConfigError(f"--prompt must be auto, chat or raw (got {prompt!r})")
-    s = suites.load(suite)
-    fam = None
-    if family:
-        fam = density.load_family(family)
-        density.fit_family(fam)  # a family too small to fit is refused before any work
-    out = store.default_path() if output is None else output
     records, pairs, base_items = [], [], {}
-    runs = [(m, a) for m in models or [None] for a in ([None, adapter] if adapter else [None])]
     for m, a in runs:
-        rec = run_one(
-            m or default_model(),
-            s,
-            threads=threads,
-            device=device,
-            reference=reference,
-            recipe_label=recipe,
-            family=fam,
-            progress=Progress(quiet=quiet),
-            prompt=prompt,
-            reference_is=reference_is,
-            adapter=a,
-        )
+        rec = run_one(m or default_model(), suite, progress=Progress(quiet=quiet), adapter=a, **kw)
         items = {t: r["items"] for t, r in rec["tasks"].items() if r.get("items")}
-        if not no_save:
+        if out is not None:
             store.append(out, store.save_items(out, rec))
         records.append(rec)
         if not as_json:
@@ -201,6 +229,10 @@ def run(
 
                 print(markdown(pairs[-1]))
         base_items = items
+    return records, pairs
+
+
+def _print_runs(records: list, pairs: list, out, *, as_json: bool, no_save: bool) -> None:
     if as_json and pairs:
         print(json.dumps({"runs": records, "paired": pairs}, indent=2, ensure_ascii=False))
         return
@@ -230,9 +262,26 @@ def _paired(base: dict, base_items: dict, with_adapter: dict, items: dict) -> di
 def summary(r: dict) -> str:
     from bench.report import label
 
-    c, d, t = r["compute"], r["density"], r["tasks"]
-    f = lambda v, fmt="{:.3f}": "—" if v is None else fmt.format(v)  # noqa: E731
     lines = [f"{label(r)}  (suite {r['suite']['version']}, {r['timing']['total_s']:.0f} s)"]
+    lines += _task_lines(r)
+    lines += _compute_lines(r)
+    p = r.get("projected")
+    if p:
+        lines.append(_projected_line(p))
+    dn = r.get("densing")
+    if dn:
+        lines.append(_densing_line(dn))
+    return "\n".join(lines)
+
+
+def _fmt(v, fmt="{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _task_lines(r: dict) -> list[str]:
+    """A line a task (score and interval), k12-robust's table, the prompts, the adapter."""
+    c, t = r["compute"], r["tasks"]
+    lines = []
     for name, res in t.items():
         if "skipped" in res:
             lines.append(f"  {name:<14} skipped: {res['skipped']}")
@@ -267,8 +316,13 @@ def summary(r: dict) -> str:
             f"  adapter        {a['name']}: rank {a['rank']}, {a['n_params'] / 1e6:.2f} M parameters, "
             f"{a['tensor_bytes'] / 1e6:.2f} MB, +{c['adapter_flops_per_token'] / 1e6:.1f} MFLOP per token"
         )
-    e = c["energy"]
-    lines += [
+    return lines
+
+
+def _compute_lines(r: dict) -> list[str]:
+    """Capability, parameters, compute per token, measured speed, energy, density."""
+    c, d, e, f = r["compute"], r["density"], r["compute"]["energy"], _fmt
+    return [
         f"  capability     {f(r['capability'])}"
         + (
             f" [95% {r['capability_ci95'][0]:.3f} to {r['capability_ci95'][1]:.3f}]"
@@ -297,37 +351,34 @@ def summary(r: dict) -> str:
         f"  density        {f(d['per_gflop'])} per GFLOP, {f(d['per_gb_read'])} per GB read, "
         + (f"{d['per_joule']:.3f} per J" if d["per_joule"] is not None else "per J unavailable"),
     ]
-    p = r.get("projected")
-    if p:
-        lines.append(
-            f"  projected      on {p['device']} ({p['basis']}): decode {p['decode_tokens_per_s']:.1f} tok/s, "
-            f"prefill {p['prefill_tokens_per_s']:.1f} tok/s, {f(p['joules_per_token'], '{:.4f}')} J/token, "
-            f"{f(p['density']['per_joule'])} capability per J, {f(p['density']['per_gb_read'])} per GB read"
-            + ("" if p["fits"] else " (DOES NOT FIT its memory budget)")
+
+
+def _projected_line(p: dict) -> str:
+    f = _fmt
+    return (
+        f"  projected      on {p['device']} ({p['basis']}): decode {p['decode_tokens_per_s']:.1f} tok/s, "
+        f"prefill {p['prefill_tokens_per_s']:.1f} tok/s, {f(p['joules_per_token'], '{:.4f}')} J/token, "
+        f"{f(p['density']['per_joule'])} capability per J, {f(p['density']['per_gb_read'])} per GB read"
+        + ("" if p["fits"] else " (DOES NOT FIT its memory budget)")
+    )
+
+
+def _densing_line(dn: dict) -> str:
+    if "error" in dn:
+        return f"  densing law    {dn['error']}"
+    if dn["effective_params"] is not None:
+        iv = dn["density_95"]
+        return (
+            f"  densing law    effective {dn['effective_params'] / 1e6:.1f} M of {dn['actual_params'] / 1e6:.1f} M "
+            f"{dn['params_kind']} parameters: density {dn['density']:.2f}"
+            + (f" (95%: {iv[0]:.2f}-{iv[1]:.2f}, the score's own interval included)" if iv else "")
+            + f" vs family {dn['family']}"
+            + (" (an EXAMPLE family)" if dn.get("example_family") else "")
+            + (f"; {dn['note']}" if dn["note"] else "")
         )
-    dn = r.get("densing")
-    if dn:
-        if "error" in dn:
-            lines.append(f"  densing law    {dn['error']}")
-        elif dn["effective_params"] is not None:
-            iv = dn["density_95"]
-            lines.append(
-                f"  densing law    effective {dn['effective_params'] / 1e6:.1f} M of {dn['actual_params'] / 1e6:.1f} M "
-                f"{dn['params_kind']} parameters: density {dn['density']:.2f}"
-                + (
-                    f" (95%: {iv[0]:.2f}-{iv[1]:.2f}, the score's own interval included)"
-                    if iv
-                    else ""
-                )
-                + f" vs family {dn['family']}"
-                + (" (an EXAMPLE family)" if dn.get("example_family") else "")
-                + (f"; {dn['note']}" if dn["note"] else "")
-            )
-        else:
-            lines.append(
-                f"  densing law    no effective size: the score is beyond the family's fit ({dn['family']})"
-            )
-    return "\n".join(lines)
+    return (
+        f"  densing law    no effective size: the score is beyond the family's fit ({dn['family']})"
+    )
 
 
 @app.command("report")

@@ -93,6 +93,22 @@ def _rate(u: np.ndarray) -> float:
     return float(u[:, 0].sum() / u[:, 1].sum())
 
 
+def _bootstrap(a: np.ndarray, b: np.ndarray, test: str, lower_is_better=False, **head) -> dict:
+    """The paired-bootstrap record of B's rate minus A's over aligned units (blocks, problems);
+    ``head``: the record's first fields (n, ...)."""
+    lo, hi, p = stats.paired_bootstrap_ci(lambda x, y: _rate(y) - _rate(x), [(a, b)])
+    return {
+        **head,
+        "a": _rate(a),
+        "b": _rate(b),
+        "difference": _rate(b) - _rate(a),
+        "ci95": [lo, hi],
+        "p": p,
+        "test": test,
+        "verdict": stats.verdict(-hi, -lo) if lower_is_better else stats.verdict(lo, hi),
+    }
+
+
 def compare_items(
     a_items: dict[str, list[dict]],
     b_items: dict[str, list[dict]],
@@ -113,19 +129,10 @@ def compare_items(
                 continue
             a = np.array([[x["bits"], x["bytes"]] for x, _ in common])
             b = np.array([[y["bits"], y["bytes"]] for _, y in common])
-            lo, hi, p = stats.paired_bootstrap_ci(lambda x, y: _rate(y) - _rate(x), [(a, b)])
-            v = stats.verdict(-hi, -lo)  # lower bpb is better
-            out[task] = {
-                "n": len(common),
-                "a": _rate(a),
-                "b": _rate(b),
-                "difference": _rate(b) - _rate(a),
-                "ci95": [lo, hi],
-                "p": p,
-                "test": "paired bootstrap over blocks",
-                "verdict": v,
-                "lower_is_better": True,
-            }
+            r = _bootstrap(
+                a, b, "paired bootstrap over blocks", lower_is_better=True, n=len(common)
+            )
+            out[task] = {**r, "lower_is_better": True}
             continue
         if "correct" not in ia[0]:
             continue
@@ -133,21 +140,10 @@ def compare_items(
         if len(a) == 0:
             continue
         if clustered:
-            lo, hi, p = stats.paired_bootstrap_ci(lambda x, y: _rate(y) - _rate(x), [(a, b)])
             n_items = int(a[:, 1].sum())
+            r = _bootstrap(a, b, "paired bootstrap over problems", n=n_items, clusters=len(a))
             disc = sum(bool(x["correct"]) != bool(y["correct"]) for x, y in _aligned(ia, ib))
-            out[task] = {
-                "n": n_items,
-                "clusters": len(a),
-                "a": _rate(a),
-                "b": _rate(b),
-                "difference": _rate(b) - _rate(a),
-                "ci95": [lo, hi],
-                "p": p,
-                "test": "paired bootstrap over problems",
-                "verdict": stats.verdict(lo, hi),
-                "mdd": stats.mdd_paired(disc / n_items, n_items),
-            }
+            out[task] = {**r, "mdd": stats.mdd_paired(disc / n_items, n_items)}
         else:
             r = stats.paired_proportion(a[:, 0] > 0, b[:, 0] > 0)
             out[task] = {**r, "a": _rate(a), "b": _rate(b)}

@@ -220,36 +220,21 @@ def run(
 ) -> dict:
     """Benchmark one model with ``suite``; returns the record (``items`` per task if keep_items).
     ``adapter``: a LoRA adapter GGUF applied throughout; its FLOPs and bytes join the compute."""
-    from edge_llm import validate
     from edge_llm.devices import CpuLoad
-    from edge_llm.registry import looks_like_path, model_name, resolve
+    from edge_llm.registry import model_name
 
     clock = compute.Stopwatch()
     progress = progress or Progress()
-    path = resolve(model)
-    info = validate.check(path)  # what would make llama.cpp abort, refused up front
-    if looks_like_path(model):  # a file edge-llm did not install: let a child crash on it first
-        validate.probe(path)
-    ref_path = resolve(reference) if reference else None
-    if device:  # a bad profile fails now, not after the run
-        from edge_llm.devices.profile import get
-
-        get(device)
-    for task in suite.tasks:
-        S.check_options(suite, task, suite.tasks[task])
-    label = f"{model_name(path, info.metadata)} {recipe(info, None)['file_type'] or path.stem}: "
-    progress.label = label
+    path, info, ref_path = _preflight(model, suite, reference, device)
+    progress.label = (
+        f"{model_name(path, info.metadata)} {recipe(info, None)['file_type'] or path.stem}: "
+    )
     progress.note(f"{path} ({info.file_size / 1e6:.0f} MB), suite {suite.name}")
     digest = sha256_file(path)
     counted = compute.accounting(info, suite.context)
     adapter_rec = None
     if adapter is not None:
-        from edge_llm import adapters
-
-        a = adapters.check(adapter, info)  # a wrong adapter is refused now, not after the run
-        adapter_rec = {**a.summary(), "sha256": sha256_file(a.path)}
-        counted = compute.with_adapter(counted, a)
-        progress.label = label = f"{label[:-2]} + {a.name}: "
+        adapter_rec, counted = _with_adapter(adapter, info, counted, progress)
     load = CpuLoad()
     load.others_busy(wait=True)
     speed_need = suite.speed["prompt_tokens"] + suite.speed["gen_tokens"] + 16
@@ -263,31 +248,97 @@ def run(
         prompt=prompt,
         adapter=Path(adapter) if adapter is not None else None,
     )
+    timing, tasks, speed, peak, rss_reset = _run_tasks(ctx, suite, progress)
+    busy = load.others_busy(wait=False)
+    _annotate(tasks, progress)
+    _add_runtime(counted, speed, peak, rss_reset)
+    record = _record(
+        model=model,
+        suite=suite,
+        path=path,
+        info=info,
+        digest=digest,
+        recipe_label=recipe_label,
+        adapter=adapter_rec,
+        tasks=tasks,
+        speed=speed,
+        busy=busy,
+        device=device,
+        counted=counted,
+        reference=(ref_path, reference_is),
+        timing=timing,
+        clock=clock,
+    )
+    if family is not None:
+        from bench.errors import BenchError
+
+        try:
+            record["densing"] = density.densing(record, family)
+        except BenchError as e:
+            record["densing"] = {"family": family.name, "error": str(e)}
+    if not keep_items:
+        strip_items(record)
+    return record
+
+
+def _preflight(model: str, suite: S.Suite, reference: str | None, device: str | None):
+    """(path, header, reference path): what would fail the run, refused before it starts."""
+    from edge_llm import validate
+    from edge_llm.registry import looks_like_path, resolve
+
+    path = resolve(model)
+    info = validate.check(path)  # what would make llama.cpp abort, refused up front
+    if looks_like_path(model):  # a file edge-llm did not install: let a child crash on it first
+        validate.probe(path)
+    ref_path = resolve(reference) if reference else None
+    if device:  # a bad profile fails now, not after the run
+        from edge_llm.devices.profile import get
+
+        get(device)
+    for task in suite.tasks:
+        S.check_options(suite, task, suite.tasks[task])
+    return path, info, ref_path
+
+
+def _with_adapter(adapter: str, info, counted: dict, progress: Progress):
+    """(the adapter's record, the compute with its FLOPs and bytes); a wrong adapter is refused
+    now, not after the run."""
+    from edge_llm import adapters
+
+    a = adapters.check(adapter, info)
+    rec = {**a.summary(), "sha256": sha256_file(a.path)}
+    progress.label = f"{progress.label[:-2]} + {a.name}: "
+    return rec, compute.with_adapter(counted, a)
+
+
+def _timed(timing: dict, key: str, fn, *args):
+    """``fn(*args)``, its wall seconds recorded as ``timing[key]``."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    timing[key] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _run_tasks(ctx: Context, suite: S.Suite, progress: Progress):
+    """The runtime phase (load, speed, generation tasks; peak RSS), then the scoring phase.
+    Returns (timing, task results, speed, peak RSS, whether the peak was reset first)."""
     timing, tasks = {}, {}
     try:
         # --- the runtime phase: what an app holds and does ------------------------------------
         rss_reset = compute.reset_peak_rss()
-        t0 = time.perf_counter()
-        ctx.model()
-        timing["load_s"] = round(time.perf_counter() - t0, 3)
+        _timed(timing, "load_s", ctx.model)
         progress("speed", 0, suite.speed["reps"])
-        t0 = time.perf_counter()
-        speed = compute.measure_speed(ctx.model(), **suite.speed)
-        timing["speed_s"] = round(time.perf_counter() - t0, 3)
+        speed = _timed(timing, "speed_s", lambda: compute.measure_speed(ctx.model(), **suite.speed))
         progress("speed", suite.speed["reps"], suite.speed["reps"])
         for task in GEN_TASKS:
             if task in suite.tasks:
-                t0 = time.perf_counter()
-                tasks[task] = S.run_task(suite, task, ctx)
-                timing[f"{task}_s"] = round(time.perf_counter() - t0, 3)
+                tasks[task] = _timed(timing, f"{task}_s", S.run_task, suite, task, ctx)
         peak = compute.peak_rss()
         ctx.close_model()
         # --- the scoring phase ------------------------------------------------------------------
         for task in SCORE_TASKS:
             if task in suite.tasks:
-                t0 = time.perf_counter()
-                tasks[task] = S.run_task(suite, task, ctx)
-                timing[f"{task}_s"] = round(time.perf_counter() - t0, 3)
+                tasks[task] = _timed(timing, f"{task}_s", S.run_task, suite, task, ctx)
         for upath in suite.users:
             from bench.suites import user
 
@@ -297,12 +348,14 @@ def run(
             timing[f"user:{r['name']}_s"] = round(time.perf_counter() - t0, 3)
         ctx.close()
         if "fidelity" in suite.tasks:
-            t0 = time.perf_counter()
-            tasks["fidelity"] = S.run_task(suite, "fidelity", ctx)
-            timing["fidelity_s"] = round(time.perf_counter() - t0, 3)
+            tasks["fidelity"] = _timed(timing, "fidelity_s", S.run_task, suite, "fidelity", ctx)
     finally:
         ctx.close()
-    busy = load.others_busy(wait=False)
+    return timing, tasks, speed, peak, rss_reset
+
+
+def _annotate(tasks: dict, progress: Progress) -> None:
+    """Each task's answers digest and interval; a skipped one said."""
     for name, r in tasks.items():
         if "skipped" in r:
             progress.note(f"{name} skipped: {r['skipped']}")
@@ -310,10 +363,10 @@ def run(
             r["answers_digest"] = answers_digest(r)
             if "score" in r and "ci95" not in r:
                 r["ci95"] = density.task_interval(r)
-    ran = [t for t, r in tasks.items() if "skipped" not in r]
-    detail = density.capability_detail(tasks)
-    cap, cap_tasks = detail["value"], detail["tasks"]
-    energy = speed["energy"]
+
+
+def _add_runtime(counted: dict, speed: dict, peak, rss_reset: bool) -> None:
+    """The measured speed, energy and peak memory, beside the counted compute."""
     counted.update(
         prefill_tokens_per_s=speed["prefill_tokens_per_s"],
         decode_tokens_per_s=speed["decode_tokens_per_s"],
@@ -325,11 +378,37 @@ def run(
             if rss_reset
             else "the whole process since it started (peak RSS could not be reset)"
         ),
-        energy=energy,
+        energy=speed["energy"],
         speed=speed,
     )
+
+
+def _record(
+    *,
+    model: str,
+    suite: S.Suite,
+    path: Path,
+    info,
+    digest: str,
+    recipe_label: str | None,
+    adapter: dict | None,
+    tasks: dict,
+    speed: dict,
+    busy,
+    device: str | None,
+    counted: dict,
+    reference: tuple[Path | None, str | None],
+    timing: dict,
+    clock,
+) -> dict:
+    """The run's record (bench.store's schema); ``timing`` gets the total at the end."""
+    ran = [t for t, r in tasks.items() if "skipped" not in r]
+    detail = density.capability_detail(tasks)
+    cap, cap_tasks = detail["value"], detail["tasks"]
+    energy = speed["energy"]
+    ref_path, reference_is = reference
     now = datetime.now(UTC)
-    record = {
+    return {
         "schema": SCHEMA,
         "run_id": f"{now:%Y%m%dT%H%M%S}-{digest[:8]}-{secrets.token_hex(2)}",
         "date": now.isoformat(timespec="seconds"),
@@ -343,7 +422,7 @@ def run(
             "architecture": info.architecture,
             "recipe": recipe(info, recipe_label),
         },
-        "adapter": adapter_rec,
+        "adapter": adapter,
         "suite": {
             "name": suite.name,
             "version": S.version(suite, ran),
@@ -378,16 +457,6 @@ def run(
         "reference": describe_reference(ref_path, reference_is) if ref_path else None,
         "timing": {**timing, "total_s": clock()},
     }
-    if family is not None:
-        from bench.errors import BenchError
-
-        try:
-            record["densing"] = density.densing(record, family)
-        except BenchError as e:
-            record["densing"] = {"family": family.name, "error": str(e)}
-    if not keep_items:
-        strip_items(record)
-    return record
 
 
 def describe_reference(path: Path, what: str | None) -> dict:

@@ -7,7 +7,6 @@ group ``edge_llm.commands``, and `edge_llm.cli` calls it; the runtime package ne
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ import typer
 
 from edge_llm.cli import options as o
 
-# the project's calibration text, packaged with the benchmark's texts (bench/data)
-_CALIBRATION = Path(str(importlib.resources.files("bench").joinpath("data/calibration.txt")))
+# the quantizing options are declared once, in edge_llm.cli.options (`pull` takes them too)
+QuantType = o.quant_option("--type", default="F16, BF16 for a bf16 checkpoint")
 
 
 def convert(
@@ -32,14 +31,7 @@ def convert(
             show_default=False,
         ),
     ] = None,
-    type: Annotated[
-        str | None,
-        typer.Option(
-            "--type",
-            help="F32, F16, BF16, Q8_0 or any llama.cpp type (Q4_K_M, IQ4_XS, ...) [default: F16, BF16 for a bf16 checkpoint]",
-            show_default=False,
-        ),
-    ] = None,
+    type: QuantType = None,
     pre: Annotated[
         str | None,
         typer.Option(
@@ -55,46 +47,11 @@ def convert(
             help="Compare the output with a reference on a few prompts (top-1 agreement, KL divergence).",
         ),
     ] = False,
-    imatrix: Annotated[
-        str | None,
-        typer.Option(
-            "--imatrix",
-            help="Importance matrix for llama.cpp's quantizer: a file (edge-llm imatrix / llama-imatrix) or 'auto' (computed on the calibration text).",
-            show_default=False,
-        ),
-    ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            "--recipe",
-            help="Per-tensor types from a recipe: a preset (q4_k_m, q3_k_m) or a TOML file.",
-            show_default=False,
-        ),
-    ] = None,
-    target_size: Annotated[
-        str | None,
-        typer.Option(
-            "--target-size",
-            help="Size budget (e.g. 80MB, 300MiB): the type of each tensor is chosen to minimise the predicted KL divergence within it (imatrix: auto unless given).",
-            show_default=False,
-        ),
-    ] = None,
-    target_bpw: Annotated[
-        float | None,
-        typer.Option(
-            "--target-bpw",
-            help="Size budget in bits per weight (tensor data / parameters, as `info` reports).",
-            show_default=False,
-        ),
-    ] = None,
-    calibration: Annotated[
-        Path | None,
-        typer.Option(
-            "--calibration",
-            help="Text for --imatrix auto and the size budget's probes (default: the project's bench/data/calibration.txt)",
-            show_default=False,
-        ),
-    ] = None,
+    imatrix: o.Imatrix = None,
+    recipe: o.QuantRecipe = None,
+    target_size: o.TargetSize = None,
+    target_bpw: o.TargetBpw = None,
+    calibration: o.Calibration = None,
     allow_nonfinite: Annotated[
         bool,
         typer.Option(
@@ -132,38 +89,52 @@ def convert(
 
     A PEFT LoRA adapter: edge-llm convert --lora ADAPTER_DIR --base BASE -o adapter.gguf
     """
-    from convert import convert as run
     from convert.errors import ConvertError
+    from convert.quant.options import QuantOptions
 
     if lora is not None or src is None:
         _convert_lora(src, lora, base, output, outtype, as_json, force)
         return
-
     if verify and src.is_file():
         raise ConvertError(
             f"--verify compares with a checkpoint; for a GGUF run `edge-llm compare {src} {output}`"
         )
-
-    from edge_llm.cli.progress import progress_bar
-
-    quiet = as_json or not sys.stderr.isatty()
-    kw = dict(
+    quant = QuantOptions(
         type=type,
-        pre=pre,
-        threads=threads,
-        imatrix=imatrix,
         recipe=recipe,
         target_size=target_size,
         target_bpw=target_bpw,
+        imatrix=imatrix,
         calibration=calibration,
-        force=force,
     )
-    if allow_nonfinite:
-        kw["allow_nonfinite"] = True
+    quiet = as_json or not sys.stderr.isatty()
+    result = _run_convert(src, output, quant, pre, threads, force, allow_nonfinite, quiet)
+    summary = _summary(result)
+    if verify:
+        summary["verify"] = _verify(src, result, threads, quiet)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_result(result, summary.get("verify"))
+
+
+def _run_convert(src, output, quant, pre, threads, force, allow_nonfinite, quiet):
+    """The conversion, with a progress bar unless ``quiet``; its warnings on stderr."""
+    from convert import convert as run
+    from edge_llm.cli.progress import progress_bar
+
+    kw = {"allow_nonfinite": True} if allow_nonfinite else {}
     with progress_bar(not quiet) as update:
-        result = run(src, output, progress=update, **kw)
+        result = run(
+            src, output, quant, pre=pre, progress=update, threads=threads, force=force, **kw
+        )
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    return result
+
+
+def _summary(result) -> dict:
+    """What `convert --json` prints: the file, and how it was made when that is not plain."""
     summary = {
         "path": str(result.path),
         "architecture": result.architecture,
@@ -177,18 +148,23 @@ def convert(
             summary[key] = getattr(result, key)
     if result.warnings:
         summary["warnings"] = result.warnings
-    if verify:
-        import time
+    return summary
 
-        from convert.verify import verify as check
 
-        say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-        t0 = time.perf_counter()
-        summary["verify"] = check(src, result.path, threads=threads, progress=say)
-        summary["verify"]["seconds"] = round(time.perf_counter() - t0, 2)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
+def _verify(src, result, threads, quiet) -> dict:
+    """--verify: the output against the checkpoint (top-1 agreement, KL divergence), timed."""
+    import time
+
+    from convert.verify import verify as check
+
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    out = check(src, result.path, threads=threads, progress=say)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _print_result(result, verified: dict | None) -> None:
     print(
         f"wrote {result.path} ({result.architecture}, {result.type}, {result.tensors} tensors, "
         f"{result.bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s"
@@ -199,14 +175,15 @@ def convert(
             f"{result.predicted_kld:.4g} (measure it with `edge-llm compare`)"
         )
     if result.budget_check:
+        name = lambda k: "knapsack mix" if k == "budget" else k  # noqa: E731
         m = result.budget_check["measured_kld"]
         print(
             "measured on the calibration text (mean KLD): "
-            + ", ".join(f"{'knapsack mix' if k == 'budget' else k} {v:.4g}" for k, v in m.items())
-            + f"; kept: {'knapsack mix' if result.budget_check['chosen'] == 'budget' else result.budget_check['chosen']}"
+            + ", ".join(f"{name(k)} {v:.4g}" for k, v in m.items())
+            + f"; kept: {name(result.budget_check['chosen'])}"
         )
-    if verify:
-        v = summary["verify"]
+    if verified:
+        v = verified
         print(
             f"verify against {v['reference']}: top-1 agreement {v['top1_agreement']:.4f}, "
             f"mean KL {v['mean_kl']:.3g} over {v['positions']} positions, in {v['seconds']:.1f} s "
@@ -271,14 +248,14 @@ def imatrix(
         ),
     ],
     text: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--text",
             "-f",
             help="Calibration text (default: the project's bench/data/calibration.txt)",
             show_default=False,
         ),
-    ] = _CALIBRATION,
+    ] = None,
     output: Annotated[
         Path,
         typer.Option("--output", "-o", help="The imatrix file to write (llama.cpp's GGUF format)."),
@@ -294,10 +271,12 @@ def imatrix(
     force: o.Force = False,
 ) -> None:
     """Compute an importance matrix (llama-imatrix's quantity and file format) over a text."""
-    from convert.imatrix import collect
     from convert.outputs import check_output
+    from convert.quant.imatrix import collect
+    from convert.quant.options import calibration_path
 
     path = o.model_path(model)
+    text = calibration_path(text)
     check_output(output, [path, text], force=force)
     body = o.read_text(text, "calibration text")
     show = not as_json and sys.stderr.isatty()

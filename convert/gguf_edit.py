@@ -7,104 +7,36 @@
   tensors is quantized differently from the rest.
 - `planned_size`: the exact size of a file with a given header and per-tensor types.
 
-The header is parsed, changed and serialized by ``gguf_*`` in libggml-base (through libllama's
-handle, like edge_llm.gguf_info), so offsets, padding and alignment are llama.cpp's.
+The header is parsed, changed and serialized by llama.cpp's own GGUF code (edge_llm.llama.gguf,
+like edge_llm.gguf_info), so offsets, padding and alignment are llama.cpp's.
 """
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 from pathlib import Path
 from typing import Any
 
 from convert.errors import ConvertError
-from edge_llm.llama import binding
+from edge_llm.llama import gguf
+from edge_llm.llama.binding import LoadError
 
 
-class Header:
-    """A GGUF's metadata and tensor table, held by llama.cpp's gguf context (no tensor data)."""
+class Header(gguf.Header):
+    """A GGUF's metadata and tensor table, held by llama.cpp's gguf context (no tensor data);
+    ConvertError for a file llama.cpp cannot parse or a tensor it lacks."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.lib = binding.lib()
-        self.ctx = self.lib.gguf_init_from_file(
-            str(self.path).encode(), binding.GgufInitParams(True, None)
-        )
-        if not self.ctx:
-            raise ConvertError(f"{self.path} is not a readable GGUF; convert it again")
+        try:
+            super().__init__(path)
+        except LoadError:
+            raise ConvertError(f"{Path(path)} is not a readable GGUF; convert it again") from None
 
-    def close(self) -> None:
-        if self.ctx:
-            self.lib.gguf_free(self.ctx)
-            self.ctx = None
-
-    def __enter__(self) -> Header:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # --- tensors -------------------------------------------------------------------------------
-    def tensor_names(self) -> list[str]:
-        return [
-            self.lib.gguf_get_tensor_name(self.ctx, i).decode()
-            for i in range(self.lib.gguf_get_n_tensors(self.ctx))
-        ]
-
-    def _id(self, name: str) -> int:
-        i = self.lib.gguf_find_tensor(self.ctx, name.encode())
-        if i < 0:
-            raise ConvertError(f"{self.path} has no tensor {name}")
-        return i
-
-    def tensor_type(self, name: str) -> int:
-        return self.lib.gguf_get_tensor_type(self.ctx, self._id(name))
-
-    def tensor_span(self, name: str) -> tuple[int, int]:
-        """(absolute file offset, size in bytes) of a tensor's data."""
-        i = self._id(name)
-        base = self.lib.gguf_get_data_offset(self.ctx)
-        return base + self.lib.gguf_get_tensor_offset(self.ctx, i), self.lib.gguf_get_tensor_size(
-            self.ctx, i
-        )
-
-    def set_tensor_type(self, name: str, ggml_type: int) -> None:
-        self._id(name)
-        self.lib.gguf_set_tensor_type(self.ctx, name.encode(), int(ggml_type))
-
-    # --- metadata ------------------------------------------------------------------------------
-    def set(self, key: str, value: Any) -> None:
-        """Add or replace a key: str, bool, int (u32, or u64 when large; i32 if negative),
-        float (f32), or a list of str."""
-        k, lib = key.encode(), self.lib
-        if isinstance(value, bool):
-            lib.gguf_set_val_bool(self.ctx, k, value)
-        elif isinstance(value, int):
-            if value < 0:
-                lib.gguf_set_val_i32(self.ctx, k, value)
-            elif value < 2**32:
-                lib.gguf_set_val_u32(self.ctx, k, value)
-            else:
-                lib.gguf_set_val_u64(self.ctx, k, value)
-        elif isinstance(value, float):
-            lib.gguf_set_val_f32(self.ctx, k, value)
-        elif isinstance(value, str):
-            lib.gguf_set_val_str(self.ctx, k, value.encode())
-        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            arr = (ctypes.c_char_p * max(len(value), 1))(*[v.encode() for v in value])
-            lib.gguf_set_arr_str(self.ctx, k, arr, len(value))
-        else:
-            raise TypeError(f"no GGUF metadata type for {key}={value!r}")
-
-    def meta_bytes(self) -> bytes:
-        n = self.lib.gguf_get_meta_size(self.ctx)
-        buf = ctypes.create_string_buffer(n)
-        self.lib.gguf_get_meta_data(self.ctx, buf)
-        return buf.raw[:n]
-
-    def alignment(self) -> int:
-        return int(self.lib.gguf_get_alignment(self.ctx))
+    def tensor_id(self, name: str) -> int:
+        try:
+            return super().tensor_id(name)
+        except KeyError:
+            raise ConvertError(f"{self.path} has no tensor {name}") from None
 
     def data_size(self) -> int:
         """Bytes of the data section: every tensor, each padded to the alignment."""
@@ -117,7 +49,7 @@ def _pad(n: int, align: int) -> int:
 
 
 def tensor_nbytes(ggml_type: int, n_elements: int) -> int:
-    from convert import ggml_types
+    from convert.quant import ggml_types
 
     return ggml_types.nbytes(ggml_type, n_elements)
 
@@ -126,7 +58,7 @@ def stamp(src: str | Path, dst: str | Path, values: dict[str, Any]) -> None:
     """Write ``dst``: ``src`` with the metadata ``values`` set (tensor data copied verbatim)."""
     src, dst = Path(src), Path(dst)
     with Header(src) as h:
-        start = h.lib.gguf_get_data_offset(h.ctx)
+        start = h.data_offset()
         for k, v in values.items():
             h.set(k, v)
         meta = h.meta_bytes()

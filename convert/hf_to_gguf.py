@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 
-from convert import archs, budget, quantize, recipes, validate
-from convert import quantize_job as qj
+from convert import archs, validate
 from convert.archs.base import Architecture
 from convert.checkpoint import Checkpoint
 from convert.errors import ConvertError
-from convert.imatrix import Imatrix
-from convert.requantize import is_gguf, requantize
+from convert.quant import quantize
+from convert.quant import quantize_job as qj
+from convert.quant.options import QuantOptions
+from convert.quant.requantize import is_gguf, requantize
 from convert.write import PlannedTensor, Progress, check_target, write_gguf
 from edge_llm.fsutil import atomic_path, work_dir
+
+if TYPE_CHECKING:
+    from convert.tokenizer import Vocab
+
+Result = qj.Result  # what `convert` returns (``from convert import Result``)
 
 
 def plan_tensors(ck: Checkpoint, arch: Architecture, out: quantize.OutType) -> list[PlannedTensor]:
@@ -92,140 +99,125 @@ def _tensor_order(name: str) -> tuple:
 def convert(
     src: str | Path,
     out: str | Path,
-    type: str | None = None,
+    quant: QuantOptions | None = None,
+    *,
     pre: str | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
-    imatrix: str | Path | Imatrix | None = None,
-    recipe: str | Path | recipes.Recipe | None = None,
-    target_size: str | int | None = None,
-    target_bpw: float | None = None,
-    calibration: str | Path | None = None,
     force: bool = False,
     allow_nonfinite: bool = False,
+    **choices,
 ) -> qj.Result:
-    """Convert the checkpoint in ``src`` to ``out`` at ``type`` (default F16, BF16 for bf16).
+    """Convert the checkpoint in ``src`` to ``out`` as ``quant`` says (`QuantOptions`: a type,
+    a recipe or a size budget, an importance matrix, the calibration text), or with its fields
+    as keywords: ``convert(src, out, type="Q4_K_M")``; default F16, BF16 for a bf16 checkpoint.
+    A GGUF ``src`` is requantized (convert/quant/requantize.py).
 
-    ``imatrix``: an importance-matrix file (llama.cpp's GGUF or .dat), ``"auto"`` (computed here
-    on the calibration text), or an `Imatrix`; used by llama.cpp's quantizer.
-    ``recipe``: a preset name or TOML file (convert/recipes.py) instead of ``type``.
-    ``target_size`` (bytes, or "80MB") or ``target_bpw``: choose a type per tensor to minimise
-    the predicted KL divergence within that size (convert/budget.py); needs activation
-    statistics, so the importance matrix defaults to ``"auto"``.
-    ``calibration``: the text for ``"auto"`` and the budget's probes (default: the project's
-    bench/data/calibration.txt).
+    ``pre``: llama.cpp's pre-tokenizer name, when tokenizer.json does not tell it.
     ``force``: replace an existing ``out`` (never a source: an output that is, or is inside, the
     checkpoint or another input is refused).
     ``allow_nonfinite``: write weights that hold NaN or Inf; by default the first one found
     while the tensors stream is refused, naming the tensor (such a model generates nothing).
     """
-    from convert.tokenizer import load_vocab
-
-    if Path(src).is_file():  # a GGUF: requantize it (convert/requantize.py)
-        if not is_gguf(src):
-            raise ConvertError(
-                f"{src} is a file but not a GGUF; pass a GGUF to requantize or a Hugging Face "
-                "model folder to convert"
-            )
-        if pre is not None:
-            raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
-        if allow_nonfinite:
-            raise ConvertError("--allow-nonfinite applies to checkpoints, not to a GGUF")
-        return requantize(
-            src,
-            out,
-            type=type,
-            progress=progress,
-            threads=threads,
-            imatrix=imatrix,
-            recipe=recipe,
-            target_size=target_size,
-            target_bpw=target_bpw,
-            calibration=calibration,
-            force=force,
-        )
+    quant = QuantOptions.of(quant, **choices)
+    if Path(src).is_file():  # a GGUF: requantize it
+        _check_gguf_source(src, pre, allow_nonfinite)
+        return requantize(src, out, quant, progress=progress, threads=threads, force=force)
     start = time.perf_counter()
-    c = qj.choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force)
-    mode, rec, target, imatrix = c.mode, c.recipe, c.target, c.imatrix
+    choice = qj.choose(src, out, quant, force)
     ck = Checkpoint(src)
-    arch, sizes, shapes = _checked_tensors(ck)
-    out_type = quantize.resolve(type if mode == "type" else None, ck.dtype)
-    if mode == "type":
-        quantize.check_imatrix(out_type, imatrix)
-        if imatrix is not None and out_type.direct is not None:
-            raise ConvertError(
-                f"--imatrix applies to types made by llama.cpp's quantizer; {out_type.name} is "
-                "written directly and would ignore it"
-            )
-    text, dataset = (
-        qj.calibration(calibration) if (imatrix == "auto" or mode == "budget") else ("", "")
-    )
-    vocab_size = ck.config.get("vocab_size")
-    if not vocab_size:
-        raise ConvertError("config.json has no vocab_size; the checkpoint's config is incomplete")
-    vocab = load_vocab(ck.dir, int(vocab_size), pre=pre)
-    metadata = validate.safe_metadata(arch, ck.config)
+    plan = _plan(ck, choice, quant.type, pre)
     out = Path(out).absolute()
-    direct = mode == "type" and out_type.direct is not None and imatrix is None
-    first = out_type if direct else quantize.intermediate(ck.dtype)
-    tensors = plan_tensors(ck, arch, first)
-    estimate = sum(t.nbytes for t in tensors)
-    if not direct:
-        estimate += int(estimate * out_type.bits / first.bits) if mode == "type" else estimate
-    check_target(out, estimate)
-    name = ck.config.get("_name_or_path") or ck.dir.name
-
-    def extra(w: gguf.GGUFWriter) -> None:
-        w.add_name(str(Path(name).name))
-        w.add_file_type(first.ftype)
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        vocab.write(w)
-
-    result = qj.Result(out, arch.hf_names[0], out_type.name, len(tensors), 0, 0.0)
+    check_target(out, plan.estimate(choice))
+    result = qj.Result(out, plan.arch.hf_names[0], choice.out_type.name, len(plan.tensors), 0, 0.0)
     finite = not allow_nonfinite
     with atomic_path(out) as tmp:
-        if direct:
-            write_gguf(tmp, arch.gguf_arch, metadata, extra, tensors, progress, finite=finite)
+        if plan.direct:
+            plan.write(tmp, progress, finite)
         else:
             with work_dir(out) as scratch:
                 mid = scratch / "intermediate.gguf"
-                write_gguf(mid, arch.gguf_arch, metadata, extra, tensors, progress, finite=finite)
+                plan.write(mid, progress, finite)
                 ck.close()
-                im, im_extra = qj.importance(imatrix, mid, text, dataset, threads, progress)
-                _check_imatrix_names(im, tensors)
-                shapes = [(t.name, t.shape) for t in tensors]
-                n_layer = int(ck.config.get(arch.block_count_field) or 0)
-                qthreads = budget.threads_default(threads)
-                job = qj.Job(mid, scratch / "quantized.gguf", tmp, qthreads, progress, im, result)
-                if mode == "type":
-                    job.fixed_mix(out_type)
-                elif mode == "recipe":
-                    job.recipe(rec, shapes, n_layer)
-                else:
-                    sens = budget.analyze(
-                        mid, text, im, im_extra, True, threads, qj.stage(progress)
-                    )
-                    n_params = sum(math.prod(s) for _, s in shapes)
-                    job.budget(sens, target, target_bpw, n_params, text)
+                source = qj.Source(mid, [(t.name, t.shape) for t in plan.tensors], plan.n_layer)
+                qj.quantize_to(choice, source, tmp, scratch, result, threads, progress)
     ck.close()
     result.bytes = out.stat().st_size
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _check_imatrix_names(im: Imatrix | None, tensors: list[PlannedTensor]) -> None:
-    if im is None:
-        return
-    cols = {t.name: t.shape[-1] for t in tensors}
-    known = [n for n in im.names() if n in cols]
-    if not known:
+def _check_gguf_source(src: str | Path, pre: str | None, allow_nonfinite: bool) -> None:
+    """A file to convert must be a GGUF, and takes none of the checkpoint-only options."""
+    if not is_gguf(src):
         raise ConvertError(
-            "the importance matrix names none of this model's tensors; it was computed for "
-            "another model"
+            f"{src} is a file but not a GGUF; pass a GGUF to requantize or a Hugging Face "
+            "model folder to convert"
         )
-    for n in known:
-        if im.sums[n].shape[-1] != cols[n]:
+    if pre is not None:
+        raise ConvertError("--pre applies to checkpoints; a GGUF already has its tokenizer")
+    if allow_nonfinite:
+        raise ConvertError("--allow-nonfinite applies to checkpoints, not to a GGUF")
+
+
+@dataclass
+class _Plan:
+    """What the checkpoint becomes, checked before anything is written: the tensors (as
+    ``first``: the output type when written directly, else llama.cpp's intermediate) and the
+    header (metadata, vocabulary, name)."""
+
+    arch: Architecture
+    metadata: dict
+    vocab: Vocab
+    name: str
+    n_layer: int
+    first: quantize.OutType
+    direct: bool  # written tensor by tensor, without llama.cpp's quantizer
+    tensors: list[PlannedTensor]
+
+    def estimate(self, choice: qj.Choice) -> int:
+        """The bytes the conversion writes: the file, plus the intermediate one when there is."""
+        size = sum(t.nbytes for t in self.tensors)
+        if self.direct:
+            return size
+        if choice.mode == "type":
+            return size + int(size * choice.out_type.bits / self.first.bits)
+        return 2 * size
+
+    def write(self, path: Path, progress: Progress | None, finite: bool) -> None:
+        def header(w: gguf.GGUFWriter) -> None:
+            w.add_name(str(Path(self.name).name))
+            w.add_file_type(self.first.ftype)
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            self.vocab.write(w)
+
+        meta, arch = self.metadata, self.arch.gguf_arch
+        write_gguf(path, arch, meta, header, self.tensors, progress, finite=finite)
+
+
+def _plan(ck: Checkpoint, choice: qj.Choice, type: str | None, pre: str | None) -> _Plan:
+    """Check the checkpoint (tensors, config, tokenizer) against what was asked and plan the
+    writing; sets ``choice.out_type`` and reads the calibration text when the choice needs it."""
+    from convert.tokenizer import load_vocab
+
+    arch, _, _ = _checked_tensors(ck)
+    out_type = choice.out_type = quantize.resolve(type if choice.mode == "type" else None, ck.dtype)
+    if choice.mode == "type":
+        quantize.check_imatrix(out_type, choice.imatrix)
+        if choice.imatrix is not None and out_type.direct is not None:
             raise ConvertError(
-                f"the importance matrix has {im.sums[n].shape[-1]} columns for {n}, the model "
-                f"{cols[n]}; it was computed for another model"
+                f"--imatrix applies to types made by llama.cpp's quantizer; {out_type.name} is "
+                "written directly and would ignore it"
             )
+    choice.read_text()
+    vocab_size = ck.config.get("vocab_size")
+    if not vocab_size:
+        raise ConvertError("config.json has no vocab_size; the checkpoint's config is incomplete")
+    vocab = load_vocab(ck.dir, int(vocab_size), pre=pre)
+    metadata = validate.safe_metadata(arch, ck.config)
+    direct = choice.mode == "type" and out_type.direct is not None and choice.imatrix is None
+    first = out_type if direct else quantize.intermediate(ck.dtype)
+    name = ck.config.get("_name_or_path") or ck.dir.name
+    n_layer = int(ck.config.get(arch.block_count_field) or 0)
+    tensors = plan_tensors(ck, arch, first)
+    return _Plan(arch, metadata, vocab, name, n_layer, first, direct, tensors)

@@ -1,87 +1,27 @@
 """What a GGUF says about itself: metadata, tensors, parameter count, bits per weight.
 
-It reads with llama.cpp's own GGUF parser (``gguf_*`` in libggml-base, through ctypes): it reads
-the header only, in milliseconds, where the ``gguf`` package's reader parses every token string
-in Python (seconds for a 262k vocabulary). Writing GGUFs is the ``gguf`` package's job (convert/).
+The header is read and checked by llama.cpp's own GGUF parser (`edge_llm.llama.gguf`: the header
+only, in milliseconds, where the ``gguf`` package's reader parses every token string in Python);
+this module adds what follows from it: the model's name, its size in parameters and bits per
+weight, the facts `edge-llm info` shows. Writing GGUFs is the ``gguf`` package's job (convert/).
 """
 
 from __future__ import annotations
 
-import ctypes
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_llm.errors import InvalidModelError
+from edge_llm.llama.gguf import Contents, TensorInfo, check_gguf, explain_load_failure
+from edge_llm.llama.gguf import read as _read
 
-GGUF_MAGIC = b"GGUF"
-
-# enum gguf_type
-_U8, _I8, _U16, _I16, _U32, _I32, _F32, _BOOL, _STR, _ARR, _U64, _I64, _F64 = range(13)
-_SCALAR = {
-    _U8: ctypes.c_uint8,
-    _I8: ctypes.c_int8,
-    _U16: ctypes.c_uint16,
-    _I16: ctypes.c_int16,
-    _U32: ctypes.c_uint32,
-    _I32: ctypes.c_int32,
-    _F32: ctypes.c_float,
-    _BOOL: ctypes.c_bool,
-    _U64: ctypes.c_uint64,
-    _I64: ctypes.c_int64,
-    _F64: ctypes.c_double,
-}
-_MAX_ARRAY_READ = 4096  # longer arrays (vocabularies) are reported by length only
+# TensorInfo, check_gguf and explain_load_failure are llama.cpp's side (edge_llm.llama.gguf), and
+# are imported from here by the layers above it
+__all__ = ["GGUFInfo", "TensorInfo", "check_gguf", "display_name", "explain_load_failure", "read"]
 
 
-# struct ggml_tensor starts {enum ggml_type type; ggml_backend_buffer * buffer; int64_t ne[4]; ...}
-_PTR = ctypes.sizeof(ctypes.c_void_p)
-_NE_OFFSET = (4 + _PTR - 1) // _PTR * _PTR + _PTR
-
-
-def _lib() -> ctypes.CDLL:
-    # imported here: reading a header needs llama.cpp, importing this module does not
-    from edge_llm.llama import binding
-
-    return binding.lib()
-
-
-def _InitParams(no_alloc: bool, ctx):  # noqa: N802 - the struct's constructor
-    from edge_llm.llama import binding
-
-    return binding.GgufInitParams(no_alloc, ctx)
-
-
-def type_name(ggml_type: int) -> str:
-    return _lib().ggml_type_name(ggml_type).decode().upper()
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    type: str
-    n_elements: int
-    n_bytes: int
-    offset: int  # from the start of the data section
-    shape: tuple[int, ...] = ()  # ggml order: ne[0] (the row length) first
-
-
-@dataclass
-class GGUFInfo:
-    path: Path
-    file_size: int
-    version: int
-    data_offset: int
-    metadata: dict[str, Any]
-    array_lengths: dict[str, int]  # every array-valued key -> its length
-    tensors: list[TensorInfo] = field(default_factory=list)
-    # keys whose string value (or an element of a string array read) is not valid UTF-8; the
-    # value itself is kept with U+FFFD in place of the bad bytes
-    bad_utf8: list[str] = field(default_factory=list)
-
-    @property
-    def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", "unknown"))
+class GGUFInfo(Contents):
+    """A GGUF's header as llama.cpp read it (path, sizes, metadata, tensors: `Contents`) and the
+    facts that follow from it."""
 
     def arch_value(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(f"{self.architecture}.{key}", default)
@@ -118,11 +58,6 @@ class GGUFInfo:
     @property
     def vocab_size(self) -> int | None:
         return self.array_lengths.get("tokenizer.ggml.tokens")
-
-    @property
-    def data_end(self) -> int:
-        """Where the last tensor's data ends: the file must be at least this long."""
-        return self.data_offset + max((t.offset + t.n_bytes for t in self.tensors), default=0)
 
     def type_histogram(self) -> dict[str, dict[str, int]]:
         """Per tensor type: how many tensors, parameters and bytes."""
@@ -210,133 +145,6 @@ def display_name(metadata: dict[str, Any], path: Path) -> str:
     return str(metadata.get("general.name") or path.stem)
 
 
-def check_gguf(path: str | Path) -> None:
-    """Raise InvalidModelError unless ``path`` starts like a GGUF file."""
-    path = Path(path)
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head != GGUF_MAGIC:
-        raise InvalidModelError(
-            f"{path} is not a GGUF file (it starts with {head!r}, not b'GGUF'); pass a .gguf "
-            "model, or convert a Hugging Face checkpoint to GGUF first"
-        )
-
-
 def read(path: str | Path) -> GGUFInfo:
     """Parse a GGUF's header and tensor table; InvalidModelError if it is broken or truncated."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidModelError(f"{path} is not a file")
-    check_gguf(path)
-    lib = _lib()
-    gctx = ctypes.c_void_p(None)  # a ggml context holding the tensors' shapes (no data)
-    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, ctypes.addressof(gctx)))
-    if not ctx:
-        raise InvalidModelError(
-            f"{path} has a GGUF magic but its header does not parse (truncated or corrupt); "
-            "download or convert it again"
-        )
-    try:
-        info = _collect(lib, ctx, path, _shapes(lib, gctx.value))
-    finally:
-        lib.gguf_free(ctx)
-        if gctx.value:
-            lib.ggml_free(gctx.value)
-    if info.file_size < info.data_end:
-        raise InvalidModelError(
-            f"{path} is truncated: its tensors need {info.data_end} bytes but the file has "
-            f"{info.file_size}; download or convert it again"
-        )
-    return info
-
-
-def _shapes(lib: ctypes.CDLL, gctx: int | None) -> list[tuple[int, ...]]:
-    """Every tensor's shape (ggml order, trailing 1s dropped), in the file's tensor order."""
-    out = []
-    t = lib.ggml_get_first_tensor(gctx) if gctx else None
-    while t:
-        ne = (ctypes.c_int64 * 4).from_address(t + _NE_OFFSET)
-        out.append(tuple(ne[: max(1, lib.ggml_n_dims(t))]))
-        t = lib.ggml_get_next_tensor(gctx, t)
-    return out
-
-
-def _utf8(raw: bytes, what: str, path: Path) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidModelError(
-            f"{path} has a {what} that is not valid UTF-8 ({raw[:40]!r}); the file is corrupt or "
-            "crafted: download or convert it again"
-        ) from None
-
-
-def _collect(lib: ctypes.CDLL, ctx: int, path: Path, shapes: list[tuple[int, ...]]) -> GGUFInfo:
-    metadata: dict[str, Any] = {}
-    array_lengths: dict[str, int] = {}
-    bad: list[str] = []
-
-    def text(raw: bytes, key: str) -> str:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            if key not in bad:
-                bad.append(key)
-            return raw.decode("utf-8", errors="replace")
-
-    for i in range(lib.gguf_get_n_kv(ctx)):
-        key = _utf8(lib.gguf_get_key(ctx, i), "metadata key", path)
-        kind = lib.gguf_get_kv_type(ctx, i)
-        if kind == _STR:
-            metadata[key] = text(lib.gguf_get_val_str(ctx, i), key)
-        elif kind == _ARR:
-            n = lib.gguf_get_arr_n(ctx, i)
-            array_lengths[key] = n
-            elem = lib.gguf_get_arr_type(ctx, i)
-            if n <= _MAX_ARRAY_READ:
-                if elem == _STR:
-                    metadata[key] = [text(lib.gguf_get_arr_str(ctx, i, j), key) for j in range(n)]
-                elif elem in _SCALAR:
-                    ptr = lib.gguf_get_arr_data(ctx, i)
-                    metadata[key] = list((_SCALAR[elem] * n).from_address(ptr))
-        elif kind in _SCALAR:
-            metadata[key] = _SCALAR[kind].from_address(lib.gguf_get_val_data(ctx, i)).value
-    tensors = []
-    for i in range(lib.gguf_get_n_tensors(ctx)):
-        t = lib.gguf_get_tensor_type(ctx, i)
-        size = lib.gguf_get_tensor_size(ctx, i)
-        tensors.append(
-            TensorInfo(
-                name=_utf8(lib.gguf_get_tensor_name(ctx, i), "tensor name", path),
-                type=type_name(t),
-                n_elements=size // lib.ggml_type_size(t) * lib.ggml_blck_size(t),
-                n_bytes=size,
-                offset=lib.gguf_get_tensor_offset(ctx, i),
-                shape=shapes[i] if i < len(shapes) else (),
-            )
-        )
-    return GGUFInfo(
-        path=path,
-        file_size=path.stat().st_size,
-        version=lib.gguf_get_version(ctx),
-        data_offset=lib.gguf_get_data_offset(ctx),
-        metadata=metadata,
-        array_lengths=array_lengths,
-        tensors=tensors,
-        bad_utf8=bad,
-    )
-
-
-def explain_load_failure(path: Path, llama_log: list[str]) -> str:
-    """One line on why llama.cpp refused ``path``, from the file itself and llama.cpp's log."""
-    try:
-        info = read(path)
-    except InvalidModelError as e:
-        return str(e)
-    reason = next((line for line in reversed(llama_log) if "error" in line.lower()), None)
-    reason = reason or (llama_log[-1] if llama_log else "no reason given")
-    arch = info.architecture
-    return (
-        f"llama.cpp could not load {path} (architecture '{arch}'): {reason.strip()}; "
-        "check that this llama-cpp-python supports the architecture, or convert the model again"
-    )
+    return _read(path, GGUFInfo)

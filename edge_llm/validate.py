@@ -323,7 +323,7 @@ def _load_model_only(path: Path) -> None:
         model = binding.load_model(path)
     except binding.LoadError as e:
         raise InvalidModelError(gguf_info.explain_load_failure(path, e.details)) from None
-    binding.C.llama_model_free(model)
+    binding.free_model(model)
 
 
 if __name__ == "__main__":

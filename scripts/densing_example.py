@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scripts.bench_cmd import bench_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "bench/suites/densing_example.toml"
 FULL_DEPTH = 30  # SmolLM2-135M's decoder layers
@@ -93,20 +95,7 @@ def bench(model: str, label: str, results: Path) -> dict:
 
     if (r := earlier()) is not None:
         return r
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_llm",
-        "bench",
-        model,
-        "--suite",
-        str(SUITE),
-        "--recipe",
-        label,
-        "-o",
-        str(results),
-        "--quiet",
-    ]
+    cmd = bench_argv(model, SUITE, results, recipe=label, quiet=True)
     print(f"bench {model} ({label})", file=sys.stderr)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return earlier()

@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.bench_cmd import bench_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WORK = Path.home() / ".cache/edge-llm/bench-distill"
@@ -140,23 +142,7 @@ def bench(
 ) -> dict:
     from bench import store
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_llm",
-        "bench",
-        str(model),
-        "--suite",
-        suite,
-        "--recipe",
-        label,
-        "-o",
-        str(out),
-    ]
-    if reference:
-        cmd += ["--reference", str(reference)]
-    if threads:
-        cmd += ["--threads", str(threads)]
+    cmd = bench_argv(model, suite, out, recipe=label, reference=reference, threads=threads)
     print(f"\n=== {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return store.load(out)[-1]
@@ -188,7 +174,7 @@ def row(r: dict) -> dict:
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=40.0, help="wall budget of the healing (b)")
     ap.add_argument("--tokens", type=int, default=None, help="token budget (instead of --minutes)")
@@ -220,38 +206,76 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/distill_density.jsonl")
     ap.add_argument("--summary", type=Path, default=ROOT / "bench/results/distill_density.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     students = {x for x in args.students.split(",") if x}
 
     import torch
-
-    from convert import convert
-    from convert.distill import distill
 
     if args.threads:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     freeze = not args.train_embeddings
     teacher = teacher_hf(args.work)
-    t_gguf = args.work / "teacher-F16.gguf"
-    if not t_gguf.is_file():
-        convert(teacher, t_gguf, type="F16")
+    t_gguf = f16(teacher, args.work / "teacher-F16.gguf")
     ggufs = {"teacher": t_gguf}
-
-    # (a): pruned, not healed
-    a_dir, a_gguf = args.work / f"student-a-{KEEP}", args.work / f"student-a-{KEEP}-F16.gguf"
     if "a" in students:
-        if not (a_dir / "config.json").is_file():
-            shutil.rmtree(a_dir, ignore_errors=True)
-            ra = distill(
-                teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze)
-            )
-            print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
-        if not a_gguf.is_file():
-            convert(a_dir, a_gguf, type="F16")
-        ggufs["a"] = a_gguf
+        ggufs["a"] = student_a(args, teacher, freeze)
+    tokens, probed = token_budget(args, teacher, freeze)
+    summary = {
+        "teacher": str(teacher),
+        "keep_layers": KEEP,
+        "tokens": tokens,
+        "minutes": args.minutes,
+        "device": args.device,
+        "freeze_embeddings": freeze,
+        "seq_len": SEQ,
+        "batch": BATCH,
+        "suite": args.suite,
+        "probe": probed,
+    }
+    if "b" in students:
+        ggufs["b"] = student_b(args, teacher, tokens, freeze, summary)
+    if args.targeted:  # (c) pruned + K-12 domain mix, (d) the teacher on the same mix
+        summary["targeted"] = {}
+        for key, keep in (("c", KEEP), ("d", None)):
+            ggufs[key] = targeted(args, teacher, key, keep, tokens, freeze, summary["targeted"])
+    summary["ggufs"] = {k: str(v) for k, v in ggufs.items()}
+    if not args.skip_bench:
+        measure(args, ggufs, t_gguf, tokens, summary)
+    write_summary(args.summary, summary)
+    return 0
 
-    # the token budget of the healing (b), and of (c) and (d)
+
+def f16(hf: Path, gguf: Path) -> Path:
+    """The F16 GGUF of a Hugging Face folder, converted once."""
+    from convert import convert
+
+    if not gguf.is_file():
+        convert(hf, gguf, type="F16")
+    return gguf
+
+
+def student_a(args, teacher: Path, freeze: bool) -> Path:
+    """(a): pruned, not healed."""
+    from convert.distill import distill
+
+    a_dir, a_gguf = args.work / f"student-a-{KEEP}", args.work / f"student-a-{KEEP}-F16.gguf"
+    if not (a_dir / "config.json").is_file():
+        shutil.rmtree(a_dir, ignore_errors=True)
+        ra = distill(
+            teacher, a_dir, layers=KEEP, steps=0, device=args.device, recipe=recipe(0, freeze)
+        )
+        print(f"(a) kept layers {ra.kept_layers}", file=sys.stderr)
+    return f16(a_dir, a_gguf)
+
+
+def token_budget(args, teacher: Path, freeze: bool) -> tuple[int, dict]:
+    """The token budget of the healing (b), and of (c) and (d): --tokens, or what --minutes
+    allow at the probed speeds. Returns (tokens, the probe's speeds)."""
     fwd_tps = train_tps = None
     if args.tokens:
         tokens = args.tokens
@@ -266,104 +290,98 @@ def main() -> int:
             f"-> {tokens} tokens in {args.minutes:g} min",
             file=sys.stderr,
         )
-    summary = {
-        "teacher": str(teacher),
-        "keep_layers": KEEP,
-        "tokens": tokens,
-        "minutes": args.minutes,
-        "device": args.device,
-        "freeze_embeddings": freeze,
-        "seq_len": SEQ,
-        "batch": BATCH,
-        "suite": args.suite,
-        "probe": {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps},
-    }
+    return tokens, {"teacher_forward_tokens_per_s": fwd_tps, "train_tokens_per_s": train_tps}
 
-    # (b): healed within the budget
-    if "b" in students:
-        b_dir, b_gguf = (
-            args.work / f"student-b-{KEEP}-{tokens}",
-            args.work / f"student-b-{KEEP}-{tokens}-F16.gguf",
+
+def student_b(args, teacher: Path, tokens: int, freeze: bool, summary: dict) -> Path:
+    """(b): healed within the budget; its training goes into ``summary``."""
+    from convert.distill import distill
+
+    b_dir, b_gguf = (
+        args.work / f"student-b-{KEEP}-{tokens}",
+        args.work / f"student-b-{KEEP}-{tokens}-F16.gguf",
+    )
+    rb = None
+    t0 = time.perf_counter()
+    if not (b_dir / "config.json").is_file():
+        shutil.rmtree(b_dir, ignore_errors=True)
+        from convert.distill.cli import progress_bar
+
+        bar, update = progress_bar()
+        resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
+        with bar:
+            rb = distill(
+                teacher,
+                b_dir,
+                layers=KEEP,
+                recipe=recipe(tokens, freeze),
+                device=args.device,
+                resume=resume,
+                progress=update,
+            )
+        print(
+            f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> "
+            f"{rb.loss_last:.4f}, {rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s",
+            file=sys.stderr,
         )
-        rb = None
-        t0 = time.perf_counter()
-        if not (b_dir / "config.json").is_file():
-            shutil.rmtree(b_dir, ignore_errors=True)
-            from convert.distill.cli import progress_bar
+    heal_s = time.perf_counter() - t0
+    f16(b_dir, b_gguf)
+    info_b = json.loads((b_dir / "distill.json").read_text())
+    summary["heal"] = {
+        k: info_b.get(k)
+        for k in (
+            "steps",
+            "tokens",
+            "loss_first",
+            "loss_last",
+            "tokens_per_s",
+            "kept_layers",
+            "block_influence",
+            "params_student",
+            "params_teacher",
+        )
+    }
+    summary["heal_wall_s"] = heal_s if rb else None
+    return b_gguf
 
-            bar, update = progress_bar()
-            resume = (args.work / f".{b_dir.name}.distill-work").is_dir()
-            with bar:
-                rb = distill(
-                    teacher,
-                    b_dir,
-                    layers=KEEP,
-                    recipe=recipe(tokens, freeze),
-                    device=args.device,
-                    resume=resume,
-                    progress=update,
-                )
-            print(
-                f"(b) {rb.steps} steps, {rb.tokens} tokens, loss {rb.loss_first:.4f} -> "
-                f"{rb.loss_last:.4f}, {rb.tokens_per_s:.0f} tok/s, {rb.seconds:.0f} s",
-                file=sys.stderr,
-            )
-        heal_s = time.perf_counter() - t0
-        if not b_gguf.is_file():
-            convert(b_dir, b_gguf, type="F16")
-        info_b = json.loads((b_dir / "distill.json").read_text())
-        summary["heal"] = {
-            k: info_b.get(k)
-            for k in (
-                "steps",
-                "tokens",
-                "loss_first",
-                "loss_last",
-                "tokens_per_s",
-                "kept_layers",
-                "block_influence",
-                "params_student",
-                "params_teacher",
-            )
-        }
-        summary["heal_wall_s"] = heal_s if rb else None
-        ggufs["b"] = b_gguf
 
-    if args.targeted:  # (c) pruned + K-12 domain mix, (d) the teacher on the same mix
-        summary["targeted"] = {}
-        for key, keep in (("c", KEEP), ("d", None)):
-            name = f"student-{key}-{keep or 30}-k12-{tokens}"
-            d_dir, d_gguf = args.work / name, args.work / f"{name}-F16.gguf"
-            t0 = time.perf_counter()
-            if not (d_dir / "config.json").is_file():
-                shutil.rmtree(d_dir, ignore_errors=True)
-                resume = (args.work / f".{d_dir.name}.distill-work").is_dir()
-                rc = distill(
-                    teacher,
-                    d_dir,
-                    layers=keep,
-                    recipe=recipe(tokens, freeze, domain=True),
-                    device=args.device,
-                    resume=resume,
-                    domain="k12-math",
-                )
-                print(
-                    f"({key}) {rc.steps} steps, {rc.domain_sequences} K-12 sequences, loss "
-                    f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s",
-                    file=sys.stderr,
-                )
-                summary["targeted"][key] = {"wall_s": round(time.perf_counter() - t0, 1)}
-            if not d_gguf.is_file():
-                convert(d_dir, d_gguf, type="F16")
-            info = json.loads((d_dir / "distill.json").read_text())
-            summary["targeted"].setdefault(key, {}).update(
-                {
-                    k: info.get(k)
-                    for k in ("steps", "tokens", "domain_sequences", "loss_first", "loss_last")
-                }
-            )
-            ggufs[key] = d_gguf
-    summary["ggufs"] = {k: str(v) for k, v in ggufs.items()}
+def targeted(args, teacher: Path, key: str, keep, tokens: int, freeze: bool, into: dict) -> Path:
+    """(c) or (d): ``keep`` layers (None: all) healed on the K-12 domain mix; its training goes
+    into ``into[key]``."""
+    from convert.distill import distill
+
+    name = f"student-{key}-{keep or 30}-k12-{tokens}"
+    d_dir, d_gguf = args.work / name, args.work / f"{name}-F16.gguf"
+    t0 = time.perf_counter()
+    if not (d_dir / "config.json").is_file():
+        shutil.rmtree(d_dir, ignore_errors=True)
+        resume = (args.work / f".{d_dir.name}.distill-work").is_dir()
+        rc = distill(
+            teacher,
+            d_dir,
+            layers=keep,
+            recipe=recipe(tokens, freeze, domain=True),
+            device=args.device,
+            resume=resume,
+            domain="k12-math",
+        )
+        print(
+            f"({key}) {rc.steps} steps, {rc.domain_sequences} K-12 sequences, loss "
+            f"{rc.loss_first:.4f} -> {rc.loss_last:.4f}, {rc.seconds:.0f} s",
+            file=sys.stderr,
+        )
+        into[key] = {"wall_s": round(time.perf_counter() - t0, 1)}
+    f16(d_dir, d_gguf)
+    info = json.loads((d_dir / "distill.json").read_text())
+    into.setdefault(key, {}).update(
+        {k: info.get(k) for k in ("steps", "tokens", "domain_sequences", "loss_first", "loss_last")}
+    )
+    return d_gguf
+
+
+def measure(args, ggufs: dict, t_gguf: Path, tokens: int, summary: dict) -> None:
+    """Every GGUF through `edge-llm bench`, the paired verdicts, the goals; into ``summary``
+    and printed."""
     names = {
         "teacher": "teacher (30 layers)",
         "a": f"(a) pruned {KEEP}, no healing",
@@ -378,104 +396,116 @@ def main() -> int:
         "c": f"distill (c) {KEEP}/30 K-12 mix {tokens} tok",
         "d": f"distill (d) teacher K-12 mix {tokens} tok",
     }
-    if not args.skip_bench:
-        from bench import compare, store
-
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        rows = {
-            key: row(
-                bench(
-                    path,
-                    labels[key],
-                    args.out,
-                    None if key == "teacher" else t_gguf,
-                    args.bench_threads,
-                    args.suite,
-                )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = {
+        key: row(
+            bench(
+                path,
+                labels[key],
+                args.out,
+                None if key == "teacher" else t_gguf,
+                args.bench_threads,
+                args.suite,
             )
-            for key, path in ggufs.items()
+        )
+        for key, path in ggufs.items()
+    }
+    summary["results"] = rows
+    summary["paired"] = paired(args.out, rows, names)
+    summary["goals"] = goals(rows, summary["paired"])
+    print_table(args.suite, rows, names, summary["goals"])
+
+
+def paired(out: Path, rows: dict, names: dict) -> dict:
+    """Paired verdicts on the same items (bench report --compare): each student against the
+    teacher, and the targeted student against its fair baseline (d)."""
+    from bench import compare, store
+
+    pairs = [("teacher", k) for k in rows if k != "teacher"]
+    if "c" in rows and "d" in rows:
+        pairs.append(("d", "c"))
+    verdicts = {}
+    records = store.load(out)
+    for a_key, b_key in pairs:
+        c = compare.compare(out, records, rows[a_key]["run_id"], rows[b_key]["run_id"])
+        verdicts[f"{b_key}-vs-{a_key}"] = {
+            t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
+            for t, v in c["tasks"].items()
         }
-        summary["results"] = rows
+        print(f"\n### {names[b_key]} against {names[a_key]}\n\n" + compare.markdown(c))
+    return verdicts
 
-        # Paired verdicts on the same items (bench report --compare): each student against the
-        # teacher, and the targeted student against its fair baseline (d).
-        pairs = [("teacher", k) for k in rows if k != "teacher"]
-        if "c" in rows and "d" in rows:
-            pairs.append(("d", "c"))
-        summary["paired"] = {}
-        records = store.load(args.out)
-        for a_key, b_key in pairs:
-            c = compare.compare(args.out, records, rows[a_key]["run_id"], rows[b_key]["run_id"])
-            summary["paired"][f"{b_key}-vs-{a_key}"] = {
-                t: {"difference": v["difference"], "ci95": v["ci95"], "verdict": v["verdict"]}
-                for t, v in c["tasks"].items()
-            }
-            print(f"\n### {names[b_key]} against {names[a_key]}\n\n" + compare.markdown(c))
 
-        def ratio(x, y):
-            if x is None or y is None:
-                return float("nan")
-            return x / y if y else float("inf") if x else float("nan")
+def ratio(x, y):
+    if x is None or y is None:
+        return float("nan")
+    return x / y if y else float("inf") if x else float("nan")
 
-        t = rows["teacher"]
-        goals = {}
-        if "a" in rows and "b" in rows:
-            a, b = rows["a"], rows["b"]
-            gap = a["bpb"] - t["bpb"] if a["bpb"] is not None else float("nan")
-            recovered = (a["bpb"] - b["bpb"]) / gap if gap > 0 else float("nan")
-            d_t = ratio(b["density_per_gflop"], t["density_per_gflop"])
-            d_a = ratio(b["density_per_gflop"], a["density_per_gflop"])
-            goals |= {
-                "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
-                "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
-                "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
-            }
-        if "c" in rows:
-            c = rows["c"]
-            d_c = ratio(c["k12_density_per_gflop"], t["k12_density_per_gflop"])
-            word = summary["paired"]["c-vs-teacher"].get("k12-math", {}).get("verdict")
-            goals["targeted_k12_density_vs_teacher"] = {
-                "value": d_c,
-                "goal": 1.3,
-                "k12_math_verdict": word,
-                "met": d_c >= 1.3 and word == "better",
-            }
-        if "c" in rows and "d" in rows:
-            goals["targeted_k12_math_vs_finetuned_teacher"] = {
-                "value": ratio(rows["c"]["k12_math"], rows["d"]["k12_math"]),
-                "verdict": summary["paired"]["c-vs-d"].get("k12-math", {}).get("verdict"),
-                "k12_density_ratio": ratio(
-                    rows["c"]["k12_density_per_gflop"], rows["d"]["k12_density_per_gflop"]
-                ),
-            }
-        summary["goals"] = goals
+
+def goals(rows: dict, paired: dict) -> dict:
+    t = rows["teacher"]
+    out = {}
+    if "a" in rows and "b" in rows:
+        a, b = rows["a"], rows["b"]
+        gap = a["bpb"] - t["bpb"] if a["bpb"] is not None else float("nan")
+        recovered = (a["bpb"] - b["bpb"]) / gap if gap > 0 else float("nan")
+        d_t = ratio(b["density_per_gflop"], t["density_per_gflop"])
+        d_a = ratio(b["density_per_gflop"], a["density_per_gflop"])
+        out |= {
+            "bpb_gap_recovered": {"value": recovered, "goal": 0.5, "met": recovered >= 0.5},
+            "density_vs_teacher": {"value": d_t, "goal": 1.3, "met": d_t >= 1.3},
+            "density_vs_a": {"value": d_a, "goal": 1.2, "met": d_a >= 1.2},
+        }
+    if "c" in rows:
+        c = rows["c"]
+        d_c = ratio(c["k12_density_per_gflop"], t["k12_density_per_gflop"])
+        word = paired["c-vs-teacher"].get("k12-math", {}).get("verdict")
+        out["targeted_k12_density_vs_teacher"] = {
+            "value": d_c,
+            "goal": 1.3,
+            "k12_math_verdict": word,
+            "met": d_c >= 1.3 and word == "better",
+        }
+    if "c" in rows and "d" in rows:
+        out["targeted_k12_math_vs_finetuned_teacher"] = {
+            "value": ratio(rows["c"]["k12_math"], rows["d"]["k12_math"]),
+            "verdict": paired["c-vs-d"].get("k12-math", {}).get("verdict"),
+            "k12_density_ratio": ratio(
+                rows["c"]["k12_density_per_gflop"], rows["d"]["k12_density_per_gflop"]
+            ),
+        }
+    return out
+
+
+def print_table(suite: str, rows: dict, names: dict, goals: dict) -> None:
+    print(f"\n## Distillation: SmolLM2-135M-Instruct, {KEEP} of 30 layers, suite {suite}\n")
+    print(
+        "| model | params | GFLOP/token | bpb (eval) | k12-math | k12-robust | mmlu | capability | "
+        "density /GFLOP | K-12 density /GFLOP | KL to teacher | top-1 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    for key, r in rows.items():
+        f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
         print(
-            f"\n## Distillation: SmolLM2-135M-Instruct, {KEEP} of 30 layers, suite {args.suite}\n"
+            f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | "
+            f"{f(r['bpb'], 4)} | {f(r['k12_math'])} | {f(r['k12_robust'])} | {f(r['mmlu'])} | "
+            f"{f(r['capability'])} | {f(r['density_per_gflop'])} | "
+            f"{f(r['k12_density_per_gflop'])} | {f(r['mean_kld'])} | {f(r['top1'])} |"
         )
-        print(
-            "| model | params | GFLOP/token | bpb (eval) | k12-math | k12-robust | mmlu | capability | "
-            "density /GFLOP | K-12 density /GFLOP | KL to teacher | top-1 |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"
-        )
-        for key, r in rows.items():
-            f = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
-            print(
-                f"| {names[key]} | {r['params'] / 1e6:.1f}M | {r['gflops_per_token']:.3f} | "
-                f"{f(r['bpb'], 4)} | {f(r['k12_math'])} | {f(r['k12_robust'])} | {f(r['mmlu'])} | "
-                f"{f(r['capability'])} | {f(r['density_per_gflop'])} | "
-                f"{f(r['k12_density_per_gflop'])} | {f(r['mean_kld'])} | {f(r['top1'])} |"
-            )
-        print()
-        for name, g in goals.items():
-            met = "" if "met" not in g else (": met" if g["met"] else ": NOT met")
-            goal = f" (goal >= {g['goal']})" if "goal" in g else ""
-            print(f"- {name}: {g['value']:.3f}{goal}{met}")
-    args.summary.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.summary.with_suffix(".json.part")
+    print()
+    for name, g in goals.items():
+        met = "" if "met" not in g else (": met" if g["met"] else ": NOT met")
+        goal = f" (goal >= {g['goal']})" if "goal" in g else ""
+        print(f"- {name}: {g['value']:.3f}{goal}{met}")
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """Atomically: a killed run leaves the previous summary whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(summary, indent=1, default=str))
-    os.replace(tmp, args.summary)
-    print(f"\nsummary: {args.summary}")
-    return 0
+    os.replace(tmp, path)
+    print(f"\nsummary: {path}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.bench_cmd import bench_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WHAT = {
@@ -115,25 +117,16 @@ def main() -> int:
     if args.full:
         jobs.append((0, "smollm2-135m-instruct", "shipped Q4_1", None, None, "full"))
     for run, model, label, reference, ref_is, suite in jobs:
-        cmd = [
-            sys.executable,
-            "-m",
-            "edge_llm",
-            "bench",
+        cmd = bench_argv(
             model,
-            "--suite",
             suite,
-            "--device",
-            args.device,
-            "--recipe",
-            label,
-            "-o",
-            str(args.out),
-        ]
-        if reference:
-            cmd += ["--reference", reference, "--reference-is", ref_is]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
+            args.out,
+            device=args.device,
+            recipe=label,
+            reference=reference,
+            reference_is=ref_is if reference else None,
+            threads=args.threads,
+        )
         print(f"\n=== run {run + 1}/{args.runs}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
         costs.append((model, label, run, suite, run_one(cmd)))
     records = store.load(args.out)[before:]

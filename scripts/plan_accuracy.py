@@ -23,7 +23,7 @@ from pathlib import Path
 PROMPT_TOKENS, GEN_TOKENS = 256, 64
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -33,19 +33,33 @@ def main() -> int:
         action="store_true",
         help="calibrate even when other processes keep the CPUs busy (load recorded)",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     import edge_llm
-    from edge_llm import gguf_info
     from edge_llm.devices import available_cpus, profile
     from edge_llm.devices.calibrate import calibrate
-    from edge_llm.devices.plan import Config, predict
-    from edge_llm.registry import resolve
-    from edge_llm.shapes import ModelShape
 
-    cal = calibrate(progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok)
+    cal = calibrate(
+        edge_llm.load, progress=lambda msg: print(msg, file=sys.stderr), busy_ok=args.busy_ok
+    )
     host = profile.host_profile()
     bw = {int(k): v for k, v in cal["read_bandwidth_by_threads"].items()}
+    print_calibration(host, bw, cal)
+    threads = [t for t in args.threads if t <= available_cpus()]
+    rows = []
+    for name in ("smollm2-135m-instruct", "gemma3-270m"):
+        rows += compare(name, threads, args.reps, host, bw)
+    print_rows(rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"calibration": cal, "rows": rows}, indent=2))
+    print(f"raw: {args.json}")
+    return 0
+
+
+def print_calibration(host, bw: dict, cal: dict) -> None:
     print(f"host: {host.description}")
     print(
         "measured read bandwidth: "
@@ -61,53 +75,68 @@ def main() -> int:
         )
     print()
 
-    threads = [t for t in args.threads if t <= available_cpus()]
-    rows = []
-    for name in ("smollm2-135m-instruct", "gemma3-270m"):
-        path = resolve(name)
-        shape = ModelShape.from_info(gguf_info.read(path))
-        for kv in ("f16", "q8_0"):
-            models = {
-                t: edge_llm.load(path, n_ctx=1024, threads=t, kv_type=kv, device="cpu")
-                for t in threads
-            }
-            prompt = models[threads[0]].tokenize(
-                "Every weight is read once for every token. " * 40
-            )[:PROMPT_TOKENS]
-            samples = {t: {"decode": [], "prefill": []} for t in threads}
-            for rep in range(args.reps):
-                for t in threads if rep % 2 == 0 else reversed(threads):
-                    m = models[t]
-                    m.reset()
-                    r = m.generate(
-                        prompt, max_tokens=GEN_TOKENS + 1, temperature=0, ignore_eos=True
-                    )
-                    samples[t]["decode"].append(r.timings.decode_tokens_per_s)
-                    samples[t]["prefill"].append(r.timings.prefill_tokens_per_s)
-            for m in models.values():
-                m.close()
-            position = PROMPT_TOKENS + GEN_TOKENS // 2
-            for t in threads:
-                cfg = Config(threads=t, n_ctx=1024, kv_type=kv, n_batch=512, n_gpu_layers=0)
-                pred_dec, pred_pre = predict(gguf_info.read(path), cfg, host, position=position)
-                dec = statistics.median(samples[t]["decode"])
-                pre = statistics.median(samples[t]["prefill"])
-                bytes_tok = shape.decode_bytes_per_token(position, kv)
-                rows.append(
-                    {
-                        "model": name,
-                        "kv": kv,
-                        "threads": t,
-                        "decode_measured": dec,
-                        "decode_predicted": pred_dec,
-                        "prefill_measured": pre,
-                        "prefill_predicted": pred_pre,
-                        "bytes_per_token": bytes_tok,
-                        "achieved_bandwidth": dec * bytes_tok,
-                        "roofline_fraction": dec * bytes_tok / bw[t],
-                    }
-                )
 
+def measure(path: Path, kv: str, threads: list[int], reps: int) -> dict:
+    """Decode and prefill tokens/s of each thread count, interleaved over ``reps`` repetitions."""
+    import edge_llm
+
+    models = {
+        t: edge_llm.load(path, n_ctx=1024, threads=t, kv_type=kv, device="cpu") for t in threads
+    }
+    prompt = models[threads[0]].tokenize("Every weight is read once for every token. " * 40)[
+        :PROMPT_TOKENS
+    ]
+    samples = {t: {"decode": [], "prefill": []} for t in threads}
+    for rep in range(reps):
+        for t in threads if rep % 2 == 0 else reversed(threads):
+            m = models[t]
+            m.reset()
+            r = m.generate(prompt, max_tokens=GEN_TOKENS + 1, temperature=0, ignore_eos=True)
+            samples[t]["decode"].append(r.timings.decode_tokens_per_s)
+            samples[t]["prefill"].append(r.timings.prefill_tokens_per_s)
+    for m in models.values():
+        m.close()
+    return samples
+
+
+def compare(name: str, threads: list[int], reps: int, host, bw: dict) -> list[dict]:
+    """A row a KV cache type and thread count: the model's measured speeds beside the plan's
+    predictions."""
+    from edge_llm import gguf_info
+    from edge_llm.devices.plan import Config, predict
+    from edge_llm.registry import resolve
+    from edge_llm.shapes import ModelShape
+
+    path = resolve(name)
+    shape = ModelShape.from_info(gguf_info.read(path))
+    rows = []
+    for kv in ("f16", "q8_0"):
+        samples = measure(path, kv, threads, reps)
+        position = PROMPT_TOKENS + GEN_TOKENS // 2
+        for t in threads:
+            cfg = Config(threads=t, n_ctx=1024, kv_type=kv, n_batch=512, n_gpu_layers=0)
+            pred_dec, pred_pre = predict(gguf_info.read(path), cfg, host, position=position)
+            dec = statistics.median(samples[t]["decode"])
+            pre = statistics.median(samples[t]["prefill"])
+            bytes_tok = shape.decode_bytes_per_token(position, kv)
+            rows.append(
+                {
+                    "model": name,
+                    "kv": kv,
+                    "threads": t,
+                    "decode_measured": dec,
+                    "decode_predicted": pred_dec,
+                    "prefill_measured": pre,
+                    "prefill_predicted": pred_pre,
+                    "bytes_per_token": bytes_tok,
+                    "achieved_bandwidth": dec * bytes_tok,
+                    "roofline_fraction": dec * bytes_tok / bw[t],
+                }
+            )
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
     print(
         "| model | KV | threads | decode measured | predicted | ratio | prefill measured | predicted | ratio | MB read/token | GB/s achieved | roofline fraction |"
     )
@@ -127,10 +156,6 @@ def main() -> int:
         for k in ("decode", "prefill")
     ]
     print(f"\npredictions within ±20% of measured: {sum(within)}/{len(within)}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"calibration": cal, "rows": rows}, indent=2))
-    print(f"raw: {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

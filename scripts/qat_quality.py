@@ -52,9 +52,11 @@ import numpy as np
 
 from bench import fidelity
 from convert import convert
-from convert.distill.data import CALIBRATION
+from convert.quant.options import calibration_path
 from edge_llm import gguf_info
 from edge_llm.fsutil import atomic_path, cache_dir
+
+CALIBRATION = calibration_path()
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +98,7 @@ ALL_Q4_0 = 'name = "Q4_0-all"\ndefault = "Q4_0"\nfile_type = "Q4_0"\n'
 AT_Q4_0 = ("q4_0", "imatrix", "budget")  # the files QAT at Q4_0's size is paired against
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="QAT training budget")
     ap.add_argument(
@@ -164,21 +166,40 @@ def main() -> int:
         action="store_true",
         help="measure the methods' existing files again instead of remaking them",
     )
-    args = ap.parse_args()
-    methods = set(args.methods.split(","))
-    out_json = args.out or RESULTS / f"qat_quality{'-degrid' if args.degrid else ''}.json"
+    return ap.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
+    out_json = args.out or RESULTS / f"qat_quality{'-degrid' if args.degrid else ''}.json"
     work = cache_dir() / "bench-qat" / (MODEL + ("-degrid" if args.degrid else ""))
     work.mkdir(parents=True, exist_ok=True)
     hf, ref = teacher(work, args.degrid)
     text = (ROOT / "bench" / "data" / "eval.txt").read_text(encoding="utf-8")
-    tag = (
+    tag = run_tag(args)
+    texts, budget = qat_texts(args, work, ref, text)
+    keys = row_keys(args, set(args.methods.split(",")), tag)
+    s = Session(args, out_json, keys, hf, ref, text, texts)
+    with fidelity.cached_references():
+        make_all(s, work, tag, budget)
+    print(table(s.rows))
+    verdicts = goal_verdicts(s.rows)
+    s.save(verdicts=verdicts, scored_tokens=(s.rows[0]["tokens"] if s.rows else None))
+    return 0
+
+
+def run_tag(args) -> str:
+    """The QAT files' and rows' tag: their training budget and data."""
+    return (
         (f"{args.steps}steps" if args.steps else f"{args.minutes:g}min")
         + ("-gen" if args.generate else "")
         + (f"-more{args.more_text}" if args.more_text else "")
         + (f"-sampled{args.sampled_text}" if args.sampled_text else "")
     )
-    small = args.small_size
+
+
+def qat_texts(args, work: Path, ref: Path, text: str) -> tuple[list[Path] | None, str]:
+    """(QAT's training texts, None: the default corpus; its budget in words for the rows)."""
     budget = f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes:g}"
     texts = None
     if args.more_text:
@@ -189,27 +210,51 @@ def main() -> int:
             sampled_text(work, ref, args.sampled_text, threads=args.threads)
         ]
         budget += f" (+ {args.sampled_text / 1e3:.0f}k tokens sampled from the teacher)"
-    keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
-    keys = {m: (f"{k}@{small}" if "small" in m else k) for m, k in keys.items()}
-    rows, old = [], {}
-    if out_json.is_file():  # rows of methods not made now come from the earlier run
-        for x in json.loads(out_json.read_text())["rows"]:
-            if x.get("key") in keys.values():
-                old[x["key"]] = x
-            else:
-                rows.append(x)
+    return texts, budget
 
-    def save(**extra) -> None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(
+
+def row_keys(args, methods: set[str], tag: str) -> dict[str, str]:
+    """Each method's row key: QAT rows carry their tag, the small rows their size."""
+    keys = {m: (f"{m}-{tag}" if m.startswith("qat") else m) for m in methods}
+    return {m: (f"{k}@{args.small_size}" if "small" in m else k) for m, k in keys.items()}
+
+
+class Session:
+    """One invocation: the rows so far (the results file rewritten after each), the rows of an
+    earlier run that this one remakes (``old``), and what every method is measured against."""
+
+    def __init__(self, args, out_json: Path, keys: dict, hf: Path, ref: Path, text: str, texts):
+        self.args, self.out_json, self.keys = args, out_json, keys
+        self.hf, self.ref, self.text, self.texts = hf, ref, text, texts
+        self.rows, self.old = [], {}
+        if out_json.is_file():  # rows of methods not made now come from the earlier run
+            for x in json.loads(out_json.read_text())["rows"]:
+                if x.get("key") in keys.values():
+                    self.old[x["key"]] = x
+                else:
+                    self.rows.append(x)
+
+    def save(self, **extra) -> None:
+        self.out_json.parent.mkdir(parents=True, exist_ok=True)
+        self.out_json.write_text(
             json.dumps(
-                {"model": MODEL, "args": vars(args), "rows": rows, **extra}, indent=1, default=str
+                {"model": MODEL, "args": vars(self.args), "rows": self.rows, **extra},
+                indent=1,
+                default=str,
             )
         )
 
-    def measure(key: str, label: str, method: str, path: Path, cpu: float, wall: float, **extra):
+    def measure(
+        self, key: str, label: str, method: str, path: Path, cpu: float, wall: float, **extra
+    ):
         r = fidelity.compare(
-            ref, path, text, n_ctx=512, threads=args.threads, max_chunks=args.chunks, per_token=True
+            self.ref,
+            path,
+            self.text,
+            n_ctx=512,
+            threads=self.args.threads,
+            max_chunks=self.args.chunks,
+            per_token=True,
         )
         np.savez_compressed(tokens_file(path), **r.pop("per_token"))
         info = gguf_info.read(path)
@@ -225,34 +270,35 @@ def main() -> int:
             **r,
             **extra,
         }
-        rows.append(row)
-        save()
+        self.rows.append(row)
+        self.save()
         k = row["mean_kld_ci95"]
         log(
             f"{label}: {row['bytes'] / 1e6:.1f} MB KLD {row['mean_kld']:.5f} ({k[0]:.5f}-{k[1]:.5f}) "
             f"top-1 {100 * row['top1']:.2f}% PPL ratio {row['ppl_ratio']:.4f} ({cpu:.0f} CPU s)"
         )
 
-    def made(method: str, label: str, how: str, path: Path, fn, **extra):
-        if method not in methods:
+    def made(self, method: str, label: str, how: str, path: Path, fn, **extra):
+        if method not in self.keys:
             return
-        key = keys[method]
-        if args.remeasure:
-            if key not in old or not path.is_file():
+        key = self.keys[method]
+        if self.args.remeasure:
+            if key not in self.old or not path.is_file():
                 log(f"{label}: no earlier row or no file at {path} to measure again; skipped")
                 return
-            o = old[key]
+            o = self.old[key]
             extra = {k: o[k] for k in ("qat", "recipe") if k in o} | extra
-            measure(key, o["file"], o["method"], path, o["cpu_s"], o["wall_s"], **extra)
+            self.measure(key, o["file"], o["method"], path, o["cpu_s"], o["wall_s"], **extra)
             return
         c0, t0 = cpu_seconds(), time.perf_counter()
         fn()
-        measure(key, label, how, path, cpu_seconds() - c0, time.perf_counter() - t0, **extra)
+        self.measure(key, label, how, path, cpu_seconds() - c0, time.perf_counter() - t0, **extra)
 
-    def qat(path: Path, info: dict, **kw):
+    def qat(self, path: Path, info: dict, **kw):
         from convert.distill import distill
         from convert.distill.recipe import recipe_from_dict
 
+        args = self.args
         r = recipe_from_dict(
             {
                 "kd": {
@@ -267,14 +313,14 @@ def main() -> int:
             }
         )
         res = distill(
-            hf,
+            self.hf,
             path.with_suffix(""),
             recipe=r,
             minutes=None if args.steps else args.minutes,
             steps=args.steps,
             device=args.device,
             gguf=path,
-            texts=texts,
+            texts=self.texts,
             threads=args.threads,
             force=True,
             **kw,
@@ -290,72 +336,78 @@ def main() -> int:
             types=dict(sorted(Counter(res.tensor_types.values()).items())),
         )
 
+
+def make_all(s: Session, work: Path, tag: str, budget: str) -> None:
+    """Each method's file made (or measured again) and measured, in turn."""
+    hf, small = s.hf, s.args.small_size
     q4 = work / "q4_0.gguf"
-    with fidelity.cached_references():
-        made("q4_0", "Q4_0", "llama.cpp", q4, lambda: convert(hf, q4, type="Q4_0", force=True))
-        im = work / "q4_0-im.gguf"
-        made(
-            "imatrix",
-            "Q4_0+imatrix",
-            "llama.cpp + imatrix",
-            im,
-            lambda: convert(hf, im, type="Q4_0", imatrix="auto", force=True),
-        )
-        bud = work / "budget.gguf"
-        made(
-            "budget",
-            "budget@Q4_0",
-            "edge-llm budget",
-            bud,
-            lambda: convert(hf, bud, target_size=q4.stat().st_size, force=True),
-        )
-        info: dict = {}
-        path = work / f"qat-q4_0-{tag}.gguf"
-        made(
-            "qat",
-            f"QAT Q4_0 ({tag})",
-            f"edge-llm distill --quant Q4_0 {budget}"
-            + (" (data.generate)" if args.generate else ""),
-            path,
-            lambda: qat(path, info, quant="Q4_0"),
-            qat=info,
-        )
-        allq = work / "q4_0-all-im.gguf"
-        rec = work / "q4_0-all.toml"
-        rec.write_text(ALL_Q4_0)
-        made(
-            "q4_0-all",
-            "all Q4_0+imatrix",
-            "llama.cpp, every matrix Q4_0, + imatrix",
-            allq,
-            lambda: convert(hf, allq, recipe=str(rec), imatrix="auto", force=True),
-        )
-        bs = work / f"budget-{small}.gguf"
-        made(
-            "budget-small",
-            f"budget@{small}",
-            "edge-llm budget",
-            bs,
-            lambda: convert(hf, bs, target_size=small, force=True),
-        )
-        ms = work / f"{args.small_type.lower()}-im.gguf"
-        made(
-            "mix-small",
-            f"{args.small_type}+imatrix",
-            "llama.cpp + imatrix",
-            ms,
-            lambda: convert(hf, ms, type=args.small_type, imatrix="auto", force=True),
-        )
-        info_s: dict = {}
-        path_s = work / f"qat-{small}-{tag}.gguf"
-        made(
-            "qat-small",
-            f"QAT budget@{small} ({tag})",
-            f"edge-llm distill --target-size {small} {budget}",
-            path_s,
-            lambda: qat(path_s, info_s, target_size=small),
-            qat=info_s,
-        )
+    s.made("q4_0", "Q4_0", "llama.cpp", q4, lambda: convert(hf, q4, type="Q4_0", force=True))
+    im = work / "q4_0-im.gguf"
+    s.made(
+        "imatrix",
+        "Q4_0+imatrix",
+        "llama.cpp + imatrix",
+        im,
+        lambda: convert(hf, im, type="Q4_0", imatrix="auto", force=True),
+    )
+    bud = work / "budget.gguf"
+    s.made(
+        "budget",
+        "budget@Q4_0",
+        "edge-llm budget",
+        bud,
+        lambda: convert(hf, bud, target_size=q4.stat().st_size, force=True),
+    )
+    info: dict = {}
+    path = work / f"qat-q4_0-{tag}.gguf"
+    s.made(
+        "qat",
+        f"QAT Q4_0 ({tag})",
+        f"edge-llm distill --quant Q4_0 {budget}" + (" (data.generate)" if s.args.generate else ""),
+        path,
+        lambda: s.qat(path, info, quant="Q4_0"),
+        qat=info,
+    )
+    allq = work / "q4_0-all-im.gguf"
+    rec = work / "q4_0-all.toml"
+    rec.write_text(ALL_Q4_0)
+    s.made(
+        "q4_0-all",
+        "all Q4_0+imatrix",
+        "llama.cpp, every matrix Q4_0, + imatrix",
+        allq,
+        lambda: convert(hf, allq, recipe=str(rec), imatrix="auto", force=True),
+    )
+    bs = work / f"budget-{small}.gguf"
+    s.made(
+        "budget-small",
+        f"budget@{small}",
+        "edge-llm budget",
+        bs,
+        lambda: convert(hf, bs, target_size=small, force=True),
+    )
+    ms = work / f"{s.args.small_type.lower()}-im.gguf"
+    s.made(
+        "mix-small",
+        f"{s.args.small_type}+imatrix",
+        "llama.cpp + imatrix",
+        ms,
+        lambda: convert(hf, ms, type=s.args.small_type, imatrix="auto", force=True),
+    )
+    info_s: dict = {}
+    path_s = work / f"qat-{small}-{tag}.gguf"
+    s.made(
+        "qat-small",
+        f"QAT budget@{small} ({tag})",
+        f"edge-llm distill --target-size {small} {budget}",
+        path_s,
+        lambda: s.qat(path_s, info_s, target_size=small),
+        qat=info_s,
+    )
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as markdown, largest file first."""
     lines = [
         "| file | method | MB | bpw | mean KLD (95%) | p99 KLD | top-1 % (95%) | PPL ratio (95%) | CPU s |",
         "|" + "---|" * 9,
@@ -370,7 +422,11 @@ def main() -> int:
             f"{x['mean_kld']:.4f}{kc} | {x['kld_percentiles']['p99']:.3f} | {100 * x['top1']:.2f}{tc} | "
             f"{x['ppl_ratio']:.4f}{qc} | {x['cpu_s']:.0f} |"
         )
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def goal_verdicts(rows: list[dict]) -> list[dict]:
+    """Each QAT row against the best other file of its size, and the goals; each printed."""
     verdicts = []
     by_key = {x.get("key"): x for x in rows}
     at_q4 = [by_key[k] for k in AT_Q4_0 if k in by_key]
@@ -406,8 +462,7 @@ def main() -> int:
             v["met_small"] = x["top1"] >= 0.80
         verdicts.append(v)
         print(json.dumps(v))
-    save(verdicts=verdicts, scored_tokens=(rows[0]["tokens"] if rows else None))
-    return 0
+    return verdicts
 
 
 def more_text(work: Path, size: int, evaluation: str) -> Path:

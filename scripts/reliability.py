@@ -120,7 +120,7 @@ def complete(target: Path) -> str | None:
             if not (target / "distill.json").is_file():
                 return "student folder without distill.json"
         elif target.name == "im.gguf":
-            from convert.imatrix import read
+            from convert.quant.imatrix import read
 
             read(target)
         else:
@@ -198,16 +198,79 @@ def template_budgets() -> dict:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=50)
     ap.add_argument("--work", type=Path, default=cache_dir() / "reliability")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", default="convert,quantize,imatrix,distill")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     rng = random.Random(args.seed)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    gguf, src = prepare(work)
+    all_jobs = jobs(work, src, gguf)
+    names = job_names(args.jobs, all_jobs)
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    hashes = {str(s): tree_hash(s) for j in names for s in all_jobs[j]["sources"]}
+    duration = uncut(all_jobs, names)
+    kills, partial, left, left_bytes = kill_runs(rng, all_jobs, names, duration, args.kills, out)
+    ctrl_c = ctrl_c_runs(all_jobs, names, duration, out)
+    print(f"Ctrl-C: {ctrl_c}", flush=True)
+    templates = template_budgets()
+    print(f"hostile chat templates refused after (s): {templates}", flush=True)
+    debris_after_ctrl_c = [
+        str(d.path) for d in find_debris([out]) if d.pid not in {k.get("pid") for k in kills}
+    ]
+    after, swept_after_next = next_runs(all_jobs, names, out)
+    resume_dirs = sorted(p.name for p in out.iterdir() if p.name.endswith(".distill-work"))
+    unchanged = {s: tree_hash(Path(s)) == h for s, h in hashes.items()}
+    report = {
+        "kills": len(kills),
+        "killed_mid_run": sum(k["killed"] for k in kills),
+        "per_job": {n: sum(k["job"] == n for k in kills) for n in names},
+        "uncut_seconds": {n: round(s, 1) for n, s in duration.items()},
+        "partial_targets": partial,
+        "temporaries_left_by_kills": left,
+        "temporaries_left_bytes": left_bytes,
+        "temporaries_after_next_runs": [str(d.path) for d in after],
+        "swept_by_next_runs": swept_after_next,
+        "distill_resume_folders_after": resume_dirs,
+        "sources_unchanged": unchanged,
+        "ctrl_c": ctrl_c,
+        "hostile_template_seconds": templates,
+        "temporaries_left_by_ctrl_c": debris_after_ctrl_c,
+        "stray_files": sorted(p.name for p in out.iterdir() if DEBRIS_RE.match(p.name)),
+    }
+    (work / "reliability.json").write_text(json.dumps({**report, "details": kills}, indent=2))
+    print(json.dumps(report, indent=2))
+    if not passed(report):
+        raise SystemExit("reliability check FAILED")
+    print("reliability check passed")
+
+
+def passed(report: dict) -> bool:
+    """No partial target, no temporary left after the next runs or by a Ctrl-C, the sources
+    unchanged, every Ctrl-C answered at once with 130, every hostile template refused fast."""
+    ok = not report["partial_targets"] and not report["temporaries_after_next_runs"]
+    ok = ok and all(report["sources_unchanged"].values())
+    ok = ok and not report["temporaries_left_by_ctrl_c"]
+    ok = ok and all(
+        c.get("code") == 130 and c.get("exit_s", 9) < 1.0 for c in report["ctrl_c"].values()
+    )
+    return ok and all(
+        isinstance(v, float) and v < 2.0 for v in report["hostile_template_seconds"].values()
+    )
+
+
+def prepare(work: Path) -> tuple[Path, Path]:
+    """(the shipped GGUF, its F16 Hugging Face export, made once), and distill's training text."""
     from edge_llm.registry import resolve
 
     gguf = resolve("smollm2-135m-instruct")
@@ -218,25 +281,29 @@ def main() -> None:
     # distill's training text: 16 KB of the calibration text keeps one run under a few minutes
     calibration = (REPO / "bench" / "data" / "calibration.txt").read_text(encoding="utf-8")
     (work / "text.txt").write_text(calibration[:16000], encoding="utf-8")
-    all_jobs = jobs(work, src, gguf)
-    names = [n for n in args.jobs.split(",") if n in all_jobs]
+    return gguf, src
+
+
+def job_names(wanted: str, all_jobs: dict) -> list[str]:
+    """The jobs asked for that exist (distill only where torch is installed)."""
+    names = [n for n in wanted.split(",") if n in all_jobs]
     try:
         import torch  # noqa: F401
     except ImportError:
         names = [n for n in names if n != "distill"]
-    out = work / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    hashes = {str(s): tree_hash(s) for j in names for s in all_jobs[j]["sources"]}
+    return names
 
-    def clear_targets(job: dict) -> None:
-        for t in job["targets"]:
-            if t.is_dir():
-                shutil.rmtree(t)
-            elif t.exists():
-                t.unlink()
 
-    # how long each job takes uncut (the kills fall uniformly within it)
+def clear_targets(job: dict) -> None:
+    for t in job["targets"]:
+        if t.is_dir():
+            shutil.rmtree(t)
+        elif t.exists():
+            t.unlink()
+
+
+def uncut(all_jobs: dict, names: list[str]) -> dict[str, float]:
+    """How long each job takes uncut (the kills fall uniformly within it)."""
     duration = {}
     for n in names:
         clear_targets(all_jobs[n])
@@ -244,9 +311,14 @@ def main() -> None:
         duration[n] = secs
         assert all(complete(t) is None and t.exists() for t in all_jobs[n]["targets"]), n
         print(f"{n}: {secs:.1f} s uncut", flush=True)
+    return duration
 
-    kills, partial, left, left_bytes, swept_after_next = [], [], 0, 0, 0
-    order = [names[i % len(names)] for i in range(args.kills)]
+
+def kill_runs(rng: random.Random, all_jobs: dict, names, duration: dict, n_kills: int, out: Path):
+    """``n_kills`` runs (the jobs in a shuffled turn) each SIGKILLed at a random time. Returns
+    (each kill's record, partial targets, temporaries left, their bytes)."""
+    kills, partial, left, left_bytes = [], [], 0, 0
+    order = [names[i % len(names)] for i in range(n_kills)]
     rng.shuffle(order)
     for i, n in enumerate(order):
         job = all_jobs[n]
@@ -274,8 +346,11 @@ def main() -> None:
             f"{len(debris)} temporaries left, partial target: {bad or 'none'}",
             flush=True,
         )
+    return kills, partial, left, left_bytes
 
-    # Ctrl-C while llama.cpp works: its quantizer (no progress callback) and the imatrix pass
+
+def ctrl_c_runs(all_jobs: dict, names: list[str], duration: dict, out: Path) -> dict:
+    """Ctrl-C while llama.cpp works: its quantizer (no progress callback) and the imatrix pass."""
     ctrl_c = {}
     if "quantize" in names:
         job = all_jobs["quantize"]
@@ -294,47 +369,18 @@ def main() -> None:
         ctrl_c["imatrix"] = interrupt(
             job["cmd"], lambda: time.perf_counter() - start > 0.6 * duration["imatrix"]
         )
-    print(f"Ctrl-C: {ctrl_c}", flush=True)
-    templates = template_budgets()
-    print(f"hostile chat templates refused after (s): {templates}", flush=True)
-    debris_after_ctrl_c = [
-        str(d.path) for d in find_debris([out]) if d.pid not in {k.get("pid") for k in kills}
-    ]
+    return ctrl_c
 
-    # the next run of each job sweeps what the kills left in its folder
+
+def next_runs(all_jobs: dict, names: list[str], out: Path):
+    """The next run of each job sweeps what the kills left in its folder. Returns (the
+    temporaries still there after, how many were swept)."""
     before_next = {str(d.path) for d in find_debris([out])}
     for n in names:
         clear_targets(all_jobs[n])
         run(all_jobs[n]["cmd"])
     after = find_debris([out])
-    swept_after_next = len(before_next) - len(after)
-    resume_dirs = sorted(p.name for p in out.iterdir() if p.name.endswith(".distill-work"))
-    unchanged = {s: tree_hash(Path(s)) == h for s, h in hashes.items()}
-    report = {
-        "kills": len(kills),
-        "killed_mid_run": sum(k["killed"] for k in kills),
-        "per_job": {n: sum(k["job"] == n for k in kills) for n in names},
-        "uncut_seconds": {n: round(s, 1) for n, s in duration.items()},
-        "partial_targets": partial,
-        "temporaries_left_by_kills": left,
-        "temporaries_left_bytes": left_bytes,
-        "temporaries_after_next_runs": [str(d.path) for d in after],
-        "swept_by_next_runs": swept_after_next,
-        "distill_resume_folders_after": resume_dirs,
-        "sources_unchanged": unchanged,
-        "ctrl_c": ctrl_c,
-        "hostile_template_seconds": templates,
-        "temporaries_left_by_ctrl_c": debris_after_ctrl_c,
-        "stray_files": sorted(p.name for p in out.iterdir() if DEBRIS_RE.match(p.name)),
-    }
-    (work / "reliability.json").write_text(json.dumps({**report, "details": kills}, indent=2))
-    print(json.dumps(report, indent=2))
-    ok = not partial and not after and all(unchanged.values()) and not debris_after_ctrl_c
-    ok = ok and all(c.get("code") == 130 and c.get("exit_s", 9) < 1.0 for c in ctrl_c.values())
-    ok = ok and all(isinstance(v, float) and v < 2.0 for v in templates.values())
-    if not ok:
-        raise SystemExit("reliability check FAILED")
-    print("reliability check passed")
+    return after, len(before_next) - len(after)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def one(client: httpx.Client, url: str, model_id: str, kind: str, rng: random.Ra
     raise ValueError(kind)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model to serve (default: edge-llm's default)")
     ap.add_argument("--clients", type=int, default=32)
@@ -159,11 +159,35 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=900, help="client timeout per request (s)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     rng = random.Random(args.seed)
     kinds = [k for k, _, _ in MIX]
     plan = rng.choices(kinds, weights=[w for _, w, _ in MIX], k=args.requests)
+    m = soak(args, plan)
+    figures = summarise(m, args.clients, kinds)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    failed = failures(figures, m, args.timeout)
+    for f in failed:
+        print(f"soak: FAILED: {f}", file=sys.stderr)
+    if not failed:
+        print(
+            f"soak: ok: {len(m['results'])} requests from {args.clients} clients in {m['wall']:.0f} s, "
+            f"0 5xx, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, RSS "
+            f"{figures['rss_before_mb']} -> {figures['rss_after_mb']} MB",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def soak(args, plan: list[str]) -> dict:
+    """A server started, warmed up and sent ``plan`` by --clients clients; its RSS at the start,
+    after the warm-up and after the soak, whether it survived, its request log lines."""
     with tempfile.TemporaryDirectory(prefix="edge-llm-soak-") as tmp:
         log = Path(tmp) / "server.log"
         proc, url = start_server(args.model, args.ctx, log)
@@ -175,41 +199,7 @@ def main() -> int:
                 for i, kind in enumerate(["chat", "completion", "embeddings", "chat_stream"] * 4):
                     one(c, url, model_id, kind, random.Random(i))
             rss_before = rss_kb(proc.pid)
-
-            results: list[tuple[str, int, float]] = []
-            lock = threading.Lock()
-            next_i = iter(range(len(plan)))
-
-            def worker(w: int) -> None:
-                wrng = random.Random(args.seed * 1000 + w)
-                # 32 clients queue on one model: on a busy 2-core host a turn can take minutes
-                with httpx.Client(timeout=args.timeout) as client:
-                    while True:
-                        with lock:
-                            i = next(next_i, None)
-                        if i is None:
-                            return
-                        t0 = time.perf_counter()
-                        try:
-                            status = one(client, url, model_id, plan[i], wrng)
-                        except httpx.TimeoutException as e:
-                            status = -2  # the client gave up waiting: not a server error
-                            print(f"request {i} ({plan[i]}): {type(e).__name__}", file=sys.stderr)
-                        except httpx.HTTPError as e:
-                            status = -1
-                            print(
-                                f"request {i} ({plan[i]}): {type(e).__name__}: {e}", file=sys.stderr
-                            )
-                        with lock:
-                            results.append((plan[i], status, time.perf_counter() - t0))
-
-            t0 = time.perf_counter()
-            threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
+            results, wall = drive(url, model_id, plan, args)
             time.sleep(1.0)  # let cancelled generations wind down
             rss_after = rss_kb(proc.pid)
             alive = proc.poll() is None
@@ -220,7 +210,57 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         log_lines = [ln for ln in log.read_text().splitlines() if " tokens=" in ln]
+    return {
+        "results": results,
+        "wall": wall,
+        "rss_start": rss_start,
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "alive": alive,
+        "log_lines": log_lines,
+    }
 
+
+def drive(url: str, model_id: str, plan: list[str], args) -> tuple[list, float]:
+    """``plan``'s requests sent by --clients threads, each taking the next; returns ((kind,
+    status, seconds) a request, the wall seconds)."""
+    results: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+    next_i = iter(range(len(plan)))
+
+    def worker(w: int) -> None:
+        wrng = random.Random(args.seed * 1000 + w)
+        # 32 clients queue on one model: on a busy 2-core host a turn can take minutes
+        with httpx.Client(timeout=args.timeout) as client:
+            while True:
+                with lock:
+                    i = next(next_i, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    status = one(client, url, model_id, plan[i], wrng)
+                except httpx.TimeoutException as e:
+                    status = -2  # the client gave up waiting: not a server error
+                    print(f"request {i} ({plan[i]}): {type(e).__name__}", file=sys.stderr)
+                except httpx.HTTPError as e:
+                    status = -1
+                    print(f"request {i} ({plan[i]}): {type(e).__name__}: {e}", file=sys.stderr)
+                with lock:
+                    results.append((plan[i], status, time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - t0
+
+
+def summarise(m: dict, clients: int, kinds: list[str]) -> dict:
+    """The soak's figures: statuses, latencies, RSS growth."""
+    results, rss_before, rss_after = m["results"], m["rss_before"], m["rss_after"]
     statuses = Counter(s for _, s, _ in results)
     wrong = Counter((k, s) for k, s, _ in results if s != EXPECTED[k] and s >= 0)
     n5xx = sum(n for s, n in statuses.items() if s >= 500 or s == -1)
@@ -233,9 +273,9 @@ def main() -> int:
     lat = [t for _, _, t in results]
     bound = [t for k, _, t in results if k in MODEL_BOUND]
     figures = {
-        "clients": args.clients,
+        "clients": clients,
         "requests": len(results),
-        "wall_s": round(wall, 1),
+        "wall_s": round(m["wall"], 1),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "unexpected": {f"{k}:{s}": n for (k, s), n in wrong.items()},
         "5xx": n5xx,  # and connections the server broke (-1)
@@ -249,37 +289,29 @@ def main() -> int:
             for k in kinds
             if any(kk == k for kk, _, _ in results)
         },
-        "rss_start_mb": round(rss_start / 1024, 1),
+        "rss_start_mb": round(m["rss_start"] / 1024, 1),
         "rss_before_mb": round(rss_before / 1024, 1),
         "rss_after_mb": round(rss_after / 1024, 1),
         "rss_growth_pct": round(100 * (rss_after - rss_before) / rss_before, 1),
-        "server_alive": alive,
-        "log_lines": len(log_lines),
+        "server_alive": m["alive"],
+        "log_lines": len(m["log_lines"]),
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def failures(figures: dict, m: dict, timeout: float) -> list[str]:
     failed = []
-    if n5xx:
-        failed.append(f"{n5xx} 5xx or failed requests")
-    if timeouts:
-        failed.append(f"{timeouts} requests still waiting after {args.timeout:g} s")
-    if wrong:
+    if figures["5xx"]:
+        failed.append(f"{figures['5xx']} 5xx or failed requests")
+    if figures["client_timeouts"]:
+        failed.append(f"{figures['client_timeouts']} requests still waiting after {timeout:g} s")
+    if figures["unexpected"]:
         failed.append(f"unexpected statuses {dict(figures['unexpected'])}")
-    if rss_after > rss_before * 1.10:
+    if m["rss_after"] > m["rss_before"] * 1.10:
         failed.append(f"RSS grew {figures['rss_growth_pct']}% (limit 10%)")
-    if not alive:
+    if not m["alive"]:
         failed.append("the server died")
-    for f in failed:
-        print(f"soak: FAILED: {f}", file=sys.stderr)
-    if not failed:
-        print(
-            f"soak: ok: {len(results)} requests from {args.clients} clients in {wall:.0f} s, "
-            f"0 5xx, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, RSS "
-            f"{figures['rss_before_mb']} -> {figures['rss_after_mb']} MB",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -35,6 +35,32 @@ def smollm2(smollm2_path):
     m.close()
 
 
+@pytest.fixture(scope="session")
+def llama_judge():
+    """llama-cpp-python's own high-level `llama_cpp.Llama`, one per model file for the session:
+    the independent judge of greedy texts, token ids and token counts (see
+    tests/fixtures/judges.py). Flash attention is asked for because llama.cpp's automatic choice
+    turns it on for these models on CPU (edge_llm leaves it to llama.cpp); without it close
+    greedy choices could part."""
+    from llama_cpp import Llama
+
+    made: dict[str, Llama] = {}
+
+    def get(path: Path) -> Llama:
+        key = str(path)
+        if key not in made:
+            # one thread: the same numbers (tests/runtime/test_generate.py), and no spinning
+            # thread pool fighting the host's other work over short prompts
+            made[key] = Llama(
+                key, n_ctx=1024, n_threads=1, n_threads_batch=1, flash_attn=True, verbose=False
+            )
+        return made[key]
+
+    yield get
+    for llm in made.values():
+        llm.close()
+
+
 @pytest.fixture
 def fresh(smollm2):
     """The shared SmolLM2 with an empty KV cache."""

@@ -148,54 +148,55 @@ def generate(
     by_id = {t.id: t for t in templates}
     out: list[tuple[K.Problem, dict]] = []
     for tid in sp["benchmark"]:
-        t = by_id[tid]
         for s in range(sets):
-            rng = random.Random(f"k12-robust:{seed}:{tid}:{s}")
-            env = K.draw(t, rng)
-            ans = K.evaluate(t.answer, env)
-            obj = 0 if s == 0 else (K._uniform(rng, 0, len(t.objects) - 1) if t.objects else 0)
-            ni = K._uniform(rng, 0, len(names["en"]) - 1)  # the same child in both languages
-            alt_ni = (ni + 1 + K._uniform(rng, 0, len(names["en"]) - 2)) % len(names["en"])
-            alt_obj = (
-                (obj + 1 + K._uniform(rng, 0, len(t.objects) - 2)) % len(t.objects)
-                if len(t.objects) > 1
-                else obj
-            )
-            dn = (ni + 1 + K._uniform(rng, 0, len(names["en"]) - 2)) % len(names["en"])
-            dsent = _pick(rng, sp["distractors"])
-            dnum = K._uniform(rng, 2, 12)
-            cluster = f"{tid}/{s}"
-            for lang in languages:
-                base = t.render(lang, env, names[lang][ni], obj)
-                pid = f"{seed}-{tid}-{s}-{lang}"
-                kind = "base" if s == 0 else "numbers"
-                out.append(_problem(f"{pid}-{kind}", t, lang, base, ans, kind, cluster, {"set": s}))
-                if s != 0:
-                    continue
-                if "{name}" in t.text[lang] or t.objects:
-                    q = t.render(lang, env, names[lang][alt_ni], alt_obj)
-                    out.append(
-                        _problem(f"{pid}-names", t, lang, q, ans, "names", cluster, {"set": s})
-                    )
-                q = question_first(base, lang)
-                if q is not None:
-                    out.append(
-                        _problem(f"{pid}-reorder", t, lang, q, ans, "reorder", cluster, {"set": s})
-                    )
-                sent = dsent[lang].format(name=names[lang][dn], k=dnum)
-                q = with_distractor(base, lang, sent)
-                out.append(
-                    _problem(
-                        f"{pid}-distractor",
-                        t,
-                        lang,
-                        q,
-                        ans,
-                        "distractor",
-                        cluster,
-                        {"set": s, "distractor": sent},
-                    )
-                )
+            out += _variants(seed, by_id[tid], s, names, sp["distractors"], languages)
+    out += _grid(seed, grid, grid_languages)
+    return out
+
+
+def _variants(seed: int, t: K.Template, s: int, names, distractors, languages):
+    """Instantiation set ``s`` of template ``t`` in each language: set 0's base, names, reorder
+    and distractor variants, another set's numbers."""
+    tid = t.id
+    rng = random.Random(f"k12-robust:{seed}:{tid}:{s}")
+    env = K.draw(t, rng)
+    ans = K.evaluate(t.answer, env)
+    obj = 0 if s == 0 else (K._uniform(rng, 0, len(t.objects) - 1) if t.objects else 0)
+    ni = K._uniform(rng, 0, len(names["en"]) - 1)  # the same child in both languages
+    alt_ni = (ni + 1 + K._uniform(rng, 0, len(names["en"]) - 2)) % len(names["en"])
+    alt_obj = (
+        (obj + 1 + K._uniform(rng, 0, len(t.objects) - 2)) % len(t.objects)
+        if len(t.objects) > 1
+        else obj
+    )
+    dn = (ni + 1 + K._uniform(rng, 0, len(names["en"]) - 2)) % len(names["en"])
+    dsent = _pick(rng, distractors)
+    dnum = K._uniform(rng, 2, 12)
+    cluster = f"{tid}/{s}"
+    out: list[tuple[K.Problem, dict]] = []
+    for lang in languages:
+        base = t.render(lang, env, names[lang][ni], obj)
+        pid = f"{seed}-{tid}-{s}-{lang}"
+        kind = "base" if s == 0 else "numbers"
+        out.append(_problem(f"{pid}-{kind}", t, lang, base, ans, kind, cluster, {"set": s}))
+        if s != 0:
+            continue
+        if "{name}" in t.text[lang] or t.objects:
+            q = t.render(lang, env, names[lang][alt_ni], alt_obj)
+            out.append(_problem(f"{pid}-names", t, lang, q, ans, "names", cluster, {"set": s}))
+        q = question_first(base, lang)
+        if q is not None:
+            out.append(_problem(f"{pid}-reorder", t, lang, q, ans, "reorder", cluster, {"set": s}))
+        sent = dsent[lang].format(name=names[lang][dn], k=dnum)
+        q = with_distractor(base, lang, sent)
+        extra = {"set": s, "distractor": sent}
+        out.append(_problem(f"{pid}-distractor", t, lang, q, ans, "distractor", cluster, extra))
+    return out
+
+
+def _grid(seed: int, grid: int, languages) -> list[tuple[K.Problem, dict]]:
+    """The digit-length grid: ``grid`` problems a cell (operation, digits of each side)."""
+    out: list[tuple[K.Problem, dict]] = []
     for sym, (py, _) in OPS.items():
         for d1 in DIGITS:
             for d2 in DIGITS:
@@ -209,7 +210,7 @@ def generate(
                         a, b = x, y
                         ans = K.evaluate(f"a {py} b", {"a": Fraction(a), "b": Fraction(b)})
                     cell = f"{sym} {d1}x{d2}"
-                    for lang in grid_languages:
+                    for lang in languages:
                         q = (
                             f"What is {a} {sym} {b}?"
                             if lang == "en"
@@ -218,17 +219,13 @@ def generate(
                         p = K.Problem(
                             f"{seed}-grid-{sym}{d1}x{d2}-{j}-{lang}", 0, lang, "grid", q, ans
                         )
-                        out.append(
-                            (
-                                p,
-                                {
-                                    "variant": "grid",
-                                    "cluster": f"grid/{cell}/{j}",
-                                    "template": None,
-                                    "cell": cell,
-                                },
-                            )
-                        )
+                        meta = {
+                            "variant": "grid",
+                            "cluster": f"grid/{cell}/{j}",
+                            "template": None,
+                            "cell": cell,
+                        }
+                        out.append((p, meta))
     return out
 
 

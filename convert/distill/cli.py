@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,18 +48,115 @@ def progress_bar():
     return bar, update
 
 
+# distill's own arguments and options; the command's signature names them
+Teacher = Annotated[
+    Path,
+    typer.Argument(
+        help="The teacher: a Hugging Face folder (config.json, *.safetensors, tokenizer).",
+        show_default=False,
+    ),
+]
+
+Output = Annotated[
+    Path,
+    typer.Option("--output", "-o", help="The student folder to create.", show_default=False),
+]
+
+Layers = Annotated[
+    int | None,
+    typer.Option(
+        "--layers",
+        help="Keep N decoder layers (the ones with the highest block influence), without a recipe.",
+        show_default=False,
+    ),
+]
+
+Texts = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--text",
+        help='Training text: a .txt or .jsonl ({"text": ...}) file (repeatable); default: the project\'s calibration corpus',
+        show_default=False,
+    ),
+]
+
+Tokens = Annotated[
+    int | None,
+    typer.Option(
+        "--tokens",
+        help="Training tokens; beyond the text, the teacher's own continuations fill the budget; default: the recipe's kd.tokens, else one pass over the text",
+        show_default=False,
+    ),
+]
+
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        help="Optimizer steps instead of --tokens; 0 prunes without healing.",
+        show_default=False,
+    ),
+]
+
+Dtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="auto (bf16 on a CUDA device that has it, else f32), f32 or bf16."
+    ),
+]
+
+Seed = Annotated[int, typer.Option("--seed", help="Data order, generation and initialisation.")]
+
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its last checkpoint (same result as uninterrupted).",
+    ),
+]
+
+Gguf = Annotated[
+    Path | None,
+    typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False),
+]
+# convert's quantizing options, declared once (edge_llm.cli.options), with what they mean here
+GgufType = o.quant_option("--type", "With --gguf and no --quant:", default="F16")
+TargetSize = o.quant_option(
+    "--target-size",
+    "Quantization-aware, instead of --quant (over the trainable types, measured on the student, "
+    "then trained on):",
+)
+
+Domain = Annotated[
+    str | None,
+    typer.Option(
+        "--domain",
+        help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].",
+        show_default=False,
+    ),
+]
+
+Minutes = Annotated[
+    float | None,
+    typer.Option(
+        "--minutes",
+        help="Train for about this many minutes: the student's step is timed first and the token budget sized from it.",
+        show_default=False,
+    ),
+]
+
+Fsdp = Annotated[
+    bool,
+    typer.Option(
+        "--fsdp",
+        help="Under torchrun: shard the student across the processes (PyTorch FSDP) instead of replicating it (DDP), for a student that does not fit one device.",
+    ),
+]
+
+
 def distill(
-    teacher: Annotated[
-        Path,
-        typer.Argument(
-            help="The teacher: a Hugging Face folder (config.json, *.safetensors, tokenizer).",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", help="The student folder to create.", show_default=False),
-    ],
+    teacher: Teacher,
+    output: Output,
     recipe: Annotated[
         Path | None,
         typer.Option(
@@ -67,67 +165,16 @@ def distill(
             show_default=False,
         ),
     ] = None,
-    layers: Annotated[
-        int | None,
-        typer.Option(
-            "--layers",
-            help="Keep N decoder layers (the ones with the highest block influence), without a recipe.",
-            show_default=False,
-        ),
-    ] = None,
-    text: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--text",
-            help='Training text: a .txt or .jsonl ({"text": ...}) file (repeatable); default: the project\'s calibration corpus',
-            show_default=False,
-        ),
-    ] = None,
-    tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--tokens",
-            help="Training tokens; beyond the text, the teacher's own continuations fill the budget; default: the recipe's kd.tokens, else one pass over the text",
-            show_default=False,
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps",
-            help="Optimizer steps instead of --tokens; 0 prunes without healing.",
-            show_default=False,
-        ),
-    ] = None,
+    layers: Layers = None,
+    text: Texts = None,
+    tokens: Tokens = None,
+    steps: Steps = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
-    dtype: Annotated[
-        str,
-        typer.Option(
-            "--dtype", help="auto (bf16 on a CUDA device that has it, else f32), f32 or bf16."
-        ),
-    ] = "auto",
-    seed: Annotated[
-        int, typer.Option("--seed", help="Data order, generation and initialisation.")
-    ] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue an interrupted run from its last checkpoint (same result as uninterrupted).",
-        ),
-    ] = False,
-    gguf: Annotated[
-        Path | None,
-        typer.Option("--gguf", help="Also convert the student to this GGUF.", show_default=False),
-    ] = None,
-    type: Annotated[
-        str | None,
-        typer.Option(
-            "--type",
-            help="GGUF type for --gguf without --quant (F32, F16, Q8_0, Q4_K_M, ...); default F16.",
-            show_default=False,
-        ),
-    ] = None,
+    dtype: Dtype = "auto",
+    seed: Seed = 0,
+    resume: Resume = False,
+    gguf: Gguf = None,
+    type: GgufType = None,
     quant: Annotated[
         str | None,
         typer.Option(
@@ -136,56 +183,21 @@ def distill(
             show_default=False,
         ),
     ] = None,
-    target_size: Annotated[
-        str | None,
-        typer.Option(
-            "--target-size",
-            help="Quantization-aware, instead of --quant: the size budget's per-tensor mix (e.g. 90MB) over the trainable types, measured on the student, then trained on.",
-            show_default=False,
-        ),
-    ] = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            "--domain",
-            help="A targeted student: mix this domain's text (JSONL records tagged \"domain\", or the built-in k12-math corpus) with cross-entropy on its gold text, per the recipe's [domain].",
-            show_default=False,
-        ),
-    ] = None,
-    minutes: Annotated[
-        float | None,
-        typer.Option(
-            "--minutes",
-            help="Train for about this many minutes: the student's step is timed first and the token budget sized from it.",
-            show_default=False,
-        ),
-    ] = None,
-    fsdp: Annotated[
-        bool,
-        typer.Option(
-            "--fsdp",
-            help="Under torchrun: shard the student across the processes (PyTorch FSDP) instead of replicating it (DDP), for a student that does not fit one device.",
-        ),
-    ] = False,
+    target_size: TargetSize = None,
+    domain: Domain = None,
+    minutes: Minutes = None,
+    fsdp: Fsdp = False,
     threads: o.Threads = None,
     as_json: o.Json = False,
     force: o.Force = False,
 ) -> None:
     """Prune a teacher (depth by block influence, width by activation magnitude) and heal the student on the teacher's logits."""
-    try:
-        import torch  # noqa: F401
-        import transformers
-    except ImportError:
-        raise ConfigError(
-            "distillation needs torch and transformers: pip install 'edge-llm[distill]'"
-        ) from None
+    transformers = _distill_extra()
     from convert.distill import distill as run
 
     # edge-llm's own bar reports progress; transformers' loading bars would put lines on stderr
     # before a one-line error (e.g. a refused --resume, found after the teacher is loaded)
     transformers.utils.logging.disable_progress_bar()
-    bar, update = progress_bar()
-    quiet = as_json or not sys.stderr.isatty()
     kw = dict(
         recipe=recipe,
         layers=layers,
@@ -206,20 +218,38 @@ def distill(
         force=force,
         fsdp=fsdp,
     )
-    import os
+    speaking = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 speaks
+    quiet = as_json or not sys.stderr.isatty() or not speaking
+    result = _with_progress(run, teacher, output, kw, quiet=quiet)
+    if speaking:
+        _report(result, as_json)
 
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks
-        as_json, quiet = False, True
+
+def _distill_extra():
+    """transformers, once torch and it are known to be installed."""
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError:
+        raise ConfigError(
+            "distillation needs torch and transformers: pip install 'edge-llm[distill]'"
+        ) from None
+    return transformers
+
+
+def _with_progress(run, teacher: Path, output: Path, kw: dict, *, quiet: bool):
+    """``run`` (convert.distill.distill), feeding a progress bar on stderr unless ``quiet``."""
+    bar, update = progress_bar()
     if quiet:
-        result = run(teacher, output, **kw)
-    else:
-        with bar:
-            result = run(teacher, output, progress=update, **kw)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    summary = result.summary()
+        return run(teacher, output, **kw)
+    with bar:
+        return run(teacher, output, progress=update, **kw)
+
+
+def _report(result, as_json: bool) -> None:
+    """The result: its summary as JSON, or a few lines for people."""
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(result.summary(), indent=2))
         return
     c = result.config
     print(

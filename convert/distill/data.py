@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError, read_input
+from convert.quant.options import calibration_path
 from edge_llm.fsutil import atomic_path, cache_dir
-
-CALIBRATION = Path(__file__).resolve().parent.parent.parent / "bench" / "data" / "calibration.txt"
 
 
 def default_texts() -> list[Path]:
-    return [CALIBRATION]
+    """The training text without --text: the project's calibration text."""
+    return [calibration_path()]
 
 
 def read_documents(paths: list[str | Path]) -> list[str]:

@@ -167,16 +167,10 @@ def _fp16(x):
 def _ggml_quantize(w: np.ndarray, name: str) -> np.ndarray:
     """ggml's own quantization of ``w`` [rows, cols] (ggml_quantize_chunk, no importance), as
     bytes [rows, row_bytes]."""
-    from convert.ggml_types import type_info
-    from edge_llm.llama import binding
+    from convert.quant.ggml_types import type_info
+    from edge_llm.llama import quant as ggml
 
-    t = type_info(name)
-    lib = binding.lib()
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    rows, cols = w.shape
-    out = np.empty((rows, cols // t.block * t.type_size), dtype=np.uint8)
-    lib.ggml_quantize_chunk(t.ggml, w.ctypes.data, out.ctypes.data, 0, rows, cols, None)
-    return out
+    return ggml.quantize(w, type_info(name).ggml)
 
 
 def unpack_k(raw: np.ndarray, name: str) -> dict:

@@ -217,74 +217,25 @@ def train(
     rank, size = world()
     sharded = fsdp and size > 1
     per_step = kd.batch_size * kd.grad_accum
-    local = kd.batch_size // size
     order = data.order(steps * per_step)
     losses: list[float] = []
     start = 0
     torch.manual_seed(seed)
     state = None
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("meta") != meta:
-            raise ConvertError(
-                f"the checkpoint {checkpoint} was made with another teacher, recipe, data or "
-                "number of processes; run without --resume to start again"
-            )
-        student.load_state_dict(state["model"])
-    model = student
-    if sharded:
-        model = fully_shard_copy(student, device)
-    elif size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [torch.device(device).index] if device.startswith("cuda") else None
-        model = DDP(student, device_ids=ids)
+        state = _read_checkpoint(student, checkpoint, meta)
+    model = _parallel(student, device, sharded, size)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay, foreach=False
-    )
-    warmup = int(kd.warmup * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, steps, warmup, kd.min_lr_ratio)
-    )
+    opt, sched = _optimizer(params, kd, steps)
     if state is not None:
-        if sharded:
-            load_full_optimizer(model, opt, state["optimizer"])
-        else:
-            opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        _restore(model, opt, sched, state, sharded)
         start, losses = state["step"], list(state["losses"])
     cast = autocast_dtype(dtype, device)
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
     model.train()
     seq_tokens = data.seqs.shape[1]
     t0, done0 = time.perf_counter(), start
     for step in range(start, steps):
-        total = 0.0
-        for micro in range(kd.grad_accum):
-            lo = step * per_step + micro * kd.batch_size + rank * local
-            x, idx, logp, rest, alpha = data.batch(order[lo : lo + local], device)
-            with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
-                logits = model(x, use_cache=False).logits
-            loss = (
-                kd_loss(
-                    logits,
-                    idx,
-                    logp,
-                    rest,
-                    temperature=kd.temperature,
-                    alpha=kd.alpha if alpha is None else alpha,
-                    tokens=x,
-                )
-                / kd.grad_accum
-            )
-            loss.backward()
-            total += loss.item()
-        if size > 1:  # the logged loss is the global batch's
-            t = torch.tensor([total], dtype=torch.float64)
-            torch.distributed.all_reduce(t)
-            total = t.item() / size
+        total = _accumulate(model, data, order, step, kd, rank, size, device, cast)
         if kd.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, kd.grad_clip)
         opt.step()
@@ -293,20 +244,8 @@ def train(
         losses.append(total)
         n = step + 1
         if n % kd.checkpoint_every == 0 and n < steps:
-            msd, osd = full_state(model, opt) if sharded else (None, None)  # every rank
-        if n % kd.checkpoint_every == 0 and n < steps and rank == 0:
-            state = {
-                "model": msd if sharded else student.state_dict(),
-                "optimizer": osd if sharded else opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": _rng_state(),
-                "step": n,
-                "position": n * per_step,
-                "losses": losses,
-                "meta": meta,
-            }
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
+            at = {"step": n, "position": n * per_step, "losses": losses, "meta": meta}
+            _write_checkpoint(checkpoint, model, student, opt, sched, at, sharded, rank)
         if progress:
             dt = time.perf_counter() - t0
             tps = (n - done0) * per_step * seq_tokens / dt if dt > 0 else 0.0
@@ -331,6 +270,110 @@ def train(
         "start_step": start,
         "tokens_per_s": (steps - start) * per_step * seq_tokens / dt if dt > 0 else 0.0,
     }
+
+
+def _read_checkpoint(student, checkpoint: Path, meta: dict) -> dict:
+    """The saved training state, its weights loaded into ``student``; it must match ``meta``."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state.get("meta") != meta:
+        raise ConvertError(
+            f"the checkpoint {checkpoint} was made with another teacher, recipe, data or "
+            "number of processes; run without --resume to start again"
+        )
+    student.load_state_dict(state["model"])
+    return state
+
+
+def _parallel(student, device: str, sharded: bool, size: int):
+    """The model that trains: ``student`` itself, a sharded copy (FSDP) or a DDP wrapper."""
+    if sharded:
+        return fully_shard_copy(student, device)
+    if size > 1:
+        import torch
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [torch.device(device).index] if device.startswith("cuda") else None
+        return DDP(student, device_ids=ids)
+    return student
+
+
+def _optimizer(params, kd, steps: int):
+    """AdamW and its schedule: linear warmup, then cosine decay to kd.min_lr_ratio * lr."""
+    import torch
+
+    opt = torch.optim.AdamW(
+        params, lr=kd.lr, betas=(0.9, 0.95), weight_decay=kd.weight_decay, foreach=False
+    )
+    warmup = int(kd.warmup * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, warmup, kd.min_lr_ratio)
+    )
+    return opt, sched
+
+
+def _restore(model, opt, sched, state: dict, sharded: bool) -> None:
+    """The optimizer, schedule and RNG states of a checkpoint."""
+    if sharded:
+        load_full_optimizer(model, opt, state["optimizer"])
+    else:
+        opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+
+
+def _accumulate(model, data, order, step: int, kd, rank: int, size: int, device: str, cast):
+    """One optimizer step's gradients: kd.grad_accum micro-batches of this rank's share of the
+    global stream. Returns the step's loss (the global batch's under torch.distributed)."""
+    import torch
+
+    per_step = kd.batch_size * kd.grad_accum
+    local = kd.batch_size // size
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    total = 0.0
+    for micro in range(kd.grad_accum):
+        lo = step * per_step + micro * kd.batch_size + rank * local
+        x, idx, logp, rest, alpha = data.batch(order[lo : lo + local], device)
+        with torch.autocast(dev_type, dtype=cast or torch.float32, enabled=cast is not None):
+            logits = model(x, use_cache=False).logits
+        loss = (
+            kd_loss(
+                logits,
+                idx,
+                logp,
+                rest,
+                temperature=kd.temperature,
+                alpha=kd.alpha if alpha is None else alpha,
+                tokens=x,
+            )
+            / kd.grad_accum
+        )
+        loss.backward()
+        total += loss.item()
+    if size > 1:  # the logged loss is the global batch's
+        t = torch.tensor([total], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        total = t.item() / size
+    return total
+
+
+def _write_checkpoint(checkpoint: Path, model, student, opt, sched, at: dict, sharded, rank):
+    """The training state after a step (``at``: step, position, losses, meta), written atomically
+    by rank 0; with ``sharded`` every rank must call this (the state is gathered)."""
+    import torch
+
+    msd, osd = full_state(model, opt) if sharded else (None, None)  # every rank
+    if rank == 0:
+        state = {
+            "model": msd if sharded else student.state_dict(),
+            "optimizer": osd if sharded else opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(),
+            **at,
+        }
+        with atomic_path(checkpoint) as tmp:
+            torch.save(state, tmp)
 
 
 def step_seconds(

@@ -11,7 +11,7 @@ replaced by its packed ggml blocks (rows permuted exactly as the converter permu
 Which type each matrix gets: ``quant`` is a ggml type (every matrix at that type, the output
 matrix at Q6_K as llama.cpp's file types do, each with llama.cpp's fallback where a block does
 not divide the rows), or a quantization recipe (a preset such as Q4_K_M or a TOML file,
-convert/recipes.py), or the type table a size budget chose (``types``).
+convert/quant/recipes.py), or the type table a size budget chose (``types``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import recipes
 from convert.distill import fakequant as FQ
 from convert.errors import ConvertError
+from convert.quant import recipes
 
 FTYPE = {
     "Q8_0": "Q8_0",
@@ -130,7 +130,7 @@ def budget_recipe(
     text: str | None = None,
 ):
     """The size budget's mix for the (pruned, untrained) student restricted to the trainable
-    types: convert/budget.py's measured sensitivities and knapsack on an F32 conversion of the
+    types: convert/quant/budget.py's measured sensitivities and knapsack on an F32 conversion of the
     student with an importance matrix, as `convert --target-size` does, choosing among Q8_0,
     Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0 only. ``text``: what the importance and the
     sensitivities are measured on (the distillation text; default the calibration text).
@@ -138,8 +138,10 @@ def budget_recipe(
     import dataclasses
     import shutil
 
-    from convert import budget, convert
-    from convert import quantize_job as qj
+    from convert import convert
+    from convert.quant import budget
+    from convert.quant import quantize_job as qj
+    from convert.quant.options import read_calibration
 
     target = budget.parse_size(target_size)
     with tempfile.TemporaryDirectory(prefix=".qat-budget-") as tmp:
@@ -153,7 +155,7 @@ def budget_recipe(
         mid = Path(tmp) / "mid.gguf"
         convert(hf, mid, type="F32")
         if text is None:
-            text, dataset = qj.calibration(None)
+            text, dataset = read_calibration()
         else:
             dataset = "distillation text"
         th = budget.threads_default(threads)

@@ -27,6 +27,7 @@ HELP = """commands:
   /exit          quit (also /quit, /bye, Ctrl-D)"""
 
 
+@o.grouped
 def chat(
     model: o.Model = None,
     system: Annotated[
@@ -35,24 +36,13 @@ def chat(
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", "-n", help="Most tokens per reply.")
     ] = 512,
-    temperature: o.Temperature = None,
-    top_k: o.TopK = None,
-    top_p: o.TopP = None,
-    min_p: o.MinP = None,
-    repeat_penalty: o.RepeatPenalty = None,
-    seed: o.Seed = None,
+    sampling: o.Sampling = o.NO_SAMPLING,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     device: o.Device = "auto",
     adapter: o.Adapters = None,
     yes: Yes = False,
-    cloud: c.Cloud = None,
-    cloud_model: c.CloudModel = None,
-    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
-    escalate_rate: c.EscalateRate = None,
-    router: c.RouterFile = None,
-    local_only: c.LocalOnly = False,
-    cloud_timeout: c.CloudTimeout = 30.0,
+    cloud: c.Options = c.DEVICE_ONLY,
 ) -> None:
     """Chat with a model. Type a message, or a /command (/help lists them).
 
@@ -62,123 +52,141 @@ def chat(
     With --adapter NAME=PATH (repeatable) the first adapter is applied; /adapter NAME switches
     (the base stays loaded).
     """
-    from edge_llm.errors import EdgeLLMError
+    from edge_llm.cli.pull import ensure_model
     from edge_llm.model import load
 
-    params = o.sampling(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        seed=seed,
-    )
-    from edge_llm.cli.pull import ensure_model
-
+    settings = o.sampling(max_tokens, sampling)
     model = ensure_model(model, yes)
     m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=o.adapters(adapter))
     m.use(next(iter(m.adapters), None))
-    m = c.wrap(
-        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
-    )
+    m = cloud.wrap(m)
     interactive = sys.stdin is not None and sys.stdin.isatty()
-    note = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
-        note(f"{m.name} ({m.architecture}, context {m.n_ctx}). /help for commands, /exit to quit.")
+        _note(f"{m.name} ({m.architecture}, context {m.n_ctx}). /help for commands, /exit to quit.")
     if m.chat_format.notice(m.name):
-        note(m.chat_format.notice(m.name))
-    conv = Conversation(system)
-    settings = dict(params)
-    settings.setdefault("max_tokens", max_tokens)
-    last = None
-    while True:
-        line = _read(interactive)
-        if line is None:
-            break
-        text = line.strip()
-        if text.startswith('"""'):
-            text = _read_block(text[3:], interactive)
-            if text is None:
-                break
-            if not text.strip():
-                continue
-        elif not text:
-            continue
-        elif text.startswith("/"):
-            cmd, _, arg = text.partition(" ")
-            if cmd in ("/exit", "/quit", "/bye"):
-                break
-            if cmd == "/reset":
-                conv.reset()
-                m.reset()
-                note("(conversation cleared)")
-            elif cmd == "/system":
-                conv = Conversation(arg.strip() or None)
-                note(
-                    f"(system message {'set' if arg.strip() else 'cleared'}; conversation cleared)"
-                )
-            elif cmd == "/adapter":
-                note(_adapter(m, arg.strip()))
-            elif cmd == "/stats":
-                note(format_stats(last) if last else "(no reply yet)")
-            elif cmd in ("/save", "/load") and not arg.strip():
-                note(f"{cmd} needs a file name")
-            elif cmd == "/save":
-                m.save_session(arg.strip(), messages=conv.messages, system=conv.system)
-                note(f"(saved {len(conv.messages)} messages to {arg.strip()})")
-            elif cmd == "/load":
-                try:
-                    header = m.load_session(arg.strip())
-                except EdgeLLMError as e:
-                    note(f"error: {e}")
+        _note(m.chat_format.notice(m.name))
+    Session(m, system, settings, interactive).loop()
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Session:
+    """One chat: the model, the conversation so far, the sampling settings (/set changes them)
+    and the last reply's result (/stats shows it)."""
+
+    def __init__(self, m, system: str | None, settings: dict, interactive: bool) -> None:
+        self.m = m
+        self.conv = Conversation(system)
+        self.settings = settings
+        self.interactive = interactive
+        self.last = None
+
+    def loop(self) -> None:
+        """Read messages and /commands until the end of input or /exit."""
+        while True:
+            line = _read(self.interactive)
+            if line is None:
+                return
+            text = line.strip()
+            if text.startswith('"""'):
+                text = _read_block(text[3:], self.interactive)
+                if text is None:
+                    return
+                if not text.strip():
                     continue
-                conv = Conversation(header.get("system"))
-                conv.messages = list(header.get("messages", conv.messages))
-                note(f"(loaded {len(conv.messages)} messages from {arg.strip()})")
-            elif cmd == "/set":
-                note(_set(settings, arg))
-            elif cmd == "/help":
-                note(HELP)
-            else:
-                note(f"unknown command {cmd}; /help lists the commands")
-            continue
+            elif not text:
+                continue
+            elif text.startswith("/"):
+                if not self.command(text):
+                    return
+                continue
+            self.reply(text)
+
+    def command(self, text: str) -> bool:
+        """Do a /command; False when it ends the chat."""
+        from edge_llm.errors import EdgeLLMError
+
+        m, conv = self.m, self.conv
+        cmd, _, arg = text.partition(" ")
+        if cmd in ("/exit", "/quit", "/bye"):
+            return False
+        if cmd == "/reset":
+            conv.reset()
+            m.reset()
+            _note("(conversation cleared)")
+        elif cmd == "/system":
+            self.conv = Conversation(arg.strip() or None)
+            _note(f"(system message {'set' if arg.strip() else 'cleared'}; conversation cleared)")
+        elif cmd == "/adapter":
+            _note(_adapter(m, arg.strip()))
+        elif cmd == "/stats":
+            _note(format_stats(self.last) if self.last else "(no reply yet)")
+        elif cmd in ("/save", "/load") and not arg.strip():
+            _note(f"{cmd} needs a file name")
+        elif cmd == "/save":
+            m.save_session(arg.strip(), messages=conv.messages, system=conv.system)
+            _note(f"(saved {len(conv.messages)} messages to {arg.strip()})")
+        elif cmd == "/load":
+            try:
+                header = m.load_session(arg.strip())
+            except EdgeLLMError as e:
+                _note(f"error: {e}")
+                return True
+            self.conv = Conversation(header.get("system"))
+            self.conv.messages = list(header.get("messages", self.conv.messages))
+            _note(f"(loaded {len(self.conv.messages)} messages from {arg.strip()})")
+        elif cmd == "/set":
+            _note(_set(self.settings, arg))
+        elif cmd == "/help":
+            _note(HELP)
+        else:
+            _note(f"unknown command {cmd}; /help lists the commands")
+        return True
+
+    def reply(self, text: str) -> None:
+        """Answer the user's ``text``, streaming the reply; Ctrl-C stops it."""
+        from edge_llm.errors import EdgeLLMError
+
+        m, conv, settings = self.m, self.conv, self.settings
         conv.add("user", text)
         try:
             dropped = conv.fit(m, reserve=min(settings["max_tokens"], m.n_ctx // 4))
             if dropped:
-                note(f"(context full: dropped the {dropped} oldest messages)")
+                _note(f"(context full: dropped the {dropped} oldest messages)")
             stream = m.chat_stream(conv.messages, **settings)
         except EdgeLLMError as e:
             conv.messages.pop()
-            if not interactive:
+            if not self.interactive:
                 raise
-            note(f"error: {e}")
-            continue
+            _note(f"error: {e}")
+            return
         reply = []
         try:
             for piece in stream:
-                if not reply and c.marker(stream) and interactive:
+                if not reply and c.marker(stream) and self.interactive:
                     sys.stdout.write(c.marker(stream) + " ")
                 elif not reply and c.marker(stream):
-                    note(c.marker(stream))  # piped: stdout holds the replies alone
+                    _note(c.marker(stream))  # piped: stdout holds the replies alone
                 reply.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             stream.close()
-            note("\n(interrupted)")
+            _note("\n(interrupted)")
         else:
-            last = stream.result
+            self.last = stream.result
         sys.stdout.write("\n")
         sys.stdout.flush()
         conv.add("assistant", "".join(reply))
+        last = self.last
         if last is not None and last is stream.result and getattr(last, "cloud_error", None):
-            note(f"(the cloud failed: {last.cloud_error}; this is the device's answer)")
+            _note(f"(the cloud failed: {last.cloud_error}; this is the device's answer)")
         if last is not None and last is stream.result and last.finish_reason == "length":
-            note(length_notice(last, settings["max_tokens"], m.n_ctx))
+            _note(length_notice(last, settings["max_tokens"], m.n_ctx))
 
 
 def _adapter(m, name: str) -> str:

@@ -1,11 +1,13 @@
 """The cascade's options, shared by `run`, `chat` and `serve`: a cloud behind the device model.
 
-Why its own module: three commands take the same eight options and turn them into the same
-``edge_llm.Cascade``; declaring them once keeps their help and checks the same.
+Why its own module: three commands take the same seven options and turn them into the same
+``edge_llm.Cascade``; declaring them once, as one ``Options`` group, keeps their help and checks
+the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -80,29 +82,47 @@ CloudTimeout = Annotated[
 DEFAULT_KEY_ENV = "EDGE_LLM_CLOUD_KEY"
 
 
-def wrap(
-    model: Any,
-    cloud: str | None,
-    cloud_model: str | None,
-    key_env: str,
-    escalate_rate: float | None,
-    router: str | None,
-    local_only: bool,
-    timeout: float,
-) -> Any:
-    """``model`` itself when no cloud is asked for, else a Cascade over it."""
-    from edge_llm.errors import ConfigError
+@dataclass(frozen=True)
+class Options:
+    """The cascade's options as one value: a command takes ``cloud: Options`` and
+    ``options.grouped`` puts the options themselves on its command line."""
 
-    if cloud is None:
-        if cloud_model or router or escalate_rate is not None:
-            raise ConfigError("--cloud-model, --router and --escalate-rate need --cloud URL")
-        return model
-    if not cloud_model:
-        raise ConfigError("--cloud needs --cloud-model NAME: the model the endpoint serves")
-    from edge_llm.cascade import Cascade, CloudConfig
+    cloud: Cloud = None
+    cloud_model: CloudModel = None
+    cloud_key_env: CloudKeyEnv = DEFAULT_KEY_ENV
+    escalate_rate: EscalateRate = None
+    router: RouterFile = None
+    local_only: LocalOnly = False
+    cloud_timeout: CloudTimeout = 30.0
 
-    config = CloudConfig(cloud, cloud_model, api_key_env=key_env, timeout_s=timeout)
-    return Cascade(model, config, router=router, escalate_rate=escalate_rate, local_only=local_only)
+    def wrap(self, model: Any) -> Any:
+        """``model`` itself when no cloud is asked for, else a Cascade over it."""
+        from edge_llm.errors import ConfigError
+
+        if self.cloud is None:
+            if self.cloud_model or self.router or self.escalate_rate is not None:
+                raise ConfigError("--cloud-model, --router and --escalate-rate need --cloud URL")
+            return model
+        if not self.cloud_model:
+            raise ConfigError("--cloud needs --cloud-model NAME: the model the endpoint serves")
+        from edge_llm.cascade import Cascade, CloudConfig
+
+        config = CloudConfig(
+            self.cloud,
+            self.cloud_model,
+            api_key_env=self.cloud_key_env,
+            timeout_s=self.cloud_timeout,
+        )
+        return Cascade(
+            model,
+            config,
+            router=self.router,
+            escalate_rate=self.escalate_rate,
+            local_only=self.local_only,
+        )
+
+
+DEVICE_ONLY = Options()  # no --cloud: everything runs on this device
 
 
 def marker(result: Any) -> str | None:

@@ -36,9 +36,10 @@ def devices(
         import sys
 
         from edge_llm.devices.calibrate import calibrate as run_calibration
+        from edge_llm.model import load
 
         cal = run_calibration(
-            progress=lambda msg: print(msg, file=sys.stderr, flush=True), busy_ok=busy_ok
+            load, progress=lambda msg: print(msg, file=sys.stderr, flush=True), busy_ok=busy_ok
         )
         busy = max(cal.get("load_before") or 0, cal.get("load_during_max") or 0)
         print(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -80,11 +85,58 @@ Stop = Annotated[
 ]
 
 
-def sampling(**kwargs):
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling options `run` and `chat` share, as one value (see ``grouped``)."""
+
+    temperature: Temperature = None
+    top_k: TopK = None
+    top_p: TopP = None
+    min_p: MinP = None
+    repeat_penalty: RepeatPenalty = None
+    seed: Seed = None
+
+
+NO_SAMPLING = Sampling()  # none given: the model's defaults
+
+
+def sampling(max_tokens: int | None, given: Sampling = NO_SAMPLING, **more: Any) -> dict[str, Any]:
     """Sampling keyword arguments from CLI values, dropping those not given."""
+    kwargs = {"max_tokens": max_tokens, **asdict(given), **more}
     if kwargs.get("stop") == []:
         kwargs["stop"] = None
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def grouped(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with each parameter typed as an option group (a dataclass of options, such as
+    ``Sampling``) spread into the group's options, in its place on the command line; the command
+    gets the group back as one value. Typer has no option groups; this keeps one declaration of
+    options that several commands take."""
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for param in signature.parameters.values():
+        group = param.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            params.append(param)
+            continue
+        hints = get_type_hints(group, include_extras=True)
+        fields = dataclasses.fields(group)
+        groups[param.name] = (group, [f.name for f in fields])
+        params += [
+            param.replace(name=f.name, annotation=hints[f.name], default=f.default) for f in fields
+        ]
+
+    @functools.wraps(command)
+    def spread(**kwargs: Any) -> Any:
+        for name, (group, names) in groups.items():
+            kwargs[name] = group(**{n: kwargs.pop(n) for n in names})
+        return command(**kwargs)
+
+    spread.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    spread.__annotations__ = {p.name: p.annotation for p in params}
+    return spread
 
 
 Adapters = Annotated[
@@ -132,3 +184,51 @@ def read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist; pass --text FILE")
     return path.read_text(encoding="utf-8", errors="replace")
+
+
+# --- quantizing: `convert`, `distill --gguf`, and `pull` of a safetensors repository -----------
+# Declared here, not in convert, because `pull` takes them too and edge_llm never imports convert;
+# the values mean what convert.quant.options.QuantOptions says. Each command states when an
+# option applies (``context``) and what applies without it (``default``).
+_QUANT: dict[str, tuple[Any, str]] = {
+    "--type": (
+        str | None,
+        "the GGUF type (F32, F16, BF16, Q8_0 or any llama.cpp type: Q4_K_M, IQ4_XS, ...)",
+    ),
+    "--recipe": (
+        str | None,
+        "per-tensor types from a quantization recipe (a preset such as q4_k_m or q3_k_m, or a "
+        "TOML file)",
+    ),
+    "--target-size": (
+        str | None,
+        "a size budget (e.g. 80MB, 300MiB): the type of each tensor is chosen to minimise the "
+        "predicted KL divergence within it",
+    ),
+    "--target-bpw": (
+        float | None,
+        "a size budget in bits per weight (tensor data / parameters, as `info` reports)",
+    ),
+    "--imatrix": (
+        str | None,
+        "an importance matrix for llama.cpp's quantizer: a file (edge-llm imatrix / "
+        "llama-imatrix) or 'auto' (computed on the calibration text; a size budget's default)",
+    ),
+    "--calibration": (Path | None, "the text for --imatrix auto and the size budget's probes"),
+}
+
+
+def quant_option(flag: str, context: str = "", default: str | None = None) -> Any:
+    """The declaration of the quantizing option ``flag``, for a command's annotations:
+    ``context`` (when it applies) goes before its help, ``default`` after it."""
+    kind, text = _QUANT[flag]
+    text = f"{context} {text}" if context else text
+    text = text[0].upper() + text[1:] + (f" (default: {default})." if default else ".")
+    return Annotated[kind, typer.Option(flag, help=text, show_default=False)]
+
+
+QuantRecipe = quant_option("--recipe")
+TargetSize = quant_option("--target-size")
+TargetBpw = quant_option("--target-bpw")
+Imatrix = quant_option("--imatrix")
+Calibration = quant_option("--calibration", default="the project's bench/data/calibration.txt")

@@ -23,6 +23,35 @@ Yes = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Pull a Hub repository on first use without asking."),
 ]
+Reference = Annotated[
+    str,
+    typer.Argument(
+        help="A Hub repository, OWNER/NAME[:QUANT_OR_FILE]: a GGUF repository gives the chosen file (default Q4_K_M), a safetensors one is converted; or a name from `edge-llm models` (e.g. qwen2.5-coder-0.5b).",
+        show_default=False,
+    ),
+]
+Name = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="Short name to register it under [default: from the repository and quant]",
+        show_default=False,
+    ),
+]
+RequireChecksum = Annotated[
+    bool,
+    typer.Option(
+        "--require-checksum",
+        help="Refuse files the hub gives no checksum for (some mirrors give none; they are kept as unverified otherwise).",
+    ),
+]
+# convert's quantizing options (declared once, in options.py): a safetensors repository is
+# converted with them
+_CONVERTED = "For a safetensors repository:"
+QuantType = o.quant_option("--type", _CONVERTED, default="Q4_K_M")
+QuantRecipe = o.quant_option("--recipe", _CONVERTED)
+TargetSize = o.quant_option("--target-size", _CONVERTED)
+Imatrix = o.quant_option("--imatrix", _CONVERTED)
 
 
 def _converter():
@@ -39,60 +68,13 @@ def _converter():
 
 
 def pull(
-    reference: Annotated[
-        str,
-        typer.Argument(
-            help="A Hub repository, OWNER/NAME[:QUANT_OR_FILE]: a GGUF repository gives the chosen file (default Q4_K_M), a safetensors one is converted; or a name from `edge-llm models` (e.g. qwen2.5-coder-0.5b).",
-            show_default=False,
-        ),
-    ],
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name",
-            help="Short name to register it under [default: from the repository and quant]",
-            show_default=False,
-        ),
-    ] = None,
-    type: Annotated[
-        str | None,
-        typer.Option(
-            "--type",
-            help="For a safetensors repository: the GGUF type (Q4_K_M, Q8_0, F16, ...) [default: Q4_K_M]",
-            show_default=False,
-        ),
-    ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            "--recipe",
-            help="For a safetensors repository: per-tensor types from a recipe (a preset or a TOML file).",
-            show_default=False,
-        ),
-    ] = None,
-    target_size: Annotated[
-        str | None,
-        typer.Option(
-            "--target-size",
-            help="For a safetensors repository: a size budget (e.g. 80MB).",
-            show_default=False,
-        ),
-    ] = None,
-    imatrix: Annotated[
-        str | None,
-        typer.Option(
-            "--imatrix",
-            help="For a safetensors repository: an importance matrix file or 'auto'.",
-            show_default=False,
-        ),
-    ] = None,
-    require_checksum: Annotated[
-        bool,
-        typer.Option(
-            "--require-checksum",
-            help="Refuse files the hub gives no checksum for (some mirrors give none; they are kept as unverified otherwise).",
-        ),
-    ] = False,
+    reference: Reference,
+    name: Name = None,
+    type: QuantType = None,
+    recipe: QuantRecipe = None,
+    target_size: TargetSize = None,
+    imatrix: Imatrix = None,
+    require_checksum: RequireChecksum = False,
     allow_nonfinite: Annotated[
         bool,
         typer.Option(
@@ -115,28 +97,22 @@ def pull(
     hub's SHA-256 before it is kept (a hub that gives none is said so, and the model is marked
     unverified). Every hub is treated as hostile: see docs/pull.md.
     """
-    from edge_llm import registry, store
+    from edge_llm import registry
 
     builtin = registry.lookup(reference)
     if builtin is not None:
-        given = [
-            f"--{k.replace('_', '-')}"
-            for k, v in (
-                ("name", name),
-                ("type", type),
-                ("recipe", recipe),
-                ("target_size", target_size),
-                ("imatrix", imatrix),
-                ("require_checksum", require_checksum or None),
-                ("allow_nonfinite", allow_nonfinite or None),
-            )
-            if v is not None
-        ]
-        if given:
-            raise _bad(f"{', '.join(given)} apply to Hub repositories; {builtin.name} is built in")
+        _refuse_hub_options(
+            builtin,
+            name=name,
+            type=type,
+            recipe=recipe,
+            target_size=target_size,
+            imatrix=imatrix,
+            require_checksum=require_checksum or None,
+            allow_nonfinite=allow_nonfinite or None,
+        )
         pull_builtin(builtin, as_json=as_json)
         return
-
     entry = _pull(
         reference,
         name=name,
@@ -149,6 +125,19 @@ def pull(
         },
         require_checksum=require_checksum,
     )
+    _say_pulled(entry, as_json)
+
+
+def _refuse_hub_options(builtin, **given) -> None:
+    """Options given (not None) that apply to Hub repositories are an error for a built-in model."""
+    flags = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if flags:
+        raise _bad(f"{', '.join(flags)} apply to Hub repositories; {builtin.name} is built in")
+
+
+def _say_pulled(entry, as_json: bool) -> None:
+    from edge_llm import store
+
     if as_json:
         print(json.dumps(entry.to_dict(), indent=2))
         return

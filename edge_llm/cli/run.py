@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from edge_llm.cli.pull import Yes
 from edge_llm.cli.report import format_stats, length_notice
 
 
+@o.grouped
 def run(
     model: o.Model = None,
     prompt: Annotated[
@@ -33,12 +34,7 @@ def run(
         typer.Option("--system", help="System message (with --chat).", show_default=False),
     ] = None,
     max_tokens: o.MaxTokens = None,
-    temperature: o.Temperature = None,
-    top_k: o.TopK = None,
-    top_p: o.TopP = None,
-    min_p: o.MinP = None,
-    repeat_penalty: o.RepeatPenalty = None,
-    seed: o.Seed = None,
+    sampling: o.Sampling = o.NO_SAMPLING,
     stop: o.Stop = None,
     ignore_eos: o.IgnoreEos = False,
     ctx: o.Ctx = None,
@@ -50,13 +46,7 @@ def run(
     stats: Annotated[
         bool, typer.Option("--stats", help="Print usage and speed to stderr.")
     ] = False,
-    cloud: c.Cloud = None,
-    cloud_model: c.CloudModel = None,
-    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
-    escalate_rate: c.EscalateRate = None,
-    router: c.RouterFile = None,
-    local_only: c.LocalOnly = False,
-    cloud_timeout: c.CloudTimeout = 30.0,
+    cloud: c.Options = c.DEVICE_ONLY,
 ) -> None:
     """Complete one prompt (raw text by default; --chat for instruct models) and print the text.
 
@@ -66,8 +56,21 @@ def run(
 
     edge-llm run --chat --adapter math=k12-math.gguf -p "What is 12*7?"
     """
+    prompt = _prompt(prompt)
+    params = o.sampling(max_tokens, sampling, stop=stop, ignore_eos=ignore_eos or None)
+    m = cloud.wrap(_load(model, yes, device, ctx, threads, adapter))
+    stream = _start(m, prompt, params, chat, system)
+    if as_json:
+        _print_json(m, stream)
+    else:
+        _print_text(m, stream, params, chat)
+    if stats:
+        _report_stats(m, stream)
+
+
+def _prompt(prompt: str | None) -> str:
+    """The prompt given, else stdin's; never empty."""
     from edge_llm.errors import PromptError
-    from edge_llm.model import load
 
     if prompt is None:
         if sys.stdin is None or sys.stdin.isatty():
@@ -75,55 +78,58 @@ def run(
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise PromptError("the prompt is empty; pass some text with -p TEXT or on stdin")
-    params = o.sampling(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        seed=seed,
-        stop=stop,
-        ignore_eos=ignore_eos or None,
-    )
+    return prompt
+
+
+def _load(model: str | None, yes: bool, device: str, ctx, threads, adapter) -> Any:
+    """The model (pulled first if need be) with every --adapter applied at once."""
     from edge_llm.cli.pull import ensure_model
+    from edge_llm.model import load
 
     model = ensure_model(model, yes)
     chosen = o.adapters(adapter)
     m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=chosen)
-    m.use({name: scale for name, (_, scale) in chosen.items()})  # every --adapter at once
-    m = c.wrap(
-        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
-    )
-    if chat:
-        if m.chat_format.notice(m.name):
-            print(m.chat_format.notice(m.name), file=sys.stderr)
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        stream = m.chat_stream(messages, **params)
-    else:
-        stream = m.stream(prompt, **params)
-    if as_json:
-        for _ in stream:
-            pass
-        out = {"model": str(m.path), **stream.result.to_dict()}
-        print(json.dumps(out, ensure_ascii=False, indent=2))
-    else:
-        for piece in stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        c.note(stream.result)
-        if chat and stream.result.finish_reason == "length":
-            n = params.get("max_tokens", 256)
-            print(
-                length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
-                file=sys.stderr,
-            )
-    if stats:
-        from edge_llm.devices import measured_runs
+    m.use({name: scale for name, (_, scale) in chosen.items()})
+    return m
 
-        print(format_stats(stream.result), file=sys.stderr)
-        if getattr(stream.result, "answered_by", "device") == "device":  # not the cloud's speed
-            measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks it
+
+def _start(m: Any, prompt: str, params: dict[str, Any], chat: bool, system: str | None) -> Any:
+    """The completion's stream: of the raw prompt, or with --chat of it as a user message."""
+    if not chat:
+        return m.stream(prompt, **params)
+    if m.chat_format.notice(m.name):
+        print(m.chat_format.notice(m.name), file=sys.stderr)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return m.chat_stream(messages, **params)
+
+
+def _print_json(m: Any, stream: Any) -> None:
+    for _ in stream:
+        pass
+    out = {"model": str(m.path), **stream.result.to_dict()}
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+
+
+def _print_text(m: Any, stream: Any, params: dict[str, Any], chat: bool) -> None:
+    """The text as it comes; then who answered, and why a chat reply stopped short."""
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    c.note(stream.result)
+    if chat and stream.result.finish_reason == "length":
+        n = params.get("max_tokens", 256)
+        print(
+            length_notice(stream.result, n, m.n_ctx).replace("/set max_tokens N or ", ""),
+            file=sys.stderr,
+        )
+
+
+def _report_stats(m: Any, stream: Any) -> None:
+    from edge_llm.devices import measured_runs
+
+    print(format_stats(stream.result), file=sys.stderr)
+    if getattr(stream.result, "answered_by", "device") == "device":  # not the cloud's speed
+        measured_runs.record(m.path, stream.result, m.threads, m.n_ctx)  # plan checks it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,7 +11,64 @@ from edge_llm.cli import cloud as c
 from edge_llm.cli import options as o
 from edge_llm.cli.pull import Yes
 
+# serve's own options (the model's and the cloud's are shared: options.py, cloud.py)
+Host = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        help="Address to listen on. The default answers this machine only; 0.0.0.0 exposes "
+        "the server to the network (set --api-key then).",
+    ),
+]
+Port = Annotated[
+    int, typer.Option("--port", min=0, max=65535, help="TCP port (0 picks a free one).")
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="EDGE_LLM_API_KEY",
+        help="Require 'Authorization: Bearer KEY' on every /v1 request (/health stays open). "
+        "The environment variable keeps the key out of the process list.",
+        show_default=False,
+    ),
+]
+MaxBody = Annotated[
+    str,
+    typer.Option(
+        "--max-body",
+        help="Largest request body accepted (bytes, or with KB/MB); larger ones get a 413.",
+    ),
+]
+BodyTimeout = Annotated[
+    float,
+    typer.Option(
+        "--body-timeout",
+        min=0.1,
+        help="Seconds a request body may stall before the request gets a 408.",
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        help="No request log (otherwise one line per request on stderr: method, path, "
+        "status, tokens, ms).",
+    ),
+]
+Isolate = Annotated[
+    bool | None,
+    typer.Option(
+        "--isolate/--no-isolate",
+        help="Load the model once in a child process first, so a malformed file that makes "
+        "llama.cpp abort is an error, not a dead server [default: on for a .gguf path, off "
+        "for an installed model name].",
+        show_default=False,
+    ),
+]
 
+
+@o.grouped
 def serve(
     model: o.Model = None,
     device: o.Device = "auto",
@@ -19,67 +76,14 @@ def serve(
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     adapter: o.Adapters = None,
-    host: Annotated[
-        str,
-        typer.Option(
-            "--host",
-            help="Address to listen on. The default answers this machine only; 0.0.0.0 exposes "
-            "the server to the network (set --api-key then).",
-        ),
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="TCP port (0 picks a free one).")
-    ] = 8080,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            envvar="EDGE_LLM_API_KEY",
-            help="Require 'Authorization: Bearer KEY' on every /v1 request (/health stays open). "
-            "The environment variable keeps the key out of the process list.",
-            show_default=False,
-        ),
-    ] = None,
-    max_body: Annotated[
-        str,
-        typer.Option(
-            "--max-body",
-            help="Largest request body accepted (bytes, or with KB/MB); larger ones get a 413.",
-        ),
-    ] = "4MB",
-    body_timeout: Annotated[
-        float,
-        typer.Option(
-            "--body-timeout",
-            min=0.1,
-            help="Seconds a request body may stall before the request gets a 408.",
-        ),
-    ] = 5.0,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            help="No request log (otherwise one line per request on stderr: method, path, "
-            "status, tokens, ms).",
-        ),
-    ] = False,
-    isolate: Annotated[
-        bool | None,
-        typer.Option(
-            "--isolate/--no-isolate",
-            help="Load the model once in a child process first, so a malformed file that makes "
-            "llama.cpp abort is an error, not a dead server [default: on for a .gguf path, off "
-            "for an installed model name].",
-            show_default=False,
-        ),
-    ] = None,
-    cloud: c.Cloud = None,
-    cloud_model: c.CloudModel = None,
-    cloud_key_env: c.CloudKeyEnv = c.DEFAULT_KEY_ENV,
-    escalate_rate: c.EscalateRate = None,
-    router: c.RouterFile = None,
-    local_only: c.LocalOnly = False,
-    cloud_timeout: c.CloudTimeout = 30.0,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    api_key: ApiKey = None,
+    max_body: MaxBody = "4MB",
+    body_timeout: BodyTimeout = 5.0,
+    quiet: Quiet = False,
+    isolate: Isolate = None,
+    cloud: c.Options = c.DEVICE_ONLY,
 ) -> None:
     """Serve a model over HTTP with OpenAI's API until Ctrl-C; any OpenAI client can use it.
 
@@ -93,57 +97,15 @@ def serve(
 
     edge-llm serve --adapter math=math.gguf --adapter zh=zh.gguf
     """
-    from edge_llm.errors import ConfigError
-
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise ConfigError("the server needs its extra: pip install 'edge-llm[serve]'") from None
-
+    _check_extra()
     limit = _size(max_body)
 
     from edge_llm.cli.pull import ensure_model
-    from edge_llm.model import load
-    from edge_llm.registry import default_model, looks_like_path, lookup
     from edge_llm.server import serve as run_server
 
     model = ensure_model(model, yes)
-    if model is None:
-        model_id = default_model()
-    elif looks_like_path(model):
-        model_id = model.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".gguf")
-    else:
-        from edge_llm import store
-
-        entry, pulled = lookup(model), store.find(model)
-        model_id = entry.name if entry else pulled.name if pulled else model
-    if isolate is None:
-        isolate = model is not None and looks_like_path(model)
-    m = load(
-        model,
-        device=device,
-        n_ctx=ctx,
-        threads=threads,
-        isolate=isolate,
-        adapters=o.adapters(adapter),
-    )
-    m = c.wrap(
-        m, cloud, cloud_model, cloud_key_env, escalate_rate, router, local_only, cloud_timeout
-    )
-
-    def listening(url: str) -> None:
-        key = ", API key required" if api_key else ""
-        if cloud and not local_only:
-            key += f", escalating to {cloud_model} at {cloud}"
-        extra = "".join(f" + {model_id}:{name}" for name in m.adapters)
-        print(
-            f"edge-llm: serving {model_id}{extra} at {url} (OpenAI API, context {m.n_ctx}{key}); "
-            "Ctrl-C stops",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    model_id = _model_id(model)
+    m = cloud.wrap(_load(model, device, ctx, threads, isolate, adapter))
     run_server(
         m,
         host=host,
@@ -152,8 +114,64 @@ def serve(
         model_id=model_id,
         max_body=limit,
         body_timeout_s=body_timeout,
-        on_listen=listening,
+        on_listen=lambda url: _listening(url, m, model_id, api_key, cloud),
         log_requests=not quiet,
+    )
+
+
+def _check_extra() -> None:
+    """The server's packages are an extra: say how to install them."""
+    from edge_llm.errors import ConfigError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError("the server needs its extra: pip install 'edge-llm[serve]'") from None
+
+
+def _load(model: str | None, device: str, ctx, threads, isolate: bool | None, adapter) -> Any:
+    """The model with its --adapter list loaded (none applied: each request picks its own)."""
+    from edge_llm.model import load
+    from edge_llm.registry import looks_like_path
+
+    if isolate is None:
+        isolate = model is not None and looks_like_path(model)
+    return load(
+        model,
+        device=device,
+        n_ctx=ctx,
+        threads=threads,
+        isolate=isolate,
+        adapters=o.adapters(adapter),
+    )
+
+
+def _model_id(model: str | None) -> str:
+    """The name the server answers to: the model's registry or store name, or a file's stem."""
+    from edge_llm.registry import default_model, looks_like_path, lookup
+
+    if model is None:
+        return default_model()
+    if looks_like_path(model):
+        return model.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".gguf")
+    from edge_llm import store
+
+    entry, pulled = lookup(model), store.find(model)
+    return entry.name if entry else pulled.name if pulled else model
+
+
+def _listening(url: str, m, model_id: str, api_key: str | None, cloud: c.Options) -> None:
+    """The line saying the server is up, and where."""
+    key = ", API key required" if api_key else ""
+    if cloud.cloud and not cloud.local_only:
+        key += f", escalating to {cloud.cloud_model} at {cloud.cloud}"
+    extra = "".join(f" + {model_id}:{name}" for name in m.adapters)
+    print(
+        f"edge-llm: serving {model_id}{extra} at {url} (OpenAI API, context {m.n_ctx}{key}); "
+        "Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
     )
 
 

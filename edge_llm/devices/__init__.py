@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # the host's CPUs and their load (re-exported: edge_llm.devices.available_cpus, ...)
-from edge_llm.devices.cpus import MAX_AUTO_THREADS, CpuLoad, available_cpus, threads_for  # noqa: F401
+from edge_llm.cpus import MAX_AUTO_THREADS, CpuLoad, available_cpus, threads_for  # noqa: F401
 from edge_llm.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "gpu")

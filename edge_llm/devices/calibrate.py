@@ -1,8 +1,10 @@
 """Calibrating this host: per-type decode and prefill costs measured by running models.
 
-It loads models (`edge_llm.model`), so it lives apart from `detect` (which `Model` reaches through
-device resolution): the runtime's import graph stays one-way. `edge-llm devices --calibrate` and
-scripts/plan_accuracy.py run it; `detect.cached_calibration` reads its result.
+It times models loaded by the caller's ``load`` (`edge_llm.load`): `Model` sits above
+`edge_llm.devices` (it resolves its device here), so it is passed in, not imported, and the
+runtime's import graph keeps to its layers (ARCHITECTURE.md). It lives apart from `detect` all the
+same: `edge-llm devices --calibrate` and scripts/plan_accuracy.py run it;
+`detect.cached_calibration` reads its result.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_llm.cpus import available_cpus
 from edge_llm.devices import detect, profile
-from edge_llm.devices.cpus import available_cpus
 from edge_llm.devices.detect import measure_read_bandwidth
 from edge_llm.fsutil import atomic_path, cache_dir, work_dir
 
@@ -34,10 +36,8 @@ def _requantize(src: Path, dst: Path, ftype: int) -> None:
         raise RuntimeError(f"llama.cpp could not requantize {src.name}")
 
 
-def _measure(path: Path, threads: int, repeats: int = 2) -> tuple[float, float]:
+def _measure(load, path: Path, threads: int, repeats: int = 2) -> tuple[float, float]:
     """(ms per decoded token, ms per prefilled token), medians."""
-    from edge_llm.model import load
-
     with load(path, n_ctx=1024, threads=threads, device="cpu") as m:
         prompt = m.tokenize("Edge devices read every weight once per token. " * 40)[:PROMPT]
         dec, pre = [], []
@@ -66,8 +66,9 @@ def _fit(rows: list[tuple[float, dict[str, float], float]]) -> dict:
     return {"layer_ms": coef.pop("layer"), "per_type": coef}
 
 
-def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) -> dict:
-    """Measure this host: read bandwidth, then per-type decode and prefill costs (see above).
+def calibrate(load, threads: int | None = None, progress=None, busy_ok: bool = False) -> dict:
+    """Measure this host: read bandwidth, then per-type decode and prefill costs (see above), with
+    the models opened by ``load`` (`edge_llm.load`).
 
     Takes about two minutes on 2 CPUs; cached until the CPU or llama-cpp-python changes.
     Refuses (ConfigError) when other processes keep the CPUs busy, since it would measure the
@@ -76,7 +77,7 @@ def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) 
     """
 
     from edge_llm import gguf_info, registry
-    from edge_llm.devices.cpus import CpuLoad
+    from edge_llm.cpus import CpuLoad
     from edge_llm.errors import ConfigError
     from edge_llm.shapes import ModelShape, matmul_flops_by_type, read_bytes_by_type
 
@@ -120,7 +121,7 @@ def calibrate(threads: int | None = None, progress=None, busy_ok: bool = False) 
                 )
                 info = gguf_info.read(f)
                 shape = ModelShape.from_info(info)
-                dec_ms, pre_ms = _measure(f, t)
+                dec_ms, pre_ms = _measure(load, f, t)
                 if (busy := during.others_busy()) is not None:
                     loads.append(busy)
                 kv_ms = 1000 * shape.kv_bytes_per_token() * (PROMPT + GENERATE // 2) / bw[t]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.devices.cpus import available_cpus
+from edge_llm.cpus import available_cpus
 from edge_llm.fsutil import cache_dir
 
 READ_BUFFER_BYTES = 256 << 20
@@ -128,7 +128,7 @@ BUSY_CPUS = 0.25  # other processes keeping more CPUs than this busy make a host
 
 def host_load(seconds: float = 2.0) -> float | None:
     """CPUs kept busy by other processes over ``seconds`` (None where it cannot be read)."""
-    from edge_llm.devices.cpus import CpuLoad
+    from edge_llm.cpus import CpuLoad
 
     load = CpuLoad()
     time.sleep(seconds)

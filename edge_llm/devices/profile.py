@@ -175,8 +175,8 @@ def host_profile() -> DeviceProfile:
     """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
     --calibrate`, edge_llm.devices.calibrate, about two minutes); without it they use the plain
     roofline."""
+    from edge_llm.cpus import available_cpus
     from edge_llm.devices import detect
-    from edge_llm.devices.cpus import available_cpus
     from edge_llm.llama.binding import cpu_kernels, supports_gpu_offload
 
     cal = detect.cached_calibration()

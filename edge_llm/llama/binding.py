@@ -116,7 +116,7 @@ def load_model(
     vocab_only: bool = False,
     load_mode: int | None = None,
 ):
-    """A ``llama_model *`` for the GGUF at ``path`` (free it with ``C.llama_model_free``);
+    """A ``llama_model *`` for the GGUF at ``path`` (free it with `free_model`);
     LoadError with llama.cpp's log lines if it refuses."""
     init()
     if _CPU_KERNELS is not None and _CPU_KERNELS.variant is None:
@@ -136,6 +136,11 @@ def load_model(
     if not model:
         raise LoadError("llama.cpp could not load the model", take_recent_errors())
     return model
+
+
+def free_model(model) -> None:
+    """Free a ``llama_model *`` that `load_model` returned."""
+    C.llama_model_free(model)
 
 
 def free(owner) -> None:
@@ -303,6 +308,7 @@ _SIGNATURES = {
     "gguf_get_tensor_type": ([_p, _i64], _int),
     "gguf_get_tensor_offset": ([_p, _i64], _sz),
     "gguf_get_tensor_size": ([_p, _i64], _sz),
+    "gguf_get_tensor_ne": ([_p, _i64], ctypes.POINTER(_i64)),  # int64_t[GGML_MAX_DIMS]
     "gguf_set_tensor_type": ([_p, _s, _int], None),
     "gguf_set_val_str": ([_p, _s, _s], None),
     "gguf_set_val_u32": ([_p, _s, ctypes.c_uint32], None),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.llama import binding, lora
+from edge_llm.llama import binding, gguf, lora
 from edge_llm.llama.binding import KV_TYPES, C, LoadError
 from edge_llm.llama.threads import ThreadPolicy
 
@@ -90,14 +90,13 @@ def chunk_plan(tokens: Sequence[int], n_ctx: int, bos: int | None, max_chunks: i
 def tokenize_file(path: str | Path, text: str, error: type[Exception] | None = None):
     """(tokens, chunk BOS or None) of ``text`` with the GGUF's vocabulary alone (no weights
     loaded), tokenized as llama-perplexity does: special tokens added, their text not parsed."""
-    from edge_llm import gguf_info
     from edge_llm.errors import InvalidModelError
 
     try:
         model = binding.load_model(path, vocab_only=True)
     except LoadError as e:
         raise (error or InvalidModelError)(
-            gguf_info.explain_load_failure(Path(path), e.details)
+            gguf.explain_load_failure(Path(path), e.details)
         ) from None
     try:
         vocab = C.llama_model_get_vocab(model)
@@ -141,7 +140,6 @@ class ScoringContext:
         kv_unified: bool | None = None,
         adapters: Sequence[tuple[str | Path, float]] = (),
     ):
-        from edge_llm import gguf_info
         from edge_llm.errors import InvalidModelError
 
         self.path = Path(path)
@@ -153,7 +151,7 @@ class ScoringContext:
         try:
             self.model = binding.load_model(self.path)
         except LoadError as e:
-            raise self.error(gguf_info.explain_load_failure(self.path, e.details)) from None
+            raise self.error(gguf.explain_load_failure(self.path, e.details)) from None
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         # LoRA adapters (checked by the caller: edge_llm.adapters.check), applied on open()

@@ -3,7 +3,7 @@ processes leave free, read again before each long piece of work.
 
 On a shared machine a thread whose core is busy stalls every barrier of the graph: 2 threads on a
 2-CPU host with one CPU busy run several times slower than 1. The load is measured by
-`edge_llm.devices.CpuLoad` and turned into a count by `edge_llm.devices.threads_for`; generation
+`edge_llm.cpus.CpuLoad` and turned into a count by `edge_llm.cpus.threads_for`; generation
 (`edge_llm.model`), scoring (`edge_llm.llama.scoring`) and every benchmark or converter that runs
 llama.cpp for long use this class instead of their own loop.
 """
@@ -24,7 +24,7 @@ class ThreadPolicy:
     def __init__(
         self, fixed: int | None = None, *, adaptive: bool | None = None, start: int | None = None
     ):
-        from edge_llm.devices.cpus import CpuLoad, available_cpus, threads_for
+        from edge_llm.cpus import CpuLoad, available_cpus, threads_for
 
         self.fixed = fixed
         if adaptive is None:
@@ -42,7 +42,7 @@ class ThreadPolicy:
     def update(self, wait: bool = False) -> int:
         """The count for the host's load now (unchanged when fixed or when nothing new is known)."""
         if self._load is not None:
-            from edge_llm.devices.cpus import available_cpus, threads_for
+            from edge_llm.cpus import available_cpus, threads_for
 
             busy = self._load.others_busy(wait=wait)
             if busy is not None:

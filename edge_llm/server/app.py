@@ -84,76 +84,68 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    lock = asyncio.Lock()  # FIFO: waiters are woken in arrival order
-    records: deque[GenerationRecord] = deque(maxlen=256)
-    jobs: set[Job] = set()  # queued or running
-    created = int(time.time())
-    names = {model_id, model.path.name, model.path.stem, str(model.path)}
-    # LoRA adapters loaded on the model: each is also a model, "BASE:NAME" (GET /v1/models)
-    adapter_ids = {f"{model_id}:{name}": name for name in model.adapters}
+    served = Served(model, model_id)
     app.state.model = model
     app.state.model_id = model_id
-    app.state.lock = lock
-    app.state.generations = records
-    app.state.jobs = jobs
+    app.state.lock = served.lock
+    app.state.generations = served.records
+    app.state.jobs = served.jobs
     # The last added runs first: the log sees every request, the key is checked before the body.
     app.add_middleware(BodyGuard, max_body=max_body, idle_s=body_idle_s, total_s=body_total_s)
     if api_key:
         app.add_middleware(BearerAuth, api_key=api_key)
     app.add_middleware(RequestLog, log=request_log or log.info)
+    _add_error_handlers(app)
+    tokens.add_routes(app)
+    _add_model_routes(app, served)
+    _add_chat_route(app, served)
+    _add_completion_route(app, served)
+    _add_embedding_route(app, served)
+    return app
 
-    # Errors, all in OpenAI's shape.
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        chat = request.url.path.endswith("/chat/completions")
-        expected = s.EXPECTED_CHAT if chat else s.EXPECTED_COMPLETION
-        message, param = describe_validation_error(exc, s.FIELDS, expected)
-        return error(400, message, param=param)
 
-    @app.exception_handler(RequestError)
-    async def _on_request(request: Request, exc: RequestError) -> JSONResponse:
-        return error(exc.status, str(exc), param=exc.param, code=exc.code)
+class Served:
+    """What every route shares: the model and its names, the turn lock (FIFO: waiters are woken in
+    arrival order), the jobs queued or running, and the last generations."""
 
-    @app.exception_handler(EdgeLLMError)
-    async def _on_edge_llm(request: Request, exc: EdgeLLMError) -> JSONResponse:
-        return error(400, str(exc), param=param_of(exc, request.url.path, s.FIELDS))
+    def __init__(self, model: Model, model_id: str) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.lock = asyncio.Lock()
+        self.records: deque[GenerationRecord] = deque(maxlen=256)
+        self.jobs: set[Job] = set()  # queued or running
+        self.created = int(time.time())
+        self.names = {model_id, model.path.name, model.path.stem, str(model.path)}
+        # LoRA adapters loaded on the model: each is also a model, "BASE:NAME" (GET /v1/models)
+        self.adapter_ids = {f"{model_id}:{name}": name for name in model.adapters}
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            message = f"unknown URL: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        else:
-            message = str(exc.detail)
-        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error(exc.status_code, message, type=kind, headers=getattr(exc, "headers", None))
+    async def parse(self, request: Request, schema: type) -> Any:
+        """The request's body as ``schema``, naming this server's model (or none)."""
+        body = await s.parse_body(request, schema)
+        self.check_model(body.model)
+        return body
 
-    @app.exception_handler(Exception)
-    async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
-        return error(500, f"internal error: {type(exc).__name__}", type="server_error")
-
-    # Helpers.
-    def check_model(name: str | None) -> None:
-        if name is None or name in names or name in adapter_ids:
+    def check_model(self, name: str | None) -> None:
+        if name is None or name in self.names or name in self.adapter_ids:
             return
         from edge_llm.registry import lookup
 
         if lookup(name) is not None:
             message = (
-                f"the model {name!r} is not loaded: this server serves {model_id!r}; "
+                f"the model {name!r} is not loaded: this server serves {self.model_id!r}; "
                 f"start 'edge-llm serve {name}' to serve it"
             )
         else:
             message = (
-                f"the model {name!r} does not exist; this server serves {model_id!r} "
+                f"the model {name!r} does not exist; this server serves {self.model_id!r} "
                 "(GET /v1/models lists it)"
             )
         raise RequestError(404, message, param="model", code="model_not_found")
 
-    def adapters_for(name: str | None, lora: list[s.LoraChoice] | None) -> dict[str, float]:
+    def adapters_for(self, name: str | None, lora: list[s.LoraChoice] | None) -> dict[str, float]:
         """The adapters a request asks for: llama-server's ``lora`` list if given, else the
         adapter its model name picks ("BASE:NAME"), else none (the base alone)."""
+        model, adapter_ids = self.model, self.adapter_ids
         loaded = list(model.adapters)
         if lora is None:
             return (
@@ -173,19 +165,19 @@ def create_app(
             out[loaded[choice.id]] = float(choice.scale)
         return out
 
-    def with_adapters(chosen: dict[str, float], start: Callable[[threading.Event], Stream]):
+    def with_adapters(self, chosen: dict[str, float], start: Callable[[threading.Event], Stream]):
         """``start`` run with ``chosen`` applied: in the job's turn on the model, so requests
         that ask for different adapters never see each other's."""
 
         def started(cancel: threading.Event) -> Stream:
-            model.use(chosen)
+            self.model.use(chosen)
             return start(cancel)
 
         return started
 
-    def sampling(body: s._Body, max_tokens: int | None, name: str) -> dict[str, Any]:
+    def sampling(self, body: s._Body, max_tokens: int | None, name: str) -> dict[str, Any]:
         s.check_ranges(body)
-        n_ctx = model.n_ctx
+        n_ctx = self.model.n_ctx
         if max_tokens is None:
             max_tokens = n_ctx  # as OpenAI: until the end of generation or of the context
         elif max_tokens < 1:
@@ -216,6 +208,7 @@ def create_app(
         return kwargs
 
     async def run(
+        self,
         request: Request,
         start: Callable[[threading.Event], Stream],
         *,
@@ -227,14 +220,22 @@ def create_app(
         usage: Callable[[Completion], dict[str, Any]] | None,
         whole: Callable[[Completion], dict[str, Any]],
     ) -> Any:
+        """A generation in its turn on the model: an event stream once it has started (``first``,
+        each ``piece``, ``last``, ``usage``), or ``whole`` of its finished completion."""
         loop = asyncio.get_running_loop() if stream else None
         info = request.scope.setdefault(LOG_KEY, {})
         job = Job(
-            model, start, endpoint=endpoint, stream=stream, records=records, info=info, loop=loop
+            self.model,
+            start,
+            endpoint=endpoint,
+            stream=stream,
+            records=self.records,
+            info=info,
+            loop=loop,
         )
-        jobs.add(job)
-        task = asyncio.ensure_future(execute(lock, job))
-        task.add_done_callback(lambda _: jobs.discard(job))
+        self.jobs.add(job)
+        task = asyncio.ensure_future(execute(self.lock, job))
+        task.add_done_callback(lambda _: self.jobs.discard(job))
         watcher = asyncio.ensure_future(watch_disconnect(request, job))
         try:
             if stream:
@@ -261,76 +262,94 @@ def create_app(
             return error(499, "the client disconnected; generation stopped")  # nobody reads it
         return whole(job.result)
 
-    def envelope(ident: tuple[str, int], obj: str, choices: list[Any], **extra: Any) -> dict:
+    def envelope(self, ident: tuple[str, int], obj: str, choices: list[Any], **extra: Any) -> dict:
         cid, now = ident  # the same id and creation time in every chunk of a response
         return {
             "id": cid,
             "object": obj,
             "created": now,
-            "model": model_id,
+            "model": self.model_id,
             "choices": choices,
             **extra,
         }
 
-    # Routes.
-    tokens.add_routes(app)
+    def model_card(self, name: str | None = None) -> dict[str, Any]:
+        name = self.model_id if name is None else name
+        card = {"id": name, "object": "model", "created": self.created, "owned_by": "edge-llm"}
+        if name in self.adapter_ids:  # as vLLM lists its LoRA modules
+            path = self.model.adapters[self.adapter_ids[name]].path
+            card |= {"root": str(path), "parent": self.model_id}
+        return card
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error in OpenAI's shape."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        chat = request.url.path.endswith("/chat/completions")
+        expected = s.EXPECTED_CHAT if chat else s.EXPECTED_COMPLETION
+        message, param = describe_validation_error(exc, s.FIELDS, expected)
+        return error(400, message, param=param)
+
+    @app.exception_handler(RequestError)
+    async def _on_request(request: Request, exc: RequestError) -> JSONResponse:
+        return error(exc.status, str(exc), param=exc.param, code=exc.code)
+
+    @app.exception_handler(EdgeLLMError)
+    async def _on_edge_llm(request: Request, exc: EdgeLLMError) -> JSONResponse:
+        return error(400, str(exc), param=param_of(exc, request.url.path, s.FIELDS))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"unknown URL: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error(exc.status_code, message, type=kind, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+def _add_model_routes(app: FastAPI, served: Served) -> None:
+    """/health, the models (the base and each adapter) and llama-server's adapter list."""
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def model_card(name: str = model_id) -> dict[str, Any]:
-        card = {"id": name, "object": "model", "created": created, "owned_by": "edge-llm"}
-        if name in adapter_ids:  # as vLLM lists its LoRA modules
-            card |= {"root": str(model.adapters[adapter_ids[name]].path), "parent": model_id}
-        return card
-
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(), *map(model_card, adapter_ids)]}
+        cards = [served.model_card(), *map(served.model_card, served.adapter_ids)]
+        return {"object": "list", "data": cards}
 
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> Any:
-        check_model(name)
-        return model_card(name if name in adapter_ids else model_id)
+        served.check_model(name)
+        return served.model_card(name if name in served.adapter_ids else served.model_id)
 
     @app.get("/lora-adapters")
     async def lora_adapters() -> list[dict[str, Any]]:
         """llama-server's list: each adapter's id (for a request's ``lora``), path and scale."""
         return [
             {"id": i, "name": a.name, "path": str(a.path), "scale": a.scale}
-            for i, a in enumerate(model.adapters.values())
+            for i, a in enumerate(served.model.adapters.values())
         ]
+
+
+def _add_chat_route(app: FastAPI, served: Served) -> None:
+    """POST /v1/chat/completions."""
+    model, envelope = served.model, served.envelope
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        body = await s.parse_body(request, s.ChatCompletionRequest)
-        check_model(body.model)
-        if not model.has_chat_template:
-            raise RequestError(
-                400,
-                f"{model_id} has no chat template: it is a completion (base) model; "
-                "send its text to /v1/completions instead",
-                param="messages",
-                code="model_not_chat",
-            )
-        max_tokens, name = body.max_completion_tokens, "max_completion_tokens"
-        if max_tokens is None:
-            max_tokens, name = body.max_tokens, "max_tokens"
-        kwargs = sampling(body, max_tokens, name)
-        top = s.chat_logprobs(body)
-        if top is not None:
-            kwargs["logprobs"] = top
-        tools, forced = f.tools_and_grammar(model, body.tools, body.tool_choice)
-        grammar = f.response_grammar(body.response_format)
-        if grammar and forced:
-            raise RequestError(
-                400,
-                "response_format cannot be combined with a required tool call",
-                param="response_format",
-            )
-        if grammar or forced:
-            kwargs["grammar"] = forced or grammar
+        body = await served.parse(request, s.ChatCompletionRequest)
+        kwargs, tools = _chat_options(served, body)
         messages = [f.template_message(i, m) for i, m in enumerate(body.messages)]
         kwargs.update(await cascade_hook.options(request, model))
         tracker = cascade_hook.Tracker()  # answered_by, when the model is a cascade
@@ -362,14 +381,14 @@ def create_app(
         usage_chunk = lambda c: envelope(cid, "chat.completion.chunk", [], usage=f.usage(c))  # noqa: E731
         stream = bool(body.stream)
         start = tracker.wrap(
-            with_adapters(
-                adapters_for(body.model, body.lora),
+            served.with_adapters(
+                served.adapters_for(body.model, body.lora),
                 lambda cancel: model.chat_stream(messages, cancel=cancel, tools=tools, **kwargs),
             )
         )
         if tools and stream:
             # A tool call is known once the reply is whole: generate it, then stream it.
-            answer = await run(
+            answer = await served.run(
                 request,
                 start,
                 endpoint="chat.completions",
@@ -383,7 +402,7 @@ def create_app(
             if not isinstance(answer, Completion):
                 return answer
             return EventStream(_replay_tool_reply(answer, reply, chunk, usage_chunk, include_usage))
-        return await run(
+        return await served.run(
             request,
             start,
             endpoint="chat.completions",
@@ -395,15 +414,52 @@ def create_app(
             whole=whole,
         )
 
+
+def _chat_options(served: Served, body: s.ChatCompletionRequest) -> tuple[dict[str, Any], Any]:
+    """A chat request's generation keywords and tools, checked before it waits for the model."""
+    model = served.model
+    if not model.has_chat_template:
+        raise RequestError(
+            400,
+            f"{served.model_id} has no chat template: it is a completion (base) model; "
+            "send its text to /v1/completions instead",
+            param="messages",
+            code="model_not_chat",
+        )
+    max_tokens, name = body.max_completion_tokens, "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens, name = body.max_tokens, "max_tokens"
+    kwargs = served.sampling(body, max_tokens, name)
+    top = s.chat_logprobs(body)
+    if top is not None:
+        kwargs["logprobs"] = top
+    tools, forced = f.tools_and_grammar(model, body.tools, body.tool_choice)
+    grammar = f.response_grammar(body.response_format)
+    if grammar and forced:
+        raise RequestError(
+            400,
+            "response_format cannot be combined with a required tool call",
+            param="response_format",
+        )
+    if grammar or forced:
+        kwargs["grammar"] = forced or grammar
+    return kwargs, tools
+
+
+def _add_completion_route(app: FastAPI, served: Served) -> None:
+    """POST /v1/completions (echo and several prompts: echo.py)."""
+    model, envelope = served.model, served.envelope
+
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        body = await s.parse_body(request, s.CompletionRequest)
-        check_model(body.model)
+        body = await served.parse(request, s.CompletionRequest)
         cid = (f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()))
         prompts = echo.prompts(body.prompt)
         if body.echo or len(prompts) > 1:  # as lm-evaluation-harness sends them (echo.py)
-            return await echo.complete(request, body, prompts, app.state, sampling, envelope, cid)
-        kwargs = sampling(body, body.max_tokens, "max_tokens")
+            return await echo.complete(
+                request, body, prompts, app.state, served.sampling, envelope, cid
+            )
+        kwargs = served.sampling(body, body.max_tokens, "max_tokens")
         n_top = s.completion_logprobs(body)
         if n_top is not None:
             kwargs["logprobs"] = n_top
@@ -426,11 +482,11 @@ def create_app(
             return chunk(c.text, c.finish_reason, lps=lps, usage=f.usage(c), **tracker.fields(c))
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await run(
+        return await served.run(
             request,
             tracker.wrap(
-                with_adapters(
-                    adapters_for(body.model, body.lora),
+                served.with_adapters(
+                    served.adapters_for(body.model, body.lora),
                     lambda cancel: model.stream(prompt, cancel=cancel, **kwargs),
                 )
             ),
@@ -445,24 +501,15 @@ def create_app(
             whole=whole,
         )
 
+
+def _add_embedding_route(app: FastAPI, served: Served) -> None:
+    """POST /v1/embeddings."""
+    model = served.model
+
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Any:
-        body = await s.parse_body(request, s.EmbeddingRequest)
-        check_model(body.model)
-        inputs: list[Any] = [body.input] if isinstance(body.input, str) else list(body.input)
-        if inputs and isinstance(inputs[0], int):
-            inputs = [inputs]  # one input given as token ids
-        if not inputs:
-            raise RequestError(400, "input is empty; give at least one text", param="input")
-        if len(inputs) > MAX_EMBEDDING_INPUTS:
-            raise RequestError(
-                400,
-                f"input holds {len(inputs)} texts; send at most {MAX_EMBEDDING_INPUTS} per request",
-                param="input",
-            )
-        for i, x in enumerate(inputs):
-            if not (x.strip() if isinstance(x, str) else x):
-                raise RequestError(400, f"input[{i}] is empty", param="input")
+        body = await served.parse(request, s.EmbeddingRequest)
+        inputs = _embedding_inputs(body)
         fmt = body.encoding_format or "float"
         if fmt not in ("float", "base64"):
             raise RequestError(
@@ -471,7 +518,7 @@ def create_app(
                 param="encoding_format",
             )
 
-        chosen = adapters_for(body.model, None)
+        chosen = served.adapters_for(body.model, None)
 
         def work() -> tuple[list[Any], int]:
             model.use(chosen)
@@ -479,7 +526,7 @@ def create_app(
             n = sum(len(model.tokenize(x)) if isinstance(x, str) else len(x) for x in inputs)
             return vectors, n
 
-        vectors, n_tokens = await run_locked(lock, model, work)
+        vectors, n_tokens = await run_locked(served.lock, model, work)
         request.scope.setdefault(LOG_KEY, {})["tokens"] = (n_tokens, 0)
         if body.dimensions is not None and body.dimensions != len(vectors[0]):
             raise RequestError(
@@ -500,11 +547,28 @@ def create_app(
         return {
             "object": "list",
             "data": data,
-            "model": model_id,
+            "model": served.model_id,
             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
         }
 
-    return app
+
+def _embedding_inputs(body: s.EmbeddingRequest) -> list[Any]:
+    """The texts (or token-id lists) to embed, at least one and none empty."""
+    inputs: list[Any] = [body.input] if isinstance(body.input, str) else list(body.input)
+    if inputs and isinstance(inputs[0], int):
+        inputs = [inputs]  # one input given as token ids
+    if not inputs:
+        raise RequestError(400, "input is empty; give at least one text", param="input")
+    if len(inputs) > MAX_EMBEDDING_INPUTS:
+        raise RequestError(
+            400,
+            f"input holds {len(inputs)} texts; send at most {MAX_EMBEDDING_INPUTS} per request",
+            param="input",
+        )
+    for i, x in enumerate(inputs):
+        if not (x.strip() if isinstance(x, str) else x):
+            raise RequestError(400, f"input[{i}] is empty", param="input")
+    return inputs
 
 
 async def _replay_tool_reply(

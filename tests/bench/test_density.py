@@ -161,28 +161,73 @@ def test_a_family_whose_scores_do_not_follow_its_loss_is_refused():
         density.fit_family(density.Family("g", growing, "total", "capability", 0.0))
 
 
-def test_family_file_formats_are_documented_and_load(tmp_path):
-    path = tmp_path / "family.toml"
-    path.write_text(density.FAMILY_FORMAT)
-    fam = density.load_family(path)
-    assert (
-        fam.members[0].params == 100e6
-        and fam.members[0].items == 108
-        and fam.members[0].tokens == 2e12
+SHIPPED_EXAMPLE = Path(density.__file__).parent / "data" / "densing_example.toml"
+
+
+def read_by_tomllib(text: str) -> tuple[tuple, list[tuple]]:
+    """The judge of `load_family`: the family file as tomllib reads it, in the documented keys
+    (the family's name, example, score, chance, params_kind, loss; each model's name, params,
+    loss, score, items, tokens), with the defaults FAMILY_FORMAT states for optional ones."""
+    import tomllib
+
+    d = tomllib.loads(text)
+    head = (
+        d["name"],
+        d.get("example", False),
+        d.get("score", "capability"),
+        d.get("chance", 0.0),
+        d.get("params_kind", "total"),
+        d.get("loss", "mmlu.answer_loss"),
     )
-    assert fam.example is False and fam.loss == "mmlu.answer_loss"
+    models = [
+        (m["name"], m["params"], m["loss"], m["score"], m.get("items"), m.get("tokens"))
+        for m in d["model"]
+    ]
+    return head, models
+
+
+def as_read(fam) -> tuple[tuple, list[tuple]]:
+    head = (fam.name, fam.example, fam.score, fam.chance, fam.params_kind, fam.loss)
+    return head, [(m.name, m.params, m.loss, m.score, m.items, m.tokens) for m in fam.members]
+
+
+@pytest.mark.parametrize("source", ["FAMILY_FORMAT", "shipped example"])
+def test_family_files_load_as_tomllib_reads_them(tmp_path, source):
+    # the documented format (every key given, defaults stated) and the file that
+    # scripts/densing_example.py writes in it (non-default example, score and chance)
+    text = density.FAMILY_FORMAT if source == "FAMILY_FORMAT" else SHIPPED_EXAMPLE.read_text()
+    path = tmp_path / "family.toml"
+    path.write_text(text)
+    assert as_read(density.load_family(path)) == read_by_tomllib(text)
+
+
+def test_the_shipped_example_uses_only_keys_the_format_documents():
+    import tomllib
+
+    doc = tomllib.loads(density.FAMILY_FORMAT)
+    shipped = tomllib.loads(SHIPPED_EXAMPLE.read_text())
+    assert set(shipped) == set(doc)
+    # sha256: which file each row measured (provenance, not read by the fit)
+    assert {k for m in shipped["model"] for k in m} - set(doc["model"][0]) == {"sha256"}
+
+
+def test_jsonl_families_load_as_the_toml_form_and_bad_rows_are_named(tmp_path):
+    # the same family as JSONL (a first line {"family": {...}}, then one model per line) loads
+    # as its TOML form does, as tomllib reads that
+    head = {"name": "j", "example": True, "score": "mmlu", "chance": 0.25}
+    rows = [
+        {"name": f"m{i}", "params": p, "loss": 3 - i * 0.2, "score": 0.3 + 0.1 * i}
+        for i, p in enumerate([1e8, 2e8, 4e8, 8e8])
+    ]
     jl = tmp_path / "family.jsonl"
-    jl.write_text(
-        json.dumps({"family": {"name": "j", "example": True, "chance": 0.0}})
-        + "\n"
-        + "".join(
-            json.dumps({"name": f"m{i}", "params": p, "loss": 3 - i * 0.2, "score": 0.1 + 0.1 * i})
-            + "\n"
-            for i, p in enumerate([1e8, 2e8, 4e8, 8e8])
-        )
+    jl.write_text("".join(json.dumps(x) + "\n" for x in [{"family": head}, *rows]))
+    toml = "".join(f"{k} = {json.dumps(v)}\n" for k, v in head.items()) + "".join(
+        "\n[[model]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in r.items()) for r in rows
     )
     fam = density.load_family(jl)
-    assert fam.example and len(fam.members) == 4 and density.fit_family(fam).n == 4
+    assert as_read(fam) == read_by_tomllib(toml)
+    assert density.fit_family(fam).n == 4
+    path = tmp_path / "family.toml"
     path.write_text("[[model]]\nparams = 1e8\nbpb = 1.1\nscore = 0.1\n")
     with pytest.raises(BenchError, match="conditional answer loss"):
         density.load_family(path)
@@ -216,8 +261,7 @@ def test_the_shipped_example_family_is_labelled_an_example_and_fits():
     # bench/data/densing_example.toml, written by scripts/densing_example.py from measured runs:
     # a family the fit accepts (five sizes, more models than parameters), marked as an example
     # so `bench` never presents an effective size on it as a reference.
-    path = Path(density.__file__).parent / "data" / "densing_example.toml"
-    fam = density.load_family(path)
+    fam = density.load_family(SHIPPED_EXAMPLE)
     assert fam.example and fam.score == "mmlu" and fam.chance == 0.25
     sizes = sorted(m.params for m in fam.members)
     assert len(set(sizes)) == 5 and sizes[-1] > 1.5 * sizes[0]

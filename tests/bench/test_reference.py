@@ -59,7 +59,7 @@ def test_bench_reference_against_itself_and_another_quantization(suite, smollm2_
     assert rec["reference"]["what"] == "the same file"
     assert rec["reference"]["sha256"] == rec["model"]["sha256"]
 
-    from convert.requantize import requantize
+    from convert.quant.requantize import requantize
 
     q8 = requantize(smollm2_path, tmp_path / "smollm2-q8_0.gguf", type="Q8_0").path
     rec = bench(suite, smollm2_path, q8, "Q4_1 requantized to Q8_0")

@@ -11,16 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from convert import ggml_quant, recipes  # noqa: E402
 from convert.distill import fakequant as FQ  # noqa: E402
+from convert.quant import ggml_quant  # noqa: E402
 
 
 def ggml_dequant(raw: np.ndarray, name: str, shape) -> np.ndarray:
     """ggml's dequantizer (its type traits' to_float) on packed blocks."""
-    raw = np.ascontiguousarray(raw)
-    out = np.empty(shape, dtype=np.float32)
-    ggml_quant.to_float(recipes.type_info(name).ggml)(raw.ctypes.data, out.ctypes.data, out.size)
-    return out
+    return ggml_quant.dequantize(raw, name, shape)
 
 
 def tensors(cols: int):

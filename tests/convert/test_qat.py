@@ -18,9 +18,10 @@ from tests.fixtures.tinymodels import MIXED
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from convert import convert, ggml_quant, recipes  # noqa: E402
+from convert import convert  # noqa: E402
 from convert.distill import distill  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
+from convert.quant import ggml_quant, recipes  # noqa: E402
 
 SMALL = dict(num_hidden_layers=3)  # over the shared teacher's configuration
 WIDE = dict(
@@ -67,12 +68,7 @@ def gguf_tensors(path) -> dict[str, tuple[str, np.ndarray]]:
         if name in ("F32", "F16"):
             out[t.name] = (name, np.asarray(t.data, dtype=np.float32).reshape(shape))
             continue
-        raw = np.ascontiguousarray(t.data)
-        vals = np.empty(shape, np.float32)
-        ggml_quant.to_float(recipes.type_info(name).ggml)(
-            raw.ctypes.data, vals.ctypes.data, vals.size
-        )
-        out[t.name] = (name, vals)
+        out[t.name] = (name, ggml_quant.dequantize(t.data, name, shape))
     return out
 
 

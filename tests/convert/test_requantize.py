@@ -70,11 +70,29 @@ def test_requantizing_with_a_recipe_and_an_imatrix_file(f32, tmp_path, run_cli):
     r = run_cli("convert", str(f32), "-o", str(out), "--recipe", "q4_k_m", "--imatrix", str(im))
     assert r.returncode == 0, r.stderr
     import gguf
+    import llama_cpp
 
     reader = gguf.GGUFReader(out)
     keys = set(reader.fields)
-    assert "quantize.imatrix.entries_count" in keys
     assert any(k.startswith("edge_llm.recipe") for k in keys), sorted(keys)
+    # the imatrix llama.cpp was given, as gguf-py reads that file: its entries and chunks
+    im_file = gguf.GGUFReader(im)
+    entries = [t for t in im_file.tensors if t.name.endswith(".in_sum2")]
+    assert reader.fields["quantize.imatrix.entries_count"].contents() == len(entries) > 0
+    assert (
+        reader.fields["quantize.imatrix.chunks_count"].contents()
+        == im_file.fields["imatrix.chunk_count"].contents()
+        == 4
+    )
+    # the q4_k_m preset's types: llama.cpp's own Q4_K_M of the same file, by llama-cpp-python
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = 1
+    own = tmp_path / "llama-Q4_K_M.gguf"
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(own).encode(), params) == 0
+    want = {n: t for n, (t, _) in tensors(own).items()}
+    assert {n: t for n, (t, _) in tensors(out).items()} == want
+    assert len(set(want.values())) >= 2  # a mix
 
 
 def test_a_quantized_source_is_requantized_with_a_warning(f32, tmp_path, run_cli):

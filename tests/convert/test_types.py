@@ -9,7 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 
 from convert import ConvertError, convert
-from convert.quantize import TYPES
+from convert.quant.quantize import TYPES
 from tests.fixtures.checkpoints import make_checkpoint
 
 # rows of 256 so that every K- and IQ-quant applies to every matrix

@@ -490,11 +490,12 @@ def _toml_seeds(folder: Path, pattern: str = "*.toml") -> list[dict]:
 
 
 def test_fuzz_recipes(tmp_path, smollm2_path):
-    from convert import recipes
+    from convert.quant import recipes
     from edge_llm import gguf_info
 
-    seeds = [d for d in _toml_seeds(REPO / "convert" / "recipes") if "rules" in d or "default" in d]
-    seeds = seeds or _toml_seeds(REPO / "convert" / "recipes")
+    presets = REPO / "convert" / "quant" / "recipes"
+    seeds = [d for d in _toml_seeds(presets) if "rules" in d or "default" in d]
+    seeds = seeds or _toml_seeds(presets)
     info = gguf_info.read(smollm2_path)
     shapes = [(t.name, tuple(reversed(t.shape))) for t in info.tensors]
 

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from convert import convert
-from convert.quantize import TYPES
+from convert.quant.quantize import TYPES
 from tests.fixtures.checkpoints import make_checkpoint
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -65,7 +65,7 @@ def test_tensor_types_that_need_an_imatrix_are_those_llama_cpp_refuses(f32_gguf,
     """Every block matrix forced to the type (llama.cpp's tensor-type overrides), no imatrix."""
     from gguf import GGUFReader
 
-    from convert.ggml_types import TYPES as GGML
+    from convert.quant.ggml_types import TYPES as GGML
     from edge_llm.llama.binding import quantize_file
 
     t = GGML[name]

@@ -1,10 +1,15 @@
-"""Chat: the template the runtime renders and feeds, the sandbox, and the chat command."""
+"""Chat: the template the runtime renders and feeds, the sandbox, and the chat command.
+
+Judges: the template written out by hand, and llama-cpp-python's own `Llama` (its tokenizer,
+and `create_chat_completion`: its own Jinja rendering of the GGUF's template, decoded greedily).
+"""
 
 import pytest
 from jinja2.exceptions import SecurityError  # noqa: F401  (the sandbox's own error type)
 
 from edge_llm import chat_template
 from edge_llm.errors import InvalidModelError, PromptError
+from tests.fixtures.judges import llama_cpp_chat
 
 TWO_TURNS = [
     {"role": "user", "content": "Hi"},
@@ -22,8 +27,9 @@ BY_HAND = (
 IM_START, IM_END = 1, 2  # SmolLM2's special token ids
 
 
-def test_chat_feeds_the_tokens_of_the_template_rendered_by_hand(fresh):
-    expected = fresh.tokenize(BY_HAND, add_bos=False)
+def test_chat_feeds_the_tokens_of_the_template_rendered_by_hand(fresh, smollm2_path, llama_judge):
+    judge = llama_judge(smollm2_path)
+    expected = judge.tokenize(BY_HAND.encode(), add_bos=False, special=True)
     assert fresh.render_chat(TWO_TURNS) == BY_HAND
     fed = fresh.chat_tokens(TWO_TURNS)
     assert fed == expected
@@ -31,6 +37,10 @@ def test_chat_feeds_the_tokens_of_the_template_rendered_by_hand(fresh):
     assert fed[0] == IM_START and fed.count(IM_START) == 5 and fed.count(IM_END) == 4
     reply = fresh.chat(TWO_TURNS, max_tokens=24, temperature=0)
     assert reply.usage.prompt_tokens == len(expected)
+    want = llama_cpp_chat(judge, TWO_TURNS, 24)
+    assert want.prompt_tokens == len(expected)  # the judge renders the same prompt
+    assert (reply.text, reply.finish_reason) == (want.text, want.finish_reason)
+    assert reply.usage.completion_tokens == want.completion_tokens
     fresh.reset()
     assert fresh.generate(expected, max_tokens=24, temperature=0).text == reply.text
     assert reply.message == {"role": "assistant", "content": reply.text}
@@ -87,24 +97,32 @@ def test_second_turn_prefills_only_the_new_tokens(fresh):
     assert second.usage.prompt_tokens - second.usage.cached_tokens < 20
 
 
-def test_chat_reads_stdin_lines_when_piped(run_cli, fresh):
+def test_chat_reads_stdin_lines_when_piped(run_cli, smollm2_path, llama_judge):
     out = run_cli("chat", "--temp", "0", "-n", "24", input="Name three colors.\n")
     assert out.returncode == 0, out.stderr
-    api = fresh.chat(
-        [{"role": "user", "content": "Name three colors."}], max_tokens=24, temperature=0
+    want = llama_cpp_chat(
+        llama_judge(smollm2_path), [{"role": "user", "content": "Name three colors."}], 24
     )
-    assert api.text == "1. Red\n2. Blue\n3. Green"
-    assert out.stdout == api.text + "\n"
+    assert want.text.strip()
+    assert out.stdout == want.text + "\n"
     assert out.stderr == ""  # no banner or prompt when piped
 
 
-def test_chat_commands_when_piped(run_cli):
+def test_chat_commands_when_piped(run_cli, smollm2_path, llama_judge):
     script = "/system You answer in one word.\nCapital of France?\n/stats\n/reset\n/nope\n/exit\n/stats\n"
     out = run_cli("chat", "--temp", "0", "-n", "8", input=script)
     assert out.returncode == 0, out.stderr
     assert "system message set" in out.stderr
-    assert "generated" in out.stderr and "finish: stop" in out.stderr  # /stats
+    # the one reply: the model's own under that system message, as llama-cpp-python chats
+    turns = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    want = llama_cpp_chat(llama_judge(smollm2_path), turns, 8)
+    assert out.stdout == want.text + "\n"
+    # /stats: that reply's count and finish reason
+    assert f"generated {want.completion_tokens} tokens" in out.stderr
+    assert want.finish_reason == "stop" and "finish: stop" in out.stderr
     assert "conversation cleared" in out.stderr
     assert "unknown command /nope" in out.stderr
-    assert out.stdout.strip()
     assert out.stderr.count("finish:") == 1  # nothing after /exit ran

@@ -1,6 +1,7 @@
 """`edge-llm info` reads llama.cpp's GGUF parser; the `gguf` package's reader is the judge."""
 
 import json
+from collections import Counter
 
 import gguf
 import numpy as np
@@ -40,37 +41,57 @@ def test_metadata_matches_the_gguf_package(both):
             assert ours.metadata[key] == value, key
 
 
+def ftype_name(value: int) -> str:
+    """A llama.cpp file type's name as gguf-py spells it (MOSTLY_Q4_1 -> Q4_1)."""
+    return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
 def test_summary_facts(both, smollm2_path):
-    ours, _ = both
+    ours, ref = both
     s = ours.summary()
-    assert s["architecture"] == "llama"
+    field = lambda key: ref.fields[key].contents()  # noqa: E731
+    assert s["architecture"] == field("general.architecture") == "llama"
     assert s["file_size"] == smollm2_path.stat().st_size
-    assert s["file_type"] == "Q4_1"
-    assert s["context_length"] == 8192 and s["vocab_size"] == 49152 and s["chat_template"]
-    assert s["types"]["Q4_1"]["tensors"] == 210
-    assert sum(r["tensors"] for r in s["types"].values()) == 272
+    assert s["file_type"] == ftype_name(field("general.file_type")) == "Q4_1"
+    assert s["context_length"] == field("llama.context_length")
+    assert s["vocab_size"] == len(ref.fields["tokenizer.ggml.tokens"].data)
+    assert s["chat_template"] is ("tokenizer.chat_template" in ref.fields) is True
+    counts = Counter(t.tensor_type.name for t in ref.tensors)
+    assert {k: r["tensors"] for k, r in s["types"].items()} == dict(counts)
     # bits per weight as llama.cpp defines it: tensor bytes * 8 / parameters
     assert s["bits_per_weight"] == pytest.approx(8 * ours.tensor_bytes / ours.n_params, abs=1e-4)
     assert 5.7 < s["bits_per_weight"] < 5.8
 
 
 def test_gemma_info_without_parsing_its_262k_vocabulary(gemma_path):
+    from llama_cpp import Llama
+
     info = gguf_info.read(gemma_path)
-    assert info.architecture == "gemma3"
-    assert info.vocab_size == 262144
+    # the judge: llama.cpp's own loader (llama-cpp-python, vocabulary only) and its metadata
+    vocab = Llama(str(gemma_path), vocab_only=True, verbose=False)
+    try:
+        meta, n_vocab = vocab.metadata, vocab.n_vocab()
+    finally:
+        vocab.close()
+    assert info.architecture == meta["general.architecture"] == "gemma3"
+    assert info.vocab_size == n_vocab
     assert "tokenizer.ggml.tokens" not in info.metadata  # long arrays: length only
-    assert info.chat_template is None
-    assert info.summary()["file_type"] == "Q4_K_M"
+    assert info.chat_template is None and "tokenizer.chat_template" not in meta
+    assert info.summary()["file_type"] == ftype_name(int(meta["general.file_type"])) == "Q4_K_M"
 
 
-def test_info_cli_json_and_text(run_cli, smollm2_path):
+def test_info_cli_json_and_text(run_cli, smollm2_path, both):
+    _, ref = both
+    n_params = sum(int(t.n_elements) for t in ref.tensors)  # gguf-py's count
+    ctx = ref.fields["llama.context_length"].contents()
     out = run_cli("info", "--json")
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
-    assert s["path"] == str(smollm2_path) and s["n_params"] == 134_515_008
+    assert s["path"] == str(smollm2_path) and s["n_params"] == n_params
+    assert s["context_length"] == ctx
     text = run_cli("info", "smollm2")
     assert text.returncode == 0
-    for word in ("llama", "134,515,008", "Q4_1", "8192", "chat template", "yes"):
+    for word in ("llama", f"{n_params:,}", "Q4_1", str(ctx), "chat template", "yes"):
         assert word in text.stdout
 
 

@@ -1,8 +1,9 @@
 """What a newcomer hit (issue 15): base models in chat, chat's multi-line input and /set, the
 token-limit notice, --ignore-eos, device names at 100 columns, model names, progress units.
 
-Judges: the model's own raw completion of a prompt written by hand (for the plain template),
-the Python API's greedy reply (for the CLI), GGUF metadata written by hand (for names).
+Judges: llama-cpp-python's own greedy completion of a prompt written by hand (for the plain
+template) and its own chat completion (the GGUF's template, for the CLI), GGUF metadata written by
+hand (for names).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from edge_llm import chat_template
 from edge_llm.cli import progress
+from tests.fixtures.judges import llama_cpp_chat, llama_cpp_greedy
 
 
 # --- base models -------------------------------------------------------------------------------
@@ -35,9 +37,7 @@ def test_a_gguf_without_a_template_is_a_completion_model():
     assert chat_template.merge_stops("x", ("y", "x")) == ("x", "y")
 
 
-def test_base_model_chat_ends_cleanly_without_template_tags(gemma_path, run_cli):
-    import edge_llm
-
+def test_base_model_chat_ends_cleanly_without_template_tags(gemma_path, run_cli, llama_judge):
     r = run_cli(
         "run", "gemma3-270m", "--chat", "-p", "What is 12*7?", "--temp", "0", "-n", "64", "--json"
     )
@@ -47,10 +47,9 @@ def test_base_model_chat_ends_cleanly_without_template_tags(gemma_path, run_cli)
     assert len(notices) == 1 and "no chat template" in notices[0]
     for tag in ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>", "User:"):
         assert tag not in out["text"]
-    # the judge: the model's raw greedy continuation of the transcript written by hand, cut
+    # the judge: llama-cpp-python's greedy continuation of the transcript written by hand, cut
     # where it starts the next turn
-    with edge_llm.load(gemma_path, n_ctx=512) as m:
-        raw = m.generate("User: What is 12*7?\nAssistant:", max_tokens=64, temperature=0).text
+    raw = llama_cpp_greedy(llama_judge(gemma_path), "User: What is 12*7?\nAssistant:", 64).text
     cut = min((raw.find(s) for s in chat_template.PLAIN_STOPS if s in raw), default=-1)
     assert cut != -1, f"the base model never started a new turn: {raw!r}"
     assert out["text"] == raw[:cut] and out["finish_reason"] == "stop"
@@ -62,7 +61,7 @@ def test_base_model_chat_ends_cleanly_without_template_tags(gemma_path, run_cli)
 
 
 # --- chat: multi-line input, /set, the token-limit notice ----------------------------------------
-def test_chat_multiline_input_and_set(run_cli, fresh):
+def test_chat_multiline_input_and_set(run_cli, smollm2_path, llama_judge):
     script = (
         '"""\nName three\ncolors.\n"""\n'
         "/set max_tokens 3\n"
@@ -73,8 +72,8 @@ def test_chat_multiline_input_and_set(run_cli, fresh):
     )
     r = run_cli("chat", "--temp", "0", "-n", "64", input=script)
     assert r.returncode == 0, r.stderr
-    api = fresh.chat(
-        [{"role": "user", "content": "Name three\ncolors."}], max_tokens=64, temperature=0
+    api = llama_cpp_chat(
+        llama_judge(smollm2_path), [{"role": "user", "content": "Name three\ncolors."}], 64
     )
     assert r.stdout.startswith(api.text + "\n"), (r.stdout, api.text)
     assert "(max_tokens = 3)" in r.stderr
@@ -85,10 +84,14 @@ def test_chat_multiline_input_and_set(run_cli, fresh):
     assert r.stderr.count("reply cut") == 1 + (api.finish_reason == "length")
 
 
-def test_run_ignore_eos_generates_to_the_limit(run_cli):
+def test_run_ignore_eos_generates_to_the_limit(run_cli, smollm2_path, llama_judge):
     args = ("run", "--chat", "-p", "Say OK.", "--temp", "0", "--json")
     short = json.loads(run_cli(*args, "-n", "64").stdout)
-    assert short["finish_reason"] == "stop" and short["usage"]["completion_tokens"] < 64
+    # where llama-cpp-python's own chat completion meets the end-of-generation token
+    want = llama_cpp_chat(llama_judge(smollm2_path), [{"role": "user", "content": "Say OK."}], 64)
+    assert want.finish_reason == "stop" and want.completion_tokens < 64
+    assert (short["text"], short["finish_reason"]) == (want.text, "stop")
+    assert short["usage"]["completion_tokens"] == want.completion_tokens
     long = run_cli(*args, "-n", "64", "--ignore-eos")
     assert long.returncode == 0, long.stderr
     assert json.loads(long.stdout)["usage"]["completion_tokens"] == 64

@@ -22,7 +22,7 @@ from edge_llm.devices import profile
 
 @pytest.fixture(scope="module")
 def smollm2_files(smollm2_path, tmp_path_factory):
-    from convert.requantize import requantize
+    from convert.quant.requantize import requantize
 
     d = tmp_path_factory.mktemp("smollm2")
     out = {"Q4_1": smollm2_path}
@@ -118,6 +118,7 @@ def test_a_prediction_far_from_a_measured_run_is_flagged(smollm2_path, run_cli, 
 
 
 def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
+    import edge_llm
     from edge_llm.devices import detect
     from edge_llm.devices.calibrate import calibrate
     from edge_llm.errors import ConfigError
@@ -132,7 +133,7 @@ def test_calibration_refuses_a_busy_host(tmp_path, monkeypatch):
         with pytest.raises(
             ConfigError, match=r"this host is busy: other processes kept .* --busy-ok"
         ):
-            calibrate()
+            calibrate(edge_llm.load)
         assert time.perf_counter() - t0 < 10  # refused before measuring anything
     finally:
         for b in burners:

@@ -25,6 +25,9 @@ import edge_llm
 from edge_llm import chat_template, fsutil, validate
 from edge_llm.errors import InvalidModelError
 from tests.fixtures.fuzzing import Seed, mutated_gguf
+from tests.fixtures.judges import llama_cpp_greedy
+
+FRANCE = "The capital of France is"
 
 Q = gguf.GGMLQuantizationType
 REPO = Path(__file__).resolve().parents[2]
@@ -103,13 +106,18 @@ def test_the_shipped_models_pass_the_checks(smollm2_path, gemma_path):
         assert validate.problems(validate.check(p)) == []
 
 
-def test_an_unchanged_rebuild_still_loads(seed, tmp_path):
-    """The crafting itself is faithful: a rebuild with no change passes and llama.cpp loads it."""
+def test_an_unchanged_rebuild_still_loads(seed, tmp_path, llama_judge):
+    """The crafting itself is faithful: a rebuild with no change is the original up to where
+    gguf-py says the tensor data starts, byte for byte (the data is left zero), as long, passes
+    the checks, and llama.cpp loads it."""
     p = mutated_gguf(seed, tmp_path / "same.gguf", [])
+    start = gguf.GGUFReader(seed.path).data_offset
+    with open(p, "rb") as got, open(seed.path, "rb") as want:
+        assert got.read(start) == want.read(start)
+    assert p.stat().st_size == seed.path.stat().st_size
     validate.check(p)
-    m = edge_llm.load(p, n_ctx=64, threads=1)
-    assert m.n_vocab == 49152
-    m.close()
+    with edge_llm.load(p, n_ctx=64, threads=1) as m:
+        assert m.n_vocab == llama_judge(seed.path).n_vocab()
 
 
 @pytest.mark.parametrize("name", list(EXPECT))
@@ -149,7 +157,7 @@ def test_info_and_load_give_the_same_verdict(crafted):
         assert str(a.value) == str(b.value)
 
 
-def test_isolate_turns_a_native_abort_into_an_error(seed, tmp_path, monkeypatch):
+def test_isolate_turns_a_native_abort_into_an_error(seed, tmp_path, monkeypatch, llama_judge):
     """A file the header checks cannot judge is loaded in a child first: here the checks are
     switched off (EDGE_LLM_VALIDATE=0 in the child only) so llama.cpp really aborts there."""
     bad = mutated_gguf(seed, tmp_path / "abort.gguf", [("set", "llama.block_count", 0)])
@@ -162,7 +170,8 @@ def test_isolate_turns_a_native_abort_into_an_error(seed, tmp_path, monkeypatch)
     with pytest.raises(InvalidModelError, match="block_count is 0"):
         edge_llm.load(bad, isolate=True)
     good = edge_llm.load(seed.path, n_ctx=64, threads=1, isolate=True)
-    assert good.generate("The capital of France is", max_tokens=2, temperature=0).text
+    want = llama_cpp_greedy(llama_judge(seed.path), FRANCE, 2).text
+    assert good.generate(FRANCE, max_tokens=2, temperature=0).text == want
     good.close()
 
 
@@ -372,8 +381,8 @@ def test_ctrl_c_stops_imatrix_with_exit_130(smollm2_path, tmp_path):
     ],
 )
 def test_fuzz_found_recipes_of_the_wrong_shape(tmp_path, text, phrase):
-    from convert import recipes
     from convert.errors import ConvertError
+    from convert.quant import recipes
 
     p = tmp_path / "r.toml"
     p.write_text(text)
@@ -402,7 +411,7 @@ def test_fuzz_found_non_utf8_device_profile_and_suite(tmp_path):
 
 
 def test_fuzz_found_recipe_layers_as_a_number_and_errors_with_line_breaks(tmp_path):
-    from convert import recipes
+    from convert.quant import recipes
     from edge_llm.devices import profile
     from edge_llm.errors import ConfigError
 

@@ -17,13 +17,22 @@ import pytest
 
 import edge_llm
 from edge_llm.server import _listen, create_app
+from tests.fixtures.judges import llama_cpp_chat, llama_cpp_greedy
 from tests.fixtures.server import Running
 
 MODEL_ID = "smollm2-135m-instruct"
 N_CTX = 1024
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-# 14 greedy tokens: the 15th is a near-tie the host's CPU kernels decide (tests/runtime/test_generate.py)
-PARIS = " Paris.\n\nThe United States has a population of approximately 3"
+FRANCE = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def paris(smollm2_path, llama_judge):
+    """The judge of completions: llama-cpp-python's own greedy decode of FRANCE, same file, 14
+    tokens (the 15th is a near-tie the host's CPU kernels decide, tests/runtime/test_generate.py)."""
+    g = llama_cpp_greedy(llama_judge(smollm2_path), FRANCE, 14)
+    assert g.text.startswith(" Paris") and g.finish_reason == "length"
+    return g
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +68,18 @@ def test_health_and_models(server):
     assert server.client().models.retrieve(MODEL_ID).id == MODEL_ID
 
 
-def test_chat_completion_is_the_models_own_reply(server, model):
+def test_chat_completion_is_the_models_own_reply(server, model, smollm2_path, llama_judge):
     r = server.client().chat.completions.create(
         model=MODEL_ID, messages=QUESTION, max_tokens=24, temperature=0
     )
     direct = model.chat(QUESTION, max_tokens=24, temperature=0)
+    # the judge: llama-cpp-python renders the GGUF's template and decodes greedily itself
+    want = llama_cpp_chat(llama_judge(smollm2_path), QUESTION, 24)
+    assert (direct.text, direct.finish_reason) == (want.text, want.finish_reason)
+    assert (direct.usage.prompt_tokens, direct.usage.completion_tokens) == (
+        want.prompt_tokens,
+        want.completion_tokens,
+    )
     assert r.object == "chat.completion" and r.model == MODEL_ID
     choice = r.choices[0]
     assert choice.message.role == "assistant"
@@ -98,41 +114,47 @@ def test_streamed_chat_equals_the_whole_reply(server):
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
 
-def test_completion(server):
+def test_completion(server, paris):
     r = server.client().completions.create(
-        model=MODEL_ID, prompt="The capital of France is", max_tokens=14, temperature=0
+        model=MODEL_ID, prompt=FRANCE, max_tokens=14, temperature=0
     )
     assert r.object == "text_completion"
-    assert r.choices[0].text == PARIS
-    assert r.choices[0].finish_reason == "length"
-    assert (r.usage.completion_tokens, r.usage.total_tokens) == (14, r.usage.prompt_tokens + 14)
+    assert r.choices[0].text == paris.text
+    assert r.choices[0].finish_reason == paris.finish_reason
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (
+        paris.prompt_tokens,
+        paris.completion_tokens,
+        paris.prompt_tokens + paris.completion_tokens,
+    )
 
 
-def test_streamed_completion(server):
+def test_streamed_completion(server, paris):
     chunks = list(
         server.client().completions.create(
             model=MODEL_ID,
-            prompt="The capital of France is",
+            prompt=FRANCE,
             max_tokens=14,
             temperature=0,
             stream=True,
         )
     )
     assert len(chunks) > 2
-    assert "".join(c.choices[0].text for c in chunks) == PARIS
+    assert "".join(c.choices[0].text for c in chunks) == paris.text
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_stop_and_sampling_extras(server):
+def test_stop_and_sampling_extras(server, smollm2_path, llama_judge):
     r = server.client().completions.create(
         model=MODEL_ID,
-        prompt="The capital of France is",
+        prompt=FRANCE,
         max_tokens=16,
         temperature=0,
         stop="\n",
         extra_body={"top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0, "unknown_field": 1},
     )
-    assert r.choices[0].text == " Paris." and r.choices[0].finish_reason == "stop"
+    want = llama_cpp_greedy(llama_judge(smollm2_path), FRANCE, 16, stop=["\n"])
+    assert want.finish_reason == "stop" and want.text.startswith(" Paris")
+    assert r.choices[0].text == want.text and r.choices[0].finish_reason == "stop"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -265,7 +287,7 @@ def _cancelled(server, before: int):
     return [r for r in records(server)[before:] if r.finish_reason == "cancelled"]
 
 
-def test_a_client_that_hangs_up_mid_stream_stops_its_generation(server):
+def test_a_client_that_hangs_up_mid_stream_stops_its_generation(server, paris):
     before = len(records(server))
     body = {
         "prompt": "Once upon a time",
@@ -283,9 +305,9 @@ def test_a_client_that_hangs_up_mid_stream_stops_its_generation(server):
     # The model is free again at once: the next request runs after a generation stopped early
     # (far short of its 1000 tokens).
     r = server.client().completions.create(
-        model=MODEL_ID, prompt="The capital of France is", max_tokens=14, temperature=0
+        model=MODEL_ID, prompt=FRANCE, max_tokens=14, temperature=0
     )
-    assert r.choices[0].text == PARIS
+    assert r.choices[0].text == paris.text
     (gone,) = _cancelled(server, before)
     assert gone.endpoint == "completions" and gone.stream
     assert 1 <= gone.completion_tokens < 100
@@ -297,7 +319,7 @@ def test_a_client_that_hangs_up_while_waiting_stops_its_generation(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.5)
     r = server.client().completions.create(
-        model=MODEL_ID, prompt="The capital of France is", max_tokens=4, temperature=0
+        model=MODEL_ID, prompt=FRANCE, max_tokens=4, temperature=0
     )
     assert r.choices[0].text
     (gone,) = _cancelled(server, before)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import openai
@@ -14,6 +15,7 @@ import pytest
 
 import edge_llm
 from edge_llm.server import MAX_BODY, create_app
+from tests.fixtures.judges import llama_cpp_greedy
 from tests.fixtures.server import Running
 
 MODEL_ID = "smollm2-135m-instruct"
@@ -178,12 +180,41 @@ def test_a_body_shorter_than_its_content_length_does_not_hang_the_connection(ser
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
-def test_a_client_that_sends_half_a_body_and_leaves_costs_nothing(server, model):
+def test_a_client_that_sends_half_a_body_and_leaves_costs_nothing(model, smollm2_path, llama_judge):
+    log: list[str] = []
+    s = Running(create_app(model, model_id=MODEL_ID, body_idle_s=1.0, request_log=log.append))
     head = (
         b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 1000\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(head + b'{"prompt": ')
-    r = server.client().completions.create(model=MODEL_ID, prompt="Hi", max_tokens=2)
-    assert r.choices[0].text is not None
+    try:
+        # half a body, then the client's side of the connection ends (it reads on)
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+            sock.sendall(head + b'{"prompt": ')
+            sock.shutdown(socket.SHUT_WR)
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        # nobody is left to answer: the server closes at once (not at its 1 s body timeout),
+        # writing no response at all, and its log says no status was sent
+        assert reply == b"" and time.monotonic() - t0 < 1.0
+        # half a body, then the client is gone altogether
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+            sock.sendall(head + b'{"prompt": ')
+        deadline = time.monotonic() + 10
+        while len(log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [ln.split(" ms=")[0] for ln in log] == ["POST /v1/completions - tokens=-+0"] * 2
+        # nothing ran or waits for the model, and the next request is answered as usual: the
+        # model's own greedy reply, as llama-cpp-python decodes it
+        assert list(s.app.state.generations) == [] and not s.app.state.jobs
+        r = httpx.post(
+            f"{s.url}/v1/completions",
+            json={"prompt": "Hi", "max_tokens": 2, "temperature": 0},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        want = llama_cpp_greedy(llama_judge(smollm2_path), "Hi", 2)
+        assert r.json()["choices"][0]["text"] == want.text
+        assert r.json()["usage"]["completion_tokens"] == want.completion_tokens == 2
+    finally:
+        s.stop()

@@ -3,21 +3,25 @@
 Why its own module: both front ends end the same way (an unquantized GGUF goes through
 llama.cpp's quantizer with a type, a recipe or a size budget, then the metadata saying how the
 file was made is stamped in), and each of them must be able to call the other's entry point
-without the two modules importing each other.
+without the two modules importing each other. `choose` checks what was asked (`QuantOptions`),
+`quantize` is the one dispatch to the fixed mix, the recipe or the size budget.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convert import budget, ggml_types, gguf_edit, quantize, recipes
-from convert import imatrix as imx
+from convert import gguf_edit
 from convert.errors import ConvertError
-from convert.imatrix import Imatrix
 from convert.outputs import check_output
+from convert.quant import budget, ggml_types, quantize, recipes
+from convert.quant import imatrix as imx
+from convert.quant.imatrix import Imatrix
+from convert.quant.options import QuantOptions, read_calibration
 from convert.write import Progress
 
 
@@ -40,22 +44,22 @@ class Result:
     warnings: list[str] = field(default_factory=list)
 
 
-def mode(type, recipe, target_size, target_bpw) -> str:
+def mode(opts: QuantOptions) -> str:
     given = [
         n
         for n, v in (
-            ("--type", type),
-            ("--recipe", recipe),
-            ("--target-size", target_size),
-            ("--target-bpw", target_bpw),
+            ("--type", opts.type),
+            ("--recipe", opts.recipe),
+            ("--target-size", opts.target_size),
+            ("--target-bpw", opts.target_bpw),
         )
         if v is not None
     ]
     if len(given) > 1:
         raise ConvertError(f"{given[0]} and {given[1]} exclude each other; choose one")
-    if recipe is not None:
+    if opts.recipe is not None:
         return "recipe"
-    if target_size is not None or target_bpw is not None:
+    if opts.target_size is not None or opts.target_bpw is not None:
         return "budget"
     return "type"
 
@@ -63,43 +67,48 @@ def mode(type, recipe, target_size, target_bpw) -> str:
 @dataclass
 class Choice:
     """What a conversion was asked to make, checked: ``mode`` ("type", "recipe" or "budget"),
-    the loaded recipe, the size budget in bytes, and the importance matrix (read, or "auto")."""
+    the loaded recipe, the size budget (bytes, or bits per weight), the importance matrix (read,
+    or "auto"); each front end sets ``out_type`` (mode "type") once it knows the source, and
+    `read_text` reads the calibration text when the choice needs it."""
 
     mode: str
     recipe: recipes.Recipe | None
     target: int | None
+    target_bpw: float | None
     imatrix: Imatrix | str | None
+    calibration: str | Path | None
+    out_type: quantize.OutType | None = None
+    text: str = ""
+    dataset: str = ""
+
+    def read_text(self) -> None:
+        """The calibration text, for ``--imatrix auto`` and a size budget's probes."""
+        if self.imatrix == "auto" or self.mode == "budget":
+            self.text, self.dataset = read_calibration(self.calibration)
 
 
-def choose(src, out, type, recipe, target_size, target_bpw, imatrix, calibration, force) -> Choice:
+def choose(src, out, opts: QuantOptions, force: bool) -> Choice:
     """Check the options every front end takes (checkpoint or GGUF) and the output path (never
     over an input); a budget defaults the importance matrix to "auto"."""
-    inputs = [src, calibration, *(p for p in (imatrix, recipe) if isinstance(p, str | Path))]
+    named = (p for p in (opts.imatrix, opts.recipe) if isinstance(p, str | Path))
+    inputs = [src, opts.calibration, *named]
     check_output(out, [p for p in inputs if p is not None and Path(p).exists()], force=force)
-    m = mode(type, recipe, target_size, target_bpw)
+    m = mode(opts)
+    recipe, imatrix = opts.recipe, opts.imatrix
     rec = recipe if isinstance(recipe, recipes.Recipe) else recipes.load(recipe) if recipe else None
-    target = budget.parse_size(target_size) if target_size is not None else None
-    if target_bpw is not None and not 0.5 <= float(target_bpw) <= 32:
-        raise ConvertError(f"--target-bpw {target_bpw} is out of range; use e.g. 4.5 (0.5 to 32)")
+    target = budget.parse_size(opts.target_size) if opts.target_size is not None else None
+    if opts.target_bpw is not None and not 0.5 <= float(opts.target_bpw) <= 32:
+        raise ConvertError(
+            f"--target-bpw {opts.target_bpw} is out of range; use e.g. 4.5 (0.5 to 32)"
+        )
     if m == "budget" and imatrix is None:
         imatrix = "auto"
     if imatrix is not None and not isinstance(imatrix, Imatrix) and str(imatrix) != "auto":
         imatrix = imx.read(imatrix)
-    return Choice(m, rec, target, imatrix)
+    return Choice(m, rec, target, opts.target_bpw, imatrix, opts.calibration)
 
 
-DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "bench" / "data" / "calibration.txt"
 AUTO_CHUNKS = 32  # chunks of 512 tokens of the calibration text for --imatrix auto
-
-
-def calibration(path: str | Path | None) -> tuple[str, str]:
-    p = Path(path) if path else DEFAULT_CALIBRATION
-    if not p.is_file():
-        raise ConvertError(
-            f"calibration text {p} does not exist; pass --calibration FILE (a few hundred KB of "
-            "text like the model's use)"
-        )
-    return p.read_text(encoding="utf-8", errors="replace"), p.name
 
 
 def stage(progress: Progress | None):
@@ -115,6 +124,67 @@ def importance(imatrix, mid: Path, text: str, dataset: str, threads: int, progre
     if isinstance(imatrix, Imatrix):
         return imatrix, None
     return imx.cached_collect(mid, text, dataset, AUTO_CHUNKS, threads, stage(progress))
+
+
+def check_imatrix_names(im: Imatrix | None, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
+    """An importance matrix made for another model is refused: it must name some of the model's
+    tensors, with their numbers of columns."""
+    if im is None:
+        return
+    cols = {n: s[-1] for n, s in shapes}
+    known = [n for n in im.names() if n in cols]
+    if not known:
+        raise ConvertError(
+            "the importance matrix names none of this model's tensors; it was computed for "
+            "another model"
+        )
+    for n in known:
+        if im.sums[n].shape[-1] != cols[n]:
+            raise ConvertError(
+                f"the importance matrix has {im.sums[n].shape[-1]} columns for {n}, the model "
+                f"{cols[n]}; it was computed for another model"
+            )
+
+
+@dataclass
+class Source:
+    """The GGUF llama.cpp's quantizer reads: its tensors' (name, numpy shape), its number of
+    blocks, and whether its weights are already quantized (llama-quantize's --allow-requantize)."""
+
+    path: Path
+    shapes: list[tuple[str, tuple[int, ...]]]
+    n_layer: int
+    quantized: bool = False
+
+
+def quantize_to(
+    choice: Choice, source: Source, target: Path, scratch: Path, result: Result, threads, progress
+) -> None:
+    """The one dispatch both front ends end with: the importance matrix (given, or collected on
+    ``source``), checked against its tensors; then the fixed mix, the recipe or the size budget
+    quantized from ``source`` into ``target`` (``scratch``: a folder for the work files)."""
+    im, extra = importance(
+        choice.imatrix, source.path, choice.text, choice.dataset, threads, progress
+    )
+    check_imatrix_names(im, source.shapes)
+    job = Job(
+        source.path,
+        scratch / "quantized.gguf",
+        target,
+        budget.threads_default(threads),
+        progress,
+        im,
+        result,
+        allow_requantize=source.quantized,
+    )
+    if choice.mode == "type":
+        job.fixed_mix(choice.out_type)
+    elif choice.mode == "recipe":
+        job.recipe(choice.recipe, source.shapes, source.n_layer)
+    else:
+        sens = budget.analyze(source.path, choice.text, im, extra, True, threads, stage(progress))
+        n_params = sum(math.prod(s) for _, s in source.shapes)
+        job.budget(sens, choice.target, choice.target_bpw, n_params, choice.text)
 
 
 class Job:

@@ -117,7 +117,7 @@ def llama_quantize(
     ``out.ftype``); ``allow_requantize``: ``src`` is already quantized (llama-quantize's
     --allow-requantize).
     """
-    from convert.ggml_types import TYPES as GGML
+    from convert.quant.ggml_types import TYPES as GGML
     from edge_llm.llama import binding
 
     if out is not None:

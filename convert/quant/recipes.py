@@ -1,6 +1,6 @@
 """Quantization recipes: ordered rules `tensor regex (+ layer range) -> type`, as TOML data.
 
-A recipe (convert/recipes/NAME.toml for the presets, or any file)::
+A recipe (convert/quant/recipes/NAME.toml for the presets, or any file)::
 
     name = "my-mix"
     description = "..."
@@ -17,7 +17,7 @@ A recipe (convert/recipes/NAME.toml for the presets, or any file)::
 Rules are tried in order; the first that matches a tensor sets its type. Only the tensors
 llama.cpp quantizes (matrices named *.weight) take part; vectors (norms, biases) keep F32.
 A type whose block does not divide a tensor's rows becomes llama.cpp's fallback for it
-(convert/recipes/types.toml), exactly as llama.cpp's quantizer would do, so the resolved types
+(convert/quant/recipes/types.toml), exactly as llama.cpp's quantizer would do, so the resolved types
 are the types the file will hold. The resolved types and the recipe's text are stored in the
 GGUF (`edge_llm.recipe.*`, `edge_llm.tensor_types`).
 """
@@ -32,9 +32,9 @@ from pathlib import Path
 
 from convert.errors import ConvertError
 
-# the type table lives in convert.ggml_types; these names are re-exported for recipe users
-from convert.ggml_types import TYPES, TypeInfo, fallback, fits, type_info, type_name  # noqa: F401
-from convert.quantize import TYPES as OUT
+# the type table lives in convert.quant.ggml_types; these names are re-exported for recipe users
+from convert.quant.ggml_types import TYPES, TypeInfo, fallback, fits, type_info, type_name  # noqa: F401
+from convert.quant.quantize import TYPES as OUT
 
 HERE = Path(__file__).parent / "recipes"
 KEY_NAME = "edge_llm.recipe.name"
@@ -183,7 +183,7 @@ def presets() -> list[str]:
 
 
 def load(spec: str | Path) -> Recipe:
-    """A recipe by preset name (convert/recipes/NAME.toml, case-insensitive) or file path."""
+    """A recipe by preset name (convert/quant/recipes/NAME.toml, case-insensitive) or file path."""
     path = Path(spec)
     if not path.is_file():
         stem = str(spec).lower().replace("-", "_")

@@ -41,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import ggml_types, recipes
 from convert.errors import ConvertError
-from convert.ggml_quant import roundtrip
-from convert.imatrix import Imatrix
+from convert.quant import ggml_types, recipes
+from convert.quant.ggml_quant import roundtrip
+from convert.quant.imatrix import Imatrix
 from edge_llm.fsutil import sha256_file
-from edge_llm.llama import binding
+from edge_llm.llama import quant as ggml
 from edge_llm.llama.scoring import ScoringContext, chunk_plan, log_softmax, tokenize_file
 from edge_llm.llama.threads import ThreadPolicy
 
@@ -176,10 +176,7 @@ def measure_errors(
     progress: Stage | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per tensor and candidate type, the importance-weighted squared quantization error."""
-    lib = binding.lib()
-    for n in CANDIDATES + IMATRIX_CANDIDATES:
-        if ggml_types.TYPES[n].block > 1:
-            lib.ggml_quantize_init(ggml_types.TYPES[n].ggml)
+    ggml.prepare(ggml_types.TYPES[n].ggml for n in CANDIDATES + IMATRIX_CANDIDATES)
 
     def one(ref: TensorRef) -> tuple[str, dict[str, float]]:
         rng = np.random.default_rng(zlib.crc32(ref.name.encode()))
@@ -257,7 +254,7 @@ def evaluator(
 def rival_mixes(n_params: int, limit: int, use_imatrix: bool) -> list[str]:
     """llama.cpp's own file types (mixes) that may fit ``limit`` bytes, largest first, by their
     nominal bits per weight (a mix often comes out larger: the caller checks the real size)."""
-    from convert import quantize
+    from convert.quant import quantize
 
     names = [
         n
@@ -373,7 +370,8 @@ def measure_gains(
     progress: Stage | None = None,
 ) -> None:
     """Fit ``sens.gains`` from probe files run on the calibration text (see the module doc)."""
-    from convert import gguf_edit, quantize
+    from convert import gguf_edit
+    from convert.quant import quantize
 
     ev = evaluator(model, text, threads, n_ctx, n_chunks)
     refs = sens.tensors

@@ -1,6 +1,8 @@
 """The host's CPUs and the load other processes put on them (see edge_llm.devices for why the
 runtime's threads follow that load). No dependency inside edge_llm: everything that picks threads
-imports this module, including the device detection that `edge_llm.devices` itself reaches.
+imports this module, the thread policy of edge_llm.llama (the bottom of the runtime) included, so
+it sits below edge_llm.llama with the other plain-Python modules (ARCHITECTURE.md's layers) and
+edge_llm.devices re-exports it.
 """
 
 from __future__ import annotations
