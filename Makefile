@@ -43,7 +43,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data zoo wheel test fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test tour fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -98,6 +98,11 @@ $(LLAMA_SRC_STAMP): | $(BIN)/python
 
 test:
 	$(BIN)/pytest
+
+# README's five-minute tour, every command run as written (tests/project/test_tour.py; 10-20 min:
+# it benchmarks three models on the quick suite).
+tour:
+	$(BIN)/pytest -m tour tests/project/test_tour.py
 
 # Mutation fuzzing of every input format (GGUF headers through info and load, safetensors headers,
 # index files, config.json, tokenizer.json, recipes, device profiles, bench suites, server request
