@@ -205,6 +205,7 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
                 "stop": ["\n"],
                 "max_tokens": 32,
                 "correct": lambda text, a=p.answer: answers.extract(text) == a,
+                "answer_key": answers.extract,
             }
         )
     if n_gsm8k:
@@ -223,13 +224,18 @@ def load_items(n_k12: int, n_gsm8k: int, shots: int) -> list[dict]:
                     "correct": lambda text, ref=it["answer"]: gsm8k.exact_match(
                         gsm8k.flexible_extract(text), ref
                     ),
+                    "answer_key": lambda text: gsm8k.normalise(gsm8k.flexible_extract(text)),
                 }
             )
     return items
 
 
 def answer(cascade: Cascade, it: dict, **sampling: Any) -> Any:
-    """The cascade's greedy answer to an item: a chat (``messages``) or a raw prompt."""
+    """The cascade's greedy answer to an item: a chat (``messages``) or a raw prompt. Sampled
+    answers (the agreement signal) agree when their final answers do, as the item's scorer reads
+    them (self-consistency), not when their whole texts do: two right chains of thought are
+    rarely the same text."""
+    cascade.answer_key = it["answer_key"]
     kw = {"max_tokens": it["max_tokens"], "temperature": 0, "stop": it["stop"], **sampling}
     if "messages" in it:
         return cascade.chat(it["messages"], **kw)
