@@ -26,7 +26,11 @@ import select
 import subprocess
 import sys
 import time
+from decimal import InvalidOperation
 from pathlib import Path
+
+from bench.suites.sandbox_worker import decode as decode_value
+from bench.suites.sandbox_worker import encode
 
 WORKER = Path(__file__).with_name("sandbox_worker.py")
 TIMEOUT = 2.0  # seconds a call may run
@@ -132,48 +136,10 @@ def _node(node: ast.AST) -> None:
         )
 
 
-def encode(x):
-    """A value as the worker reads it."""
-    from decimal import Decimal
-    from fractions import Fraction
-
-    if x is None:
-        return ["none", None]
-    if isinstance(x, bool):
-        return ["bool", x]
-    if isinstance(x, int):
-        return ["int", str(x)]
-    if isinstance(x, Fraction):
-        return ["frac", f"{x.numerator}/{x.denominator}"]
-    if isinstance(x, Decimal):
-        return ["dec", format(x, "f")]
-    if isinstance(x, float):
-        return ["float", repr(x)]
-    if isinstance(x, (list, tuple)):
-        return ["list", [encode(i) for i in x]]
-    return ["str", str(x)]
-
-
 def decode(t):
     """A value the worker sent back (SandboxError when it is not one)."""
-    from decimal import Decimal, InvalidOperation
-    from fractions import Fraction
-
     try:
-        kind, v = t
-        if kind == "list":
-            return [decode(i) for i in v]
-        if kind == "none":
-            return None
-        conv = {
-            "int": int,
-            "dec": Decimal,
-            "frac": Fraction,
-            "float": float,
-            "str": str,
-            "bool": bool,
-        }
-        return conv[kind](v)
+        return decode_value(t)
     except (TypeError, ValueError, KeyError, InvalidOperation, ZeroDivisionError):
         raise SandboxError("the worker sent back something that is not a value") from None
 

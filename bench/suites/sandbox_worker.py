@@ -12,7 +12,8 @@ Requests: ``{"op": "load", "id", "src"}`` defines a program's ``solve``; ``{"op"
 "args"}`` calls it; ``{"op": "eval", "expr", "env"}`` evaluates an expression (a constraint, a
 template's ``{a + b}``). Values travel tagged: ``["int", "12"]``, ``["dec", "1.5"]``,
 ``["frac", "1/2"]``, ``["float", "0.1"]``, ``["str", "x"]``, ``["bool", true]``, ``["none", null]``,
-``["list", [...]]``.
+``["list", [...]]``; ``encode`` and ``decode`` here are the one writer and reader of them, the
+sandbox's too (importing this module only defines things: the memory cap comes with ``main``).
 """
 
 import builtins
@@ -22,16 +23,8 @@ import math
 import os
 import sys
 import types
-
-try:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-except (ImportError, ValueError, OSError):
-    pass
-
-from decimal import Decimal  # noqa: E402
-from fractions import Fraction  # noqa: E402
+from decimal import Decimal
+from fractions import Fraction
 
 ROUNDING = {k: getattr(decimal, k) for k in dir(decimal) if k.startswith("ROUND_")}
 MODULES = {
@@ -62,7 +55,9 @@ GLOBALS = {"Decimal": Decimal, "Fraction": Fraction, "math": MODULES["math"], **
 SOLVERS: dict = {}
 
 
-def encode(x):
+def encode(x, items: int | None = None, chars: int | None = None):
+    """A value as it travels (tagged, above); the sandbox sends its arguments with this too, and
+    the worker caps what it answers at ``items`` list items and ``chars`` characters a string."""
     if x is None:
         return ["none", None]
     if isinstance(x, bool):
@@ -76,22 +71,22 @@ def encode(x):
     if isinstance(x, float):
         return ["float", repr(x)]
     if isinstance(x, (list, tuple)):
-        return ["list", [encode(i) for i in x[:100]]]
-    return ["str", str(x)[:1000]]
+        return ["list", [encode(i, items, chars) for i in x[:items]]]
+    return ["str", str(x)[:chars]]
+
+
+SCALARS = {"int": int, "dec": Decimal, "frac": Fraction, "float": float, "str": str, "bool": bool}
 
 
 def decode(t):
+    """A tagged value as Python's (the sandbox's reader too: it turns what this raises on a
+    malformed one into its own error)."""
     kind, v = t
-    return {
-        "int": int,
-        "dec": Decimal,
-        "frac": Fraction,
-        "float": float,
-        "str": str,
-        "bool": bool,
-        "none": lambda _: None,
-        "list": lambda xs: [decode(i) for i in xs],
-    }[kind](v)
+    if kind == "list":
+        return [decode(i) for i in v]
+    if kind == "none":
+        return None
+    return SCALARS[kind](v)
 
 
 def handle(req: dict):
@@ -117,12 +112,22 @@ def handle(req: dict):
     raise ValueError(f"unknown request {req['op']!r}")
 
 
+def _cap_memory() -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main() -> None:
+    _cap_memory()
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = open(os.devnull, "w")
     for line in sys.stdin:
         try:
-            reply = {"ok": True, "value": encode(handle(json.loads(line)))}
+            reply = {"ok": True, "value": encode(handle(json.loads(line)), items=100, chars=1000)}
         except BaseException as e:  # noqa: BLE001 - every failure of the program is an answer
             if isinstance(e, KeyboardInterrupt):
                 raise
