@@ -132,11 +132,11 @@ bench:
 bench-quant:
 	$(BIN)/python -m scripts.quant_quality
 
-# The edge-cloud cascade: device and cloud model on k12-math (and GSM8K when bench.suites.gsm8k
-# exists), the cloud served by llama.cpp's llama-server (built once into ~/.cache/edge-llm/llama-server).
+# The edge-cloud cascade: device and cloud model on k12-math and GSM8K (docs/cascade.md; about
+# 15 min on 2 cores), the cloud served by llama.cpp's llama-server (built once into ~/.cache/edge-llm/llama-server).
 CASCADE_DEVICE ?= qwen2.5-coder-0.5b
 CASCADE_CLOUD  ?= qwen2.5-coder-1.5b
-CASCADE_ARGS   ?= --k12 100 --gsm8k 100
+CASCADE_ARGS   ?= --k12 40 --gsm8k 40 --k-samples 3 --engine llama-server --threads 2 --kill-test 6 --plot docs/cascade_qwen.png
 bench-cascade:
 	$(BIN)/python -m scripts.cascade_bench $(CASCADE_DEVICE) $(CASCADE_CLOUD) $(CASCADE_ARGS)
 

@@ -28,7 +28,7 @@ items through the cascade at 50% escalation and kills the cloud halfway: every r
 be answered.
 
     python -m scripts.cascade_bench smollm2-135m-instruct gemma3-270m --k12 48
-    python -m scripts.cascade_bench qwen2.5-coder-0.5b qwen2.5-coder-1.5b --k12 100 --gsm8k 100
+    python -m scripts.cascade_bench qwen2.5-coder-0.5b qwen2.5-coder-1.5b --k12 40 --gsm8k 40 --k-samples 3
 """
 
 from __future__ import annotations
