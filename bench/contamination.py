@@ -29,6 +29,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -197,13 +198,21 @@ def _key() -> str:
     return h.hexdigest()[:16]
 
 
-@functools.cache
 def _built() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """(sorted unique window hashes of every evaluation item, the item each first came from,
-    the items' names, the sources not on this machine), cached on disk by the data's version."""
-    from edge_llm.fsutil import atomic_path, cache_dir
+    the items' names, the sources not on this machine), cached on disk by the data's version
+    and in this process by where the data and the cache are (EDGE_LLM_HOME may change between
+    calls: an index built where no data was must not answer for a home that has it)."""
+    from edge_llm.fsutil import cache_dir
 
-    path = cache_dir() / "contamination" / f"eval-{_key()}.npz"
+    return _built_in(cache_dir())
+
+
+@functools.cache
+def _built_in(home: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    from edge_llm.fsutil import atomic_path
+
+    path = home / "contamination" / f"eval-{_key()}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:

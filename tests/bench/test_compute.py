@@ -1,5 +1,6 @@
 """Compute accounting: a tiny model's counts equal a hand count; energy is measured or unavailable."""
 
+import mmap
 from pathlib import Path
 
 import gguf
@@ -165,9 +166,12 @@ def test_peak_rss_resets_and_then_sees_a_new_allocation():
     if not compute.reset_peak_rss():
         pytest.skip("this kernel does not let a process reset its peak RSS")
     base = compute.peak_rss()
-    block = np.ones(200_000_000 // 8)  # 200 MB, touched
+    # 200 MB of fresh anonymous pages, each touched: a malloc'd block could reuse pages a
+    # long-lived test process already has resident (its RSS would not grow)
+    block = mmap.mmap(-1, 200_000_000)
+    np.frombuffer(block, dtype=np.uint8)[::4096] = 1
     assert compute.peak_rss() >= base + 150_000_000
-    del block
+    block.close()
     assert compute.reset_peak_rss()
     assert compute.peak_rss() < base + 100_000_000
 
