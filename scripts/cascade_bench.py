@@ -664,6 +664,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     items = load_items(args.k12, args.gsm8k, args.shots)
     device = edge_llm.load(args.device, threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    # a SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the `finally` below stops the cloud
+    # server this script started instead of leaving it running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = args.out / "cascade-cloud.log"
     proc, url, engine = start_cloud(args.cloud, args.engine, 4096, args.threads, log)
     result: dict[str, Any] = {
