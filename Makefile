@@ -102,7 +102,7 @@ TEST_WORKERS ?= 2
 test:
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-# README's five-minute tour, every command run as written (tests/project/test_tour.py; 10-20 min:
+# README's five-minute tour, every command run as written (tests/project/test_tour.py; about 10 min:
 # it benchmarks three models on the quick suite).
 tour:
 	$(BIN)/pytest -m tour tests/project/test_tour.py

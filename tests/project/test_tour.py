@@ -15,12 +15,13 @@ text, gguf-py's reader for what `convert` wrote (tensor types, F32), the file sy
 and folders, `json` for the machine-readable outputs, the README's own words for the rest.
 
 The tour benchmarks three models on the quick suite (several minutes each on 2 cores), so the
-whole tour takes 10-20 minutes: it is marked `tour`, left out of `make test` and run by `make
+whole tour takes about 10 minutes: it is marked `tour`, left out of `make test` and run by `make
 tour` (which `.ci/run` runs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -143,8 +144,8 @@ def gguf_types(path: Path) -> set[str]:
 def check(world, cmd: str, r: subprocess.CompletedProcess) -> None:
     """What the README says each command prints or writes."""
     out, folder = r.stdout, world["folder"]
-    if cmd == "edge-llm chat":  # "/help lists the chat's commands"
-        assert "/help" in out and "/exit" in out, out
+    if cmd == "edge-llm chat":  # "/help lists the chat's commands" (on stderr: stdout is replies)
+        assert "/help" in r.stderr and "/exit" in r.stderr, r.stderr
     elif cmd == 'edge-llm run -p "The capital of France is" -n 16 --temp 0':
         want = greedy(world["default"], "The capital of France is", 16)
         assert want.strip() and want.strip() in out, (want, out)
@@ -157,14 +158,14 @@ def check(world, cmd: str, r: subprocess.CompletedProcess) -> None:
     elif cmd.startswith("edge-llm plan --device learning-machine-entry"):
         # "does it fit that tablet? how fast?"
         assert re.search(r"\bfits\b|does not fit", out) and "tok/s" in out, out
-    elif cmd.startswith("edge-llm pull "):
-        stored = world["home"] / "models"
-        assert any(p.suffix == ".gguf" for p in stored.rglob("*")), list(stored.rglob("*"))
+    elif cmd.startswith("edge-llm pull "):  # the mirror's bytes, stored whole
+        stored = [p for p in (world["home"] / "models").rglob("*.gguf")]
+        want = hashlib.sha256(world["default"].read_bytes()).hexdigest()
+        assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in stored] == [want], stored
     elif cmd.startswith("edge-llm models"):  # "paths, sizes"
         assert "smollm2-135m-instruct-q4_k_m" in out and re.search(r"\d+(\.\d+)? ?[MG]i?B", out)
     elif cmd.startswith("edge-llm run smollm2-135m-instruct-q4_k_m"):
-        want = greedy(world["default"], "The capital of France is", 8)  # the mirror's bytes
-        assert want.strip() in out, (want, out)
+        assert out.strip(), "no text"  # sampled (no --temp 0): any continuation
     elif cmd.startswith("edge-llm export-hf"):
         hf = folder / "smollm2-hf"
         assert (hf / "config.json").is_file() and list(hf.glob("*.safetensors"))
@@ -179,7 +180,9 @@ def check(world, cmd: str, r: subprocess.CompletedProcess) -> None:
     elif cmd.startswith("edge-llm bench report --compare"):  # "better, worse or no difference"
         assert re.search(r"better|worse|no (detectable )?difference", out), out
     elif cmd.startswith("edge-llm bench report"):  # "the table, with 95% intervals"
-        assert "q4km" in out and "fit" in out, out
+        rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "---" not in ln]
+        records = (world["home"] / "bench" / "results.jsonl").read_text().splitlines()
+        assert "capability 95%" in rows[0] and len(rows) - 1 == len(records), out
     elif cmd.startswith("edge-llm bench"):
         results = world["home"] / "bench" / "results.jsonl"
         assert results.is_file() and results.read_text().strip(), "no record appended"
@@ -222,7 +225,9 @@ def serve_and_ask(world, serve: str, curl: str) -> None:
     finally:
         proc.send_signal(signal.SIGINT)  # "Ctrl-C stops it"
         code = proc.wait(timeout=60)
-    assert code == 0, proc.stderr.read()
+    # stopped by Ctrl-C: the shell's convention, 128 + SIGINT, as llama-server and uvicorn do
+    assert code == 130, proc.stderr.read()
+    assert "Traceback" not in proc.stderr.read()
 
 
 def test_the_readme_tour_runs_as_written(world):
