@@ -25,6 +25,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from tests.fixtures.imports import imported_names
+
 ROOT = Path(__file__).resolve().parents[2]
 C_SYMBOL = re.compile(r"(gguf|ggml|llama)_\w+")
 
@@ -57,25 +59,6 @@ def modules(root: Path, pkgs: list[str]) -> dict[str, Path]:
     return {
         module_name(path, root): path for pkg in pkgs for path in sorted((root / pkg).rglob("*.py"))
     }
-
-
-def imported_names(mod: str, path: Path, known: set[str]) -> set[str]:
-    """Every module name `mod` imports, anywhere in its source; ``from pkg import sub`` counts
-    as pkg.sub when that is a known module, else as pkg."""
-    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                head = ".".join(base + ([node.module] if node.module else []))
-            else:
-                head = node.module or ""
-            out |= {f"{head}.{a.name}" if f"{head}.{a.name}" in known else head for a in node.names}
-    return out
 
 
 # --- (a) llama.cpp behind edge_llm/llama/ -----------------------------------------------------

@@ -9,8 +9,9 @@ source, checked first on a small graph whose cycles were worked out by hand.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.fixtures.imports import imported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("edge_llm", "convert", "bench", "scripts")
@@ -42,29 +43,11 @@ def resolve(name: str, known: set[str]) -> str | None:
 
 def imports_of(mod: str, path: Path, known: set[str]) -> set[str]:
     """First-party modules `mod` imports anywhere in its source (all levels)."""
-    is_pkg = path.name == "__init__.py"
-    package = mod if is_pkg else mod.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                head = ".".join(base + ([node.module] if node.module else []))
-            else:
-                head = node.module or ""
-            # `from pkg import sub` imports the submodule when there is one,
-            # and otherwise takes a name from the package itself.
-            names = [
-                f"{head}.{a.name}" if f"{head}.{a.name}" in known else head for a in node.names
-            ]
-        for name in names:
-            target = resolve(name, known)
-            if target and target != mod:
-                out.add(target)
+    for name in imported_names(mod, path, known):
+        target = resolve(name, known)
+        if target and target != mod:
+            out.add(target)
     return out
 
 
