@@ -34,6 +34,7 @@ be answered.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -244,8 +245,6 @@ def answer(cascade: Cascade, it: dict, **sampling: Any) -> Any:
 
 def item_key(it: dict) -> str:
     """What makes two items' cloud answers interchangeable: the prompt and how it is generated."""
-    import hashlib
-
     text = json.dumps([it.get("prompt"), it.get("messages"), it["max_tokens"], it["stop"]])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -480,10 +479,7 @@ def _stats_of(acc: np.ndarray) -> dict[str, Any]:
 def _vs_random(s: np.ndarray, dev: np.ndarray, cloud: np.ndarray, share: float) -> dict[str, Any]:
     """Paired: per item, the router's outcome at ``share`` escalated against the random router's
     expected outcome (share x cloud + (1 - share) x device)."""
-    k = round(share * len(s))
-    up = np.zeros(len(s), bool)
-    up[np.argsort(s, kind="stable")[:k]] = True
-    routed = np.where(up, cloud, dev).astype(float)
+    routed = np.where(_escalated(s, share), cloud, dev).astype(float)
     rand = share * cloud + (1 - share) * dev
     lo, hi, p = stats.paired_bootstrap_ci(lambda a, b: b.mean() - a.mean(), [(rand, routed)])
     return {"difference": float(routed.mean() - rand.mean()), "ci95": [lo, hi], "p": p}
@@ -510,9 +506,7 @@ def _of_cloud(s: np.ndarray, dev: np.ndarray, cloud: np.ndarray, share: float) -
     idx = rng.integers(0, len(c), size=(stats.BOOTSTRAP, len(c)))
     with np.errstate(divide="ignore", invalid="ignore"):
         draws = routed[idx].mean(axis=1) / c[idx].mean(axis=1)
-    lo, hi = np.percentile(
-        draws[np.isfinite(draws)], [2.5, 97.5]
-    )  # a draw without a cloud hit: out
+    lo, hi = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
     return {"fraction": float(routed.mean() / c.mean()), "ci95": [lo, hi]}
 
 
@@ -526,8 +520,7 @@ def _share_for(acc: np.ndarray, target: float) -> float:
 
 
 def _costs(rows: list[dict], s: np.ndarray, share: float) -> dict[str, Any]:
-    k = round(share * len(s))
-    up = set(np.argsort(s, kind="stable")[:k].tolist())
+    up = set(np.flatnonzero(_escalated(s, share)).tolist())
     return {
         "device_tokens": int(sum(r["device_tokens"] for r in rows)),
         "cloud_tokens": int(sum(r["cloud_tokens"] for i, r in enumerate(rows) if i in up)),
