@@ -224,10 +224,10 @@ def serve_and_ask(world, serve: str, curl: str) -> None:
         assert reply["choices"][0]["message"]["content"].strip(), reply
     finally:
         proc.send_signal(signal.SIGINT)  # "Ctrl-C stops it"
-        code = proc.wait(timeout=60)
+        code, err = proc.wait(timeout=60), proc.stderr.read()
     # stopped by Ctrl-C: the shell's convention, 128 + SIGINT, as llama-server and uvicorn do
-    assert code == 130, proc.stderr.read()
-    assert "Traceback" not in proc.stderr.read()
+    assert code == 130, err
+    assert "Traceback" not in err
 
 
 def test_the_readme_tour_runs_as_written(world):
