@@ -128,11 +128,15 @@ def pull(
     _say_pulled(entry, as_json)
 
 
+def _flags(given: dict) -> str:
+    """The command-line spelling of the options given (not None): "--type, --target-size"."""
+    return ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+
+
 def _refuse_hub_options(builtin, **given) -> None:
     """Options given (not None) that apply to Hub repositories are an error for a built-in model."""
-    flags = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
-    if flags:
-        raise _bad(f"{', '.join(flags)} apply to Hub repositories; {builtin.name} is built in")
+    if flags := _flags(given):
+        raise _bad(f"{flags} apply to Hub repositories; {builtin.name} is built in")
 
 
 def _say_pulled(entry, as_json: bool) -> None:
@@ -164,9 +168,8 @@ def _pull(
     plan = plan or store.plan_pull(reference)
     converter = _converter() if plan["kind"] == "checkpoint" else None
     if plan["kind"] == "gguf" and opts:
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in opts)
         raise _bad(
-            f"{flags} apply to safetensors repositories; {plan['repo']} has GGUF files (choose one with :QUANT)"
+            f"{_flags(opts)} apply to safetensors repositories; {plan['repo']} has GGUF files (choose one with :QUANT)"
         )
     return store.pull(
         reference,

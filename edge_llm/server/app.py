@@ -86,7 +86,6 @@ def create_app(
     )
     served = Served(model, model_id)
     app.state.model = model
-    app.state.model_id = model_id
     app.state.lock = served.lock
     app.state.generations = served.records
     app.state.jobs = served.jobs
