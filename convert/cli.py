@@ -123,10 +123,16 @@ def _run_convert(src, output, quant, pre, threads, force, allow_nonfinite, quiet
     from convert import convert as run
     from edge_llm.cli.progress import progress_bar
 
-    kw = {"allow_nonfinite": True} if allow_nonfinite else {}
     with progress_bar(not quiet) as update:
         result = run(
-            src, output, quant, pre=pre, progress=update, threads=threads, force=force, **kw
+            src,
+            output,
+            quant,
+            pre=pre,
+            progress=update,
+            threads=threads,
+            force=force,
+            allow_nonfinite=allow_nonfinite,
         )
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -41,7 +41,7 @@ class Header(gguf.Header):
     def data_size(self) -> int:
         """Bytes of the data section: every tensor, each padded to the alignment."""
         align = self.alignment()
-        return sum(_pad(self.tensor_span(n)[1], align) for n in self.tensor_names())
+        return sum(_pad(self.tensor_size(i), align) for i in range(self.n_tensors()))
 
 
 def _pad(n: int, align: int) -> int:

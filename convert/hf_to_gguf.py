@@ -200,7 +200,7 @@ def _plan(ck: Checkpoint, choice: qj.Choice, type: str | None, pre: str | None) 
     writing; sets ``choice.out_type`` and reads the calibration text when the choice needs it."""
     from convert.tokenizer import load_vocab
 
-    arch, _, _ = _checked_tensors(ck)
+    arch, sizes, _ = _checked_tensors(ck)
     out_type = choice.out_type = quantize.resolve(type if choice.mode == "type" else None, ck.dtype)
     if choice.mode == "type":
         quantize.check_imatrix(out_type, choice.imatrix)
@@ -210,10 +210,7 @@ def _plan(ck: Checkpoint, choice: qj.Choice, type: str | None, pre: str | None) 
                 "written directly and would ignore it"
             )
     choice.read_text()
-    vocab_size = ck.config.get("vocab_size")
-    if not vocab_size:
-        raise ConvertError("config.json has no vocab_size; the checkpoint's config is incomplete")
-    vocab = load_vocab(ck.dir, int(vocab_size), pre=pre)
+    vocab = load_vocab(ck.dir, sizes["vocab"], pre=pre)  # vocab_size checked by check_config
     metadata = validate.safe_metadata(arch, ck.config)
     direct = choice.mode == "type" and out_type.direct is not None and choice.imatrix is None
     first = out_type if direct else quantize.intermediate(ck.dtype)

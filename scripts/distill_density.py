@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from edge_llm.fsutil import atomic_path
 from scripts.bench_cmd import bench_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -502,9 +502,8 @@ def print_table(suite: str, rows: dict, names: dict, goals: dict) -> None:
 def write_summary(path: Path, summary: dict) -> None:
     """Atomically: a killed run leaves the previous summary whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
     print(f"\nsummary: {path}")
 
 
