@@ -37,7 +37,16 @@ from scripts.text_pools import (
     PARAGRAPHS_EN,
     PLACES,
 )
-from scripts.text_templates import CLOSINGS, CODE_TEMPLATES, HOWTO, INTROS
+from scripts.text_templates import (
+    CLOSINGS,
+    CODE_TEMPLATES,
+    HOWTO,
+    INTROS,
+    MATH_CN,
+    MATH_EN,
+    STORY_CN,
+    STORY_EN,
+)
 
 HERE = Path(__file__).resolve().parent.parent / "bench" / "data"  # the bench package's texts
 CALIBRATION_BYTES = 300_000
@@ -50,54 +59,18 @@ def pick(rng, xs):
     return xs[rng.randrange(len(xs))]
 
 
+def sentences(rng, parts: list[list[str]], **names) -> list[str]:
+    """One sentence from each of ``parts``, in order, filled in with ``names``."""
+    return [pick(rng, part).format(**names) for part in parts]
+
+
 def story_en(rng, pool) -> str:
     name, other = rng.sample(pool["names"], 2)
     place, job = pick(rng, pool["places"]), pick(rng, pool["jobs"])
     hour = rng.randint(5, 8)
-    opening = pick(
-        rng,
-        [
-            f"{name} lived in {place} and worked as a {job}.",
-            f"In the small town of {place} there was a {job} called {name}.",
-            f"Everyone in {place} knew {name}, the {job} who always arrived early.",
-        ],
+    return " ".join(
+        sentences(rng, STORY_EN, name=name, other=other, place=place, job=job, hour=hour)
     )
-    morning = pick(
-        rng,
-        [
-            f"Every morning {name} woke up at {hour} o'clock, made a pot of tea and read for a while.",
-            f"Each day began the same way: a short walk by the river, then breakfast at {hour} sharp.",
-            f"{name} liked the quiet hour before the town woke up and used it to plan the day.",
-        ],
-    )
-    event = pick(
-        rng,
-        [
-            f"One rainy afternoon {other} knocked on the door with a strange request.",
-            f"Then one spring a letter arrived from {other}, an old friend who had moved away years ago.",
-            f"But one winter the bridge into {place} was closed, and nothing went as planned.",
-            f"One day {other} asked for help with a problem nobody else had been able to solve.",
-        ],
-    )
-    middle = pick(
-        rng,
-        [
-            f"At first {name} was not sure what to do. After thinking it over, {name} decided to "
-            f"ask the neighbours, and together they worked out a plan.",
-            f"{name} wrote down everything that was known, drew a small map, and set off before noon.",
-            f"It took three long days, two broken tools and a great deal of patience, but {name} did "
-            f"not give up.",
-        ],
-    )
-    ending = pick(
-        rng,
-        [
-            f"In the end the problem was solved, and {other} said it was the best help anyone had ever given.",
-            f"By the end of the week the whole town was talking about it, and {name} simply smiled.",
-            f"Years later, {other} still told the story to anyone who would listen.",
-        ],
-    )
-    return " ".join([opening, morning, event, middle, ending])
 
 
 def howto_en(rng, pool) -> str:
@@ -111,145 +84,110 @@ def howto_en(rng, pool) -> str:
     return "\n".join(lines)
 
 
-def math_en(rng, pool) -> str:
-    name = pick(rng, pool["names"])
-    item = pick(rng, pool["items"])
-    kind = rng.randrange(8)
-    if kind == 0:
-        a, b, c = rng.randint(12, 90), rng.randint(2, 9), rng.randint(3, 15)
-        return (
-            f"Problem: {name} has {a} {item}. {name} buys {b} bags with {c} {item} in each bag. "
-            f"How many {item} does {name} have now?\n"
-            f"Solution: The bags hold {b} x {c} = {b * c} {item}. Together with the first "
-            f"{a}, that makes {a} + {b * c} = {a + b * c} {item}. The answer is {a + b * c}."
-        )
-    if kind == 1:
-        speed, hours = rng.randint(30, 110), rng.randint(2, 7)
-        return (
-            f"Problem: A train leaves {pick(rng, pool['places'])} and travels at {speed} "
-            f"kilometres per hour for {hours} hours. How far does it go?\n"
-            f"Solution: {name} works it out: distance is speed times time, {speed} x {hours} = {speed * hours} "
-            f"kilometres. The answer is {speed * hours} km."
-        )
-    if kind == 2:
-        price, pct = rng.randint(20, 400), pick(rng, [10, 15, 20, 25, 30, 40])
-        off = price * pct / 100
-        return (
-            f"Problem: A jacket costs ${price}. It is on sale for {pct}% off. What is the "
-            f"sale price?\nSolution: {name} notes that the discount is {pct}% of {price}, which is "
-            f"{price} x {pct} / 100 = {off:g}. The sale price is {price} - {off:g} = "
-            f"{price - off:g} dollars."
-        )
-    if kind == 3:
-        w, h = rng.randint(3, 25), rng.randint(3, 25)
-        return (
-            f"Problem: {name}'s garden is a rectangle {w} metres long and {h} metres wide. "
-            f"What are its area and its perimeter?\nSolution: For {name}'s garden, area = {w} x {h} = {w * h} "
-            f"square metres. Perimeter = 2 x ({w} + {h}) = {2 * (w + h)} metres."
-        )
-    if kind == 4:
-        age, diff, years = rng.randint(6, 15), rng.randint(20, 35), rng.randint(2, 12)
-        return (
-            f"Problem: {name} is {age} years old and {name}'s mother is {diff} years older. "
-            f"How old will they be together in {years} years?\nSolution: {name}'s mother is "
-            f"{age} + {diff} = {age + diff} now. In {years} years they will be {age + years} "
-            f"and {age + diff + years}, which adds up to {2 * age + diff + 2 * years}."
-        )
-    if kind == 5:
-        xs = [rng.randint(55, 100) for _ in range(rng.randint(3, 6))]
-        s = sum(xs)
-        return (
-            f"Problem: {name} scored {', '.join(map(str, xs[:-1]))} and {xs[-1]} on "
-            f"{len(xs)} tests. What is the average score?\nSolution: {name}'s total is "
-            f"{' + '.join(map(str, xs))} = {s}. Dividing by {len(xs)} gives {s / len(xs):.2f}."
-        )
-    if kind == 6:
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
-        t = a * b / (a + b)
-        return (
-            f"Problem: At {name}'s farm one pipe fills a tank in {a} hours and another fills it in "
-            f"{b} hours. How long do they take together?\nSolution: Together {name}'s pipes fill 1/{a} + 1/{b} = "
-            f"{a + b}/{a * b} of the tank per hour, so the tank is full after {a * b}/{a + b} "
-            f"= {t:.2f} hours."
-        )
-    n, k = rng.randint(20, 60), rng.randint(3, 9)
+# Word problems: each kind rolls its numbers (and works out the answers) here; its text is the
+# template of the same key in MATH_EN / MATH_CN.
+
+
+def bags(rng, pool) -> dict:
+    a, b, c = rng.randint(12, 90), rng.randint(2, 9), rng.randint(3, 15)
+    return {"a": a, "b": b, "c": c, "bagged": b * c, "total": a + b * c}
+
+
+def discount(rng, pool) -> dict:
+    price, pct = rng.randint(20, 400), pick(rng, [10, 15, 20, 25, 30, 40])
+    off = price * pct / 100
+    return {"price": price, "pct": pct, "off": off, "sale": price - off}
+
+
+def ages(rng, pool) -> dict:
+    age, diff, years = rng.randint(6, 15), rng.randint(20, 35), rng.randint(2, 12)
+    now = {"age": age, "diff": diff, "years": years, "mother": age + diff}
+    later = {"child_later": age + years, "mother_later": age + diff + years}
+    return {**now, **later, "together": 2 * age + diff + 2 * years}
+
+
+def average(rng, pool) -> dict:
+    xs = [rng.randint(55, 100) for _ in range(rng.randint(3, 6))]
+    listed = {
+        "firsts": ", ".join(map(str, xs[:-1])),
+        "last": xs[-1],
+        "terms": " + ".join(map(str, xs)),
+    }
+    return {**listed, "count": len(xs), "total": sum(xs), "mean": sum(xs) / len(xs)}
+
+
+def pipes(rng, pool) -> dict:
+    a, b = rng.randint(2, 12), rng.randint(2, 12)
+    return {"a": a, "b": b, "a_plus_b": a + b, "a_times_b": a * b, "hours": a * b / (a + b)}
+
+
+def gifts(rng, pool) -> dict:
+    a, b = rng.randint(10, 60), rng.randint(2, 9)
+    c = rng.randint(1, a // 2)
+    return {"a": a, "b": b, "c": c, "left": a + b - c}
+
+
+def price(rng, pool) -> dict:
+    p, n = rng.randint(2, 15), rng.randint(3, 12)
+    return {"p": p, "n": n, "cost": p * n}
+
+
+def trip(rng, speeds: tuple[int, int], hours: tuple[int, int]) -> dict:
+    speed, time = rng.randint(*speeds), rng.randint(*hours)
+    return {"speed": speed, "hours": time, "distance": speed * time}
+
+
+def rectangle(rng, longest: int) -> dict:
+    w, h = rng.randint(3, longest), rng.randint(3, longest)
+    return {"w": w, "h": h, "area": w * h, "perimeter": 2 * (w + h)}
+
+
+def share_out(rng, most: int, friends: int) -> dict:
+    n, k = rng.randint(20, most), rng.randint(3, friends)
     q, r = divmod(n, k)
-    return (
-        f"Problem: {name} shares {n} {item} equally among {k} friends. How many does each "
-        f"friend get, and how many are left over?\nSolution: For {name}, {n} divided by {k} is {q} with "
-        f"remainder {r}, because {k} x {q} = {k * q} and {n} - {k * q} = {r}. Each friend gets "
-        f"{q}, and {r} are left."
-    )
+    return {"n": n, "k": k, "q": q, "r": r, "shared": k * q}
+
+
+MATH_DRAWS_EN = {
+    "bags": bags,
+    "train": lambda rng, pool: {**trip(rng, (30, 110), (2, 7)), "place": pick(rng, pool["places"])},
+    "discount": discount,
+    "garden": lambda rng, pool: rectangle(rng, 25),
+    "ages": ages,
+    "average": average,
+    "pipes": pipes,
+    "sharing": lambda rng, pool: share_out(rng, 60, 9),
+}
+MATH_DRAWS_CN = {
+    "gifts": gifts,
+    "price": price,
+    "car": lambda rng, pool: trip(rng, (40, 90), (2, 6)),
+    "field": lambda rng, pool: rectangle(rng, 20),
+    "sharing": lambda rng, pool: share_out(rng, 80, 8),
+}
+
+
+def word_problem(rng, pool, templates: dict, draws: dict, names: str, items: str) -> str:
+    """A problem of a random kind about a name and an item from ``pool``: its template from
+    ``templates`` filled in with what its entry in ``draws`` rolls."""
+    name, item = pick(rng, pool[names]), pick(rng, pool[items])
+    kind = list(templates)[rng.randrange(len(templates))]
+    return templates[kind].format(name=name, item=item, **draws[kind](rng, pool))
+
+
+def math_en(rng, pool) -> str:
+    return word_problem(rng, pool, MATH_EN, MATH_DRAWS_EN, "names", "items")
 
 
 def math_cn(rng, pool) -> str:
-    name = pick(rng, pool["cn_names"])
-    item = pick(rng, pool["cn_items"])
-    kind = rng.randrange(5)
-    if kind == 0:
-        a, b = rng.randint(10, 60), rng.randint(2, 9)
-        c = rng.randint(1, a // 2)
-        return (
-            f"题目：{name}有{a}个{item}，又买了{b}个，然后送给同学{c}个。{name}现在有多少个{item}？\n"
-            f"解答：{a}+{b}-{c}={a + b - c}（个）。答：{name}现在有{a + b - c}个{item}。"
-        )
-    if kind == 1:
-        p, n = rng.randint(2, 15), rng.randint(3, 12)
-        return (
-            f"题目：每支{item}{p}元，{name}买了{n}支，一共要付多少元？\n"
-            f"解答：{p}×{n}={p * n}（元）。答：{name}一共要付{p * n}元。"
-        )
-    if kind == 2:
-        v, t = rng.randint(40, 90), rng.randint(2, 6)
-        return (
-            f"题目：{name}家的汽车每小时行驶{v}千米，{t}小时能行驶多少千米？\n"
-            f"解答：路程=速度×时间，{v}×{t}={v * t}（千米）。答：{name}家的汽车能行驶{v * t}千米。"
-        )
-    if kind == 3:
-        a, b = rng.randint(3, 20), rng.randint(3, 20)
-        return (
-            f"题目：{name}家有一块长方形菜地，长{a}米，宽{b}米，它的面积是多少平方米？周长是多少米？\n"
-            f"解答：{name}家菜地的面积={a}×{b}={a * b}（平方米），周长=({a}+{b})×2={2 * (a + b)}（米）。"
-        )
-    n, k = rng.randint(20, 80), rng.randint(3, 8)
-    q, r = divmod(n, k)
-    return (
-        f"题目：{name}把{n}个{item}平均分给{k}个小朋友，每人分到几个？还剩几个？\n"
-        f"解答：{n}÷{k}={q}……{r}。答：{name}的小朋友每人分到{q}个，还剩{r}个。"
-    )
+    return word_problem(rng, pool, MATH_CN, MATH_DRAWS_CN, "cn_names", "cn_items")
 
 
 def story_cn(rng, pool) -> str:
     a, b = rng.sample(pool["cn_names"], 2)
     place = pick(rng, pool["cn_places"])
     hour = rng.randint(6, 9)
-    parts = [
-        pick(
-            rng,
-            [
-                f"星期天早上{hour}点，{a}和{b}约好一起去{place}。",
-                f"放学以后，{a}背着书包来到了{place}。",
-                f"今天天气很好，{a}的妈妈带着{a}去{place}玩。",
-            ],
-        ),
-        pick(
-            rng,
-            [
-                f"路上，{a}看见一位老奶奶提着很重的东西，就主动上前帮忙。",
-                f"到了{place}，{a}发现那里的人特别多，大家都在排队。",
-                f"{b}说：“我们先把作业做完，再好好地玩吧！”",
-            ],
-        ),
-        pick(
-            rng,
-            [
-                "虽然有点累，但是大家都很开心。",
-                "这件事让我明白了，帮助别人也是一种快乐。",
-                "回家的路上，天边挂着一道美丽的彩虹。",
-            ],
-        ),
-    ]
-    return "".join(parts)
+    return "".join(sentences(rng, STORY_CN, a=a, b=b, place=place, hour=hour))
 
 
 def code(rng, pool) -> str:

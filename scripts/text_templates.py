@@ -1,5 +1,6 @@
 """The templates scripts/make_texts.py fills in: how-to topics with their steps (and the answers'
-opening and closing lines), and short code snippets with {placeholders} for names and numbers.
+opening and closing lines), short code snippets, stories' sentences and word problems, with
+{placeholders} for names and numbers.
 
 Why a module of its own: like scripts/text_pools.py these are data, not generation logic; keeping
 them here leaves make_texts.py with the generators and the checks that keep calibration.txt and
@@ -271,3 +272,99 @@ done
 }}
 """,
 ]
+
+# The story and word-problem templates are shared by both files (only the names, places and items
+# that fill them in are split). A story takes one sentence from each part, in order; a word problem
+# is filled in with the numbers that make_texts.py rolls for its kind (MATH_DRAWS_EN /
+# MATH_DRAWS_CN, same keys).
+STORY_EN = [
+    [
+        "{name} lived in {place} and worked as a {job}.",
+        "In the small town of {place} there was a {job} called {name}.",
+        "Everyone in {place} knew {name}, the {job} who always arrived early.",
+    ],
+    [
+        "Every morning {name} woke up at {hour} o'clock, made a pot of tea and read for a while.",
+        "Each day began the same way: a short walk by the river, then breakfast at {hour} sharp.",
+        "{name} liked the quiet hour before the town woke up and used it to plan the day.",
+    ],
+    [
+        "One rainy afternoon {other} knocked on the door with a strange request.",
+        "Then one spring a letter arrived from {other}, an old friend who had moved away years ago.",
+        "But one winter the bridge into {place} was closed, and nothing went as planned.",
+        "One day {other} asked for help with a problem nobody else had been able to solve.",
+    ],
+    [
+        "At first {name} was not sure what to do. After thinking it over, {name} decided to "
+        "ask the neighbours, and together they worked out a plan.",
+        "{name} wrote down everything that was known, drew a small map, and set off before noon.",
+        "It took three long days, two broken tools and a great deal of patience, but {name} did "
+        "not give up.",
+    ],
+    [
+        "In the end the problem was solved, and {other} said it was the best help anyone had ever given.",
+        "By the end of the week the whole town was talking about it, and {name} simply smiled.",
+        "Years later, {other} still told the story to anyone who would listen.",
+    ],
+]
+STORY_CN = [
+    [
+        "星期天早上{hour}点，{a}和{b}约好一起去{place}。",
+        "放学以后，{a}背着书包来到了{place}。",
+        "今天天气很好，{a}的妈妈带着{a}去{place}玩。",
+    ],
+    [
+        "路上，{a}看见一位老奶奶提着很重的东西，就主动上前帮忙。",
+        "到了{place}，{a}发现那里的人特别多，大家都在排队。",
+        "{b}说：“我们先把作业做完，再好好地玩吧！”",
+    ],
+    [
+        "虽然有点累，但是大家都很开心。",
+        "这件事让我明白了，帮助别人也是一种快乐。",
+        "回家的路上，天边挂着一道美丽的彩虹。",
+    ],
+]
+MATH_EN = {
+    "bags": "Problem: {name} has {a} {item}. {name} buys {b} bags with {c} {item} in each bag. "
+    "How many {item} does {name} have now?\n"
+    "Solution: The bags hold {b} x {c} = {bagged} {item}. Together with the first "
+    "{a}, that makes {a} + {bagged} = {total} {item}. The answer is {total}.",
+    "train": "Problem: A train leaves {place} and travels at {speed} "
+    "kilometres per hour for {hours} hours. How far does it go?\n"
+    "Solution: {name} works it out: distance is speed times time, {speed} x {hours} = {distance} "
+    "kilometres. The answer is {distance} km.",
+    "discount": "Problem: A jacket costs ${price}. It is on sale for {pct}% off. What is the "
+    "sale price?\nSolution: {name} notes that the discount is {pct}% of {price}, which is "
+    "{price} x {pct} / 100 = {off:g}. The sale price is {price} - {off:g} = "
+    "{sale:g} dollars.",
+    "garden": "Problem: {name}'s garden is a rectangle {w} metres long and {h} metres wide. "
+    "What are its area and its perimeter?\nSolution: For {name}'s garden, area = {w} x {h} = {area} "
+    "square metres. Perimeter = 2 x ({w} + {h}) = {perimeter} metres.",
+    "ages": "Problem: {name} is {age} years old and {name}'s mother is {diff} years older. "
+    "How old will they be together in {years} years?\nSolution: {name}'s mother is "
+    "{age} + {diff} = {mother} now. In {years} years they will be {child_later} "
+    "and {mother_later}, which adds up to {together}.",
+    "average": "Problem: {name} scored {firsts} and {last} on "
+    "{count} tests. What is the average score?\nSolution: {name}'s total is "
+    "{terms} = {total}. Dividing by {count} gives {mean:.2f}.",
+    "pipes": "Problem: At {name}'s farm one pipe fills a tank in {a} hours and another fills it in "
+    "{b} hours. How long do they take together?\nSolution: Together {name}'s pipes fill 1/{a} + 1/{b} = "
+    "{a_plus_b}/{a_times_b} of the tank per hour, so the tank is full after {a_times_b}/{a_plus_b} "
+    "= {hours:.2f} hours.",
+    "sharing": "Problem: {name} shares {n} {item} equally among {k} friends. How many does each "
+    "friend get, and how many are left over?\nSolution: For {name}, {n} divided by {k} is {q} with "
+    "remainder {r}, because {k} x {q} = {shared} and {n} - {shared} = {r}. Each friend gets "
+    "{q}, and {r} are left.",
+}
+MATH_CN = {
+    "gifts": "题目：{name}有{a}个{item}，又买了{b}个，然后送给同学{c}个。{name}现在有多少个{item}？\n"
+    "解答：{a}+{b}-{c}={left}（个）。答：{name}现在有{left}个{item}。",
+    "price": "题目：每支{item}{p}元，{name}买了{n}支，一共要付多少元？\n"
+    "解答：{p}×{n}={cost}（元）。答：{name}一共要付{cost}元。",
+    "car": "题目：{name}家的汽车每小时行驶{speed}千米，{hours}小时能行驶多少千米？\n"
+    "解答：路程=速度×时间，{speed}×{hours}={distance}（千米）。答：{name}家的汽车能行驶{distance}千米。",
+    "field": "题目：{name}家有一块长方形菜地，长{w}米，宽{h}米，它的面积是多少平方米？周长是多少米？\n"
+    "解答：{name}家菜地的面积={w}×{h}={area}（平方米），周长=({w}+{h})×2={perimeter}（米）。",
+    "sharing": "题目：{name}把{n}个{item}平均分给{k}个小朋友，每人分到几个？还剩几个？\n"
+    "解答：{n}÷{k}={q}……{r}。答：{name}的小朋友每人分到{q}个，还剩{r}个。",
+}

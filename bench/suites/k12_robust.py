@@ -234,25 +234,42 @@ def _acc(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def _matched(items: list[dict], key, is_first, is_second) -> list[tuple]:
+    """(first, second) correctness pairs: each ``is_second`` item's, after that of the
+    ``is_first`` item with the same ``key`` (the last one); items without such a partner are
+    left out."""
+    first = {key(x): x["correct"] for x in items if is_first(x)}
+    return [(first[key(x)], x["correct"]) for x in items if is_second(x) and key(x) in first]
+
+
+def _test_record(r: dict, a, b, names: tuple[str, str, str]) -> dict:
+    """A paired test ``r`` of the correctness lists ``a`` and ``b`` as reported: its n, the two
+    accuracies and the difference (named by ``names``), its ci95 and p."""
+    first, second, difference = names
+    return {
+        "n": r["n"],
+        first: float(np.mean(a)),
+        second: float(np.mean(b)),
+        difference: r["difference"],
+        "ci95": r["ci95"],
+        "p": r["p"],
+    }
+
+
 def _paired(items: list[dict], variant: str) -> dict | None:
     """``variant`` against the base of the same problem and language."""
-    base = {(x["cluster"], x["language"]): x["correct"] for x in items if x["variant"] == "base"}
-    pairs = [
-        (base[(x["cluster"], x["language"])], x["correct"])
-        for x in items
-        if x["variant"] == variant and (x["cluster"], x["language"]) in base
-    ]
+    pairs = _matched(
+        items,
+        lambda x: (x["cluster"], x["language"]),
+        lambda x: x["variant"] == "base",
+        lambda x: x["variant"] == variant,
+    )
     if not pairs:
         return None
     a, b = zip(*pairs)
     r = stats.paired_proportion(a, b)
     return {
-        "n": r["n"],
-        "base": float(np.mean(a)),
-        "variant": float(np.mean(b)),
-        "change": r["difference"],
-        "ci95": r["ci95"],
-        "p": r["p"],
+        **_test_record(r, a, b, ("base", "variant", "change")),
         "right_to_wrong": r["only_a"],
         "wrong_to_right": r["only_b"],
         "verdict": r["verdict"],
@@ -273,24 +290,17 @@ def summarise(items: list[dict]) -> dict:
     for x in items:
         if x["variant"] == "grid":
             grid.setdefault(x["cell"], []).append(x["correct"])  # type: ignore[arg-type]
-    en = {(x["cluster"], x["variant"]): x["correct"] for x in items if x["language"] == "en"}
-    gap_pairs = [
-        (en[(x["cluster"], x["variant"])], x["correct"])
-        for x in items
-        if x["language"] == "zh" and (x["cluster"], x["variant"]) in en
-    ]
+    gap_pairs = _matched(
+        items,
+        lambda x: (x["cluster"], x["variant"]),
+        lambda x: x["language"] == "en",
+        lambda x: x["language"] == "zh",
+    )
     gap = None
     if gap_pairs:
         a, b = zip(*gap_pairs)
         r = stats.paired_proportion(b, a)  # en minus zh
-        gap = {
-            "n": r["n"],
-            "en": float(np.mean(a)),
-            "zh": float(np.mean(b)),
-            "en_minus_zh": r["difference"],
-            "ci95": r["ci95"],
-            "p": r["p"],
-        }
+        gap = _test_record(r, a, b, ("en", "zh", "en_minus_zh"))
     return {
         "base": base_acc,
         "base_ci95": list(stats.wilson(int(sum(base)), len(base))) if base else None,
