@@ -22,6 +22,21 @@ ifneq ($(shell echo 'int x;' | $${CC:-cc} -march=armv9.2-a+sme -x c -c - -o /dev
 CPU_VARIANTS := -DGGML_NATIVE=OFF
 endif
 endif
+# The Vulkan build (`make install VULKAN=1`, after `make vulkan-deps`): llama.cpp's Vulkan backend
+# as one more loadable library beside the CPU variants (docs/gpu.md). The pinned llama.cpp needs
+# Vulkan headers newer than Debian 12's 1.3.239 (it uses VK_EXT_layer_settings, from 1.3.261):
+# the headers of Debian 13's libvulkan-dev are unpacked into the cache (header-only, checked by
+# SHA-256, never installed over the system's; the same on every architecture), and the system's
+# Vulkan loader is kept.
+VULKAN_HEADERS_VERSION := 1.4.309.0-1
+VULKAN_HEADERS_DEB := http://deb.debian.org/debian/pool/main/v/vulkan-loader/libvulkan-dev_$(VULKAN_HEADERS_VERSION)_amd64.deb
+VULKAN_HEADERS_SHA256 := 8d329d465e16168afff58b1bd0dd6db46aac2cc3f56054a481b25a04e90b345a
+VULKAN_HEADERS := $(HOME)/.cache/edge-llm/vulkan-headers-$(VULKAN_HEADERS_VERSION)
+VULKAN_ARGS := $(CPU_VARIANTS) -DGGML_VULKAN=ON -DVulkan_INCLUDE_DIR=$(VULKAN_HEADERS)/usr/include
+ifeq ($(VULKAN),1)
+LLAMA_CMAKE_ARGS ?= $(VULKAN_ARGS)
+WHEEL_NEEDS := $(VULKAN_HEADERS)/.unpacked
+endif
 LLAMA_CMAKE_ARGS ?= $(CPU_VARIANTS)
 WHEEL_CACHE ?= $(HOME)/.cache/edge-llm/wheels
 WHEEL_KEY   := $(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
@@ -43,7 +58,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data zoo wheel test tour fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check lint clean
+.PHONY: install data zoo wheel test tour fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check vulkan-deps vulkan-check lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -73,7 +88,7 @@ $(BIN)/python:
 
 wheel: $(WHEEL_STAMP)
 
-$(WHEEL_STAMP): | $(BIN)/python
+$(WHEEL_STAMP): | $(BIN)/python $(WHEEL_NEEDS)
 	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (several minutes, once)"
 	mkdir -p $(WHEEL_DIR)
 	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel \
@@ -83,6 +98,10 @@ $(WHEEL_STAMP): | $(BIN)/python
 		$(BIN)/python -m zipfile -l $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl \
 		| grep -q 'llama_cpp/lib/libggml-cpu-' \
 		|| { echo "error: no llama_cpp/lib/libggml-cpu-*.so in the wheel; check GGML_BACKEND_DIR" >&2; exit 1; };; esac
+	@case '$(LLAMA_CMAKE_ARGS)' in *GGML_VULKAN=ON*) \
+		$(BIN)/python -m zipfile -l $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl \
+		| grep -q 'libggml-vulkan' \
+		|| { echo "error: no libggml-vulkan in the wheel; run make vulkan-deps first" >&2; exit 1; };; esac
 	touch $@
 
 $(VENV_WHEEL): $(WHEEL_STAMP)
@@ -170,6 +189,32 @@ arm-deps:
 	dpkg --add-architecture arm64
 	apt-get update
 	apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static cmake
+
+# The GPU path on a Vulkan device (docs/gpu.md): the Vulkan build installed into the venv (it
+# replaces the CPU-only one; `make install` puts that back), then on lavapipe, Mesa's software
+# Vulkan device (llama.cpp uses a CPU-type device only when GGML_VK_VISIBLE_DEVICES names it): the
+# tests (tests/gpu: offloaded outputs against the CPU, plan's device memory, the self-check, the
+# server) and the figures (scripts/vulkan_check.py). About 10 minutes here, plus the build once.
+VULKAN_DEVICE ?= 0
+vulkan-check:
+	$(MAKE) --no-print-directory install VULKAN=1
+	GGML_VK_VISIBLE_DEVICES=$(VULKAN_DEVICE) $(BIN)/pytest -m vulkan tests/gpu -p no:cacheprovider
+	GGML_VK_VISIBLE_DEVICES=$(VULKAN_DEVICE) $(BIN)/python -m scripts.vulkan_check
+
+# The Vulkan stack (as root): Debian's loader and headers, the shader compiler, the SPIR-V headers
+# llama.cpp's Vulkan backend builds against, and Mesa's lavapipe, a conformant Vulkan device that
+# runs on the CPU (what `make vulkan-check` tests on when no GPU is present).
+vulkan-deps:
+	apt-get update
+	apt-get install -y libvulkan-dev glslc spirv-headers mesa-vulkan-drivers vulkan-tools
+
+$(VULKAN_HEADERS)/.unpacked:
+	mkdir -p $(VULKAN_HEADERS)
+	curl -fsSL -o $(VULKAN_HEADERS)/headers.deb $(VULKAN_HEADERS_DEB)
+	echo "$(VULKAN_HEADERS_SHA256)  $(VULKAN_HEADERS)/headers.deb" | sha256sum -c --quiet
+	dpkg-deb -x $(VULKAN_HEADERS)/headers.deb $(VULKAN_HEADERS)
+	rm $(VULKAN_HEADERS)/headers.deb
+	touch $@
 
 # Formatting and lint, both checked (CI runs this): `ruff format .` fixes the first.
 lint:

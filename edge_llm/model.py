@@ -6,6 +6,7 @@ import codecs
 import dataclasses
 import json
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -55,6 +56,8 @@ class Model:
         kv_type: str | None = None,
         isolate: bool = False,
         adapters: Mapping[str, str | Path | tuple[str | Path, float]] | None = None,
+        gpu_layers: int | None = None,
+        trust_backend: bool = False,
     ):
         self.path = Path(path)
         validate.check(self.path)  # what llama.cpp would abort on, refused before it sees it
@@ -73,7 +76,11 @@ class Model:
             n_ctx=n_ctx,
             kv_type=kv_type,
             n_batch=n_batch,
+            gpu_layers=gpu_layers,
         )
+        self.backend_verdict = None  # the self-check's, when a GPU device was considered
+        if self.device.n_gpu_layers and not trust_backend:
+            self._check_backend()
         d = self.device
         cfg = _backend.ContextConfig(
             n_ctx=n_ctx or d.n_ctx or 0,
@@ -108,6 +115,25 @@ class Model:
         for name, spec in (adapters or {}).items():
             path, scale = spec if isinstance(spec, tuple) else (spec, 1.0)
             self.add_adapter(name, path, scale=scale)
+
+    def _check_backend(self) -> None:
+        """Run on the GPU only if it agrees with the CPU and is faster (edge_llm.devices.selfcheck):
+        otherwise fall back to the CPU, saying so in one line."""
+        from edge_llm.devices import selfcheck
+
+        gpus = _backend.gpu_devices()
+        if not gpus:
+            return
+        v = selfcheck.check(self.path, gpus[0], self.device.n_gpu_layers, self.device.threads)
+        self.backend_verdict = v
+        if not v.ok:
+            print(selfcheck.notice(v, self.path.name), file=sys.stderr, flush=True)
+            self.device = dataclasses.replace(self.device, n_gpu_layers=0)
+
+    @property
+    def placement(self):
+        """Which layers llama.cpp put on which device, and its buffers (edge_llm.llama.placement)."""
+        return self._b.placement
 
     def _display_name(self) -> str:
         keys = ("general.basename", "general.size_label", "general.finetune", "general.name")

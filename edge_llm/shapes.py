@@ -116,6 +116,15 @@ class ModelShape:
         """Weights read once per step plus the KV cache read up to ``position``."""
         return self.read_bytes_per_token + self.kv_bytes_per_token(kv_type) * position
 
+    def activation_bytes(self, n_ubatch: int, n_kv: int) -> int:
+        """A layer's peak of live f32 activations for a micro-batch: the residual stream and the
+        normed input beside the feed-forward's gate, up and activated gate, or the attention's
+        scores and their softmax over ``n_kv`` cached tokens. The compute buffer of a device
+        that runs the layers but not the output head (whose logits dominate otherwise)."""
+        ffn = 2 * self.n_embd + 3 * self.n_ff
+        attention = 2 * self.n_embd + 2 * self.n_head * n_kv
+        return int(n_ubatch * 4 * max(ffn, attention))
+
     def compute_buffer_bytes(self, n_ubatch: int) -> int:
         """llama.cpp's compute buffer: the logits of a micro-batch dominate, then activations.
 

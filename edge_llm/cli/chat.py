@@ -39,7 +39,7 @@ def chat(
     sampling: o.Sampling = o.NO_SAMPLING,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
-    device: o.Device = "auto",
+    where: o.Where = o.AUTO,
     adapter: o.Adapters = None,
     yes: Yes = False,
     cloud: c.Options = c.DEVICE_ONLY,
@@ -57,7 +57,7 @@ def chat(
 
     settings = o.sampling(max_tokens, sampling)
     model = ensure_model(model, yes)
-    m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=o.adapters(adapter))
+    m = load(model, n_ctx=ctx, threads=threads, adapters=o.adapters(adapter), **where.load_kwargs())
     m.use(next(iter(m.adapters), None))
     m = cloud.wrap(m)
     interactive = sys.stdin is not None and sys.stdin.isatty()

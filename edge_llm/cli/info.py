@@ -10,6 +10,7 @@ import typer
 from edge_llm.cli import options as o
 
 
+@o.grouped
 def info(
     model: o.Model = None,
     as_json: o.Json = False,
@@ -17,10 +18,11 @@ def info(
         bool,
         typer.Option(
             "--system",
-            help="Instead of a model: llama.cpp's build here, the CPU kernels it chose for this"
-            " CPU, its devices.",
+            help="llama.cpp's build here, the CPU kernels it chose for this CPU, its devices;"
+            " with a MODEL, also where its layers run (loaded with --device and --gpu-layers).",
         ),
     ] = False,
+    where: o.Where = o.AUTO,
 ) -> None:
     """Architecture, parameters, size, bits per weight, tensor types, context, chat template.
 
@@ -28,7 +30,7 @@ def info(
     process): a file that cannot load is an error here too, never shown as fine.
     """
     if system:
-        return _system(as_json)
+        return _system(as_json, model, where)
     from edge_llm import validate
     from edge_llm.registry import model_name, resolve
 
@@ -74,10 +76,26 @@ def info(
     console.print(table)
 
 
-def _system(as_json: bool) -> None:
+def _placement(model: str, where: o.Where) -> dict:
+    """Load MODEL as a run would and report which backend holds which layers."""
+    from edge_llm.model import load
+
+    m = load(model, **where.load_kwargs())
+    try:
+        out = {"model": m.name, **m.placement.to_dict()}
+        if m.backend_verdict is not None:
+            out["backend_check"] = m.backend_verdict.to_dict()
+        return out
+    finally:
+        m.close()
+
+
+def _system(as_json: bool, model: str | None = None, where: o.Where = o.AUTO) -> None:
     from edge_llm.llama.binding import system_report
 
     r = system_report()
+    if model is not None:
+        r["placement"] = _placement(model, where)
     if as_json:
         print(json.dumps(r, indent=2))
         return
@@ -89,8 +107,19 @@ def _system(as_json: bool) -> None:
         ("loaded from", r["cpu_library"] or f"linked into {r['library_dir']}"),
         *((("missing", ", ".join(r["missing_variants"])),) if r["missing_variants"] else ()),
         *((("not loaded", f"{left_out} (AMX: crashes in this llama.cpp)"),) if left_out else ()),
-        *((f"device {d['name']}", d["description"]) for d in r["devices"]),
+        *((f"device {d['name']}", _device_line(d)) for d in r["devices"]),
         ("llama.cpp", r["system_info"]),
     ]
+    if "placement" in r:
+        p = r["placement"]
+        rows.append((p["model"], p["summary"]))
+        for buf, kinds in p["buffers"].items():
+            sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in kinds.items())
+            rows.append((f"buffer {buf}", sizes))
     for k, v in rows:
         print(f"{k:>18}  {v}")
+
+
+def _device_line(d: dict) -> str:
+    memory = f"{d['memory_total'] / 1e9:.1f} GB, {d['memory_free'] / 1e9:.1f} GB free"
+    return f"{d['description']} ({d['type']}; {memory})"

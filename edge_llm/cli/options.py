@@ -42,6 +42,44 @@ Device = Annotated[
         "learning-machine-entry: its memory budget and threads) or a .toml file.",
     ),
 ]
+GpuLayers = Annotated[
+    int | None,
+    typer.Option(
+        "--gpu-layers",
+        "-ngl",
+        help="Layers to offload to the GPU (-1: all; llama.cpp's count: the output layer first, "
+        "then the last layers) [default: all with --device gpu or auto on a GPU, else 0]",
+        show_default=False,
+    ),
+]
+TrustBackend = Annotated[
+    bool,
+    typer.Option(
+        "--trust-backend",
+        help="Use the GPU backend without first checking it against the CPU (the check, once "
+        "per model and driver, falls back to the CPU when the GPU disagrees or is slower).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a model runs: the device options `run`, `chat` and `serve` share (see ``grouped``)."""
+
+    device: Device = "auto"
+    gpu_layers: GpuLayers = None
+    trust_backend: TrustBackend = False
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """What ``edge_llm.load`` takes for them."""
+        return {
+            "device": self.device,
+            "gpu_layers": self.gpu_layers,
+            "trust_backend": self.trust_backend,
+        }
+
+
+AUTO = Where()
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Force = Annotated[
     bool,

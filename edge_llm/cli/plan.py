@@ -112,6 +112,13 @@ def render(p) -> str:
         f"  memory: weights {mb(m.weights)} + KV cache {mb(m.kv_cache)} + compute {mb(m.compute)}"
         f" + runtime {mb(m.runtime)} = {mb(m.total)} of {mb(p.budget)}: "
         + ("fits" if p.fits else "DOES NOT FIT"),
+        *(
+            [
+                f"  GPU memory: {mb(m.device)} (offloaded weights, their KV cache, the compute buffer)"
+            ]
+            if m.device
+            else []
+        ),
         f"  config: {c.threads} threads, context {c.n_ctx}, {c.kv_type} KV cache, batch {c.n_batch},"
         f" GPU layers {gpu}, mmap {'on' if c.use_mmap else 'off'}, mlock {'on' if c.use_mlock else 'off'}",
         f"  predicted: decode {p.decode_tokens_per_s:.1f} tok/s, prefill {p.prefill_tokens_per_s:.1f} tok/s"

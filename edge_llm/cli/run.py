@@ -39,7 +39,7 @@ def run(
     ignore_eos: o.IgnoreEos = False,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
-    device: o.Device = "auto",
+    where: o.Where = o.AUTO,
     adapter: o.Adapters = None,
     yes: Yes = False,
     as_json: o.Json = False,
@@ -58,7 +58,7 @@ def run(
     """
     prompt = _prompt(prompt)
     params = o.sampling(max_tokens, sampling, stop=stop, ignore_eos=ignore_eos or None)
-    m = cloud.wrap(_load(model, yes, device, ctx, threads, adapter))
+    m = cloud.wrap(_load(model, yes, where, ctx, threads, adapter))
     stream = _start(m, prompt, params, chat, system)
     if as_json:
         _print_json(m, stream)
@@ -81,14 +81,14 @@ def _prompt(prompt: str | None) -> str:
     return prompt
 
 
-def _load(model: str | None, yes: bool, device: str, ctx, threads, adapter) -> Any:
+def _load(model: str | None, yes: bool, where: o.Where, ctx, threads, adapter) -> Any:
     """The model (pulled first if need be) with every --adapter applied at once."""
     from edge_llm.cli.pull import ensure_model
     from edge_llm.model import load
 
     model = ensure_model(model, yes)
     chosen = o.adapters(adapter)
-    m = load(model, device=device, n_ctx=ctx, threads=threads, adapters=chosen)
+    m = load(model, n_ctx=ctx, threads=threads, adapters=chosen, **where.load_kwargs())
     m.use({name: scale for name, (_, scale) in chosen.items()})
     return m
 

@@ -71,7 +71,7 @@ Isolate = Annotated[
 @o.grouped
 def serve(
     model: o.Model = None,
-    device: o.Device = "auto",
+    where: o.Where = o.AUTO,
     yes: Yes = False,
     ctx: o.Ctx = None,
     threads: o.Threads = None,
@@ -105,7 +105,7 @@ def serve(
 
     model = ensure_model(model, yes)
     model_id = _model_id(model)
-    m = cloud.wrap(_load(model, device, ctx, threads, isolate, adapter))
+    m = cloud.wrap(_load(model, where, ctx, threads, isolate, adapter))
     run_server(
         m,
         host=host,
@@ -130,7 +130,7 @@ def _check_extra() -> None:
         raise ConfigError("the server needs its extra: pip install 'edge-llm[serve]'") from None
 
 
-def _load(model: str | None, device: str, ctx, threads, isolate: bool | None, adapter) -> Any:
+def _load(model: str | None, where: o.Where, ctx, threads, isolate: bool | None, adapter) -> Any:
     """The model with its --adapter list loaded (none applied: each request picks its own)."""
     from edge_llm.model import load
     from edge_llm.registry import looks_like_path
@@ -139,11 +139,11 @@ def _load(model: str | None, device: str, ctx, threads, isolate: bool | None, ad
         isolate = model is not None and looks_like_path(model)
     return load(
         model,
-        device=device,
         n_ctx=ctx,
         threads=threads,
         isolate=isolate,
         adapters=o.adapters(adapter),
+        **where.load_kwargs(),
     )
 
 
@@ -167,8 +167,10 @@ def _listening(url: str, m, model_id: str, api_key: str | None, cloud: c.Options
     if cloud.cloud and not cloud.local_only:
         key += f", escalating to {cloud.cloud_model} at {cloud.cloud}"
     extra = "".join(f" + {model_id}:{name}" for name in m.adapters)
+    placement = getattr(m, "placement", None)
+    on = f", {placement.describe()}" if placement is not None and placement.offloaded else ""
     print(
-        f"edge-llm: serving {model_id}{extra} at {url} (OpenAI API, context {m.n_ctx}{key}); "
+        f"edge-llm: serving {model_id}{extra} at {url} (OpenAI API, context {m.n_ctx}{key}{on}); "
         "Ctrl-C stops",
         file=sys.stderr,
         flush=True,

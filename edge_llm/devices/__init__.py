@@ -47,22 +47,28 @@ def resolve_device(
     n_ctx: int | None = None,
     kv_type: str | None = None,
     n_batch: int | None = None,
+    gpu_layers: int | None = None,
 ) -> DeviceConfig:
-    """Threads, GPU layers and (for a profile) context, KV type and batch for ``device``."""
-    from edge_llm.llama.binding import supports_gpu_offload
+    """Threads, GPU layers and (for a profile) context, KV type and batch for ``device``;
+    ``gpu_layers`` (llama.cpp's count: the output layer first, then the last repeating layers;
+    -1 all) overrides the device's choice."""
+    from edge_llm.llama.binding import gpu_devices
 
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1 (got {threads})")
+    if gpu_layers is not None and gpu_layers < -1:
+        raise ConfigError(f"--gpu-layers must be -1 (all), 0 or a count (got {gpu_layers})")
     name = device or "auto"
-    gpu = supports_gpu_offload()
+    if name.lower() == "cpu" and gpu_layers:
+        raise ConfigError("--gpu-layers offloads to a GPU; drop it, or use device 'gpu' or 'auto'")
+    gpu = bool(gpu_devices())
+    if (name.lower() == "gpu" or gpu_layers) and not gpu:
+        raise ConfigError(gpu_absent())
     if name.lower() in DEVICES:
         name = name.lower()
-        if name == "gpu" and not gpu:
-            raise ConfigError(
-                "this llama-cpp-python build has no GPU backend; use device 'cpu', or rebuild with "
-                "make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON"
-            )
         layers = -1 if (name == "gpu" or (name == "auto" and gpu)) else 0
+        if gpu_layers is not None and name != "cpu":
+            layers = gpu_layers
         n = threads or threads_for(available_cpus(), None)
         return DeviceConfig(name, n, n, layers, adaptive_threads=threads is None)
 
@@ -85,7 +91,7 @@ def resolve_device(
     c = p.config
     adaptive = threads is None and profile.name == "host"
     n = threads or min(c.threads, available_cpus())
-    layers = c.n_gpu_layers if gpu else 0
+    layers = (c.n_gpu_layers if gpu_layers is None else gpu_layers) if gpu else 0
     return DeviceConfig(
         profile.name,
         n,
@@ -97,4 +103,20 @@ def resolve_device(
         n_batch=c.n_batch,
         use_mlock=c.use_mlock,
         plan=p,
+    )
+
+
+def gpu_absent() -> str:
+    """Why there is no GPU to offload to, and what to do: one line."""
+    from edge_llm.llama.binding import registered_backends
+
+    backends = [b for b in registered_backends() if b.upper() not in ("CPU", "BLAS", "RPC")]
+    if not backends:
+        return (
+            "this llama-cpp-python build has no GPU backend; use device 'cpu', or rebuild with one "
+            "(make install VULKAN=1, or LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON: docs/gpu.md)"
+        )
+    return (
+        f"the {', '.join(backends)} backend found no GPU device; use device 'cpu' (a software "
+        "Vulkan device such as lavapipe is used only when GGML_VK_VISIBLE_DEVICES names it)"
     )

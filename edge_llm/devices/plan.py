@@ -41,10 +41,13 @@ class Config:
 
 @dataclass(frozen=True)
 class Memory:
+    """Host memory by part (``total``: what the budget holds) and, apart, the GPU device's."""
+
     weights: int
     kv_cache: int
     compute: int
     runtime: int
+    device: int = 0  # on the GPU device (its own memory): offloaded weights, their KV, compute
 
     @property
     def total(self) -> int:
@@ -99,11 +102,94 @@ def runtime_overhead(profile: DeviceProfile) -> int:
     return RUNTIME_OVERHEAD
 
 
-def memory_for(shape: ModelShape, cfg: Config, profile: DeviceProfile, overhead: int) -> Memory:
-    on_gpu = cfg.n_gpu_layers and profile.gpu_backend not in ("none", "metal")
-    weights = 0 if on_gpu else int(shape.weight_bytes * (1 + REPACK_SHARE))
-    kv = 0 if on_gpu else shape.kv_bytes(cfg.n_ctx, cfg.kv_type)
-    return Memory(weights, kv, shape.compute_buffer_bytes(min(cfg.n_batch, cfg.n_ctx)), overhead)
+def _layer(name: str) -> int | None:
+    """The repeating layer a tensor belongs to (``blk.7.attn_q.weight``: 7), None elsewhere."""
+    parts = name.split(".")
+    return int(parts[1]) if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit() else None
+
+
+def offloaded_layers(n_layer: int, n_gpu_layers: int) -> int:
+    """llama.cpp's count of layers on the GPU for ``n_gpu_layers`` (-1: all), the output
+    layer included: it goes first, then the last repeating layers."""
+    return n_layer + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layer + 1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where llama.cpp puts a model's weights for an offload depth (`split_weights`)."""
+
+    host: int  # tensor bytes in host memory
+    device: int  # tensor bytes in the GPU's memory
+    head_on_device: bool  # the output head: then the logits are computed there too
+
+
+def split_weights(
+    info: gguf_info.GGUFInfo, n_layer: int, n_gpu_layers: int, max_tensor: int = 0
+) -> Split:
+    """The device holds the offloaded layers and the output layer (a tied head: a copy of
+    token_embd), except any weight over ``max_tensor`` bytes (0: no limit), which the backend
+    leaves in host memory; the host holds the input embedding (always) and the rest."""
+    n = offloaded_layers(n_layer, n_gpu_layers)
+    first = n_layer + 1 - n if n > 0 else n_layer + 2
+    tensors = {t.name: t for t in info.tensors}
+    head = tensors.get("output.weight") or tensors.get("token_embd.weight")
+    fits = (lambda t: t.n_bytes <= max_tensor) if max_tensor else (lambda t: True)
+    head_on_device = n > 0 and head is not None and fits(head)
+    host = device = 0
+    for t in info.tensors:
+        i = _layer(t.name)
+        wanted = (i is not None and i >= first) or (n > 0 and t.name == "output_norm.weight")
+        if t.name == "output.weight":
+            wanted = head_on_device
+        if wanted and fits(t):
+            device += t.n_bytes
+        else:
+            host += t.n_bytes
+    if head_on_device and "output.weight" not in tensors:
+        device += head.n_bytes  # the tied head, copied to the device
+    return Split(host, device, head_on_device)
+
+
+def device_weights(
+    info: gguf_info.GGUFInfo, n_layer: int, n_gpu_layers: int, max_tensor: int = 0
+) -> int:
+    """Tensor bytes llama.cpp puts on the GPU for ``n_gpu_layers`` (see `split_weights`)."""
+    return split_weights(info, n_layer, n_gpu_layers, max_tensor).device
+
+
+def memory_for(
+    shape: ModelShape,
+    cfg: Config,
+    profile: DeviceProfile,
+    overhead: int,
+    info: gguf_info.GGUFInfo | None = None,
+) -> Memory:
+    """Host and GPU memory for ``cfg``: the GPU holds the offloaded layers' weights and KV cache
+    and the compute buffer; the host the rest, and a compute buffer of its own while some layers
+    stay on the CPU (on Metal, one memory: all of it counts here)."""
+    compute = shape.compute_buffer_bytes(min(cfg.n_batch, cfg.n_ctx))
+    kv_all = shape.kv_bytes(cfg.n_ctx, cfg.kv_type)
+    if not cfg.n_gpu_layers or profile.gpu_backend in ("none", "metal"):
+        weights = int(shape.weight_bytes * (1 + REPACK_SHARE))
+        return Memory(weights, kv_all, compute, overhead)
+    n = offloaded_layers(shape.n_layer, cfg.n_gpu_layers)
+    if info is None:  # no tensor list: the whole model on the device
+        split = Split(0, shape.weight_bytes, True)
+    else:
+        max_tensor = int(profile.gpu_max_tensor_mb * 1e6)
+        split = split_weights(info, shape.n_layer, cfg.n_gpu_layers, max_tensor)
+    dev_kv = kv_all * max(0, n - 1) // max(1, shape.n_layer)
+    # the logits (most of the compute buffer) are computed where the output head is
+    n_ub = min(cfg.n_batch, cfg.n_ctx)
+    dev_compute = compute if split.head_on_device else shape.activation_bytes(n_ub, cfg.n_ctx)
+    host_compute = 0 if split.head_on_device and n > shape.n_layer else compute
+    return Memory(
+        int(split.host * (1 + REPACK_SHARE)),
+        kv_all - dev_kv,
+        host_compute,
+        overhead,
+        split.device + dev_kv + dev_compute,
+    )
 
 
 def gpu_layers(shape: ModelShape, profile: DeviceProfile, n_ctx: int, kv_type: str) -> int:
@@ -126,7 +212,11 @@ def predict(
     roofline."""
     shape = ModelShape.from_info(info)
     position = min(cfg.n_ctx, 512) if position is None else position
-    gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
+    gpu = (
+        cfg.n_gpu_layers != 0
+        and profile.gpu_backend not in ("none", "auto")
+        and profile.gpu_bandwidth_gbs > 0  # a detected GPU of unknown speed: the CPU's figures
+    )
     fit = None if gpu else _fit_for(profile.calibration, cfg.threads)
     if fit is not None:
         raw_bw = min(profile.bandwidth_gbs, profile.core_bandwidth_gbs * cfg.threads) * 1e9
@@ -202,7 +292,7 @@ def plan(
             for b in (n_batch,) if n_batch else BATCHES:
                 layers = gpu_layers(shape, profile, ctx, kv)
                 cfg = Config(profile.threads, ctx, kv, min(b, ctx), layers, True, profile.mlock)
-                candidates.append((cfg, memory_for(shape, cfg, profile, overhead)))
+                candidates.append((cfg, memory_for(shape, cfg, profile, overhead, info)))
         if n_ctx or ctx <= MIN_CTX:
             break
         ctx = max(MIN_CTX, ctx // 2)
@@ -211,6 +301,7 @@ def plan(
     cfg, mem = fitting[0] if fits else min(candidates, key=lambda cm: cm[1].total)
     decode, prefill = predict(info, cfg, profile)
     gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
+    gpu = gpu and profile.gpu_bandwidth_gbs > 0
     basis = "calibration" if profile.calibration and not gpu else "roofline"
     first, first_mem = candidates[0]
     note = ""

@@ -44,6 +44,9 @@ class DeviceProfile:
     gpu_memory_gb: float = 0.0
     gpu_bandwidth_gbs: float = 0.0
     gpu_gflops: float = 0.0
+    # the largest weight the GPU backend takes (Vulkan: maxStorageBufferRange, 128 MiB on many
+    # phone GPUs); bigger ones stay in host memory. 0: no limit
+    gpu_max_tensor_mb: float = 0.0
     mlock: bool = False  # pin the weights in RAM (needs RLIMIT_MEMLOCK)
     # plan's objective among files of one model: the most capable file that fits and decodes
     # at least this fast (a comfortable reading pace in a chat)
@@ -170,6 +173,18 @@ def all_profiles() -> list[DeviceProfile]:
     return [load_file(p) for p in profile_files().values()]
 
 
+def _host_gpu(gpus: list) -> dict:
+    if not gpus:
+        return {"gpu_backend": "none"}
+    g = gpus[0]
+    backend = g.backend.lower() if g.backend.lower() in GPU_BACKENDS else "auto"
+    return {
+        "gpu_backend": backend,
+        "gpu_memory_gb": round(g.memory_free / 1e9, 3),
+        "gpu_max_tensor_mb": g.max_tensor_bytes / 1e6,
+    }
+
+
 @cache
 def host_profile() -> DeviceProfile:
     """This machine as a profile. Speed predictions need the calibration (`edge-llm devices
@@ -177,7 +192,7 @@ def host_profile() -> DeviceProfile:
     roofline."""
     from edge_llm.cpus import available_cpus
     from edge_llm.devices import detect
-    from edge_llm.llama.binding import cpu_kernels, supports_gpu_offload
+    from edge_llm.llama.binding import cpu_kernels, gpu_devices
 
     cal = detect.cached_calibration()
     total, avail = detect.memory_gb()
@@ -201,7 +216,9 @@ def host_profile() -> DeviceProfile:
         bandwidth_efficiency=min(1.0, (cal or {}).get("decode_efficiency", 0.6)),
         cpu_gflops=(cal or {}).get("cpu_gflops", 20.0 * n),
         power_w=15.0 * n,  # no sensor read here; the density benchmark reads RAPL where it can
-        gpu_backend="auto" if supports_gpu_offload() else "none",
+        # the first GPU llama.cpp offloads to, with the memory it reports free now (its speed
+        # is not measured: predictions stay the CPU's)
+        **_host_gpu(gpu_devices()),
         source="detected",
         calibration=(cal or {}).get("fit"),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.llama import binding, lora
+from edge_llm.llama import binding, lora, placement
 from edge_llm.llama.binding import KV_TYPES, C, LoadError, take_recent_errors, tokenize
 
 __all__ = [
@@ -28,6 +28,11 @@ __all__ = [
 
 system_info = binding.system_info
 supports_gpu_offload = binding.supports_gpu_offload
+
+
+def gpu_devices() -> list[binding.Device]:
+    """The devices layers can be offloaded to (`binding.gpu_devices`)."""
+    return binding.gpu_devices()
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,12 @@ class Backend:
             (False, True): C.LLAMA_LOAD_MODE_MLOCK,
             (False, False): C.LLAMA_LOAD_MODE_NONE,
         }[(cfg.use_mmap, cfg.use_mlock)]
+        with binding.capture_log() as log:  # where llama.cpp put each layer and buffer
+            self._open(path, cfg, load_mode)
+        gpus = [d.name for d in binding.gpu_devices()] if cfg.n_gpu_layers else []
+        self.placement = placement.parse(log, C.llama_model_n_layer(self.model), gpus)
+
+    def _open(self, path: Path, cfg: ContextConfig, load_mode: int) -> None:
         self.model = binding.load_model(path, n_gpu_layers=cfg.n_gpu_layers, load_mode=load_mode)
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)

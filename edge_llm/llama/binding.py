@@ -14,7 +14,9 @@ EDGE_LLM_DEBUG is set. It also loads the CPU backend built for this CPU (see "CP
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import functools
 import importlib.metadata
 import os
@@ -28,6 +30,8 @@ from pathlib import Path
 import llama_cpp.llama_cpp as C  # noqa: N812  (the raw C API)
 import numpy as np
 
+from edge_llm.llama import vulkan
+
 __all__ = ["C", "init", "lib", "take_recent_errors", "tokenize", "LoadError", "cpu_kernels"]
 
 # --- logging and start-up -------------------------------------------------------------------
@@ -39,11 +43,18 @@ _READY = False
 _INIT_LOCK = threading.Lock()
 
 
+_CAPTURE: list[str] | None = None  # every log text while `capture_log` runs
+
+
 @C.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     msg = text.decode("utf-8", errors="replace") if text else ""
     if _DEBUG:
         os.write(2, msg.encode())
+    if _CAPTURE is not None:
+        with _LOG_LOCK:
+            if _CAPTURE is not None:
+                _CAPTURE.append(msg)
     if level in (2, 3) and msg.strip():  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
         with _LOG_LOCK:
             _RECENT_ERRORS.append(msg.strip())
@@ -62,6 +73,25 @@ def init() -> None:
         C.llama_backend_init()
         _load_cpu_kernels()
         _READY = True
+
+
+@contextlib.contextmanager
+def capture_log():
+    """Collect everything llama.cpp logs meanwhile (INFO lines too: where it put each buffer);
+    yields a list that holds the lines once the block ends. One capture at a time."""
+    global _CAPTURE
+    lines: list[str] = []
+    with _CAPTURE_LOCK:
+        _CAPTURE = []
+        try:
+            yield lines
+        finally:
+            with _LOG_LOCK:
+                text, _CAPTURE = "".join(_CAPTURE), None
+            lines.extend(text.splitlines())
+
+
+_CAPTURE_LOCK = threading.Lock()
 
 
 def take_recent_errors() -> list[str]:
@@ -117,7 +147,11 @@ def load_model(
     load_mode: int | None = None,
 ):
     """A ``llama_model *`` for the GGUF at ``path`` (free it with `free_model`);
-    LoadError with llama.cpp's log lines if it refuses."""
+    LoadError with llama.cpp's log lines if it refuses.
+
+    ``n_gpu_layers`` 0 keeps the model off every other device: llama.cpp would otherwise still
+    hand a GPU the big matrix products of a prompt (its "op offload"), so a CPU run would not be
+    one."""
     init()
     if _CPU_KERNELS is not None and _CPU_KERNELS.variant is None:
         from edge_llm.errors import EdgeLLMError
@@ -131,6 +165,9 @@ def load_model(
     mp.vocab_only = vocab_only
     if load_mode is not None:
         mp.load_mode = load_mode
+    no_devices = (ctypes.c_void_p * 1)()  # a NULL-terminated list of none: the CPU alone
+    if n_gpu_layers == 0:
+        mp.devices = ctypes.addressof(no_devices)
     take_recent_errors()
     model = C.llama_model_load_from_file(str(path).encode(), mp)
     if not model:
@@ -347,6 +384,9 @@ _SIGNATURES = {
     "ggml_backend_dev_get": ([_sz], _p),
     "ggml_backend_dev_name": ([_p], _s),
     "ggml_backend_dev_description": ([_p], _s),
+    "ggml_backend_dev_type": ([_p], _int),
+    "ggml_backend_dev_memory": ([_p, ctypes.POINTER(_sz), ctypes.POINTER(_sz)], None),
+    "ggml_backend_dev_backend_reg": ([_p], _p),
 }
 
 
@@ -526,13 +566,74 @@ def cpu_kernels() -> CpuKernels:
     return _CPU_KERNELS
 
 
-def devices() -> list[tuple[str, str]]:
-    """(name, description) of each device llama.cpp can run on (ggml_backend_dev_*)."""
+DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel", "meta")  # enum ggml_backend_dev_type, in order
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device llama.cpp can run on (ggml_backend_dev_*)."""
+
+    name: str  # "CPU", "Vulkan0", "CUDA0"...
+    description: str  # "llvmpipe (LLVM 15.0.6, 256 bits)", the CPU's model name...
+    type: str  # one of DEVICE_TYPES
+    backend: str  # the backend that registered it: "CPU", "Vulkan"...
+    memory_free: int  # bytes, as the device reports them
+    memory_total: int
+    # from the driver itself where edge_llm can ask it (Vulkan: edge_llm.llama.vulkan), else
+    # "" and 0: the driver's version, and the largest weight the backend takes (bigger ones
+    # stay in host memory)
+    driver: str = ""
+    max_tensor_bytes: int = 0
+
+    @property
+    def offloads(self) -> bool:
+        """Whether model layers can go to it (a GPU, integrated or not)."""
+        return self.type in ("gpu", "igpu")
+
+
+def devices() -> list[Device]:
+    """Every device llama.cpp can run on here, in its own order."""
     g = lib()
-    return [
-        (g.ggml_backend_dev_name(d).decode(), g.ggml_backend_dev_description(d).decode())
-        for d in (g.ggml_backend_dev_get(i) for i in range(g.ggml_backend_dev_count()))
-    ]
+    out = []
+    for i in range(g.ggml_backend_dev_count()):
+        d = g.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        g.ggml_backend_dev_memory(d, ctypes.byref(free), ctypes.byref(total))
+        kind = g.ggml_backend_dev_type(d)
+        description = g.ggml_backend_dev_description(d).decode(errors="replace")
+        backend = g.ggml_backend_reg_name(g.ggml_backend_dev_backend_reg(d)).decode()
+        vk = vulkan.describe(description) if backend == "Vulkan" else None
+        out.append(
+            Device(
+                name=g.ggml_backend_dev_name(d).decode(),
+                description=description,
+                type=DEVICE_TYPES[kind] if 0 <= kind < len(DEVICE_TYPES) else str(kind),
+                backend=backend,
+                memory_free=free.value,
+                memory_total=total.value,
+                driver=f"{vk.vendor_id:#x}:{vk.device_id:#x} driver {vk.driver_version} "
+                f"Vulkan {vk.api_version}"
+                if vk
+                else "",
+                max_tensor_bytes=vk.max_storage_buffer_range if vk else 0,
+            )
+        )
+    return out
+
+
+def gpu_devices() -> list[Device]:
+    """The devices model layers can be offloaded to (none: the CPU runs everything)."""
+    return [d for d in devices() if d.offloads]
+
+
+def backend_library(backend: str) -> str | None:
+    """The shared library of a dynamically loaded backend ("Vulkan": .../libggml-vulkan.so)."""
+    g = lib()
+    for i in range(g.ggml_backend_reg_count()):
+        reg = g.ggml_backend_reg_get(i)
+        if g.ggml_backend_reg_name(reg).decode() == backend:
+            return _library_of(reg)  # a backend's registry entry is a static inside its library
+    return None
 
 
 def system_report() -> dict:
@@ -546,6 +647,6 @@ def system_report() -> dict:
         "library_dir": k.directory,
         "missing_variants": list(k.missing),
         "left_out_variants": list(k.left_out),
-        "devices": [{"name": n, "description": d} for n, d in devices()],
+        "devices": [dataclasses.asdict(d) for d in devices()],
         "system_info": system_info().strip(),
     }

@@ -121,7 +121,8 @@ class ScoringContext:
     cache of ``n_ctx / n_seq`` cells, so a token attends over its sequence's cells only, not
     every sequence's (what independent sequences want; None: unified when ``n_seq > 1``, which
     shared prefixes need); ``adapters``: LoRA adapters ((path, scale) pairs) applied to every
-    evaluation. The context opens on first use (or `open()`), so that two
+    evaluation; ``n_gpu_layers``: layers offloaded to a GPU device (default none: the CPU
+    alone, the reference every other backend is judged against). The context opens on first use (or `open()`), so that two
     models can be loaded and checked before either allocates its cache.
     """
 
@@ -139,6 +140,7 @@ class ScoringContext:
         error: type[Exception] | None = None,
         kv_unified: bool | None = None,
         adapters: Sequence[tuple[str | Path, float]] = (),
+        n_gpu_layers: int = 0,
     ):
         from edge_llm.errors import InvalidModelError
 
@@ -149,7 +151,7 @@ class ScoringContext:
         self._params = (n_ctx, n_batch or n_ctx, n_seq, kv_type, flash_attn, eval_callback)
         self._unified = n_seq > 1 if kv_unified is None else kv_unified
         try:
-            self.model = binding.load_model(self.path)
+            self.model = binding.load_model(self.path, n_gpu_layers=n_gpu_layers)
         except LoadError as e:
             raise self.error(gguf.explain_load_failure(self.path, e.details)) from None
         self.vocab = C.llama_model_get_vocab(self.model)

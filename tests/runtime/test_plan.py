@@ -208,6 +208,13 @@ def test_load_refuses_what_does_not_fit(gemma_path, tmp_path):
 @pytest.mark.parametrize("budget_gb", [0.3, 0.22])
 def test_peak_rss_stays_within_the_budget(smollm2_path, tmp_path, budget_gb):
     """In a fresh process: load with a profile's budget, generate, read the peak RSS."""
+    from edge_llm.llama.binding import registered_backends
+
+    if budget_gb < 0.3 and set(registered_backends()) - {"CPU"}:
+        # a GPU build's process holds the GPU stack too (the Vulkan loader and every installed
+        # driver: about 60 MB here), so SmolLM2 no longer fits 220 MB: plan says so (and is
+        # right); the 300 MB case still runs
+        pytest.skip("the 220 MB budget is sized for the CPU-only build")
     path = write_profile(tmp_path, app_memory_gb=budget_gb)
     code = textwrap.dedent(f"""
         import edge_llm
