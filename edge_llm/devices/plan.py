@@ -192,13 +192,35 @@ def memory_for(
     )
 
 
-def gpu_layers(shape: ModelShape, profile: DeviceProfile, n_ctx: int, kv_type: str) -> int:
-    """All layers when weights and KV fit in GPU memory, else as many as fit (0 without a GPU)."""
+GPU_SHARE = 0.9  # of the GPU's memory a plan fills (the driver and the display keep some)
+# the device memory predicted here is within 10% of what llama.cpp allocates (docs/gpu.md), so
+# layers are chosen as if it were 10% more
+GPU_MARGIN = 1.10
+
+
+def gpu_layers(
+    shape: ModelShape,
+    profile: DeviceProfile,
+    n_ctx: int,
+    kv_type: str,
+    info: gguf_info.GGUFInfo | None = None,
+    n_batch: int = 512,
+) -> int:
+    """All layers (-1) when they fit in ``GPU_SHARE`` of the GPU's memory, else the most that do,
+    counted as `memory_for` counts the device's part with ``GPU_MARGIN`` (0 without a GPU, or
+    when not even the output layer fits)."""
     if profile.gpu_backend in ("none",) or profile.gpu_memory_gb <= 0:
         return -1 if profile.gpu_backend == "auto" else 0
-    free = profile.gpu_memory_gb * 1e9 * 0.9 - shape.compute_buffer_bytes(512)
-    per_layer = (shape.weight_bytes + shape.kv_bytes(n_ctx, kv_type)) / (shape.n_layer + 1)
-    return -1 if free >= per_layer * (shape.n_layer + 1) else max(0, int(free // per_layer))
+    room = profile.gpu_memory_gb * 1e9 * GPU_SHARE
+
+    def device(n: int) -> int:
+        cfg = Config(profile.threads, n_ctx, kv_type, min(n_batch, n_ctx), n)
+        return int(memory_for(shape, cfg, profile, 0, info).device * GPU_MARGIN)
+
+    if device(-1) <= room:
+        return -1
+    fitting = [n for n in range(1, shape.n_layer + 1) if device(n) <= room]
+    return max(fitting, default=0)
 
 
 def predict(
@@ -290,7 +312,7 @@ def plan(
     while True:
         for kv in (kv_type,) if kv_type else KV_TYPES:
             for b in (n_batch,) if n_batch else BATCHES:
-                layers = gpu_layers(shape, profile, ctx, kv)
+                layers = gpu_layers(shape, profile, ctx, kv, info, b)
                 cfg = Config(profile.threads, ctx, kv, min(b, ctx), layers, True, profile.mlock)
                 candidates.append((cfg, memory_for(shape, cfg, profile, overhead, info)))
         if n_ctx or ctx <= MIN_CTX:

@@ -75,6 +75,29 @@ def test_plan_predicts_device_memory(model, depth, request):
     assert abs(m["ratio"] - 1) <= vc.MEMORY_TOLERANCE, m
 
 
+@pytest.mark.parametrize(("model", "gpu_gb"), [("smollm2_path", 0.2), ("gemma_path", 0.1)])
+def test_plan_chooses_layers_that_fit_the_gpu(model, gpu_gb, request):
+    """A GPU too small for the whole model: plan offloads part of it, and what llama.cpp then
+    allocates on the device fits the share of GPU memory plan fills."""
+    import dataclasses
+
+    from edge_llm.devices import plan as planning
+    from edge_llm.devices.profile import host_profile
+
+    path = request.getfixturevalue(model)
+    profile = dataclasses.replace(host_profile(), gpu_memory_gb=gpu_gb)
+    p = planning.plan(path, profile, n_ctx=512, n_batch=512)
+    layers = p.config.n_gpu_layers
+    assert layers > 0
+    m = edge_llm.load(path, device="gpu", gpu_layers=layers, trust_backend=True, n_ctx=512)
+    try:
+        got = m.placement
+    finally:
+        m.close()
+    assert got.offloaded == layers and got.offloaded < got.n_layer + 1  # partial
+    assert got.device_bytes() <= gpu_gb * 1e9 * planning.GPU_SHARE
+
+
 def test_placement_says_which_layers_run_where(smollm2_path, run_cli):
     env = {"GGML_VK_VISIBLE_DEVICES": "0"}
     r = run_cli(
