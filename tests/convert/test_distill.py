@@ -1,5 +1,6 @@
 """Distillation (convert.distill) on a tiny random llama teacher: the pruned student's shape,
-block influence, KD lowering the KL, resume == uninterrupted, GGUF logits, one-line errors, CLI."""
+block influence, KD lowering the KL, resume == uninterrupted == an independent plain PyTorch loop
+(tests/fixtures/distill_reference.py), GGUF logits, one-line errors, CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.distill import fast, make_teacher, make_text
+from tests.fixtures.distill_reference import assert_matches, reference_run
 from tests.fixtures.tinymodels import CORPUS_LINES
 
 torch = pytest.importorskip("torch")
@@ -155,6 +157,11 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(teacher, tex
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
     full = json.loads((tmp_path / "full" / "distill.json").read_text())["losses"]
     assert np.allclose(full, res.losses, atol=1e-6)
+    # both equal the independent judge: a plain PyTorch loop over the same teacher, text, recipe
+    # and seed from the kept layers (not only each other: a step wrong the same way would pass)
+    ref = reference_run(teacher, text, kd=kw["recipe"].kd, steps=6, seed=3, keep=res.kept_layers)
+    assert_matches(a, full, ref, "uninterrupted")
+    assert_matches(b, res.losses, ref, "resumed")
 
 
 def test_generated_continuations_fill_a_budget_beyond_the_corpus(teacher, tmp_path):

@@ -1,9 +1,11 @@
 """distill under torchrun: two gloo processes on this CPU give the weights one process gives for
 the same global batch and seed (float tolerance), and a run interrupted under torchrun resumes
-across ranks to the same weights. torchrun (torch.distributed.run) coordinates the processes."""
+across ranks to the same weights; all of them equal an independent plain PyTorch loop's
+(tests/fixtures/distill_reference.py). torchrun (torch.distributed.run) coordinates the processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,10 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.distill_reference import assert_matches, reference_run
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[2]
+# RUNNER's recipe [kd], seed and steps (the reference loop reads the same)
+KD = {
+    "seq_len": 32,
+    "batch_size": 4,
+    "grad_accum": 2,
+    "top_k": 16,
+    "lr": 3e-3,
+    "checkpoint_every": 2,
+}
+SEED, STEPS = 5, 6
 
 RUNNER = """
 import os, sys
@@ -26,11 +40,10 @@ stop = int(os.environ.get("STOP_AT", "0"))
 def on_step(n, loss):
     if stop and n == stop:
         raise SystemExit(3)
-r = recipe_from_dict({{"kd": {{"seq_len": 32, "batch_size": 4, "grad_accum": 2, "top_k": 16,
-                                 "lr": 3e-3, "checkpoint_every": 2}}}})
+r = recipe_from_dict({{"kd": {kd!r}}})
 minutes = float(os.environ.get("MINUTES") or 0) or None
-distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=None if minutes else 6,
-        minutes=minutes, recipe=r, seed=5, layers=2,
+distill(sys.argv[1], sys.argv[2], texts=[sys.argv[3]], steps=None if minutes else {steps},
+        minutes=minutes, recipe=r, seed={seed}, layers=2,
         quant=os.environ.get("QUANT") or None, resume=bool(os.environ.get("RESUME")), on_step=on_step,
         fsdp=bool(os.environ.get("FSDP")))
 """
@@ -44,7 +57,7 @@ def _port() -> int:
 
 def run(tmp_path, nproc: int, out: Path, teacher, text, **env):
     script = tmp_path / "runner.py"
-    script.write_text(RUNNER.format(root=str(ROOT)))
+    script.write_text(RUNNER.format(root=str(ROOT), kd=KD, seed=SEED, steps=STEPS))
     # a cache per output: the two-process run computes its teacher top-k in shards itself
     e = {
         **os.environ,
@@ -94,7 +107,41 @@ def weights(folder: Path) -> dict:
     return load_file(folder / "model.safetensors")
 
 
-def test_two_gloo_processes_equal_one_and_resume_across_ranks(teacher, text, tmp_path):
+def logged(folder: Path) -> tuple[list[int], list[float]]:
+    """(the kept layers, the step losses) a run's distill.json records."""
+    d = json.loads((folder / "distill.json").read_text())
+    return d["kept_layers"], d["losses"]
+
+
+@pytest.fixture(scope="module")
+def reference(teacher, text):
+    """The independent judge of RUNNER's run: the plain PyTorch loop's weights and losses for
+    the kept layers (computed once per set of kept layers)."""
+    from convert.distill.recipe import recipe_from_dict
+
+    done = {}
+
+    def get(keep: list[int]):
+        if tuple(keep) not in done:
+            kd = recipe_from_dict({"kd": dict(KD)}).kd
+            done[tuple(keep)] = reference_run(
+                teacher, text, kd=kd, steps=STEPS, seed=SEED, keep=keep
+            )
+        return done[tuple(keep)]
+
+    return get
+
+
+def assert_all_match_the_reference(reference, tmp_path: Path, names: list[str]) -> None:
+    keep, _ = logged(tmp_path / names[0])
+    ref = reference(keep)
+    for name in names:
+        kept, losses = logged(tmp_path / name)
+        assert kept == keep, name
+        assert_matches(weights(tmp_path / name), losses, ref, name)
+
+
+def test_two_gloo_processes_equal_one_and_resume_across_ranks(teacher, text, tmp_path, reference):
     one = run(tmp_path, 1, tmp_path / "one", teacher, text)
     assert one.returncode == 0, one.stderr[-2000:]
     two = run(tmp_path, 2, tmp_path / "two", teacher, text)
@@ -112,10 +159,12 @@ def test_two_gloo_processes_equal_one_and_resume_across_ranks(teacher, text, tmp
     c = weights(tmp_path / "cut")
     for k in b:
         assert torch.allclose(b[k], c[k], atol=1e-6, rtol=0), k
+    # not only each other: one process, two and the resumed two equal the independent loop
+    assert_all_match_the_reference(reference, tmp_path, ["one", "two", "cut"])
 
 
 @pytest.mark.parametrize("quant", ["", "Q4_0"])
-def test_fsdp_shards_the_student_and_equals_one_process(teacher, text, tmp_path, quant):
+def test_fsdp_shards_the_student_and_equals_one_process(teacher, text, tmp_path, quant, reference):
     # --fsdp: the student is sharded over the two ranks (PyTorch's fully_shard) instead of
     # replicated; the same global batch and seed still give one process's weights, with or
     # without fake quantization, and an interrupted sharded run resumes to the same weights.
@@ -145,6 +194,8 @@ def test_fsdp_shards_the_student_and_equals_one_process(teacher, text, tmp_path,
     c = weights(tmp_path / "cut")
     for k in b:
         assert torch.allclose(b[k], c[k], atol=1e-6, rtol=0), k
+    if not quant:  # the independent loop has no fake quantization (QAT's grid is the project's)
+        assert_all_match_the_reference(reference, tmp_path, ["one", "two", "cut"])
     # a wall-clock budget times a sharded step (the whole student's training state is never
     # built on one device)
     timed = run(
