@@ -58,7 +58,7 @@ SRC_CACHE ?= $(HOME)/.cache/edge-llm/src
 LLAMA_SRC := $(SRC_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)
 LLAMA_SRC_STAMP := $(LLAMA_SRC)/.unpacked
 
-.PHONY: install data zoo wheel test tour fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check vulkan-deps vulkan-check lint clean
+.PHONY: install data zoo wheel test tour fuzz reliability bench bench-quant bench-runtime bench-kernels bench-cascade lm-eval-parity arm-deps arm-check vulkan-deps vulkan-check vulkan-figures lint clean
 
 install: $(BIN)/python $(WHEEL_STAMP) $(LLAMA_SRC_STAMP)
 	$(BIN)/pip install --find-links $(WHEEL_DIR) -e '.[test]'
@@ -193,12 +193,15 @@ arm-deps:
 # The GPU path on a Vulkan device (docs/gpu.md): the Vulkan build installed into the venv (it
 # replaces the CPU-only one; `make install` puts that back), then on lavapipe, Mesa's software
 # Vulkan device (llama.cpp uses a CPU-type device only when GGML_VK_VISIBLE_DEVICES names it): the
-# tests (tests/gpu: offloaded outputs against the CPU, plan's device memory, the self-check, the
-# server) and the figures (scripts/vulkan_check.py). About 10 minutes here, plus the build once.
+# tests (tests/gpu: offloaded outputs against the CPU, plan's device memory and layer choice, the
+# self-check, the server): about 4 minutes here, plus the build once (about 10). The figures of
+# docs/gpu.md: `make vulkan-figures` (about 5 minutes more).
 VULKAN_DEVICE ?= 0
 vulkan-check:
 	$(MAKE) --no-print-directory install VULKAN=1
 	GGML_VK_VISIBLE_DEVICES=$(VULKAN_DEVICE) $(BIN)/pytest -m vulkan tests/gpu -p no:cacheprovider
+
+vulkan-figures:
 	GGML_VK_VISIBLE_DEVICES=$(VULKAN_DEVICE) $(BIN)/python -m scripts.vulkan_check
 
 # The Vulkan stack (as root): Debian's loader and headers, the shader compiler, the SPIR-V headers
