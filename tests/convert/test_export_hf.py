@@ -387,7 +387,7 @@ def test_unknown_architecture_lists_the_supported(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(ConvertError, match=r"mamba.*supported: gemma3, llama"):
+    with pytest.raises(ConvertError, match=r"mamba.*supported: gemma3, llama, qwen2"):
         export_hf(path, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
@@ -466,3 +466,27 @@ def test_written_sentencepiece_model_tokenizes_like_the_gguf(case):
             )
     finally:
         llm.close()
+
+
+def test_qwen2_round_trip_gives_the_checkpoints_own_logits(tmp_path):
+    """A tiny random Qwen2 checkpoint (biases, tied head), converted to an F32 GGUF and exported
+    back: transformers on the export computes the original checkpoint's logits."""
+    from convert import convert
+    from tests.fixtures.archs import build
+
+    src = tmp_path / "qwen2"
+    src.mkdir()
+    model = build("Qwen2ForCausalLM", src)
+    out = tmp_path / "qwen2-f32.gguf"
+    convert(src, out, type="F32")
+    back = export_hf(out, tmp_path / "hf")
+    assert json.loads((back / "config.json").read_text())["model_type"] == "qwen2"
+    again, info = transformers.AutoModelForCausalLM.from_pretrained(
+        back, dtype=torch.float32, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 64, 128, 11]])
+    with torch.no_grad():
+        want, got = model(ids).logits, again.eval()(ids).logits
+    assert torch.equal(want.argmax(-1), got.argmax(-1))
+    assert (want - got).abs().max().item() < 1e-5
