@@ -83,8 +83,10 @@ def devices(
             p.description,
         )
     Console().print(table)
+    from edge_llm.llama.binding import gpu_backends
+
     backends = detect.build_backends()
-    gpu = [b for b in backends if b.upper() not in ("CPU", "BLAS", "RPC")]
+    gpu = gpu_backends()
     print(
         f"this llama.cpp build ({detect.llama_cpp_version()}): backends "
         f"{', '.join(backends) or 'CPU'}"
@@ -141,9 +143,11 @@ def _check(model: str, gpu_layers: int | None, recheck: bool, as_json: bool) -> 
     layers = -1 if gpu_layers is None else gpu_layers
     if layers == 0:
         raise ConfigError("--gpu-layers 0 checks nothing; give a count or -1 (all)")
-    if not recheck and selfcheck.cached(path, gpus[0], layers) is None:
+    v = None if recheck else selfcheck.cached(path, gpus[0], layers)
+    if v is None:
         print(f"checking {gpus[0].name} against the CPU on {path.name}...", file=sys.stderr)
-    v = selfcheck.check(path, gpus[0], layers, threads_for(available_cpus(), None), recheck)
+        threads = threads_for(available_cpus(), None)
+        v = selfcheck.check(path, gpus[0], layers, threads, recheck=True)
     if as_json:
         print(json.dumps(v.to_dict(), indent=2))
         return

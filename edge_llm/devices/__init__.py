@@ -67,7 +67,7 @@ def resolve_device(
     if name.lower() in DEVICES:
         name = name.lower()
         layers = -1 if (name == "gpu" or (name == "auto" and gpu)) else 0
-        if gpu_layers is not None and name != "cpu":
+        if gpu_layers is not None:  # (with 'cpu' only 0 gets here)
             layers = gpu_layers
         n = threads or threads_for(available_cpus(), None)
         return DeviceConfig(name, n, n, layers, adaptive_threads=threads is None)
@@ -108,9 +108,9 @@ def resolve_device(
 
 def gpu_absent() -> str:
     """Why there is no GPU to offload to, and what to do: one line."""
-    from edge_llm.llama.binding import registered_backends
+    from edge_llm.llama.binding import gpu_backends
 
-    backends = [b for b in registered_backends() if b.upper() not in ("CPU", "BLAS", "RPC")]
+    backends = gpu_backends()
     if not backends:
         return (
             "this llama-cpp-python build has no GPU backend; use device 'cpu', or rebuild with one "

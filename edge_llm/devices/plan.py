@@ -150,13 +150,6 @@ def split_weights(
     return Split(host, device, head_on_device)
 
 
-def device_weights(
-    info: gguf_info.GGUFInfo, n_layer: int, n_gpu_layers: int, max_tensor: int = 0
-) -> int:
-    """Tensor bytes llama.cpp puts on the GPU for ``n_gpu_layers`` (see `split_weights`)."""
-    return split_weights(info, n_layer, n_gpu_layers, max_tensor).device
-
-
 def memory_for(
     shape: ModelShape,
     cfg: Config,
@@ -219,8 +212,21 @@ def gpu_layers(
 
     if device(-1) <= room:
         return -1
-    fitting = [n for n in range(1, shape.n_layer + 1) if device(n) <= room]
-    return max(fitting, default=0)
+    lo, hi = 0, shape.n_layer  # the device's part grows with n: the largest n that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if device(mid) <= room else (lo, mid - 1)
+    return lo
+
+
+def _gpu_speed(cfg: Config, profile: DeviceProfile) -> bool:
+    """Whether speed is predicted from the GPU's figures: layers offloaded to a GPU whose speed
+    the profile states (a detected GPU of unknown speed: the CPU's figures)."""
+    return (
+        cfg.n_gpu_layers != 0
+        and profile.gpu_backend not in ("none", "auto")
+        and profile.gpu_bandwidth_gbs > 0
+    )
 
 
 def predict(
@@ -234,11 +240,7 @@ def predict(
     roofline."""
     shape = ModelShape.from_info(info)
     position = min(cfg.n_ctx, 512) if position is None else position
-    gpu = (
-        cfg.n_gpu_layers != 0
-        and profile.gpu_backend not in ("none", "auto")
-        and profile.gpu_bandwidth_gbs > 0  # a detected GPU of unknown speed: the CPU's figures
-    )
+    gpu = _gpu_speed(cfg, profile)
     fit = None if gpu else _fit_for(profile.calibration, cfg.threads)
     if fit is not None:
         raw_bw = min(profile.bandwidth_gbs, profile.core_bandwidth_gbs * cfg.threads) * 1e9
@@ -322,8 +324,7 @@ def plan(
     fits = bool(fitting)
     cfg, mem = fitting[0] if fits else min(candidates, key=lambda cm: cm[1].total)
     decode, prefill = predict(info, cfg, profile)
-    gpu = cfg.n_gpu_layers != 0 and profile.gpu_backend not in ("none", "auto")
-    gpu = gpu and profile.gpu_bandwidth_gbs > 0
+    gpu = _gpu_speed(cfg, profile)
     basis = "calibration" if profile.calibration and not gpu else "roofline"
     first, first_mem = candidates[0]
     note = ""

@@ -161,8 +161,11 @@ def _run(path: Path, n_gpu_layers: int, threads: int) -> Run:
     return Run(logits, prefill, steps)
 
 
-def measure(path: Path, device, n_gpu_layers: int, threads: int, model_sha: str = "") -> Verdict:
-    """Run the probe on the CPU and on ``device`` (a `binding.Device`) and judge it (no cache)."""
+def measure(
+    path: Path, device, n_gpu_layers: int, threads: int, model_sha: str = "", driver: str = ""
+) -> Verdict:
+    """Run the probe on the CPU and on ``device`` (a `binding.Device`) and judge it (no cache;
+    ``model_sha`` and ``driver``: the identities when the caller has them already)."""
     start = time.perf_counter()
     cpu = _run(path, 0, threads)
     dev = _run(path, n_gpu_layers, threads)
@@ -173,7 +176,7 @@ def measure(path: Path, device, n_gpu_layers: int, threads: int, model_sha: str 
         device=device.name,
         description=device.description,
         backend=device.backend,
-        driver=driver_identity(device),
+        driver=driver or driver_identity(device),
         model_sha256=model_sha or model_hash(path),
         n_gpu_layers=n_gpu_layers,
         positions=len(cpu.logits),
@@ -271,16 +274,18 @@ def model_hash(path: Path) -> str:
     return digest
 
 
-def key(model_sha: str, device, n_gpu_layers: int) -> str:
-    return "|".join(
-        [model_sha, device.backend, device.name, device.description]
-        + [driver_identity(device), str(n_gpu_layers)]
-    )
+def _key(model_sha: str, device, driver: str, n_gpu_layers: int) -> str:
+    """A verdict's key (the driver identity holds the backend and the device's description)."""
+    return "|".join([model_sha, device.name, driver, str(n_gpu_layers)])
 
 
 def cached(path: Path, device, n_gpu_layers: int) -> Verdict | None:
     """The verdict kept for this model file, device, driver and depth, if any."""
-    row = _read()["verdicts"].get(key(model_hash(path), device, n_gpu_layers))
+    return _kept(_key(model_hash(path), device, driver_identity(device), n_gpu_layers))
+
+
+def _kept(key: str) -> Verdict | None:
+    row = _read()["verdicts"].get(key)
     if not isinstance(row, dict):
         return None
     row = {k: v for k, v in row.items() if k not in ("speed_ratio", "cached")}
@@ -294,12 +299,13 @@ def check(path: str | Path, device, n_gpu_layers: int, threads: int, recheck: bo
     """The verdict on running ``path`` on ``device`` with ``n_gpu_layers``: the cached one, or
     measured now (and kept)."""
     path = Path(path)
-    if not recheck and (v := cached(path, device, n_gpu_layers)) is not None:
+    sha, driver = model_hash(path), driver_identity(device)
+    key = _key(sha, device, driver, n_gpu_layers)
+    if not recheck and (v := _kept(key)) is not None:
         return v
-    sha = model_hash(path)
-    v = measure(path, device, n_gpu_layers, threads, model_sha=sha)
+    v = measure(path, device, n_gpu_layers, threads, model_sha=sha, driver=driver)
     data = _read()
-    data["verdicts"][key(sha, device, n_gpu_layers)] = v.to_dict()
+    data["verdicts"][key] = v.to_dict()
     _write(data)
     return v
 

@@ -127,6 +127,12 @@ def registered_backends() -> list[str]:
     ]
 
 
+def gpu_backends() -> list[str]:
+    """The registered backends that run on a device of their own (not the CPU-side CPU, BLAS or
+    RPC ones): empty in a CPU-only build."""
+    return [b for b in registered_backends() if b.upper() not in ("CPU", "BLAS", "RPC")]
+
+
 # KV-cache element types by name (ggml_type values).
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 

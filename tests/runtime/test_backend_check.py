@@ -131,12 +131,12 @@ def test_device_weights_follow_llama_cpp_layer_order(smollm2_path):
             v for k, v in tensors.items() if k.startswith("blk.") and int(k.split(".")[1]) >= first
         )
 
-    assert planning.device_weights(info, 30, 0) == 0
-    assert planning.device_weights(info, 30, -1, max_tensor=1) == 0  # nothing fits
-    assert planning.device_weights(info, 30, 1) == head
-    assert planning.device_weights(info, 30, 5) == head + blocks(26)
-    assert planning.device_weights(info, 30, -1) == head + blocks(0)
-    assert planning.device_weights(info, 30, 99) == head + blocks(0)
+    assert planning.split_weights(info, 30, 0).device == 0
+    assert planning.split_weights(info, 30, -1, max_tensor=1).device == 0  # nothing fits
+    assert planning.split_weights(info, 30, 1).device == head
+    assert planning.split_weights(info, 30, 5).device == head + blocks(26)
+    assert planning.split_weights(info, 30, -1).device == head + blocks(0)
+    assert planning.split_weights(info, 30, 99).device == head + blocks(0)
 
 
 # --- the self-check through Model, with a stand-in GPU ---------------------------------------------------
