@@ -244,12 +244,10 @@ def _read() -> dict:
     try:
         data = json.loads(_file().read_text())
     except (OSError, ValueError):
-        return {"files": {}, "verdicts": {}}
-    if not isinstance(data, dict):
-        return {"files": {}, "verdicts": {}}
-    data.setdefault("files", {})
-    data.setdefault("verdicts", {})
-    return data
+        data = {}
+    if not isinstance(data, dict):  # a damaged or foreign file: start again, never fail a run
+        data = {}
+    return {k: v if isinstance(v := data.get(k), dict) else {} for k in ("files", "verdicts")}
 
 
 def _write(data: dict) -> None:
@@ -266,8 +264,8 @@ def model_hash(path: Path) -> str:
     hashed again."""
     data = _read()
     ident = json.dumps(_stat(Path(path).resolve()))
-    if ident in data["files"]:
-        return data["files"][ident]
+    if isinstance(known := data["files"].get(ident), str):
+        return known
     digest = sha256_file(path)
     data["files"][ident] = digest
     _write(data)
